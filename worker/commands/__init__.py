@@ -1,0 +1,1 @@
+"""Sub-commands of ``crmsync``; each module has ``register(subparsers)``."""

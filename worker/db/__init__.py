@@ -1,0 +1,1 @@
+"""The database seam: engine creation, the embedded server, migrations and table definitions."""

@@ -1,0 +1,1 @@
+"""The long-running worker: its loop, its local timers and its LISTEN connection."""

@@ -1,0 +1,337 @@
+"""The worker loop: a stop event, a claim, a run, a record of the outcome.
+
+Runs execute in daemon threads (at most ``concurrency`` at once). Everything that touches the
+database is retried with backoff when the database is away, so the worker survives a
+database restart and keeps its schedule (the schedule is in the database anyway)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.engine import Engine
+
+from worker import __version__
+from worker.errors import DatabaseError, DatabaseUnavailable
+from worker.jobs import JobHandler, RunContext
+from worker.queue.manager import Claim, Outcome, QueueManager
+from worker.queue.models import JobKind, RunStatus
+from worker.runtime.hooks import RunHooks
+from worker.runtime.listener import Listener
+from worker.runtime.timers import Timers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    concurrency: int = 4
+    lease: timedelta = timedelta(seconds=60)
+    poll_interval: float = 2.0
+    reap_interval: float = 10.0
+    shutdown_timeout: float = 30.0
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return max(self.lease.total_seconds() / 4, 0.2)
+
+    @property
+    def forget_workers_after(self) -> timedelta:
+        return max(self.lease * 10, timedelta(minutes=5))
+
+
+def make_identity() -> str:
+    """host:pid:start-random, unique even when a pid is reused."""
+    started = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{socket.gethostname()}:{os.getpid()}:{started}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class _Run:
+    claim: Claim
+    cancelled: threading.Event
+    deadline: float
+    started: float
+    thread: threading.Thread | None = None
+    detached: bool = False  # outcome already recorded by the job-timeout check
+
+
+@dataclass
+class _Backoff:
+    initial: float = 0.5
+    maximum: float = 30.0
+    current: float = field(default=0.0)
+
+    def next(self) -> float:
+        self.current = self.initial if self.current == 0 else min(self.current * 2, self.maximum)
+        return self.current
+
+    def reset(self) -> None:
+        self.current = 0.0
+
+
+class Worker:
+    """One crmsync worker process' scheduler. Any number may share a database."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        handlers: Mapping[JobKind, JobHandler],
+        config: WorkerConfig | None = None,
+        *,
+        identity: str | None = None,
+        hooks: Sequence[RunHooks] = (),
+    ) -> None:
+        self.engine = engine
+        self.handlers = handlers
+        self.config = config or WorkerConfig()
+        self.id = identity or make_identity()
+        self.manager = QueueManager(engine)
+        self.hooks = list(hooks)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._runs: dict[int, _Run] = {}
+        self._timers = Timers()
+        self._listener = Listener(_conninfo(engine), self._wake.set, self._stop)
+        self._backoff = _Backoff()
+        self.database_ok = False
+        self.last_heartbeat: float | None = None
+        self.started = threading.Event()
+
+    # -- public -------------------------------------------------------------------------
+    def run(self) -> None:
+        """Block until stop() is called; then finish or release the runs in hand."""
+        self._register()
+        cfg = self.config
+        self._timers.every("heartbeat", cfg.heartbeat_interval, self._heartbeat)
+        self._timers.every("reaper", cfg.reap_interval, self._reap)
+        self._timers.start()
+        self._listener.start()
+        self.started.set()
+        self._notify_hooks("worker_started", self.id)
+        log.info("worker started", extra={"worker": self.id, "concurrency": cfg.concurrency})
+        try:
+            while not self._stop.is_set():
+                self._dispatch()
+                self._wake.wait(cfg.poll_interval)
+                self._wake.clear()
+        finally:
+            self._shutdown()
+
+    def stop(self, *, immediately: bool = False) -> None:
+        """Stop claiming. With ``immediately`` the runs in hand are released at once
+        instead of being awaited (a second Ctrl-C)."""
+        if immediately:
+            self.config = replace(self.config, shutdown_timeout=0.0)
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def healthy(self) -> bool:
+        """Scheduler thread alive and database reachable at the last contact."""
+        return self._timers.alive() and self.database_ok
+
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._runs)
+
+    # -- the loop -----------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        try:
+            while not self._stop.is_set() and self.running_count() < self.config.concurrency:
+                claim = self.manager.claim_next(self.id, self.config.lease)
+                if claim is None:
+                    break
+                self._start(claim)
+            next_due = self.manager.next_due_at()
+            self._database_back()
+        except DatabaseUnavailable as exc:
+            self._database_lost(exc)
+            return
+        if next_due is not None and next_due > datetime.now(UTC):
+            self._timers.wake_at(next_due, self._wake.set)
+
+    def _start(self, claim: Claim) -> None:
+        entry = claim.entry
+        run = _Run(
+            claim=claim,
+            cancelled=threading.Event(),
+            deadline=time.monotonic() + entry.job_timeout.total_seconds(),
+            started=time.monotonic(),
+        )
+        run.thread = threading.Thread(
+            target=self._execute, args=(run,), name=f"run-{entry.id}", daemon=True
+        )
+        with self._lock:
+            self._runs[claim.log_id] = run
+        log.info("run started", extra=_fields(claim))
+        self._notify_hooks("run_started", claim)
+        run.thread.start()
+
+    def _execute(self, run: _Run) -> None:
+        claim = run.claim
+        handler = self.handlers.get(claim.entry.job_kind)
+        ctx = RunContext(
+            entry=claim.entry, log_id=claim.log_id, scheduled_for=claim.scheduled_for,
+            worker_id=self.id, engine=self.engine, cancelled=run.cancelled,
+        )
+        try:
+            if handler is None:
+                raise DatabaseError(f"job_kind: no handler for {claim.entry.job_kind!r}")
+            result = handler(ctx)
+            outcome = Outcome.success(result.message, result.changed)
+        except Exception as exc:  # one failing run never kills the loop
+            outcome = Outcome.failure(exc)
+        with self._lock:
+            if run.detached:
+                log.warning("run returned after its job timeout", extra=_fields(claim))
+                return
+        self._record(run, outcome)
+
+    def _record(self, run: _Run, outcome: Outcome) -> None:
+        """Write the outcome, retrying while the database is away (bounded by shutdown)."""
+        claim, backoff = run.claim, _Backoff()
+        seconds = time.monotonic() - run.started
+        while True:
+            try:
+                self.manager.finish(claim, self.id, outcome)
+                break
+            except DatabaseUnavailable as exc:
+                self._database_lost(exc, sleep=False)
+                if self._stop.is_set() and time.monotonic() > run.deadline:
+                    break
+                time.sleep(backoff.next())
+            except DatabaseError as exc:
+                log.error("could not record run outcome", extra={**_fields(claim), "error": str(exc)})
+                break
+        with self._lock:
+            self._runs.pop(claim.log_id, None)
+        level = logging.INFO if outcome.status is RunStatus.SUCCESS else logging.WARNING
+        log.log(level, "run finished", extra={
+            **_fields(claim), "outcome": outcome.status.value, "seconds": round(seconds, 3),
+            "detail": outcome.message or outcome.error,
+        })
+        self._notify_hooks("run_finished", claim, outcome, seconds)
+        self._wake.set()
+
+    # -- timers -------------------------------------------------------------------------
+    def _register(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.manager.heartbeat(self.id, self._info(), self.config.lease, [])
+                self._database_back()
+                return
+            except DatabaseUnavailable as exc:
+                self._database_lost(exc)
+
+    def _heartbeat(self) -> None:
+        self._expire_timed_out_runs()
+        with self._lock:
+            log_ids = [r.claim.log_id for r in self._runs.values()]
+        try:
+            self.manager.heartbeat(self.id, self._info(), self.config.lease, log_ids)
+            self._database_back()
+            self.last_heartbeat = time.monotonic()
+        except DatabaseUnavailable as exc:
+            self._database_lost(exc, sleep=False)
+        self._notify_hooks("heartbeat", self.healthy())
+
+    def _expire_timed_out_runs(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            late = [r for r in self._runs.values() if now > r.deadline and not r.detached]
+            for run in late:
+                run.detached = True
+                run.cancelled.set()
+        for run in late:
+            outcome = Outcome(
+                RunStatus.ERROR, error=f"job timeout of {run.claim.entry.job_timeout} exceeded")
+            # Not on the timer thread: recording may wait for the database.
+            threading.Thread(target=self._record, args=(run, outcome), daemon=True).start()
+
+    def _reap(self) -> None:
+        try:
+            rescued = self.manager.rescue_abandoned(self.config.forget_workers_after)
+        except DatabaseUnavailable as exc:
+            self._database_lost(exc, sleep=False)
+            return
+        for item in rescued:
+            log.warning("rescued abandoned run", extra={
+                "entry": item.entry_id, "dead_worker": item.worker_id, "log_id": item.log_id})
+            self._notify_hooks("run_rescued", item)
+        if rescued:
+            self._wake.set()
+
+    # -- shutdown -----------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        self._notify_hooks("worker_stopping", self.id)
+        log.info("worker stopping", extra={"worker": self.id, "running": self.running_count()})
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        while self.running_count() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self._lock:
+            unfinished = list(self._runs.values())
+            for run in unfinished:
+                run.detached = True
+                run.cancelled.set()
+        for run in unfinished:
+            try:
+                self.manager.release(run.claim, self.id, "worker stopped before the run finished")
+                log.warning("run released at shutdown", extra=_fields(run.claim))
+            except (DatabaseUnavailable, DatabaseError) as exc:
+                log.error("could not release run; its lease will expire",
+                          extra={**_fields(run.claim), "error": str(exc)})
+        self._timers.shutdown()
+        try:
+            self.manager.unregister(self.id)
+        except (DatabaseUnavailable, DatabaseError):
+            pass
+        self._listener.join(timeout=3)
+        log.info("worker stopped", extra={"worker": self.id})
+
+    # -- helpers ------------------------------------------------------------------------
+    def _info(self) -> dict[str, object]:
+        return {"hostname": socket.gethostname(), "pid": os.getpid(),
+                "version": __version__, "concurrency": self.config.concurrency}
+
+    def _database_lost(self, exc: Exception, *, sleep: bool = True) -> None:
+        if self.database_ok:
+            log.warning("database unavailable; retrying", extra={"error": str(exc)})
+        self.database_ok = False
+        if sleep:
+            self._stop.wait(self._backoff.next())
+
+    def _database_back(self) -> None:
+        if not self.database_ok:
+            log.info("database reachable", extra={"worker": self.id})
+        self.database_ok = True
+        self._backoff.reset()
+
+    def _notify_hooks(self, name: str, *args: object) -> None:
+        for hook in self.hooks:
+            try:
+                getattr(hook, name)(*args)
+            except Exception:
+                log.exception("hook failed", extra={"hook": type(hook).__name__, "event": name})
+
+
+def _fields(claim: Claim) -> dict[str, object]:
+    entry = claim.entry
+    return {"entry": entry.id, "kind": entry.job_kind.value, "mapping": entry.mapping_name,
+            "run_id": claim.log_id}
+
+
+def _conninfo(engine: Engine) -> str:
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+

@@ -1,0 +1,1 @@
+"""The synchronization engine (mappings, couplings, passes)."""
