@@ -1,0 +1,5 @@
+"""Test set-up: fixtures live in plugin modules under tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.database",
+]
