@@ -1,0 +1,91 @@
+"""Errors of the remote (OData / Dataverse) side. Every one is a CrmsyncError carrying the
+HTTP status, the service's own error code and message; none ever contains a secret, a token
+or a request body."""
+
+from __future__ import annotations
+
+from worker.errors import CrmsyncError
+
+
+class RemoteError(CrmsyncError):
+    """The service refused a request, or could not be reached.
+
+    ``status`` is the HTTP status (None when no response arrived), ``code`` the service's
+    error code (Dataverse: ``0x8004…``; None when it sent none) and ``message`` its message.
+    ``str()`` of the error names the request (method and path, never the query or a header).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.method = method
+        self.path = path
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        parts: list[str] = []
+        if self.method or self.path:
+            parts.append(f"{self.method or ''} {self.path or ''}".strip() + ":")
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.code:
+            parts.append(f"[{self.code}]")
+        parts.append(self.message)
+        return " ".join(parts)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments do not survive the default pickling of exceptions.
+        return (
+            _rebuild,
+            (type(self), self.message, self.status, self.code, self.method, self.path),
+        )
+
+
+def _rebuild(
+    cls: type[RemoteError],
+    message: str,
+    status: int | None,
+    code: str | None,
+    method: str | None,
+    path: str | None,
+) -> RemoteError:
+    return cls(message, status=status, code=code, method=method, path=path)
+
+
+class RemoteNotFound(RemoteError):
+    """The record (or entity set) does not exist (HTTP 404)."""
+
+
+class RemoteConflict(RemoteError):
+    """An optimistic-concurrency check failed: the record changed since the etag was read
+    (HTTP 412 on ``If-Match: <etag>``)."""
+
+
+class RemoteThrottled(RemoteError):
+    """The service kept throttling (429 / 503 with Retry-After) until the retries ran out."""
+
+
+class RemoteUnavailable(RemoteError):
+    """Server errors, timeouts or connection failures persisted until the retries ran out
+    (or the request was not safe to repeat)."""
+
+
+class RemoteAuthError(RemoteError):
+    """Authentication failed: the token endpoint refused the credentials, or the service
+    answered 401 even with a freshly acquired token. (403, a missing privilege on one
+    record, is an ordinary RemoteError of that record.)"""
+
+
+class RemoteProtocolError(RemoteError):
+    """The service answered something the OData protocol does not allow: a repeated
+    ``@odata.nextLink``, a body that is not JSON, a $batch response that does not match
+    the request."""
