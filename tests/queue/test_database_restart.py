@@ -1,0 +1,83 @@
+"""The worker survives its database going away: it keeps running, reconnects with backoff
+and goes on with the schedule. Uses a private embedded server that the test can stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.queue.test_worker import wait_for
+from tests.support import handlers as scripted_handlers
+from worker.db import migrate
+from worker.db.embedded import sqlalchemy_url
+from worker.db.engine import create_engine
+from worker.jobs import load_handlers
+from worker.runtime.worker import Worker, WorkerConfig
+
+
+class Server:
+    def __init__(self, pgdata: Path) -> None:
+        import pgserver
+
+        self._pg = pgserver.get_server(pgdata, cleanup_mode="delete")
+        self.url = sqlalchemy_url(self._pg.get_uri())
+
+    def _ctl(self, *args: str) -> None:
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(["-w", *args], pgdata=self._pg.pgdata, user=self._pg.system_user)
+
+    def stop(self) -> None:
+        self._ctl("stop", "-m", "fast")
+
+    def start(self) -> None:
+        self._ctl("restart", "-m", "fast")  # with the options of the previous start
+
+    def cleanup(self) -> None:
+        self._pg.cleanup()
+
+
+@pytest.fixture
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("pg") / "data")
+    yield srv
+    srv.cleanup()
+
+
+def test_worker_rides_out_a_database_restart(server: Server) -> None:
+    engine = create_engine(server.url, pool_size=6)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO crmsync.job_queue_entries (job_kind, run_interval) "
+                             "VALUES ('cleanup', '0.3 seconds')"))
+    handlers = load_handlers()
+    scripted_handlers.register(handlers)
+    worker = Worker(engine, handlers, WorkerConfig(poll_interval=0.5, reap_interval=1.0))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+
+    def runs() -> int:
+        with engine.connect() as conn:
+            return int(conn.scalar(sa.text(
+                "SELECT count(*) FROM crmsync.job_queue_log_entries WHERE status = 'success'")))
+
+    try:
+        wait_for(lambda: runs() >= 2)
+        server.stop()
+        wait_for(lambda: not worker.healthy(), timeout=10)
+        time.sleep(2)
+        assert thread.is_alive()
+        server.start()
+        wait_for(worker.healthy, timeout=20)
+        before = runs()
+        wait_for(lambda: runs() >= before + 3, timeout=10)
+    finally:
+        worker.stop(immediately=True)
+        thread.join(10)
+        engine.dispose()
+    assert not thread.is_alive()
