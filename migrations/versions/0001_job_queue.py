@@ -127,7 +127,7 @@ CREATE TABLE crmsync.job_queue_entries (
     current_log_id     bigint,
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT job_queue_entries_mapping_name_required_exactly_for_sync_mapping
+    CONSTRAINT job_queue_entries_mapping_name_set_exactly_for_sync_mapping
         CHECK ((job_kind = 'sync_mapping') = (mapping_name IS NOT NULL)),
     CONSTRAINT job_queue_entries_recurring_needs_run_interval
         CHECK (NOT recurring OR run_interval IS NOT NULL),
