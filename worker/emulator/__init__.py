@@ -1,0 +1,2 @@
+"""A local Dataverse-compatible Web API server: a test double for demos, tests and
+benchmarks, not a CRM."""

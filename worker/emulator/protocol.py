@@ -1,0 +1,81 @@
+"""The transport-free request and response the emulator's handlers work on.
+
+The HTTP server and the ``$batch`` reader both build a ``Request`` and send back a
+``Response``; nothing below them knows about sockets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from worker.emulator.errors import PAYLOAD_ERROR, ODataError
+from worker.emulator.paths import SERVICE_PATH
+
+JSON_TYPE = "application/json; odata.metadata=minimal"
+ODATA_HEADERS = (("OData-Version", "4.0"),)
+
+
+@dataclass
+class Request:
+    """One Web API request. ``headers`` has lower-case names; ``query`` the decoded
+    parameters; ``root`` is ``http://host:port`` as the client addressed the server."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Mapping[str, str]
+    body: bytes
+    root: str
+
+    @property
+    def service_root(self) -> str:
+        return self.root + SERVICE_PATH
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body or b"null")
+        except ValueError as exc:
+            raise ODataError(400, PAYLOAD_ERROR, f"The request body is not JSON: {exc}") from exc
+
+    def preferences(self) -> dict[str, str]:
+        """The ``Prefer`` header as name -> value ("" for flags)."""
+        prefs: dict[str, str] = {}
+        for item in self.headers.get("prefer", "").split(","):
+            name, _, value = item.strip().partition("=")
+            if name:
+                prefs[name.strip().lower()] = value.strip().strip('"')
+        return prefs
+
+
+@dataclass
+class Response:
+    """A status, headers and an already-encoded body."""
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    @property
+    def reason(self) -> str:
+        try:
+            return HTTPStatus(self.status).phrase
+        except ValueError:
+            return ""
+
+
+def json_response(status: int, doc: Any, headers: list[tuple[str, str]] | None = None,
+                  content_type: str = JSON_TYPE) -> Response:
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    return Response(status, [("Content-Type", content_type), *ODATA_HEADERS,
+                             *(headers or [])], body)
+
+
+def error_response(error: ODataError) -> Response:
+    return json_response(error.status, error.body(), list(error.headers.items()))
+
+
+def empty_response(status: int, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response(status, [*ODATA_HEADERS, *(headers or [])])

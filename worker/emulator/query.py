@@ -1,0 +1,197 @@
+"""Collection reads: ``$select``, ``$orderby``, ``$top``, ``$count`` and keyset paging.
+
+A page ends with an ``@odata.nextLink`` whose ``$skiptoken`` is an opaque token holding the
+sort values of the page's last row. The next page is "rows sorting after those values" under
+the same order, which always ends with the primary key; so each row is returned exactly once
+however records are inserted, changed or deleted between pages, unless a change moves a row
+across the cursor (changing a sort column), which Dataverse does not protect against either.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cmp_to_key
+from typing import Any
+
+from worker.emulator import errors
+from worker.emulator.filters import Predicate, parse_filter
+from worker.emulator.literals import parse_datetime
+from worker.emulator.schema import EntitySet
+
+DEFAULT_PAGE_SIZE = 5000
+MAX_PAGE_SIZE = 5000
+_UNSUPPORTED = {
+    "$skip": "The query parameter $skip is not supported",
+    "$expand": "$expand is not implemented by the crmsync emulator",
+    "$apply": "$apply is not implemented by the crmsync emulator",
+    "$search": "$search is not implemented by the crmsync emulator",
+}
+_KNOWN = {"$filter", "$select", "$orderby", "$top", "$count", "$skiptoken", "$format"}
+
+Record = Mapping[str, Any]
+SortValues = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class CollectionQuery:
+    """The parsed query options of a collection read."""
+
+    predicate: Predicate | None
+    filter_text: str
+    select: tuple[str, ...] | None
+    order: tuple[tuple[str, bool], ...]  # (property, descending); ends with the key
+    top: int | None
+    count: bool
+
+    def sort_values(self, record: Record) -> SortValues:
+        return tuple(_sortable(record.get(name)) for name, _ in self.order)
+
+    def compare(self, a: SortValues, b: SortValues) -> int:
+        for x, y, (_, descending) in zip(a, b, self.order, strict=True):
+            if x == y:
+                continue
+            # NULLs sort first ascending and last descending, as on SQL Server.
+            result = -1 if x is None else 1 if y is None else (-1 if x < y else 1)
+            return -result if descending else result
+        return 0
+
+    def fingerprint(self) -> str:
+        """Ties a skiptoken to the filter and order it was made for."""
+        text = json.dumps([self.filter_text, self.order])
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Record]
+    total: int
+    next_token: str | None
+
+
+def parse_select(entity_set: EntitySet, text: str | None) -> tuple[str, ...] | None:
+    if not text:
+        return None
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    for name in names:
+        if name not in entity_set.properties:
+            raise errors.bad_query(f"Could not find a property named '{name}' on type "
+                                   f"'Microsoft.Dynamics.CRM.{entity_set.entity_type}'.")
+    return names
+
+
+def parse_query(entity_set: EntitySet, params: Mapping[str, str]) -> CollectionQuery:
+    """The query options, validated against the set; 400 for anything Dataverse refuses."""
+    for name in params:
+        if name in _UNSUPPORTED:
+            raise errors.bad_query(_UNSUPPORTED[name])
+        if name.startswith("$") and name not in _KNOWN:
+            raise errors.bad_query(f"The query parameter {name} is not supported")
+    filter_text = params.get("$filter", "")
+    predicate = parse_filter(filter_text, entity_set) if filter_text.strip() else None
+    return CollectionQuery(
+        predicate=predicate,
+        filter_text=filter_text,
+        select=parse_select(entity_set, params.get("$select")),
+        order=_parse_orderby(entity_set, params.get("$orderby", "")),
+        top=_parse_top(params.get("$top")),
+        count=params.get("$count", "false").lower() == "true",
+    )
+
+
+def _parse_orderby(entity_set: EntitySet, text: str) -> tuple[tuple[str, bool], ...]:
+    order: list[tuple[str, bool]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, direction = item.partition(" ")
+        direction = direction.strip().lower() or "asc"
+        if name not in entity_set.properties or direction not in ("asc", "desc"):
+            raise errors.bad_query(f"Invalid $orderby item '{item}' for "
+                                   f"'Microsoft.Dynamics.CRM.{entity_set.entity_type}'.")
+        order.append((name, direction == "desc"))
+    if not any(name == entity_set.key for name, _ in order):
+        order.append((entity_set.key, False))  # the tie-breaker that makes paging exact
+    return tuple(order)
+
+
+def _parse_top(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise errors.bad_query(f"Invalid value '{text}' for $top: a non-negative integer.")
+    return int(text)
+
+
+def read_page(query: CollectionQuery, rows: Sequence[Record], page_size: int | None,
+              skiptoken: str | None) -> Page:
+    """One page of ``rows`` (already filtered) after the position in ``skiptoken``.
+
+    The page size is the request's ``Prefer``, else the one the token was made with (a client
+    that does not repeat the header keeps its page size), else Dataverse's default 5000."""
+    remaining = query.top
+    candidates: list[Record] = list(rows)
+    total = len(candidates)
+    if skiptoken:
+        cursor, remaining, token_page_size = _decode_token(query, skiptoken)
+        page_size = page_size or token_page_size
+        compare, after = query.compare, query.sort_values
+        candidates = [r for r in candidates if compare(after(r), cursor) > 0]
+    page_size = page_size or DEFAULT_PAGE_SIZE
+    limit = page_size if remaining is None else min(page_size, remaining)
+    key = cmp_to_key(query.compare)
+    chosen = heapq.nsmallest(limit + 1, candidates, key=lambda r: key(query.sort_values(r)))
+    more = len(chosen) > limit and (remaining is None or remaining > limit)
+    chosen = chosen[:limit]
+    token = None
+    if more and chosen:
+        left = None if remaining is None else remaining - limit
+        token = _encode_token(query, query.sort_values(chosen[-1]), left, page_size)
+    return Page(chosen, total, token)
+
+
+def _sortable(value: Any) -> Any:
+    return value.casefold() if isinstance(value, str) else value
+
+
+def _encode_token(query: CollectionQuery, values: SortValues, remaining: int | None,
+                  page_size: int) -> str:
+    doc = {"f": query.fingerprint(), "v": [_encode_value(v) for v in values],
+           "r": remaining, "p": page_size}
+    return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode().rstrip("=")
+
+
+def _decode_token(query: CollectionQuery,
+                  token: str) -> tuple[SortValues, int | None, int | None]:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        doc = json.loads(base64.urlsafe_b64decode(padded))
+        values = tuple(_decode_value(v) for v in doc["v"])
+        valid = doc["f"] == query.fingerprint() and len(values) == len(query.order)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise errors.bad_query("The $skiptoken is not valid.") from exc
+    if not valid:
+        raise errors.bad_query("The $skiptoken was made for another $filter or $orderby.")
+    return values, doc.get("r"), doc.get("p")
+
+
+def _encode_value(value: Any) -> Any:
+    return {"dt": value.isoformat()} if isinstance(value, datetime) else value
+
+
+def _decode_value(value: Any) -> Any:
+    return parse_datetime(value["dt"]) if isinstance(value, dict) else value
+
+
+def page_size_from(preferences: Mapping[str, str]) -> int | None:
+    """``Prefer: odata.maxpagesize=N``, capped like Dataverse's 5000; None when absent."""
+    raw = preferences.get("odata.maxpagesize")
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise errors.bad_query(f"Invalid odata.maxpagesize '{raw}'.")
+    return min(int(raw), MAX_PAGE_SIZE)
+

@@ -1,0 +1,258 @@
+"""The in-memory tables behind the emulator, safe to share between request threads.
+
+One re-entrant lock guards everything: requests are short, and a ``$batch`` change set holds
+the lock for its whole length, which is what makes it atomic without any other machinery.
+Records are copy-on-write: a write stores a new dict and never mutates a stored one, so a
+reader may keep and render a record after releasing the lock, and the undo journal of a change
+set is just the list of the records it replaced."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.emulator import errors
+from worker.emulator.paths import EntityRef
+from worker.emulator.schema import LOOKUP_TARGET, EntitySet, Schema
+from worker.emulator.values import Changes, record_from_json, record_to_json
+
+Record = dict[str, Any]
+Clock = Callable[[], datetime]
+
+
+def whole_seconds_utc() -> datetime:
+    """Now, truncated to the second as Dataverse stores ``modifiedon``."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def etag_of(record: Record) -> str:
+    return f'W/"{record["versionnumber"]}"'
+
+
+def etag_matches(header: str, record: Record) -> bool:
+    """Whether an ``If-Match`` / ``If-None-Match`` value names this record's version."""
+    if header.strip() == "*":
+        return True
+    version = str(record["versionnumber"])
+    return any(tag.strip().removeprefix("W/").strip('"') == version
+               for tag in header.split(","))
+
+
+class Store:
+    """Records of every entity set by lower-case GUID, with alternate-key indexes and the
+    global ``versionnumber`` counter."""
+
+    def __init__(self, schema: Schema, clock: Clock = whole_seconds_utc) -> None:
+        self.schema = schema
+        self.lock = threading.RLock()
+        self._clock = clock
+        self._tables: dict[str, dict[str, Record]] = {s.name: {} for s in schema}
+        self._indexes: dict[str, dict[str, dict[Any, str]]] = {
+            s.name: {alt: {} for alt in s.alternate_keys} for s in schema}
+        self._version = 0
+        self._journal: list[tuple[str, str, Record | None]] | None = None
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, set_name: str, key: str) -> Record | None:
+        with self.lock:
+            return self._tables[set_name].get(key)
+
+    def resolve(self, ref: EntityRef) -> str | None:
+        """The primary key ``ref`` designates, or None when no record matches."""
+        entity_set = self.schema[ref.set_name]
+        if ref.key is not None:
+            return ref.key
+        values = dict(ref.alternate)
+        if set(values) == {entity_set.key} and isinstance(values[entity_set.key], str):
+            return values[entity_set.key]
+        if len(values) != 1 or next(iter(values)) not in entity_set.alternate_keys:
+            raise errors.bad_query(
+                f"The key {sorted(values)} is not a key of {entity_set.entity_type}; "
+                f"alternate keys: {list(entity_set.alternate_keys)}")
+        (name, value), = values.items()
+        with self.lock:
+            return self._indexes[ref.set_name][name].get(_fold(value))
+
+    def require(self, set_name: str, key: str) -> Record:
+        record = self.get(set_name, key)
+        if record is None:
+            raise errors.not_found(self.schema[set_name].entity_type, key)
+        return record
+
+    def scan(self, set_name: str, predicate: Callable[[Record], bool] | None) -> list[Record]:
+        """The records of a set matching ``predicate``, as of one instant."""
+        with self.lock:
+            rows = self._tables[set_name].values()
+            return [r for r in rows if predicate(r)] if predicate else list(rows)
+
+    def count(self, set_name: str) -> int:
+        with self.lock:
+            return len(self._tables[set_name])
+
+    # -- writes --------------------------------------------------------------------------
+
+    def create(self, set_name: str, changes: Changes,
+               alternate: tuple[tuple[str, Any], ...] = ()) -> Record:
+        """A new record; 412 (duplicate) when the client-chosen key exists."""
+        entity_set = self.schema[set_name]
+        with self.lock:
+            key = changes.key or str(uuid.uuid4())
+            if key in self._tables[set_name]:
+                raise errors.duplicate(entity_set.entity_type)
+            record = entity_set.blank_record()
+            record.update(alternate)
+            record[entity_set.key] = key
+            record["createdon"] = self._clock()
+            return self._apply(entity_set, key, record, changes)
+
+    def upsert(self, set_name: str, key: str | None, changes: Changes, *,
+               if_match: str | None = None, if_none_match: str | None = None,
+               alternate: tuple[tuple[str, Any], ...] = ()) -> tuple[Record, bool]:
+        """PATCH semantics: update, or create when missing; returns (record, created).
+
+        ``If-Match`` makes it update-only (404 when missing, 412 on another version);
+        ``If-None-Match: *`` makes it create-only (412 when the record exists)."""
+        entity_set = self.schema[set_name]
+        if changes.key is not None and key is not None and changes.key != key:
+            raise errors.bad_payload("The key in the body differs from the key in the URL.")
+        with self.lock:
+            current = self._tables[set_name].get(key) if key else None
+            if current is None:
+                if if_match is not None:
+                    raise errors.not_found(entity_set.entity_type, key or str(dict(alternate)))
+                changes.key = key
+                return self.create(set_name, changes, alternate), True
+            if if_none_match is not None and etag_matches(if_none_match, current):
+                raise errors.duplicate(entity_set.entity_type)
+            if if_match is not None and not etag_matches(if_match, current):
+                raise errors.version_mismatch()
+            return self._apply(entity_set, key or "", dict(current), changes), False
+
+    def delete(self, set_name: str, key: str, *, if_match: str | None = None) -> None:
+        entity_set = self.schema[set_name]
+        with self.lock:
+            current = self.require(set_name, key)
+            if if_match is not None and not etag_matches(if_match, current):
+                raise errors.version_mismatch()
+            self._store(entity_set, key, None)
+            self._unlink(set_name, key)
+
+    def _apply(self, entity_set: EntitySet, key: str, record: Record, changes: Changes) -> Record:
+        record.update(changes.values)
+        for attribute, (target_set, ref) in changes.binds.items():
+            target_key = self.resolve(ref) if ref is not None else None
+            if ref is not None and (target_key is None
+                                    or target_key not in self._tables[target_set]):
+                raise errors.not_found(self.schema[target_set].entity_type,
+                                       target_key or str(dict(ref.alternate)))
+            record[f"_{attribute}_value"] = target_key
+            record[f"_{attribute}_value{LOOKUP_TARGET}"] = (
+                self.schema[target_set].entity_type if target_key else None)
+        for prop in entity_set.properties.values():
+            if prop.computed_from:
+                parts = [record.get(name) for name in prop.computed_from]
+                record[prop.name] = " ".join(p for p in parts if p) or None
+        self._stamp(record)
+        self._store(entity_set, key, record)
+        return record
+
+    def _stamp(self, record: Record) -> None:
+        self._version += 1
+        record["versionnumber"] = self._version
+        record["modifiedon"] = self._clock()
+
+    def _store(self, entity_set: EntitySet, key: str, record: Record | None) -> None:
+        """Put (or remove, for None) one record, keeping the alternate-key indexes exact.
+
+        Checks come before any change, so a refused write leaves nothing half-done."""
+        table = self._tables[entity_set.name]
+        old = table.get(key)
+        indexes = self._indexes[entity_set.name]
+        for name, index in indexes.items():
+            value = record.get(name) if record else None
+            owner = index.get(_fold(value)) if value is not None else None
+            if owner is not None and owner != key:
+                raise errors.duplicate(entity_set.entity_type)
+        for name, index in indexes.items():
+            if old is not None and old.get(name) is not None:
+                index.pop(_fold(old[name]), None)
+            if record is not None and record.get(name) is not None:
+                index[_fold(record[name])] = key
+        if self._journal is not None:
+            self._journal.append((entity_set.name, key, old))
+        if record is None:
+            table.pop(key, None)
+        else:
+            table[key] = record
+
+    def _unlink(self, set_name: str, key: str) -> None:
+        """Clear lookups that pointed at a deleted record (Dataverse's "remove link")."""
+        for entity_set in self.schema:
+            lookups = [lk for lk in entity_set.lookups if set_name in lk.targets.values()]
+            if not lookups:
+                continue
+            for other_key, other in list(self._tables[entity_set.name].items()):
+                hits = [lk for lk in lookups if other.get(lk.value_name) == key]
+                if hits:
+                    record = dict(other)
+                    for lk in hits:
+                        record[lk.value_name] = record[lk.annotation_name] = None
+                    self._stamp(record)
+                    self._store(entity_set, other_key, record)
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Run several writes as one: all of them, or (on an exception) none of them."""
+        with self.lock:
+            if self._journal is not None:  # nested: the outer block decides
+                yield
+                return
+            self._journal = []
+            try:
+                yield
+            except BaseException:
+                journal, self._journal = self._journal, None
+                for set_name, key, old in reversed(journal):
+                    self._store(self.schema[set_name], key, old)
+                raise
+            finally:
+                self._journal = None
+
+    # -- whole-store operations -----------------------------------------------------------
+
+    def clear(self) -> None:
+        with self.lock:
+            for set_name, table in self._tables.items():
+                table.clear()
+                for index in self._indexes[set_name].values():
+                    index.clear()
+
+    def dump(self) -> dict[str, Any]:
+        """Everything, as JSON-ready data (for ``--data-file`` and the admin endpoint)."""
+        with self.lock:
+            return {"versionnumber": self._version, "sets": {
+                name: [record_to_json(r) for r in table.values()]
+                for name, table in self._tables.items()}}
+
+    def load(self, doc: dict[str, Any]) -> None:
+        """Replace the content with a ``dump()``."""
+        with self.lock:
+            self.clear()
+            self._version = max(self._version, int(doc.get("versionnumber", 0)))
+            for set_name, rows in doc.get("sets", {}).items():
+                if set_name not in self.schema:
+                    continue
+                entity_set = self.schema[set_name]
+                for row in rows:
+                    record = record_from_json(entity_set, row)
+                    self._store(entity_set, record[entity_set.key], record)
+
+
+def _fold(value: Any) -> Any:
+    """Alternate keys compare like Dataverse's case-insensitive collation."""
+    return value.casefold() if isinstance(value, str) else value

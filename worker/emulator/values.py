@@ -1,0 +1,149 @@
+"""Conversion between the JSON of the Web API and the values the store keeps.
+
+The store keeps Python values (``str``, ``int``, ``float``, ``bool``, aware ``datetime``,
+lower-case GUID strings, ``None``); this module turns them into JSON and back. Request bodies
+are validated here against the schema, the way Dataverse validates them: unknown properties,
+wrong types and over-long strings are refused before anything is written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from worker.emulator import errors
+from worker.emulator.literals import format_datetime, normalize_guid, parse_datetime
+from worker.emulator.paths import EntityRef, parse_entity_ref
+from worker.emulator.schema import LOOKUP_TARGET, EdmType, EntitySet, Property
+
+_INT32 = (-(2**31), 2**31 - 1)
+BIND_SUFFIX = "@odata.bind"
+
+
+@dataclass
+class Changes:
+    """A validated request body: column values, and lookups to (re)point or clear."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    binds: dict[str, tuple[str, EntityRef | None]] = field(default_factory=dict)
+    key: str | None = None
+
+
+def parse_body(entity_set: EntitySet, body: Any) -> Changes:
+    """Validate a create/update body; raise ``ODataError`` as Dataverse would."""
+    if not isinstance(body, dict):
+        raise errors.bad_payload("The request body must be a JSON object.")
+    changes = Changes()
+    for name, raw in body.items():
+        if name.endswith(BIND_SUFFIX):
+            _parse_bind(entity_set, name[: -len(BIND_SUFFIX)], raw, changes)
+        elif "@" in name:
+            continue  # instance annotations a client echoes back (@odata.etag) are ignored
+        elif name == entity_set.key:
+            key = normalize_guid(raw) if isinstance(raw, str) else None
+            if key is None:
+                raise errors.bad_payload(f"Cannot convert the literal '{raw}' to the expected "
+                                         "type 'Edm.Guid'.")
+            changes.key = key
+        else:
+            prop = entity_set.properties.get(name)
+            if prop is None:
+                raise errors.unknown_property(name, entity_set.entity_type)
+            if not prop.writable:
+                raise errors.bad_payload(
+                    f"The property '{name}' of '{entity_set.entity_type}' is read-only.")
+            changes.values[name] = coerce(entity_set, prop, raw)
+    return changes
+
+
+def _parse_bind(entity_set: EntitySet, nav_name: str, raw: Any, changes: Changes) -> None:
+    target = entity_set.navigation.get(nav_name)
+    if target is None:
+        raise errors.bad_payload(
+            f"An undeclared property '{nav_name}' which only has property annotations in the "
+            "payload but no property value was found in the payload.")
+    lookup, target_set = target
+    if raw is None:
+        changes.binds[lookup.attribute] = (target_set, None)
+        return
+    ref = parse_entity_ref(raw) if isinstance(raw, str) else None
+    if ref is None or ref.set_name != target_set:
+        raise errors.bad_payload(
+            f"The value '{raw}' of {nav_name}@odata.bind is not a reference to "
+            f"{target_set}: expected /{target_set}(<id>).")
+    changes.binds[lookup.attribute] = (target_set, ref)
+
+
+def coerce(entity_set: EntitySet, prop: Property, raw: Any) -> Any:
+    """The stored value for ``raw`` given as ``prop`` in a JSON body."""
+    if raw is None:
+        return None
+    kind = prop.type
+    if kind is EdmType.STRING and isinstance(raw, str):
+        if prop.max_length is not None and len(raw) > prop.max_length:
+            raise errors.ODataError(
+                400, errors.STRING_TOO_LONG,
+                f"A validation error occurred. The length of the '{prop.name}' attribute of the "
+                f"'{entity_set.entity_type}' entity exceeded the maximum allowed length of "
+                f"'{prop.max_length}'.")
+        return raw
+    if kind is EdmType.BOOLEAN and isinstance(raw, bool):
+        return raw
+    if kind in (EdmType.INT32, EdmType.INT64) and _is_int(raw):
+        if kind is EdmType.INT32 and not _INT32[0] <= raw <= _INT32[1]:
+            raise errors.bad_payload(f"The value {raw} of '{prop.name}' is out of range.")
+        return raw
+    if kind in (EdmType.DECIMAL, EdmType.DOUBLE) and (
+            _is_int(raw) or isinstance(raw, float)):
+        return float(raw)
+    if kind is EdmType.GUID and isinstance(raw, str) and normalize_guid(raw):
+        return raw.lower()
+    if kind is EdmType.DATETIME and isinstance(raw, str):
+        try:
+            return parse_datetime(raw).replace(microsecond=0)
+        except ValueError:
+            pass
+    raise errors.bad_payload(f"Cannot convert the literal '{raw}' to the expected type "
+                             f"'{kind.value}' of property '{prop.name}'.")
+
+
+def _is_int(raw: Any) -> bool:
+    return isinstance(raw, int) and not isinstance(raw, bool)
+
+
+def to_json(value: Any) -> Any:
+    """A stored value as JSON."""
+    return format_datetime(value) if isinstance(value, datetime) else value
+
+
+def render(entity_set: EntitySet, record: Mapping[str, Any], select: Iterable[str] | None,
+           annotations: bool) -> dict[str, Any]:
+    """A record as the Web API returns it: etag first, then the (selected) properties.
+
+    Dataverse always returns the primary key, even when ``$select`` leaves it out."""
+    out: dict[str, Any] = {"@odata.etag": f'W/"{record["versionnumber"]}"'}
+    names = entity_set.properties if select is None else (entity_set.key, *select)
+    for name in names:
+        value = record.get(name)
+        out[name] = format_datetime(value) if isinstance(value, datetime) else value
+        if annotations and name.startswith("_") and value is not None:
+            annotation = name + LOOKUP_TARGET
+            out[annotation] = record.get(annotation)
+    return out
+
+
+def record_to_json(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored record in full (annotations included), for the data file and admin reads."""
+    return {name: to_json(value) for name, value in record.items()}
+
+
+def record_from_json(entity_set: EntitySet, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of ``record_to_json`` (trusting the file: no validation of lengths)."""
+    record = entity_set.blank_record()
+    for name, value in doc.items():
+        prop = entity_set.properties.get(name)
+        if prop is not None and prop.type is EdmType.DATETIME and isinstance(value, str):
+            value = parse_datetime(value)
+        record[name] = value
+    return record
