@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from worker.errors import ConfigurationError
@@ -67,7 +68,7 @@ def read_secret_file(path: str | Path, setting: str) -> Secret:
     return Secret(value)
 
 
-def credential_path(name: str, env: dict[str, str] | None = None) -> Path | None:
+def credential_path(name: str, env: Mapping[str, str] | None = None) -> Path | None:
     """``$CREDENTIALS_DIRECTORY/<name>`` when systemd passed such a credential, else None."""
     directory = (os.environ if env is None else env).get("CREDENTIALS_DIRECTORY")
     if not directory:

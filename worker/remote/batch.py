@@ -1,0 +1,354 @@
+"""Many writes at once: ``$batch`` (multipart/mixed, ``Prefer: odata.continue-on-error``)
+with each result mapped back to its operation, or one request per operation when the
+service has no $batch.
+
+Each operation is its own part, outside any change set, so one refused record fails only
+that record. Parts are matched to operations by ``Content-ID`` (echoed by the service) or,
+failing that, by position (OData returns parts in request order). Parts answered with a
+retriable status (429, 5xx) and parts the service skipped are sent again in a later batch;
+the writes are idempotent, so that is safe. Connection-level failures (retries of the whole
+$batch exhausted, credentials refused) raise instead of failing every record: nothing is
+wrong with the records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from requests.structures import CaseInsensitiveDict
+
+from worker.errors import CrmsyncError
+from worker.remote.classify import Outcome, classify, parse_retry_after
+from worker.remote.client import Call, WriteResult
+from worker.remote.errors import (
+    RemoteAuthError,
+    RemoteError,
+    RemoteProtocolError,
+    RemoteThrottled,
+    RemoteUnavailable,
+)
+from worker.remote.transport import Reply
+
+if TYPE_CHECKING:
+    from worker.remote.client import EntitySet, ODataClient
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["create", "update", "delete"]
+# Failures of the connection, not of a record: they propagate out of run_batch.
+CONNECTION_ERRORS = (RemoteThrottled, RemoteUnavailable, RemoteAuthError)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One write for :meth:`ODataClient.batch`. ``ref`` is the caller's own handle (a
+    coupling id, a row number), handed back in the result untouched."""
+
+    kind: Kind
+    entity_set: EntitySet
+    key: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+    etag: str | None = None
+    ref: Any = None
+
+    def call(self) -> Call:
+        if self.kind == "create":
+            return self.entity_set.create_call(self.key, self.values)
+        if self.kind == "update":
+            return self.entity_set.update_call(self.key, self.values, etag=self.etag)
+        if self.kind == "delete":
+            return self.entity_set.delete_call(self.key, etag=self.etag)
+        raise ValueError(f"unknown operation kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    """The outcome of one Operation: ``ok`` with the post-write version (``etag``,
+    ``modified_on``, ``record`` when the service returned it), or not ok with ``error``
+    (a RemoteError carrying the service's code and message; a CrmsyncError when the
+    operation could not even be built, e.g. a malformed key)."""
+
+    ref: Any
+    key: str
+    ok: bool
+    status: int | None
+    etag: str | None = None
+    modified_on: datetime | None = None
+    record: dict[str, Any] | None = None
+    error: CrmsyncError | None = None
+    already_existed: bool = False
+    already_gone: bool = False
+
+    @classmethod
+    def written(cls, op: Operation, result: WriteResult) -> OperationResult:
+        return cls(ref=op.ref, key=op.key, ok=True, status=result.status, etag=result.etag,
+                   modified_on=result.modified_on, record=result.record,
+                   already_existed=result.already_existed, already_gone=result.already_gone)
+
+    @classmethod
+    def failed(cls, op: Operation, error: CrmsyncError) -> OperationResult:
+        status = error.status if isinstance(error, RemoteError) else None
+        return cls(ref=op.ref, key=op.key, ok=False, status=status, error=error)
+
+
+def run_batch(client: ODataClient, operations: Sequence[Operation]) -> list[OperationResult]:
+    """Results of ``operations`` in their order (see the module docstring)."""
+    ops = list(operations)
+    results: list[OperationResult | None] = [None] * len(ops)
+    calls: dict[int, Call] = {}
+    for i, op in enumerate(ops):
+        try:
+            calls[i] = op.call()
+        except CrmsyncError as exc:  # a malformed key fails that record only
+            results[i] = OperationResult.failed(op, exc)
+    if client.settings.dialect.batch:
+        _run_batched(client, ops, calls, results)
+    else:
+        _run_single(client, ops, calls, results)
+    assert all(r is not None for r in results)
+    return [r for r in results if r is not None]
+
+
+def _run_single(client: ODataClient, ops: list[Operation], calls: dict[int, Call],
+                results: list[OperationResult | None]) -> None:
+    def one(i: int) -> tuple[int, OperationResult]:
+        call = calls[i]
+        try:
+            reply = client.transport.send(call.method, call.url, body=call.body,
+                                          headers=call.headers, accept=call.accept)
+            return i, OperationResult.written(ops[i], call.interpret(reply))
+        except CONNECTION_ERRORS:
+            raise
+        except RemoteError as exc:
+            return i, OperationResult.failed(ops[i], exc)
+
+    for i, result in _parallel(client, one, list(calls)):
+        results[i] = result
+
+
+def _run_batched(client: ODataClient, ops: list[Operation], calls: dict[int, Call],
+                 results: list[OperationResult | None]) -> None:
+    settings = client.settings
+    policy = client.transport.policy
+    pending = sorted(calls)
+    attempt = 0
+    while pending:
+        attempt += 1
+        chunks = [pending[i:i + settings.batch_size]
+                  for i in range(0, len(pending), settings.batch_size)]
+        rounds = _parallel(client, lambda chunk: _send_chunk(client, chunk, calls), chunks)
+        again: list[int] = []
+        pause, throttled = 0.0, False
+        for chunk_replies in rounds:
+            for i, reply in chunk_replies:
+                call, op = calls[i], ops[i]
+                if reply is None:  # the service skipped it
+                    outcome, retry_after = Outcome.RETRIABLE, None
+                else:
+                    retry_after = parse_retry_after(reply.headers.get("Retry-After"))
+                    outcome = (Outcome.OK if reply.status in call.accept
+                               else classify(reply.status, retry_after=retry_after))
+                if outcome in (Outcome.THROTTLED, Outcome.RETRIABLE):
+                    delay = policy.delay(attempt, retry_after)
+                    if delay is not None:
+                        again.append(i)
+                        pause = max(pause, delay)
+                        throttled = throttled or outcome is Outcome.THROTTLED
+                        continue
+                results[i] = _interpret(client, op, call, reply, outcome)
+        if again:
+            log.warning("batch parts to send again", extra={
+                "connection": settings.name, "operations": len(again),
+                "attempt": attempt, "delay": pause})
+            if throttled:
+                client.transport.gate.close_for(pause)
+                client.transport.observer.throttled(pause)
+            else:
+                client.transport.sleep(pause)
+        pending = again
+
+
+def _interpret(client: ODataClient, op: Operation, call: Call, reply: Reply | None,
+               outcome: Outcome) -> OperationResult:
+    if reply is None:
+        return OperationResult.failed(op, RemoteProtocolError(
+            "the $batch response has no part for this operation",
+            method=call.method, path=call.url))
+    if outcome is not Outcome.OK:
+        return OperationResult.failed(op, client.transport.error(
+            reply, call.method, call.url, outcome))
+    try:
+        return OperationResult.written(op, call.interpret(reply))
+    except RemoteError as exc:
+        return OperationResult.failed(op, exc)
+
+
+def _send_chunk(client: ODataClient, chunk: list[int],
+                calls: dict[int, Call]) -> list[tuple[int, Reply | None]]:
+    """One $batch request; a reply (None: no part came back) per operation index."""
+    boundary = f"batch_{uuid.uuid4().hex}"
+    numbered = [(str(n), calls[i]) for n, i in enumerate(chunk, start=1)]
+    url = f"{client.base_url}/$batch"
+    try:
+        envelope = client.transport.send("POST", url, body=encode_batch(numbered, boundary),
+                                         headers={
+            "Content-Type": f"multipart/mixed; boundary={boundary}",
+            "Accept": "multipart/mixed",
+            "Prefer": "odata.continue-on-error",
+        })
+    except CONNECTION_ERRORS:
+        raise
+    except RemoteError as exc:  # the service refused the whole batch: every part shares it
+        reply = Reply(exc.status or 400, CaseInsensitiveDict(),
+                      _error_body(exc))
+        return [(i, reply) for i in chunk]
+    parts = decode_batch(envelope.headers.get("Content-Type", ""), envelope.body)
+    return list(zip(chunk, match_parts(len(chunk), parts), strict=True))
+
+
+def _error_body(exc: RemoteError) -> bytes:
+    return json.dumps({"error": {"code": exc.code or "", "message": exc.message}}).encode()
+
+
+def _parallel(client: ODataClient, fn: Any, items: list[Any]) -> Iterator[Any]:
+    """``map(fn, items)``, up to the connection's concurrency at a time, in order."""
+    workers = min(client.settings.concurrency, len(items))
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers,
+                            thread_name_prefix=f"crmsync-{client.settings.name}") as pool:
+        try:
+            yield from pool.map(fn, items)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+# ---------------------------------------------------------------------------- wire format
+
+def encode_batch(calls: Sequence[tuple[str, Call]], boundary: str) -> bytes:
+    """The multipart/mixed body of a $batch: one ``application/http`` part per call, each
+    with its Content-ID, absolute request URL, headers and body."""
+    out = bytearray()
+    for content_id, call in calls:
+        head = [
+            f"--{boundary}",
+            "Content-Type: application/http",
+            "Content-Transfer-Encoding: binary",
+            f"Content-ID: {content_id}",
+            "",
+            f"{call.method} {call.url} HTTP/1.1",
+            *(f"{name}: {value}" for name, value in call.headers.items()),
+            "",
+            "",
+        ]
+        out += "\r\n".join(head).encode("utf-8")
+        if call.body:
+            out += call.body
+        out += b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One response of a $batch response: its Content-ID (when echoed) and its reply."""
+
+    content_id: str | None
+    reply: Reply
+
+
+def decode_batch(content_type: str, body: bytes) -> list[Part]:
+    """The parts of a multipart/mixed $batch response, change sets flattened."""
+    boundary = _boundary(content_type)
+    parts: list[Part] = []
+    for raw in _split(body, boundary):
+        headers, payload = _split_head(raw)
+        inner_type = headers.get("Content-Type", "")
+        if inner_type.lower().startswith("multipart/mixed"):
+            parts.extend(decode_batch(inner_type, payload))
+            continue
+        parts.append(_http_part(headers, payload))
+    return parts
+
+
+def match_parts(count: int, parts: list[Part]) -> list[Reply | None]:
+    """Replies for request parts 1..count: by Content-ID when every part has one of
+    ours, else by position. Missing ones are None."""
+    ids = [p.content_id for p in parts]
+    wanted = {str(n) for n in range(1, count + 1)}
+    if parts and all(i in wanted for i in ids) and len(set(ids)) == len(ids):
+        by_id = {p.content_id: p.reply for p in parts}
+        return [by_id.get(str(n)) for n in range(1, count + 1)]
+    if len(parts) > count:
+        raise RemoteProtocolError(
+            f"the $batch response has {len(parts)} parts for {count} requests")
+    replies: list[Reply | None] = [p.reply for p in parts]
+    return replies + [None] * (count - len(parts))
+
+
+def _boundary(content_type: str) -> str:
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "boundary" and value:
+            return value.strip().strip('"')
+    raise RemoteProtocolError(f"the $batch response is not multipart ({content_type!r})")
+
+
+def _split(body: bytes, boundary: str) -> list[bytes]:
+    delimiter = b"--" + boundary.encode()
+    segments = body.split(delimiter)
+    if len(segments) < 2:
+        raise RemoteProtocolError("the $batch response has no parts")
+    parts = []
+    for segment in segments[1:]:
+        if segment.startswith(b"--"):  # the close delimiter
+            break
+        segment = segment.split(b"\n", 1)[1] if b"\n" in segment else b""
+        if segment.endswith(b"\r\n"):
+            segment = segment[:-2]
+        elif segment.endswith(b"\n"):
+            segment = segment[:-1]
+        parts.append(segment)
+    return parts
+
+
+def _split_head(raw: bytes) -> tuple[CaseInsensitiveDict[str], bytes]:
+    """Headers and body of a MIME part or an HTTP message (CRLF or LF line ends)."""
+    crlf, lf = raw.find(b"\r\n\r\n"), raw.find(b"\n\n")
+    if crlf >= 0 and (lf < 0 or crlf <= lf):
+        head, body = raw[:crlf], raw[crlf + 4:]
+    elif lf >= 0:
+        head, body = raw[:lf], raw[lf + 2:]
+    else:
+        head, body = raw, b""
+    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+    for line in head.decode("utf-8", "replace").splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip()] = value.strip()
+    return headers, body
+
+
+def _http_part(mime: CaseInsensitiveDict[str], payload: bytes) -> Part:
+    line, _, rest = payload.lstrip(b"\r\n").partition(b"\n")
+    fields = line.decode("latin-1").split()
+    if len(fields) < 2 or not fields[0].startswith("HTTP/") or not fields[1].isdigit():
+        raise RemoteProtocolError("a $batch response part has no HTTP status line")
+    headers: CaseInsensitiveDict[str]
+    if rest.startswith(b"\r\n"):  # no headers
+        headers, body = CaseInsensitiveDict(), rest[2:]
+    elif rest.startswith(b"\n"):
+        headers, body = CaseInsensitiveDict(), rest[1:]
+    else:
+        headers, body = _split_head(rest)
+    content_id = mime.get("Content-ID") or headers.get("Content-ID")
+    return Part(content_id, Reply(int(fields[1]), headers, body))

@@ -1,0 +1,117 @@
+"""Sorting responses into what to do next: one pure function, :func:`classify`, plus the
+parsers for what a refusal carries (``Retry-After``, the service's error code and message).
+
+=====================  ===========================================================
+Outcome                When
+=====================  ===========================================================
+OK                     2xx (and 3xx, which the client never asks to follow)
+THROTTLED              429; 503 with a Retry-After (Dataverse's "server busy")
+RETRIABLE              5xx, a timeout, a broken or refused connection
+UNAUTHORIZED           401: the token may have expired; re-acquire once
+FATAL                  any other 4xx: this request (record) is wrong and stays wrong
+=====================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import requests
+
+
+class Outcome(enum.Enum):
+    """What a response (or a failure to get one) means for the request that caused it."""
+
+    OK = "ok"
+    THROTTLED = "throttled"
+    RETRIABLE = "retriable"
+    UNAUTHORIZED = "unauthorized"
+    FATAL = "fatal"
+
+
+# Failures below HTTP that say nothing about whether the server acted on the request.
+TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
+def classify(
+    status: int | None,
+    *,
+    retry_after: float | None = None,
+    error: BaseException | None = None,
+) -> Outcome:
+    """The outcome of one HTTP exchange: ``status`` of the response, or None with the
+    ``error`` that prevented one. Unknown exceptions are FATAL (a bug is not retried)."""
+    if status is None:
+        if error is not None and isinstance(error, TRANSIENT_EXCEPTIONS):
+            return Outcome.RETRIABLE
+        return Outcome.FATAL
+    if status < 400:
+        return Outcome.OK
+    if status == 429 or (status == 503 and retry_after is not None):
+        return Outcome.THROTTLED
+    if status == 401:
+        return Outcome.UNAUTHORIZED
+    if status >= 500 or status == 408:
+        return Outcome.RETRIABLE
+    return Outcome.FATAL
+
+
+def status_class(status: int | None) -> str:
+    """``"2xx"`` … ``"5xx"`` for a status, ``"error"`` when no response arrived (a label
+    of low cardinality for metrics)."""
+    if status is None:
+        return "error"
+    return f"{status // 100}xx"
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date; None when
+    absent or unreadable. Dates in the past give 0."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def parse_error_body(body: bytes | str | None) -> tuple[str | None, str | None]:
+    """``(code, message)`` from an OData error body (``{"error": {"code", "message"}}``)
+    or an OAuth2 one (``{"error": "invalid_client", "error_description": …}``).
+    ``(None, None)`` when the body is neither."""
+    if not body:
+        return None, None
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    err = doc.get("error")
+    if isinstance(err, dict):
+        code, message = err.get("code"), err.get("message")
+        return (str(code) if code not in (None, "") else None,
+                str(message) if message not in (None, "") else None)
+    if isinstance(err, str):
+        description = doc.get("error_description")
+        return err, str(description) if description else None
+    return None, None

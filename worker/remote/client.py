@@ -1,0 +1,470 @@
+"""The OData v4 / Dataverse Web API client: one :class:`ODataClient` per connection, and an
+:class:`EntitySet` per remote table addressed by set name, key property and modified-on
+property (nothing Dataverse-only is assumed; the connection's Dialect says how the service
+differs).
+
+Reads stream page by page through ``@odata.nextLink`` (memory stays flat however many
+records match). Writes are safe to repeat: a create carries the key the caller chose, so a
+retry after a lost response finds the record there (``already_existed``) instead of making
+a second one; an update or delete carries ``If-Match``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urljoin
+
+from worker.remote import filters
+from worker.remote.config import ConnectionSettings
+from worker.remote.errors import RemoteConflict, RemoteNotFound, RemoteProtocolError
+from worker.remote.filters import KeyType
+from worker.remote.observer import RequestObserver
+from worker.remote.transport import Reply, Transport
+
+if TYPE_CHECKING:
+    from worker.remote.batch import Operation, OperationResult
+
+log = logging.getLogger(__name__)
+
+Select = Sequence[str] | str | None
+_QUERY_SAFE = "$,()'/:@-._~"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The outcome of a create, update or delete that the service accepted.
+
+    ``etag`` and ``modified_on`` are the record's version after the write, when the
+    service returned a representation (or an ETag header): store them to recognise the
+    write's own echo in the next incremental read. ``already_existed``: a create found the
+    record there (a retry after a lost response, or another writer); ``already_gone``: a
+    delete found nothing to delete. ``status`` is 304 for an update with nothing to send.
+    """
+
+    key: str
+    status: int
+    etag: str | None = None
+    modified_on: datetime | None = None
+    record: dict[str, Any] | None = None
+    already_existed: bool = False
+    already_gone: bool = False
+
+
+@dataclass(frozen=True)
+class Call:
+    """One write request, ready for sending alone or as a part of a $batch, with the
+    function that turns its reply into a WriteResult (or raises the RemoteError)."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None
+    accept: frozenset[int]
+    interpret: Callable[[Reply], WriteResult]
+
+
+class ODataClient:
+    """The client of one connection (one service as one user). Thread-safe: share it
+    between the threads of a process; requests go through one session whose pool is as
+    large as the connection's concurrency, past one throttle gate."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        observer: RequestObserver | None = None,
+        *,
+        transport: Transport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.transport = transport or Transport(settings, observer)
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.url
+
+    def entity_set(
+        self,
+        name: str,
+        key: str,
+        modified_on: str = "modifiedon",
+        *,
+        key_type: KeyType | None = None,
+    ) -> EntitySet:
+        """The entity set ``name`` (as in the URL, e.g. ``accounts``) whose key property
+        is ``key`` and whose last-modified stamp is ``modified_on``."""
+        return EntitySet(self, name, key, modified_on,
+                         key_type or self.settings.dialect.key_type)
+
+    def metadata(self) -> str:
+        """The service's ``$metadata`` document (CSDL XML)."""
+        reply = self.transport.send("GET", f"{self.base_url}/$metadata",
+                                    headers={"Accept": "application/xml"})
+        return reply.body.decode("utf-8")
+
+    def bind(self, target_set: str, key: str, *, key_type: KeyType | None = None) -> str:
+        """The value of a ``<lookup>@odata.bind`` property: ``/target_set(key)``."""
+        return bind(target_set, key, key_type or self.settings.dialect.key_type)
+
+    def batch(self, operations: Sequence[Operation]) -> list[OperationResult]:
+        """Run the operations, in $batch requests of ``batch_size`` when the dialect has
+        $batch, else one request each; one result per operation, in order."""
+        from worker.remote.batch import run_batch
+
+        return run_batch(self, operations)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> ODataClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ODataClient({self.settings.name!r}, {self.base_url!r})"
+
+
+class EntitySet:
+    """One entity set of the service: reads (streamed), idempotent writes, lookups."""
+
+    def __init__(self, client: ODataClient, name: str, key: str, modified_on: str,
+                 key_type: KeyType) -> None:
+        self.client = client
+        self.name = filters.prop(name)
+        self.key = filters.prop(key)
+        self.modified_on = filters.prop(modified_on)
+        self.key_type = key_type
+        self.url = f"{client.base_url}/{name}"
+
+    def __repr__(self) -> str:
+        return f"EntitySet({self.name!r}, key={self.key!r}, modified_on={self.modified_on!r})"
+
+    def record_url(self, key: str) -> str:
+        return f"{self.url}({filters.key_literal(key, self.key_type)})"
+
+    def bind(self, target_set: str, key: str) -> str:
+        """The value of a ``<lookup>@odata.bind`` property pointing at ``target_set(key)``
+        (the target's key written like this set's keys)."""
+        return bind(target_set, key, self.key_type)
+
+    # ------------------------------------------------------------------------ reads
+
+    def read_pages(
+        self,
+        *,
+        select: Select = None,
+        filter: str | None = None,
+        orderby: str | None = None,
+        top: int | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The matching records page by page, following ``@odata.nextLink`` exactly as the
+        service sent it. Raises RemoteProtocolError when a next link repeats."""
+        settings = self.client.settings
+        params = _params(select=select, filter=filter, orderby=orderby, top=top)
+        url: str | None = self.url + ("?" + _encode(params) if params else "")
+        headers = {}
+        prefer = _prefer(
+            f"odata.maxpagesize={settings.page_size}" if settings.dialect.prefer_maxpagesize
+            else None,
+            _annotations(settings.dialect.annotations),
+        )
+        if prefer:
+            headers["Prefer"] = prefer
+        seen: set[str] = set()
+        pages = 0
+        while url is not None:
+            reply = self.client.transport.send("GET", url, headers=headers)
+            doc = _json(reply, "GET", url)
+            rows = doc.get("value") if isinstance(doc, dict) else None
+            if not isinstance(rows, list):
+                raise RemoteProtocolError("the response has no 'value' array",
+                                          status=reply.status, method="GET", path=self.url)
+            pages += 1
+            log.debug("page read", extra={"connection": settings.name, "entity_set": self.name,
+                                          "page": pages, "records": len(rows)})
+            next_link = doc.get("@odata.nextLink")
+            url = urljoin(url, next_link) if isinstance(next_link, str) and next_link else None
+            if url is not None:
+                if url in seen:
+                    raise RemoteProtocolError(
+                        f"the service sent the same @odata.nextLink twice (after page {pages})",
+                        status=reply.status, method="GET", path=self.url)
+                seen.add(url)
+            yield rows
+
+    def read(
+        self,
+        *,
+        select: Select = None,
+        filter: str | None = None,
+        orderby: str | None = None,
+        top: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The matching records one by one (streamed page by page)."""
+        for page in self.read_pages(select=select, filter=filter, orderby=orderby, top=top):
+            yield from page
+
+    def read_modified_since(
+        self,
+        since: datetime | None,
+        *,
+        select: Select = None,
+        filter: str | None = None,
+        overlap: timedelta = timedelta(seconds=1),
+    ) -> Iterator[dict[str, Any]]:
+        """Records modified at or after ``since - overlap`` (all records when ``since`` is
+        None), ordered by (modified-on, key). Stamps have second precision and many records
+        share one, so the read is inclusive and overlaps the previous one: the caller
+        skips records whose stamp it already stored."""
+        clause = None if since is None else filters.ge(self.modified_on, since - overlap)
+        return self.read(
+            select=_with(select, self.key, self.modified_on),
+            filter=filters.and_(clause, filter),
+            orderby=filters.orderby(self.modified_on, self.key),
+        )
+
+    def read_by_keys(
+        self,
+        keys: Iterable[str],
+        *,
+        select: Select = None,
+        chunk_size: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The records with these keys (missing ones are simply absent), fetched
+        ``chunk_size`` keys per request (``key eq a or key eq b …``) so URLs stay short."""
+        size = chunk_size or self.client.settings.key_chunk_size
+        if size < 1:
+            raise ValueError("chunk_size must be >= 1")
+        columns = _with(select, self.key)
+        seen: set[str] = set()
+        chunk: list[str] = []
+        for key in keys:
+            text = filters.key_literal(key, self.key_type)  # validates early
+            if text in seen:
+                continue
+            seen.add(text)
+            chunk.append(key)
+            if len(chunk) == size:
+                yield from self.read(select=columns,
+                                     filter=filters.key_in(self.key, chunk, self.key_type))
+                chunk = []
+        if chunk:
+            yield from self.read(select=columns,
+                                 filter=filters.key_in(self.key, chunk, self.key_type))
+
+    def get(self, key: str, *, select: Select = None) -> dict[str, Any] | None:
+        """One record by key, or None when there is none."""
+        params = _params(select=select)
+        url = self.record_url(key) + ("?" + _encode(params) if params else "")
+        headers = {}
+        prefer = _annotations(self.client.settings.dialect.annotations)
+        if prefer:
+            headers["Prefer"] = prefer
+        reply = self.client.transport.send("GET", url, headers=headers, accept={404})
+        if reply.status == 404:
+            return None
+        doc = _json(reply, "GET", url)
+        if not isinstance(doc, dict):
+            raise RemoteProtocolError("the record is not a JSON object",
+                                      status=reply.status, method="GET", path=self.url)
+        return doc
+
+    # ------------------------------------------------------------------------ writes
+
+    def create(self, key: str, values: Mapping[str, Any]) -> WriteResult:
+        """Create the record with the caller-chosen ``key``. Idempotent: when the record
+        already exists the result says ``already_existed`` and nothing is written."""
+        return self._run(self.create_call(key, values))
+
+    def update(self, key: str, values: Mapping[str, Any], *,
+               etag: str | None = None) -> WriteResult:
+        """Write the changed ``values`` of an existing record (``If-Match: *``, or
+        ``If-Match: etag`` for optimistic concurrency: RemoteConflict when the record
+        changed since). RemoteNotFound when it does not exist."""
+        if not values:
+            return WriteResult(key=key, status=304)
+        return self._run(self.update_call(key, values, etag=etag))
+
+    def delete(self, key: str, *, etag: str | None = None) -> WriteResult:
+        """Delete the record; ``already_gone`` when there was none."""
+        return self._run(self.delete_call(key, etag=etag))
+
+    def _run(self, call: Call) -> WriteResult:
+        reply = self.client.transport.send(call.method, call.url, body=call.body,
+                                           headers=call.headers, accept=call.accept)
+        return call.interpret(reply)
+
+    def create_call(self, key: str, values: Mapping[str, Any]) -> Call:
+        dialect = self.client.settings.dialect
+        headers = self._write_headers()
+        if dialect.create_method == "patch":
+            url = self.record_url(key)
+            headers["If-None-Match"] = "*"
+            method, exists, body = "PATCH", 412, dict(values)
+        else:
+            url = self.url
+            method, exists = "POST", 409
+            body = {**values, self.key: _key_value(key, self.key_type)}
+
+        def interpret(reply: Reply) -> WriteResult:
+            if reply.status == exists:
+                return WriteResult(key=key, status=reply.status, already_existed=True)
+            return self._result(key, reply)
+
+        return Call(method, url, headers, _dumps(body), frozenset({exists}), interpret)
+
+    def update_call(self, key: str, values: Mapping[str, Any], *,
+                    etag: str | None = None) -> Call:
+        headers = self._write_headers()
+        headers["If-Match"] = etag or "*"
+        url = self.record_url(key)
+
+        def interpret(reply: Reply) -> WriteResult:
+            if reply.status == 412 and etag is None:
+                # ``If-Match: *`` fails only when there is no record (HTTP semantics;
+                # Dataverse answers 404 instead).
+                raise self.client.transport.error(reply, "PATCH", url, cls=RemoteNotFound)
+            if reply.status in (404, 412):
+                raise self.client.transport.error(
+                    reply, "PATCH", url,
+                    cls=RemoteNotFound if reply.status == 404 else RemoteConflict)
+            return self._result(key, reply)
+
+        return Call("PATCH", url, headers, _dumps(dict(values)), frozenset({404, 412}),
+                    interpret)
+
+    def delete_call(self, key: str, *, etag: str | None = None) -> Call:
+        url = self.record_url(key)
+        headers = {"If-Match": etag} if etag else {}
+
+        def interpret(reply: Reply) -> WriteResult:
+            if reply.status == 404:
+                return WriteResult(key=key, status=404, already_gone=True)
+            if reply.status == 412:
+                raise self.client.transport.error(reply, "DELETE", url, cls=RemoteConflict)
+            return WriteResult(key=key, status=reply.status)
+
+        return Call("DELETE", url, headers, None, frozenset({404, 412}), interpret)
+
+    def _write_headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json; charset=utf-8"}
+        if self.client.settings.dialect.return_representation:
+            headers["Prefer"] = "return=representation"
+        return headers
+
+    def _result(self, key: str, reply: Reply) -> WriteResult:
+        record: dict[str, Any] | None = None
+        if reply.body.strip() and "json" in reply.headers.get("Content-Type", "json"):
+            doc = _json(reply, "PATCH", self.url)
+            record = doc if isinstance(doc, dict) else None
+        etag = (record or {}).get("@odata.etag") or reply.headers.get("ETag")
+        stamp = parse_datetime((record or {}).get(self.modified_on))
+        return WriteResult(key=key, status=reply.status, etag=etag, modified_on=stamp,
+                           record=record)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def bind(target_set: str, key: str, key_type: KeyType = "guid") -> str:
+    """``/target_set(key)``, the value of a ``<navigation property>@odata.bind``."""
+    return f"/{filters.prop(target_set)}({filters.key_literal(key, key_type)})"
+
+
+def parse_datetime(value: object) -> datetime | None:
+    """An OData DateTimeOffset (``2024-01-02T03:04:05Z``, fractions up to 7 digits) as an
+    aware datetime; None for anything else."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    if "." in text:  # .NET writes 7 fractional digits, Python reads at most 6
+        head, _, rest = text.partition(".")
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _params(*, select: Select = None, filter: str | None = None,
+            orderby: str | None = None, top: int | None = None) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if select:
+        names = [select] if isinstance(select, str) else list(select)
+        params["$select"] = ",".join(filters.prop(n.strip()) for n in names)
+    if filter:
+        params["$filter"] = filter
+    if orderby:
+        params["$orderby"] = orderby
+    if top is not None:
+        if top < 0:
+            raise ValueError("top must be >= 0")
+        params["$top"] = str(top)
+    return params
+
+
+def _encode(params: Mapping[str, str]) -> str:
+    # Spaces as %20 and '+' as %2B: some services read '+' in a query as a space.
+    return "&".join(f"{quote(k, safe='$')}={quote(v, safe=_QUERY_SAFE)}"
+                    for k, v in params.items())
+
+
+def _with(select: Select, *required: str) -> Select:
+    """``select`` plus the required properties (None stays None: all properties)."""
+    if not select:
+        return select
+    names = [select] if isinstance(select, str) else list(select)
+    names = [n.strip() for part in names for n in part.split(",")]
+    return names + [r for r in required if r not in names]
+
+
+def _prefer(*parts: str | None) -> str:
+    return ",".join(p for p in parts if p)
+
+
+def _annotations(value: str | None) -> str | None:
+    return f'odata.include-annotations="{value}"' if value else None
+
+
+def _json(reply: Reply, method: str, url: str) -> Any:
+    try:
+        return json.loads(reply.body)
+    except (ValueError, UnicodeDecodeError):
+        raise RemoteProtocolError("the response is not JSON", status=reply.status,
+                                  method=method, path=url.split("?")[0]) from None
+
+
+def _key_value(key: str, key_type: KeyType) -> Any:
+    if key_type == "int":
+        return int(filters.key_literal(key, "int"))
+    if key_type == "guid":
+        return filters.guid(key)
+    return key
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return filters.datetime_literal(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        # Exact for up to 15 significant digits (float repr round-trips), which covers
+        # Dataverse money and decimal columns.
+        return float(value)
+    raise TypeError(f"cannot send a {type(value).__name__} as JSON")
+
+
+def _dumps(values: Mapping[str, Any]) -> bytes:
+    return json.dumps(values, default=_json_default, ensure_ascii=False,
+                      separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,377 @@
+"""Connection settings: named connections from a TOML file and ``CRMSYNC_<NAME>_<SETTING>``
+environment variables (the environment wins), validated into a frozen
+:class:`ConnectionSettings`.
+
+    # crmsync.toml
+    [connections.crm]
+    url = "https://contoso.crm4.dynamics.com/api/data/v9.2"
+    auth = "oauth2"
+    tenant = "00000000-0000-0000-0000-000000000000"
+    client_id = "11111111-1111-1111-1111-111111111111"
+    client_secret_file = "/etc/crmsync/crm-secret"
+
+Secrets (``client_secret``, ``token``) are read from ``CRMSYNC_<NAME>_<SECRET>``, from the
+file named by ``…_FILE`` / ``<secret>_file``, or from the systemd credential
+``$CREDENTIALS_DIRECTORY/<name>_<secret>``; a config file may name a secret file but may
+not hold a secret itself. docs/remote.md lists every setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from worker.errors import ConfigurationError
+from worker.remote.filters import KeyType
+from worker.remote.retry import RetryPolicy
+from worker.remote.secrets import Secret, credential_path, read_secret_file
+
+AuthKind = Literal["none", "bearer", "oauth2"]
+CreateMethod = Literal["patch", "post"]
+
+DEFAULT_CONNECTION = "crm"
+ENTRA_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
+MAX_PAGE_SIZE = 5000
+MAX_BATCH_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one OData v4 service behaves where services differ.
+
+    ``create_method``: ``"patch"`` creates with ``PATCH set(id)`` + ``If-None-Match: *``
+    (Dataverse; 412 = the record already exists); ``"post"`` POSTs to the set with the key
+    in the body (409 = already exists). ``batch``: the service takes ``$batch``.
+    ``prefer_maxpagesize``: it honours ``Prefer: odata.maxpagesize``. ``change_tracking``:
+    it answers ``Prefer: odata.track-changes`` with delta links. ``return_representation``:
+    writes ask for the written record back (its etag and modified-on). ``key_type``: how a
+    key is written in a URL or filter (``guid`` unquoted, ``string`` quoted, ``int``).
+    ``annotations``: value of ``Prefer: odata.include-annotations`` (None: not sent).
+    """
+
+    name: str = "dataverse"
+    create_method: CreateMethod = "patch"
+    batch: bool = True
+    prefer_maxpagesize: bool = True
+    change_tracking: bool = False
+    return_representation: bool = True
+    key_type: KeyType = "guid"
+    annotations: str | None = None
+
+
+DIALECTS: dict[str, Dialect] = {
+    "dataverse": Dialect(),
+    "odata": Dialect(name="odata", create_method="post", batch=False),
+}
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Everything the OData client needs to talk to one service. Secrets are
+    :class:`Secret`; ``repr()`` of the settings is safe to log."""
+
+    name: str
+    url: str
+    auth: AuthKind = "none"
+    tenant: str | None = None
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: Secret | None = None
+    scope: str | None = None
+    token: Secret | None = None
+    page_size: int = MAX_PAGE_SIZE
+    batch_size: int = 100
+    key_chunk_size: int = 50
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    concurrency: int = 4
+    max_retries: int = 5
+    retry_base: float = 0.5
+    retry_cap: float = 60.0
+    max_retry_after: float = 300.0
+    dialect: Dialect = field(default_factory=Dialect)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.max_retries + 1,
+            base=self.retry_base,
+            cap=self.retry_cap,
+            max_retry_after=self.max_retry_after,
+        )
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.read_timeout)
+
+
+# ---------------------------------------------------------------------------- parsers
+# Each parser takes the raw value (a str from the environment, or a TOML value) and the
+# place it came from, and returns the typed value or raises ConfigurationError naming it.
+
+Parser = Callable[[Any, str], Any]
+
+
+def _integer(lo: int, hi: int) -> Parser:
+    def parse(raw: Any, where: str) -> int:
+        value: int | None = None
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            value = raw
+        elif isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw):
+            value = int(raw)
+        if value is None or not lo <= value <= hi:
+            raise ConfigurationError(f"{where}: expected an integer {lo}-{hi}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _number(lo: float, hi: float, *, positive: bool = False) -> Parser:
+    def parse(raw: Any, where: str) -> float:
+        value: float | None = None
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            value = float(raw)
+        elif isinstance(raw, str):
+            try:
+                value = float(raw)
+            except ValueError:
+                value = None
+        ok = value is not None and lo <= value <= hi and not (positive and value <= 0)
+        if not ok:
+            lower = f"more than {lo:g}" if positive else f"{lo:g}"
+            raise ConfigurationError(
+                f"{where}: expected a number of seconds {lower}-{hi:g}, got {raw!r}")
+        assert value is not None
+        return value
+
+    return parse
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _boolean(raw: Any, where: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise ConfigurationError(f"{where}: expected true or false, got {raw!r}")
+
+
+def _choice(*options: str) -> Parser:
+    def parse(raw: Any, where: str) -> str:
+        if isinstance(raw, str) and raw.strip().lower() in options:
+            return raw.strip().lower()
+        raise ConfigurationError(f"{where}: expected one of {', '.join(options)}, got {raw!r}")
+
+    return parse
+
+
+def _text(raw: Any, where: str) -> str | None:
+    if not isinstance(raw, str):
+        raise ConfigurationError(f"{where}: expected a string, got {raw!r}")
+    return raw.strip() or None
+
+
+def _http_url(raw: Any, where: str) -> str:
+    text = _text(raw, where)
+    parts = urlsplit(text or "")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(f"{where}: expected an http(s) URL, got {raw!r}")
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"{where}: the URL must not have a query or fragment")
+    return (text or "").rstrip("/")
+
+
+# setting name -> parser. Secrets are handled apart (see _load_secret).
+_SETTINGS: dict[str, Parser] = {
+    "url": _http_url,
+    "auth": _choice("none", "bearer", "oauth2"),
+    "tenant": _text,
+    "token_url": _http_url,
+    "client_id": _text,
+    "scope": _text,
+    "page_size": _integer(1, MAX_PAGE_SIZE),
+    "batch_size": _integer(1, MAX_BATCH_SIZE),
+    "key_chunk_size": _integer(1, 500),
+    "connect_timeout": _number(0, 300, positive=True),
+    "read_timeout": _number(0, 3600, positive=True),
+    "concurrency": _integer(1, 256),
+    "max_retries": _integer(0, 50),
+    "retry_base": _number(0, 60),
+    "retry_cap": _number(0, 3600),
+    "max_retry_after": _number(0, 86400),
+}
+_DIALECT_SETTINGS: dict[str, Parser] = {
+    "create_method": _choice("patch", "post"),
+    "batch": _boolean,
+    "prefer_maxpagesize": _boolean,
+    "change_tracking": _boolean,
+    "return_representation": _boolean,
+    "key_type": _choice("guid", "string", "int"),
+    "annotations": _text,
+}
+_SECRETS = ("client_secret", "token")
+_FILE_KEYS = {"dialect", *_SETTINGS, *_DIALECT_SETTINGS, *(f"{s}_file" for s in _SECRETS)}
+
+
+# ---------------------------------------------------------------------------- loading
+
+def env_prefix(name: str) -> str:
+    """``CRMSYNC_CRM_`` for connection ``crm`` (``-`` and ``.`` become ``_``)."""
+    return "CRMSYNC_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_"
+
+
+def load_connection(
+    name: str = DEFAULT_CONNECTION,
+    config_path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ConnectionSettings:
+    """The settings of connection ``name`` from ``config_path`` (default
+    ``$CRMSYNC_CONFIG``; no file is fine when the environment has everything) overlaid with
+    ``CRMSYNC_<NAME>_<SETTING>`` variables. Raises ConfigurationError naming the setting."""
+    env = os.environ if env is None else env
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", name):
+        raise ConfigurationError(f"connection name {name!r}: use letters, digits, - _ .")
+    raw = _Raw(name, env)
+    path = config_path if config_path is not None else env.get("CRMSYNC_CONFIG") or None
+    if path is not None:
+        raw.read_file(Path(path))
+    raw.read_env()
+    if "url" not in raw.values:
+        raise ConfigurationError(
+            f"connection {name!r} has no URL: set {raw.prefix}URL"
+            + (f" or url in [connections.{name}] of {path}" if path else ""))
+    return raw.build()
+
+
+class _Raw:
+    """The raw values of one connection with where each came from, before parsing."""
+
+    def __init__(self, name: str, env: Mapping[str, str]) -> None:
+        self.name = name
+        self.env = env
+        self.prefix = env_prefix(name)
+        self.values: dict[str, tuple[Any, str]] = {}
+
+    def read_file(self, path: Path) -> None:
+        try:
+            with path.open("rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigurationError(f"config file {str(path)!r} does not exist") from None
+        except OSError as exc:
+            raise ConfigurationError(f"config file {str(path)!r}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"config file {str(path)!r}: {exc}") from None
+        section = doc.get("connections", {}).get(self.name)
+        if section is None:
+            return
+        where = f"{path} [connections.{self.name}]"
+        if not isinstance(section, dict):
+            raise ConfigurationError(f"{where}: expected a table")
+        for key, value in section.items():
+            if key in _SECRETS:
+                raise ConfigurationError(
+                    f"{where} {key}: a config file must not hold secrets; use {key}_file, "
+                    f"{self.prefix}{key.upper()} or a systemd credential")
+            if key not in _FILE_KEYS:
+                raise ConfigurationError(f"{where}: unknown setting {key!r}")
+            self.values[key] = (value, f"{where} {key}")
+
+    def read_env(self) -> None:
+        for key in (*_FILE_KEYS, *_SECRETS):
+            var = self.prefix + key.upper()
+            if var in self.env:
+                self.values[key] = (self.env[var], var)
+
+    def parsed(self, key: str, parser: Parser) -> Any:
+        raw, where = self.values[key]
+        return parser(raw, where)
+
+    def secret(self, key: str) -> Secret | None:
+        direct, from_file = self.values.get(key), self.values.get(f"{key}_file")
+        if direct is not None and from_file is not None and from_file[1].startswith("CRMSYNC_"):
+            raise ConfigurationError(
+                f"{direct[1]}: set either {direct[1]} or {from_file[1]}, not both")
+        if direct is not None:
+            if not str(direct[0]).strip():
+                raise ConfigurationError(f"{direct[1]}: the secret is empty")
+            return Secret(str(direct[0]))
+        if from_file is not None:
+            return read_secret_file(Path(str(from_file[0])).expanduser(), from_file[1])
+        credential = f"{self.name}_{key}"
+        path = credential_path(credential, self.env)
+        if path is not None:
+            return read_secret_file(path, f"$CREDENTIALS_DIRECTORY/{credential}")
+        return None
+
+    def build(self) -> ConnectionSettings:
+        kwargs: dict[str, Any] = {"name": self.name}
+        for key, parser in _SETTINGS.items():
+            if key in self.values:
+                kwargs[key] = self.parsed(key, parser)
+        kwargs["client_secret"] = self.secret("client_secret")
+        kwargs["token"] = self.secret("token")
+        kwargs["dialect"] = self.dialect()
+        if "auth" not in kwargs:
+            kwargs["auth"] = ("bearer" if kwargs["token"] else
+                              "oauth2" if kwargs.get("client_id") else "none")
+        settings = ConnectionSettings(**kwargs)
+        return self.check(settings)
+
+    def dialect(self) -> Dialect:
+        preset = DIALECTS["dataverse"]
+        if "dialect" in self.values:
+            preset = DIALECTS[self.parsed("dialect", _choice(*DIALECTS))]
+        overrides = {key: self.parsed(key, parser)
+                     for key, parser in _DIALECT_SETTINGS.items() if key in self.values}
+        return replace(preset, **overrides)
+
+    def where(self, key: str) -> str:
+        return self.values[key][1] if key in self.values else self.prefix + key.upper()
+
+    def check(self, s: ConnectionSettings) -> ConnectionSettings:
+        """Rules across settings; fills the derived token URL and scope."""
+        if s.auth == "bearer" and s.token is None:
+            raise ConfigurationError(
+                f"{self.where('auth')}: bearer auth needs {self.prefix}TOKEN, "
+                f"{self.prefix}TOKEN_FILE or the credential {self.name}_token")
+        if s.auth != "oauth2":
+            return s
+        if not s.client_id:
+            raise ConfigurationError(f"{self.where('client_id')}: oauth2 auth needs a client id")
+        if s.client_secret is None:
+            raise ConfigurationError(
+                f"{self.where('client_secret')}: oauth2 auth needs a client secret "
+                f"({self.prefix}CLIENT_SECRET, {self.prefix}CLIENT_SECRET_FILE or the "
+                f"credential {self.name}_client_secret)")
+        token_url = s.token_url
+        if token_url is None:
+            if not s.tenant:
+                raise ConfigurationError(
+                    f"{self.where('token_url')}: oauth2 auth needs token_url or tenant")
+            if not re.fullmatch(r"[A-Za-z0-9.-]+", s.tenant):
+                raise ConfigurationError(
+                    f"{self.where('tenant')}: expected a tenant id or domain, got {s.tenant!r}")
+            token_url = ENTRA_TOKEN_URL.format(tenant=s.tenant)
+        scope = s.scope
+        if scope is None:
+            parts = urlsplit(s.url)
+            scope = f"{parts.scheme}://{parts.netloc}/.default"
+        return replace(s, token_url=token_url, scope=scope)
+
+
+def setting_names() -> list[str]:
+    """Every setting a connection takes, as written in a config file (for documentation
+    and ``--help`` texts)."""
+    return ["dialect", *_SETTINGS, *_SECRETS, *(f"{s}_file" for s in _SECRETS),
+            *_DIALECT_SETTINGS]
+

@@ -1,0 +1,259 @@
+"""Sending one HTTP request to the service: authorisation, the shared throttle gate, the
+concurrency limit, timeouts, retries and the observer calls all happen here, so the
+client above deals only in OData.
+
+A request is retried when :func:`~worker.remote.classify.classify` says so and the request
+is idempotent (every request the client builds is: reads, creates with a client-chosen
+key, updates and deletes with preconditions). 429 is retried even for a request that is
+not, because the service did not act on it. One 401 leads to a new token and one more try.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+
+from worker import __version__
+from worker.remote.auth import Authenticator, authenticator_for
+from worker.remote.classify import (
+    TRANSIENT_EXCEPTIONS,
+    Outcome,
+    classify,
+    parse_error_body,
+    parse_retry_after,
+    status_class,
+)
+from worker.remote.config import ConnectionSettings
+from worker.remote.errors import (
+    RemoteAuthError,
+    RemoteConflict,
+    RemoteError,
+    RemoteNotFound,
+    RemoteThrottled,
+    RemoteUnavailable,
+)
+from worker.remote.observer import RequestObserver, SafeObserver
+from worker.remote.retry import RetryPolicy, ThrottleGate
+
+log = logging.getLogger(__name__)
+
+BASE_HEADERS = {
+    "Accept": "application/json",
+    "OData-MaxVersion": "4.0",
+    "OData-Version": "4.0",
+    "User-Agent": f"crmsync/{__version__}",
+}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A response reduced to what the client interprets: also what one part of a $batch
+    response becomes, so single requests and batch parts share their interpretation."""
+
+    status: int
+    headers: Mapping[str, str] = field(default_factory=CaseInsensitiveDict)
+    body: bytes = b""
+
+    @classmethod
+    def of(cls, response: requests.Response) -> Reply:
+        return cls(response.status_code, CaseInsensitiveDict(response.headers),
+                   response.content)
+
+
+class _Bearer(requests.auth.AuthBase):
+    # Passing auth explicitly also stops requests from applying ~/.netrc credentials.
+    def __init__(self, value: str | None) -> None:
+        self.value = value
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self.value is not None:
+            request.headers["Authorization"] = self.value
+        return request
+
+
+def new_session(settings: ConnectionSettings) -> requests.Session:
+    """One session per connection, its pool as large as the allowed concurrency; urllib3
+    does not retry (this module does)."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=settings.concurrency,
+                          max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers.update(BASE_HEADERS)
+    return session
+
+
+class Transport:
+    """Sends requests of one connection. Thread-safe: share one per connection."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        observer: RequestObserver | None = None,
+        *,
+        session: requests.Session | None = None,
+        auth: Authenticator | None = None,
+        gate: ThrottleGate | None = None,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.session = session or new_session(settings)
+        self.auth = auth or authenticator_for(settings, self.session)
+        self.gate = gate or ThrottleGate(sleep=sleep)
+        self.policy = policy or settings.retry_policy
+        self.observer = SafeObserver(observer)
+        self.sleep = sleep
+        self._slots = threading.BoundedSemaphore(settings.concurrency)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        accept: Collection[int] = (),
+        idempotent: bool = True,
+    ) -> Reply:
+        """The reply to ``method url``: a 2xx, or a status in ``accept``; anything else
+        raises the matching RemoteError once retries are spent or not allowed."""
+        attempt = 0
+        renewed = False
+        path = urlsplit(url).path
+        while True:
+            attempt += 1
+            self.gate.wait()
+            authorization = self.auth.authorization()
+            try:
+                reply = self._exchange(method, url, body, headers, authorization)
+            except TRANSIENT_EXCEPTIONS as exc:
+                delay = self.policy.delay(attempt) if idempotent else None
+                if delay is None:
+                    raise RemoteUnavailable(
+                        f"no response ({type(exc).__name__}) after {attempt} attempt(s)",
+                        method=method, path=path) from None
+                log.warning("remote request failed, retrying", extra={
+                    "connection": self.settings.name, "method": method, "path": path,
+                    "error": type(exc).__name__, "attempt": attempt, "delay": delay})
+                self.sleep(delay)
+                continue
+            if reply.status in accept:
+                return reply
+            retry_after = parse_retry_after(reply.headers.get("Retry-After"))
+            outcome = classify(reply.status, retry_after=retry_after)
+            if outcome is Outcome.OK:
+                return reply
+            if outcome is Outcome.UNAUTHORIZED and not renewed:
+                renewed = True
+                if self.auth.invalidate(authorization):
+                    attempt -= 1  # a renewed token is not a retry of a failure
+                    continue
+            if outcome is Outcome.THROTTLED:
+                self._throttle(method, path, attempt, retry_after, reply,
+                               retriable=idempotent or reply.status == 429)
+                continue
+            if outcome is Outcome.RETRIABLE and idempotent:
+                delay = self.policy.delay(attempt, retry_after)
+                if delay is not None:
+                    log.warning("remote request failed, retrying", extra={
+                        "connection": self.settings.name, "method": method, "path": path,
+                        "status": reply.status, "attempt": attempt, "delay": delay})
+                    self.sleep(delay)
+                    continue
+            raise self.error(reply, method, url, outcome)
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str] | None,
+        authorization: str | None,
+    ) -> Reply:
+        started = time.monotonic()
+        status: int | None = None
+        try:
+            with self._slots:
+                response = self.session.request(
+                    method, url, data=body, headers=dict(headers or {}),
+                    auth=_Bearer(authorization), timeout=self.settings.timeout,
+                    allow_redirects=False)
+                reply = Reply.of(response)  # reads the body inside the slot
+            status = reply.status
+            return reply
+        finally:
+            self.observer.request_finished(method, status_class(status),
+                                           time.monotonic() - started)
+
+    def _throttle(
+        self,
+        method: str,
+        path: str,
+        attempt: int,
+        retry_after: float | None,
+        reply: Reply,
+        *,
+        retriable: bool,
+    ) -> None:
+        """Close the gate for every thread of the connection, or raise when the retries are
+        spent (the gate still closes: the next request would be refused just the same)."""
+        delay = self.policy.delay(attempt, retry_after) if retriable else None
+        pause = delay if delay is not None else (retry_after or 0.0)
+        if pause > 0:
+            self.gate.close_for(pause)
+            self.observer.throttled(pause)
+        log.warning("remote service throttling", extra={
+            "connection": self.settings.name, "method": method, "path": path,
+            "status": reply.status, "retry_after": retry_after, "attempt": attempt})
+        if delay is None:
+            raise self.error(reply, method, path, Outcome.THROTTLED)
+
+    def error(self, reply: Reply, method: str, url: str, outcome: Outcome | None = None,
+              *, cls: type[RemoteError] | None = None) -> RemoteError:
+        """The RemoteError for a refused request, with the service's code and message
+        (secrets scrubbed). Its class follows the outcome: throttled → RemoteThrottled,
+        retriable → RemoteUnavailable, 401 → RemoteAuthError, 404 → RemoteNotFound,
+        412 → RemoteConflict; ``cls`` overrides the choice."""
+        code, message = parse_error_body(reply.body)
+        message = self.scrub(message or _reason(reply.status))
+        if outcome is None:
+            outcome = classify(reply.status, retry_after=parse_retry_after(
+                reply.headers.get("Retry-After")))
+        if cls is None:
+            cls = _ERROR_CLASSES.get(outcome) or _FATAL_CLASSES.get(reply.status, RemoteError)
+        return cls(message, status=reply.status, code=code, method=method,
+                   path=urlsplit(url).path)
+
+    def scrub(self, text: str) -> str:
+        for secret in self.auth.secrets():
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+_ERROR_CLASSES: dict[Outcome, type[RemoteError]] = {
+    Outcome.THROTTLED: RemoteThrottled,
+    Outcome.RETRIABLE: RemoteUnavailable,
+    Outcome.UNAUTHORIZED: RemoteAuthError,
+}
+_FATAL_CLASSES: dict[int, type[RemoteError]] = {404: RemoteNotFound, 412: RemoteConflict}
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "refused"
