@@ -17,6 +17,7 @@ COMMANDS = (
     "worker.commands.db",
     "worker.commands.run",
     "worker.commands.entries",
+    "worker.commands.emulator",
 )
 
 log = logging.getLogger(__name__)

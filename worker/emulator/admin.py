@@ -1,0 +1,77 @@
+"""``/_admin/...``: the test hooks. Not part of the Dataverse protocol; never authenticated,
+never faulted, so a test can always reach them.
+
+- ``GET /_admin/stats``: request counters and injected faults
+- ``POST /_admin/reset``: empty the store, clear faults and counters, seed users again
+- ``GET|POST|DELETE /_admin/faults``: list, add (an object or a list of them), clear
+- ``GET /_admin/records/<set>``: every stored record of a set, annotations included
+- ``POST /_admin/save``: write the ``--data-file`` now
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from worker.emulator import errors
+from worker.emulator.protocol import Request, Response, error_response, json_response
+from worker.emulator.values import record_to_json
+
+if TYPE_CHECKING:
+    from worker.emulator.app import Emulator
+
+
+class AdminApi:
+    """Answers ``/_admin/`` requests for one emulator."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+
+    def handle(self, request: Request) -> Response:
+        route = request.path.removeprefix("/_admin/").rstrip("/")
+        try:
+            if route == "stats" and request.method == "GET":
+                return json_response(200, self._stats())
+            if route == "reset" and request.method == "POST":
+                self.emulator.reset()
+                return json_response(200, {"reset": True})
+            if route == "save" and request.method == "POST":
+                saved = self.emulator.save()
+                return json_response(200, {"saved": str(saved) if saved else None})
+            if route == "faults":
+                return self._faults(request)
+            if route.startswith("records/") and request.method == "GET":
+                return self._records(route.removeprefix("records/"))
+        except errors.ODataError as exc:
+            return error_response(exc)
+        return error_response(errors.no_segment(request.path))
+
+    def _stats(self) -> dict[str, Any]:
+        doc = self.emulator.stats.snapshot()
+        doc["faults_injected"] = dict(self.emulator.faults.injected)
+        doc["records"] = {s.name: self.emulator.store.count(s.name)
+                          for s in self.emulator.schema}
+        return doc
+
+    def _faults(self, request: Request) -> Response:
+        faults = self.emulator.faults
+        if request.method == "GET":
+            return json_response(200, {"faults": faults.active()})
+        if request.method == "DELETE":
+            faults.clear()
+            return json_response(200, {"faults": []})
+        if request.method != "POST":
+            raise errors.ODataError(405, errors.QUERY_SYNTAX, "GET, POST or DELETE")
+        try:
+            doc = json.loads(request.body or b"null")
+            items = doc if isinstance(doc, list) else [doc]
+            added = [faults.add_from_json(item).id for item in items]
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise errors.bad_payload(f"Bad fault description: {exc}") from exc
+        return json_response(201, {"added": added, "faults": faults.active()})
+
+    def _records(self, set_name: str) -> Response:
+        if set_name not in self.emulator.schema:
+            raise errors.no_segment(set_name)
+        rows = self.emulator.store.scan(set_name, None)
+        return json_response(200, {"value": [record_to_json(r) for r in rows]})

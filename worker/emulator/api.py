@@ -1,0 +1,187 @@
+"""The data endpoints below ``/api/data/v9.2``: service document, ``$metadata``, ``WhoAmI``,
+collection reads, and reads and writes of single records."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from worker.emulator import errors, query
+from worker.emulator.metadata import metadata_xml, service_document
+from worker.emulator.paths import BadKey, EntityRef, parse_resource
+from worker.emulator.protocol import (
+    ODATA_HEADERS,
+    Request,
+    Response,
+    empty_response,
+    json_response,
+)
+from worker.emulator.schema import EntitySet, Schema
+from worker.emulator.store import Store, etag_matches, etag_of
+from worker.emulator.values import parse_body, render
+
+# WhoAmI answers with these when no system user exists yet (the emulator has no sign-in).
+_ORGANIZATION_ID = "4f4b1e0a-9f3c-4a52-9e43-0c0c5e0d0001"
+_BUSINESS_UNIT_ID = "4f4b1e0a-9f3c-4a52-9e43-0c0c5e0d0002"
+_ANONYMOUS_USER_ID = "4f4b1e0a-9f3c-4a52-9e43-0c0c5e0d0003"
+
+
+class DataApi:
+    """Answers one data request (``path`` relative to the service root) from the store."""
+
+    def __init__(self, schema: Schema, store: Store) -> None:
+        self.schema = schema
+        self.store = store
+
+    def handle(self, request: Request, path: str) -> Response:
+        if path in ("", "/"):
+            self._allow(request, "GET")
+            return json_response(200, service_document(self.schema, request.service_root))
+        if path == "/$metadata":
+            self._allow(request, "GET")
+            return Response(200, [("Content-Type", "application/xml"), *ODATA_HEADERS],
+                            metadata_xml(self.schema))
+        if path == "/WhoAmI":
+            self._allow(request, "GET")
+            return json_response(200, self._who_am_i(request))
+        try:
+            resource = parse_resource(path[1:])
+        except BadKey as exc:
+            raise errors.bad_query(f"Bad key in '{path}': {exc}") from exc
+        if resource is None or resource.set_name not in self.schema:
+            raise errors.no_segment(path[1:].split("(")[0].split("/")[0])
+        entity_set = self.schema[resource.set_name]
+        if resource.ref is None:
+            if request.method == "GET":
+                return self._read_collection(request, entity_set)
+            self._allow(request, "POST")
+            return self._create(request, entity_set)
+        if request.method == "GET":
+            return self._read_one(request, entity_set, resource.ref)
+        if request.method == "DELETE":
+            return self._delete(request, entity_set, resource.ref)
+        self._allow(request, "PATCH")
+        return self._upsert(request, entity_set, resource.ref)
+
+    @staticmethod
+    def _allow(request: Request, *methods: str) -> None:
+        if request.method not in methods:
+            raise errors.ODataError(405, errors.QUERY_SYNTAX,
+                                    f"The HTTP method '{request.method}' is not allowed here.",
+                                    {"Allow": ", ".join(methods)})
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def _read_collection(self, request: Request, entity_set: EntitySet) -> Response:
+        options = query.parse_query(entity_set, request.query)
+        prefs = request.preferences()
+        page_size = query.page_size_from(prefs)
+        rows = self.store.scan(entity_set.name, options.predicate)
+        page = query.read_page(options, rows, page_size, request.query.get("$skiptoken"))
+        annotations = _wants_annotations(prefs)
+        doc: dict[str, Any] = {"@odata.context": self._context(request, entity_set,
+                                                                options.select)}
+        if options.count:
+            doc["@odata.count"] = page.total
+        doc["value"] = [render(entity_set, r, options.select, annotations) for r in page.rows]
+        if page.next_token:
+            doc["@odata.nextLink"] = self._next_link(request, entity_set, page.next_token)
+        applied = []
+        if page_size is not None:
+            applied.append(f"odata.maxpagesize={page_size}")
+        if annotations:
+            applied.append(f'odata.include-annotations="{prefs["odata.include-annotations"]}"')
+        headers = [("Preference-Applied", ",".join(applied))] if applied else []
+        return json_response(200, doc, headers)
+
+    def _read_one(self, request: Request, entity_set: EntitySet, ref: EntityRef) -> Response:
+        select = query.parse_select(entity_set, request.query.get("$select"))
+        record = self.store.require(entity_set.name, self._key(entity_set, ref))
+        etag = etag_of(record)
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match and etag_matches(if_none_match, record):
+            return empty_response(304, [("ETag", etag)])
+        return self._entity_response(request, entity_set, record, select, 200)
+
+    def _who_am_i(self, request: Request) -> dict[str, Any]:
+        users = self.store.scan("systemusers", None) if "systemusers" in self.schema else []
+        first = min((u["systemuserid"] for u in users), default=_ANONYMOUS_USER_ID)
+        return {"@odata.context": f"{request.service_root}/$metadata"
+                                  "#Microsoft.Dynamics.CRM.WhoAmIResponse",
+                "BusinessUnitId": _BUSINESS_UNIT_ID, "UserId": first,
+                "OrganizationId": _ORGANIZATION_ID}
+
+    # -- writes --------------------------------------------------------------------------
+
+    def _create(self, request: Request, entity_set: EntitySet) -> Response:
+        changes = parse_body(entity_set, request.json())
+        record = self.store.create(entity_set.name, changes)
+        return self._write_response(request, entity_set, record, created=True)
+
+    def _upsert(self, request: Request, entity_set: EntitySet, ref: EntityRef) -> Response:
+        changes = parse_body(entity_set, request.json())
+        # Resolving an alternate key and writing happen under one lock hold, so two
+        # concurrent upserts of the same alternate key cannot both create a record.
+        with self.store.lock:
+            key = self.store.resolve(ref)
+            if key is None and ref.alternate and changes.key is None:
+                changes.key = str(uuid.uuid4())
+            record, created = self.store.upsert(
+                entity_set.name, key or changes.key, changes,
+                if_match=request.headers.get("if-match"),
+                if_none_match=request.headers.get("if-none-match"),
+                alternate=ref.alternate if key is None else ())
+        return self._write_response(request, entity_set, record, created=created)
+
+    def _delete(self, request: Request, entity_set: EntitySet, ref: EntityRef) -> Response:
+        key = self._key(entity_set, ref)
+        self.store.delete(entity_set.name, key, if_match=request.headers.get("if-match"))
+        return empty_response(204)
+
+    def _write_response(self, request: Request, entity_set: EntitySet,
+                        record: dict[str, Any], *, created: bool) -> Response:
+        """204 with ``OData-EntityId``, or the record itself for ``return=representation``."""
+        entity_id = f"{request.service_root}/{entity_set.name}({record[entity_set.key]})"
+        if request.preferences().get("return") == "representation":
+            select = query.parse_select(entity_set, request.query.get("$select"))
+            response = self._entity_response(request, entity_set, record, select,
+                                             201 if created else 200)
+            response.headers += [("OData-EntityId", entity_id),
+                                 ("Preference-Applied", "return=representation")]
+            return response
+        return empty_response(204, [("OData-EntityId", entity_id),
+                                    ("ETag", etag_of(record))])
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _key(self, entity_set: EntitySet, ref: EntityRef) -> str:
+        key = self.store.resolve(ref)
+        if key is None:
+            raise errors.not_found(entity_set.entity_type, str(dict(ref.alternate)))
+        return key
+
+    def _entity_response(self, request: Request, entity_set: EntitySet, record: dict[str, Any],
+                         select: tuple[str, ...] | None, status: int) -> Response:
+        doc = {"@odata.context": self._context(request, entity_set, select) + "/$entity"}
+        annotations = _wants_annotations(request.preferences())
+        doc.update(render(entity_set, record, select, annotations))
+        return json_response(status, doc, [("ETag", etag_of(record))])
+
+    @staticmethod
+    def _context(request: Request, entity_set: EntitySet,
+                 select: tuple[str, ...] | None) -> str:
+        selected = f"({','.join(select)})" if select else ""
+        return f"{request.service_root}/$metadata#{entity_set.name}{selected}"
+
+    @staticmethod
+    def _next_link(request: Request, entity_set: EntitySet, token: str) -> str:
+        params = [(k, v) for k, v in request.query.items() if k != "$skiptoken"]
+        params.append(("$skiptoken", token))
+        return (f"{request.service_root}/{entity_set.name}?"
+                + urlencode(params, quote_via=quote, safe="$,()'"))
+
+
+def _wants_annotations(prefs: dict[str, str]) -> bool:
+    wanted = prefs.get("odata.include-annotations", "")
+    return "*" in wanted or "lookuplogicalname" in wanted

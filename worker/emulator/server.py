@@ -1,0 +1,266 @@
+"""The HTTP side: a threading HTTP/1.1 server with keep-alive, and ``EmulatorServer``, the
+handle tests and the ``crmsync emulator`` command hold.
+
+Standard library only. Each connection gets a thread (clients keep connections alive, so a
+thread serves many requests); the response is written with one ``write`` and Nagle is off,
+so small request/response pairs do not wait for delayed ACKs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from worker.emulator.app import Emulator, Stats
+from worker.emulator.auth import TOKEN_PATH
+from worker.emulator.faults import FaultInjector
+from worker.emulator.paths import SERVICE_PATH
+from worker.emulator.protocol import Request, Response
+from worker.emulator.store import Store
+
+log = logging.getLogger(__name__)
+
+_MAX_BODY = 64 * 1024 * 1024
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:  # a race here only formats the same second twice
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "crmsync-emulator"
+    disable_nagle_algorithm = True
+    timeout = 300  # an idle keep-alive connection is closed after this many seconds
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, add=False)
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
+
+    def _serve(self) -> None:
+        try:
+            body = self._read_body()
+        except ValueError as exc:
+            self.close_connection = True
+            self._send(Response(400, [("Content-Type", "text/plain")], str(exc).encode()))
+            return
+        target = self.path
+        if not target.startswith("/"):  # absolute-form request target
+            parts = urlsplit(target)
+            target = parts.path + ("?" + parts.query if parts.query else "")
+        path, _, query = target.partition("?")
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        host = headers.get("host") or f"{self.server.server_name}:{self.server.server_port}"
+        request = Request(self.command, unquote(path),
+                          dict(parse_qsl(query, keep_blank_values=True)), headers, body,
+                          f"http://{host}")
+        outcome = self.server.emulator.handle(request)
+        if outcome.drop:
+            self._drop()
+            return
+        self._send(outcome.response)
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return self._read_chunked()
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 <= length <= _MAX_BODY:
+            raise ValueError("bad Content-Length")
+        return self.rfile.read(length) if length else b""
+
+    def _read_chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            line = self.rfile.readline(1024)
+            length = int(line.split(b";", 1)[0].strip() or b"0", 16)
+            if length == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            size += length
+            if size > _MAX_BODY:
+                raise ValueError("body too large")
+            chunks.append(self.rfile.read(length))
+            self.rfile.readline(1024)
+
+    def _send(self, response: Response) -> None:
+        lines = [f"HTTP/1.1 {response.status} {response.reason}",
+                 f"Server: {self.server_version}", f"Date: {_http_date()}"]
+        lines += [f"{name}: {value}" for name, value in response.headers]
+        if response.status != 304:
+            lines.append(f"Content-Length: {len(response.body)}")
+        if self.close_connection:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        self.wfile.write(head + response.body)
+
+    def _drop(self) -> None:
+        """Close without answering: to the client the response is lost in transit."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Per-request logging would cost more than the request; errors go to debug.
+        log.debug("http server: " + format, *args)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], emulator: Emulator) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.emulator = emulator
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def track(self, connection: socket.socket, *, add: bool) -> None:
+        with self._connections_lock:
+            if add:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        """End kept-alive connections, whose threads would otherwise wait for requests."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class EmulatorServer:
+    """A Dataverse-compatible Web API test double listening on ``host:port``.
+
+    ``start()`` serves from a background thread (tests); ``serve_forever()`` blocks until
+    ``stop()`` (the command). ``store``, ``faults`` and ``stats`` give tests in-process
+    control; ``base_url`` is what a client uses as its Dataverse service root."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
+                 client_id: str | None = None, client_secret: str | None = None,
+                 token_lifetime: float = 3600, sample_users: int = 0,
+                 data_file: str | os.PathLike[str] | None = None) -> None:
+        self.emulator = Emulator(client_id=client_id, client_secret=client_secret,
+                                 token_lifetime=token_lifetime, sample_users=sample_users,
+                                 data_file=data_file)
+        self._httpd = _HTTPServer((host, port), self.emulator)
+        self.host = host
+        self.port: int = self._httpd.server_address[1]
+        self._thread: threading.Thread | None = None
+        self._stop_requested = threading.Event()
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+
+    @property
+    def root_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.root_url + SERVICE_PATH
+
+    @property
+    def token_url(self) -> str:
+        return self.root_url + TOKEN_PATH
+
+    @property
+    def admin_url(self) -> str:
+        return self.root_url + "/_admin"
+
+    @property
+    def store(self) -> Store:
+        return self.emulator.store
+
+    @property
+    def faults(self) -> FaultInjector:
+        return self.emulator.faults
+
+    @property
+    def stats(self) -> Stats:
+        return self.emulator.stats
+
+    def reset(self) -> None:
+        """Empty store, no faults, zeroed counters (sample users seeded again)."""
+        self.emulator.reset()
+
+    def start(self) -> EmulatorServer:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                            kwargs={"poll_interval": 0.05},
+                                            name=f"crmsync-emulator:{self.port}", daemon=True)
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve until ``request_stop()`` or ``stop()``; then stop (saving the data file)."""
+        self.start()
+        try:
+            # A timed wait, so that signal handlers run promptly in this (main) thread.
+            while not self._stop_requested.wait(0.5):
+                pass
+        finally:
+            self.stop()
+
+    def request_stop(self) -> None:
+        """Make ``serve_forever`` return; safe to call from a signal handler."""
+        self._stop_requested.set()
+
+    def stop(self) -> None:
+        """Stop serving, end open connections, and write the data file if there is one."""
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            if self._thread is not None:
+                self._httpd.shutdown()
+                self._thread.join()
+            self._httpd.close_connections()
+            self._httpd.server_close()
+            self.emulator.save()
+            self._stopped.set()
+            self._stop_requested.set()
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_emulator(host: str = "127.0.0.1", port: int = 0, *, client_id: str | None = None,
+                   client_secret: str | None = None, token_lifetime: float = 3600,
+                   sample_users: int = 0,
+                   data_file: str | os.PathLike[str] | None = None) -> EmulatorServer:
+    """An emulator serving from a background thread; ``port=0`` picks a free port."""
+    return EmulatorServer(host, port, client_id=client_id, client_secret=client_secret,
+                          token_lifetime=token_lifetime, sample_users=sample_users,
+                          data_file=data_file).start()
