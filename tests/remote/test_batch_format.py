@@ -1,0 +1,91 @@
+"""The $batch wire format: encoding requests, decoding responses (CRLF or LF, change sets,
+with or without Content-ID) and matching parts back to operations."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.remote.batch import Part, decode_batch, encode_batch, match_parts
+from worker.remote.client import Call, WriteResult
+from worker.remote.errors import RemoteProtocolError
+from worker.remote.transport import Reply
+
+
+def _call(method: str, url: str, body: bytes | None = None) -> Call:
+    def interpret(reply: Reply) -> WriteResult:
+        return WriteResult(key="k", status=reply.status)
+
+    headers = {"Content-Type": "application/json"} if body else {}
+    return Call(method, url, headers, body, frozenset(), interpret)
+
+
+def test_encode() -> None:
+    body = encode_batch([("1", _call("PATCH", "http://h/api/accounts(1)", b'{"a":1}')),
+                         ("2", _call("DELETE", "http://h/api/accounts(2)"))], "b1")
+    assert body == (
+        b"--b1\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
+        b"Content-ID: 1\r\n\r\nPATCH http://h/api/accounts(1) HTTP/1.1\r\n"
+        b"Content-Type: application/json\r\n\r\n"
+        b'{"a":1}\r\n'
+        b"--b1\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
+        b"Content-ID: 2\r\n\r\nDELETE http://h/api/accounts(2) HTTP/1.1\r\n\r\n\r\n"
+        b"--b1--\r\n")
+
+
+RESPONSE = (
+    b"--batchresponse_x\r\n"
+    b"Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nETag: W/\"7\"\r\n\r\n"
+    b'{"accountid":"a","@odata.etag":"W/\\"7\\""}\r\n'
+    b"--batchresponse_x\r\n"
+    b"Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+    b"HTTP/1.1 204 No Content\r\n\r\n\r\n"
+    b"--batchresponse_x\r\n"
+    b"Content-Type: multipart/mixed; boundary=changesetresponse_y\r\n\r\n"
+    b"--changesetresponse_y\r\n"
+    b"Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\nContent-ID: 3\r\n\r\n"
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\r\n"
+    b'{"error":{"code":"0x80044331","message":"bad"}}\r\n'
+    b"--changesetresponse_y--\r\n"
+    b"\r\n--batchresponse_x--\r\n"
+)
+
+
+def test_decode_with_change_sets() -> None:
+    parts = decode_batch("multipart/mixed; boundary=batchresponse_x", RESPONSE)
+    assert [(p.content_id, p.reply.status) for p in parts] == [
+        (None, 201), (None, 204), ("3", 400)]
+    assert parts[0].reply.headers["etag"] == 'W/"7"'
+    assert parts[0].reply.body == b'{"accountid":"a","@odata.etag":"W/\\"7\\""}'
+    assert parts[1].reply.body == b""
+    assert b"0x80044331" in parts[2].reply.body
+
+
+def test_decode_bare_lf_and_quoted_boundary() -> None:
+    parts = decode_batch('multipart/mixed; boundary="b"', RESPONSE.replace(
+        b"\r\n", b"\n").replace(b"batchresponse_x", b"b"))
+    assert [p.reply.status for p in parts] == [201, 204, 400]
+
+
+def test_decode_refuses_non_multipart() -> None:
+    with pytest.raises(RemoteProtocolError):
+        decode_batch("application/json", b"{}")
+    with pytest.raises(RemoteProtocolError):
+        decode_batch("multipart/mixed; boundary=b",
+                     b"--b\r\nContent-Type: application/http\r\n\r\nnonsense\r\n--b--")
+
+
+def _reply(status: int) -> Reply:
+    return Reply(status)
+
+
+def test_match_by_content_id_in_any_order() -> None:
+    parts = [Part("2", _reply(204)), Part("1", _reply(201))]
+    assert [r.status if r else None for r in match_parts(2, parts)] == [201, 204]
+
+
+def test_match_by_position_and_missing_tail() -> None:
+    parts = [Part(None, _reply(201)), Part(None, _reply(400))]
+    assert [r.status if r else None for r in match_parts(3, parts)] == [201, 400, None]
+    with pytest.raises(RemoteProtocolError):
+        match_parts(1, parts)
