@@ -1,32 +1,46 @@
-"""The sync job kinds. Until the sync engine is installed these are placeholders that
-only record their outcome (the README says so); the engine replaces them through
-``worker.jobs.load_handlers``."""
+"""The sync job kinds: 'sync_mapping' runs one mapping, 'sync_all_modified' runs every
+enabled mapping in dependency order (the seed's "Synchronize Modified Records")."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+import threading
 
+from sqlalchemy.engine import Engine
+
+from worker.errors import JobError
 from worker.jobs import RunContext, RunResult
-from worker.sync.order import topological_order
+from worker.sync.clients import Clients
+from worker.sync.engine import SyncEngine
+
+_engines: dict[int, SyncEngine] = {}
+_lock = threading.Lock()
+CLIENTS = Clients()  # shared by every run of the process; metrics hook in through it
+
+
+def engine_for(db: Engine) -> SyncEngine:
+    with _lock:
+        sync = _engines.get(id(db))
+        if sync is None:
+            sync = _engines[id(db)] = SyncEngine(db, CLIENTS)
+        return sync
 
 
 def sync_mapping(ctx: RunContext) -> RunResult:
-    return RunResult(message=f"{ctx.entry.mapping_name}: placeholder run (no sync engine yet)")
+    assert ctx.entry.mapping_name is not None
+    summary = engine_for(ctx.engine).run_mapping(
+        ctx.entry.mapping_name, log_entry_id=ctx.log_id,
+        full=bool(ctx.entry.parameters.get("full")), check_cancelled=ctx.raise_if_cancelled)
+    if summary.error and not summary.passes:
+        raise JobError(f"{ctx.entry.mapping_name}: {summary.error}")
+    return RunResult(message=summary.describe(), changed=summary.changed)
 
 
 def sync_all_modified(ctx: RunContext) -> RunResult:
-    order = topological_order(load_dependencies(ctx))
-    return RunResult(message="placeholder run in order: " + ", ".join(order))
-
-
-def load_dependencies(ctx: RunContext) -> dict[str, set[str]]:
-    with ctx.engine.connect() as conn:
-        names = conn.scalars(sa.text(
-            "SELECT name FROM crmsync.integration_table_mappings WHERE enabled "
-            "ORDER BY created_at, name")).all()
-        deps: dict[str, set[str]] = {n: set() for n in names}
-        for child, parent in conn.execute(sa.text(
-                "SELECT mapping_name, depends_on FROM crmsync.integration_table_mapping_dependencies")):
-            if child in deps:
-                deps[child].add(parent)
-    return deps
+    summaries = engine_for(ctx.engine).run_all(
+        log_entry_id=ctx.log_id, full=bool(ctx.entry.parameters.get("full")),
+        check_cancelled=ctx.raise_if_cancelled)
+    failed = [s for s in summaries if s.error]
+    text = " | ".join(s.describe() for s in summaries)
+    if failed:
+        raise JobError(f"{len(failed)} of {len(summaries)} mappings failed: {text}")
+    return RunResult(message=text, changed=any(s.changed for s in summaries))

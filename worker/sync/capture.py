@@ -1,0 +1,190 @@
+"""Local change capture.
+
+Default ('trigger' mode): statement-level triggers on the mapped table write each changed
+key to ``crmsync.local_changes`` with the writer's transaction id. A pass reads the changes
+of transactions below ``pg_snapshot_xmin(pg_current_snapshot())`` that it has not read yet:
+every transaction below that horizon has ended, so a writer that commits after a pass began
+is read by the next pass, never skipped (the classic timestamp-cursor miss).
+
+'modified_at' mode, for tables where triggers are not allowed: the table's modified-at
+column is read inclusively with an overlap and deduplicated by the couplings' snapshots. It
+is weaker: it cannot see deletes, and it trusts the writer's clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from worker.db.engine import translate_errors
+from worker.sync import mappings as mapping_store
+from worker.sync.local import LocalTable
+from worker.sync.model import TableMapping
+
+TRIGGERS = {
+    "insert": "AFTER INSERT ON {t} REFERENCING NEW TABLE AS new_rows",
+    "update": "AFTER UPDATE ON {t} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+    "delete": "AFTER DELETE ON {t} REFERENCING OLD TABLE AS old_rows",
+}
+MODIFIED_AT_OVERLAP = timedelta(seconds=1)
+
+
+def _quoted(conn: Connection, qualified: str) -> str:
+    schema, _, table = qualified.partition(".")
+    prep = conn.dialect.identifier_preparer
+    return f"{prep.quote(schema)}.{prep.quote(table)}"
+
+
+def triggers_present(conn: Connection, qualified: str) -> bool:
+    schema, _, table = qualified.partition(".")
+    found = conn.scalar(sa.text(
+        """
+        SELECT count(*) FROM pg_trigger t
+          JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = :s AND c.relname = :t AND t.tgname LIKE 'crmsync_capture_%'
+        """), {"s": schema, "t": table})
+    return found == len(TRIGGERS)
+
+
+def install(conn: Connection, mapping: TableMapping) -> bool:
+    """Create the capture triggers on the mapping's table (idempotent). Returns True when
+    they were missing: changes made before are unknown, so the mapping's local watermark
+    is cleared and the next pass scans the whole table."""
+    if triggers_present(conn, mapping.local_table):
+        mapping_store.set_triggers_installed(conn, mapping.name, True)
+        return False
+    LocalTable(conn, mapping.local_table, mapping.local_key, mapping.name)  # validates
+    table = _quoted(conn, mapping.local_table)
+    key = mapping.local_key.replace("'", "''")
+    for event, clause in TRIGGERS.items():
+        conn.execute(sa.text(f"DROP TRIGGER IF EXISTS crmsync_capture_{event} ON {table}"))
+        conn.execute(sa.text(
+            f"CREATE TRIGGER crmsync_capture_{event} {clause.format(t=table)} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION crmsync.capture_local_changes('{key}')"))
+    conn.execute(sa.text(
+        "UPDATE crmsync.integration_table_mappings SET local_watermark = NULL "
+        "WHERE local_table = :t"), {"t": mapping.local_table})
+    mapping_store.set_triggers_installed(conn, mapping.name, True)
+    return True
+
+
+def remove(conn: Connection, mapping: TableMapping) -> bool:
+    """Drop the capture triggers unless another enabled trigger-mode mapping still reads
+    the same table. Returns True when they were dropped."""
+    others = conn.scalar(sa.text(
+        "SELECT count(*) FROM crmsync.integration_table_mappings WHERE local_table = :t "
+        "AND name <> :n AND enabled AND change_capture = 'trigger'"),
+        {"t": mapping.local_table, "n": mapping.name})
+    mapping_store.set_triggers_installed(conn, mapping.name, False)
+    if others:
+        return False
+    table = _quoted(conn, mapping.local_table)
+    for event in TRIGGERS:
+        conn.execute(sa.text(f"DROP TRIGGER IF EXISTS crmsync_capture_{event} ON {table}"))
+    conn.execute(sa.text("DELETE FROM crmsync.local_changes WHERE table_name = :t"),
+                 {"t": mapping.local_table})
+    return True
+
+
+def set_enabled(engine: Engine, mapping: TableMapping, enabled: bool) -> str:
+    """Enable or disable a mapping, installing or removing its triggers (idempotent)."""
+    with translate_errors(), engine.begin() as conn:
+        conn.execute(sa.text(
+            "UPDATE crmsync.integration_table_mappings SET enabled = :e WHERE name = :n"),
+            {"e": enabled, "n": mapping.name})
+        if mapping.change_capture != "trigger":
+            return "modified_at mode: no triggers"
+        if enabled:
+            return "triggers installed" if install(conn, mapping) else "triggers already present"
+        return "triggers removed" if remove(conn, mapping) else "triggers kept (table shared)"
+
+
+@dataclass
+class LocalChanges:
+    """What a pass must look at on the local side, and how to advance the mark after."""
+
+    keys: list[str]
+    deleted: set[str]
+    commit_mark: Callable[[Connection], None]
+    full_scan: bool
+
+
+def horizon(conn: Connection) -> int:
+    """The oldest transaction still running: every change below it is final."""
+    return int(conn.scalar(sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")))
+
+
+def collect(conn: Connection, mapping: TableMapping, table: LocalTable,
+            where: sa.ColumnElement[bool], *, full: bool) -> LocalChanges:
+    if mapping.change_capture == "modified_at":
+        return _collect_modified_at(conn, mapping, table, where, full=full)
+    install(conn, mapping)  # a mapping enabled by plain SQL gets its triggers here
+    watermark = conn.scalar(sa.text(
+        "SELECT local_watermark FROM crmsync.integration_table_mappings WHERE name = :n"),
+        {"n": mapping.name})
+    high = horizon(conn)
+
+    def commit_mark(c: Connection) -> None:
+        mapping_store.save_local_watermark(c, mapping.name, high)
+        _prune(c, mapping.local_table)
+
+    if full or watermark is None:
+        return LocalChanges(list(table.all_keys(conn, where)), set(), commit_mark, True)
+    rows = conn.execute(sa.text(
+        """
+        SELECT DISTINCT ON (row_key) row_key, operation
+          FROM crmsync.local_changes
+         WHERE table_name = :t AND xid >= CAST(CAST(:low AS text) AS xid8)
+           AND xid < CAST(CAST(:high AS text) AS xid8)
+         ORDER BY row_key, id DESC
+        """), {"t": mapping.local_table, "low": watermark, "high": high}).all()
+    keys = [k for k, _ in rows]
+    deleted = {k for k, op in rows if op == "D"}
+    return LocalChanges(keys, deleted, commit_mark, False)
+
+
+def _collect_modified_at(conn: Connection, mapping: TableMapping, table: LocalTable,
+                         where: sa.ColumnElement[bool], *, full: bool) -> LocalChanges:
+    assert mapping.local_modified_column is not None
+    since = None if full or mapping.local_modified_since is None \
+        else mapping.local_modified_since - MODIFIED_AT_OVERLAP
+    found = table.keys_modified_since(conn, mapping.local_modified_column, since, where)
+    newest = max((m for _, m in found if m is not None), default=None)
+
+    def commit_mark(c: Connection) -> None:
+        if newest is not None:
+            mapping_store.save_local_modified_since(c, mapping.name, newest)
+
+    return LocalChanges([k for k, _ in found], set(), commit_mark, since is None)
+
+
+def _prune(conn: Connection, table_name: str) -> None:
+    """Drop change-log rows every trigger-mode mapping of the table has read."""
+    conn.execute(sa.text(
+        """
+        DELETE FROM crmsync.local_changes
+         WHERE table_name = :t
+           AND xid < CAST(CAST((SELECT min(local_watermark)
+                                  FROM crmsync.integration_table_mappings
+                                 WHERE local_table = :t AND change_capture = 'trigger'
+                                   AND enabled) AS text) AS xid8)
+        """), {"t": table_name})
+
+
+def pending_change_age(engine: Engine) -> dict[str, float]:
+    """Per table: seconds since the oldest change not yet read by its mappings (sync lag)."""
+    with translate_errors(), engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            """
+            SELECT m.name, extract(epoch FROM now() - min(c.changed_at)) AS age
+              FROM crmsync.integration_table_mappings m
+              JOIN crmsync.local_changes c ON c.table_name = m.local_table
+             WHERE m.enabled AND m.change_capture = 'trigger'
+               AND (m.local_watermark IS NULL
+                    OR c.xid >= CAST(CAST(m.local_watermark AS text) AS xid8))
+             GROUP BY m.name
+            """)).all()
+    return {name: float(age or 0) for name, age in rows}

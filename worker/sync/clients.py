@@ -1,0 +1,52 @@
+"""One OData client per named connection per process, and each service's parsed
+``$metadata``, created on first use and shared by every run of the process."""
+
+from __future__ import annotations
+
+import threading
+
+from worker.remote.client import ODataClient
+from worker.remote.config import load_connection
+from worker.remote.observer import RequestObserver
+from worker.sync import metadata
+
+
+class Clients:
+    def __init__(self, observer: RequestObserver | None = None) -> None:
+        self._observer = observer
+        self._clients: dict[str, ODataClient] = {}
+        self._metadata: dict[str, dict[str, metadata.EntitySetInfo]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> ODataClient:
+        with self._lock:
+            client = self._clients.get(name)
+            if client is None:
+                client = ODataClient(load_connection(name), self._observer)
+                self._clients[name] = client
+            return client
+
+    def metadata(self, name: str) -> dict[str, metadata.EntitySetInfo]:
+        with self._lock:
+            cached = self._metadata.get(name)
+        if cached is None:
+            cached = metadata.parse(self.get(name).metadata())
+            with self._lock:
+                self._metadata[name] = cached
+        return cached
+
+    def max_lengths(self, name: str, entity_set: str) -> dict[str, int]:
+        """Text properties' maximum lengths (empty when the service does not say)."""
+        try:
+            info = self.metadata(name).get(entity_set)
+        except Exception:  # a service without $metadata still syncs, just without cutting
+            return {}
+        if info is None:
+            return {}
+        return {p.name: p.max_length for p in info.properties.values() if p.max_length}
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()

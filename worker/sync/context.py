@@ -1,0 +1,104 @@
+"""What one pass (one direction of one mapping run) works with, and the helpers both
+directions share: chunking, counting, per-record failures."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from worker.remote.client import EntitySet, ODataClient
+from worker.sync import couplings as coupling_store
+from worker.sync import joblog
+from worker.sync.local import LocalTable
+from worker.sync.lookups import Lookups
+from worker.sync.model import Coupling, Direction, TableMapping
+
+CHUNK = 500
+T = TypeVar("T")
+
+
+class RecordFailed(Exception):
+    """One record cannot be synchronized; the pass logs it and goes on."""
+
+
+@dataclass
+class PassContext:
+    engine: Engine
+    mapping: TableMapping
+    local: LocalTable
+    remote: EntitySet
+    client: ODataClient
+    lookups: Lookups
+    direction: Direction
+    job_id: int
+    check_cancelled: Callable[[], None]
+    on_progress: Callable[[Counter[str]], None] | None = None
+    counts: Counter[str] = field(default_factory=Counter)
+    _pending: Counter[str] = field(default_factory=Counter)
+    _errors: list[joblog.RecordError] = field(default_factory=list)
+
+    @property
+    def where(self) -> sa.ColumnElement[bool]:
+        return self.local.filter_clause(self.mapping.local_filter)
+
+    def count(self, counter: str, n: int = 1) -> None:
+        self._pending[counter] += n
+
+    def fail(self, conn: Connection, coupling: Coupling | None, message: str, *,
+             local_id: str | None = None, remote_id: str | None = None,
+             detail: str | None = None) -> None:
+        """Log one record's failure; the same error twice in a row skips the coupling."""
+        self._pending["failed"] += 1
+        if coupling is not None:
+            coupling_store.record_failure(conn, coupling, self.direction, self.job_id, message)
+            local_id, remote_id = coupling.local_id, coupling.remote_id
+        self._errors.append(joblog.RecordError(local_id, remote_id, message, detail))
+
+    def flush(self, conn: Connection) -> None:
+        """Write the chunk's counters and errors in the transaction that wrote its records."""
+        joblog.add(conn, self.job_id, self._pending, self._errors)
+        self.counts.update(self._pending)
+        if self.on_progress is not None:
+            self.on_progress(self._pending)
+        self._pending = Counter()
+        self._errors = []
+
+    def remote_select(self) -> list[str]:
+        names = {self.mapping.remote_key, self.mapping.remote_modified_on}
+        names.update(f.remote_read_name for f in self.mapping.fields if f.remote_read_name)
+        return sorted(names)
+
+
+def chunks(items: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def unique(items: Iterable[T]) -> list[T]:
+    return list(dict.fromkeys(items))
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def remote_version(record: dict[str, Any] | None, etag: str | None) -> str | None:
+    if etag:
+        return etag
+    if record:
+        for name in ("@odata.etag", "versionnumber"):
+            if record.get(name) is not None:
+                return str(record[name])
+    return None

@@ -1,0 +1,177 @@
+"""Every query on ``crmsync.couplings``: pairs of local and remote records, the snapshot of
+their values at the last sync, and the per-direction results that drive retries and skips."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from worker.db.engine import translate_errors
+from worker.sync.model import Coupling, CouplingState, Direction
+
+
+def _suffix(direction: Direction) -> str:
+    return "to" if direction is Direction.TO_INTEGRATION else "from"
+
+
+def by_local_ids(conn: Connection, mapping: str, ids: Sequence[str]) -> dict[str, Coupling]:
+    if not ids:
+        return {}
+    rows = conn.execute(sa.text(
+        "SELECT * FROM crmsync.couplings WHERE mapping_name = :m AND local_id = ANY(:ids)"),
+        {"m": mapping, "ids": list(ids)}).mappings()
+    return {r["local_id"]: Coupling.from_row(r) for r in rows}
+
+
+def by_remote_ids(conn: Connection, mapping: str, ids: Sequence[str]) -> dict[str, Coupling]:
+    if not ids:
+        return {}
+    rows = conn.execute(sa.text(
+        "SELECT * FROM crmsync.couplings WHERE mapping_name = :m AND remote_id = ANY(:ids)"),
+        {"m": mapping, "ids": list(ids)}).mappings()
+    return {r["remote_id"]: Coupling.from_row(r) for r in rows}
+
+
+def to_retry(conn: Connection, mapping: str, direction: Direction) -> list[Coupling]:
+    """Couplings whose last result in this direction failed (and are not skipped), and
+    creates of this direction still in flight: a pass handles them first."""
+    creating = (CouplingState.CREATING_REMOTE if direction is Direction.TO_INTEGRATION
+                else CouplingState.CREATING_LOCAL)
+    rows = conn.execute(sa.text(
+        f"""
+        SELECT * FROM crmsync.couplings
+         WHERE mapping_name = :m AND NOT skipped
+           AND (last_result_{_suffix(direction)} = 'failure' OR state = :creating)
+         ORDER BY id
+        """), {"m": mapping, "creating": creating.value}).mappings()
+    return [Coupling.from_row(r) for r in rows]
+
+
+def add_intent(conn: Connection, mapping: str, local_id: str, remote_id: str,
+               state: CouplingState) -> int:
+    """Record the id chosen for a record about to be created (committed by the caller
+    before the create is sent)."""
+    return int(conn.scalar(sa.text(
+        "INSERT INTO crmsync.couplings (mapping_name, local_id, remote_id, state) "
+        "VALUES (:m, :l, :r, :s) RETURNING id"),
+        {"m": mapping, "l": local_id, "r": remote_id, "s": state.value}))
+
+
+def add_coupled(conn: Connection, mapping: str, local_id: str, remote_id: str) -> int:
+    return add_intent(conn, mapping, local_id, remote_id, CouplingState.COUPLED)
+
+
+@dataclass(frozen=True)
+class Success:
+    coupling_id: int
+    remote_version: str | None
+    remote_modified_on: datetime | None
+    snapshot: dict[str, Any]
+
+
+def record_successes(conn: Connection, direction: Direction, job_id: int,
+                     successes: Sequence[Success]) -> None:
+    if not successes:
+        return
+    suffix = _suffix(direction)
+    conn.execute(sa.text(
+        f"""
+        UPDATE crmsync.couplings
+           SET state = 'coupled',
+               remote_version = COALESCE(:version, remote_version),
+               remote_modified_on = COALESCE(:modified, remote_modified_on),
+               synced_values = CAST(:snapshot AS jsonb), last_synced_at = now(),
+               last_result_{suffix} = 'success', last_job_{suffix} = :job,
+               last_error = NULL, skipped = false
+         WHERE id = :id
+        """), [{"id": s.coupling_id, "version": s.remote_version,
+                "modified": s.remote_modified_on, "snapshot": json.dumps(s.snapshot),
+                "job": job_id} for s in successes])
+
+
+def record_failure(conn: Connection, coupling: Coupling, direction: Direction, job_id: int,
+                   message: str) -> bool:
+    """Mark the coupling failed in this direction. The same error as last time in a row
+    marks it skipped (excluded until ``crmsync retry-skipped``). Returns skipped."""
+    suffix = _suffix(direction)
+    skipped = coupling.last_result(direction) == "failure" and coupling.last_error == message
+    conn.execute(sa.text(
+        f"""
+        UPDATE crmsync.couplings
+           SET last_result_{suffix} = 'failure', last_job_{suffix} = :job,
+               last_error = :message, skipped = :skipped
+         WHERE id = :id
+        """), {"id": coupling.id, "job": job_id, "message": message, "skipped": skipped})
+    return skipped
+
+
+def delete(conn: Connection, coupling_ids: Iterable[int]) -> int:
+    ids = list(coupling_ids)
+    if not ids:
+        return 0
+    return conn.execute(sa.text("DELETE FROM crmsync.couplings WHERE id = ANY(:ids)"),
+                        {"ids": ids}).rowcount
+
+
+def set_remote_id(conn: Connection, coupling_id: int, remote_id: str,
+                  state: CouplingState) -> None:
+    conn.execute(sa.text(
+        "UPDATE crmsync.couplings SET remote_id = :r, state = :s, synced_values = NULL "
+        "WHERE id = :id"), {"id": coupling_id, "r": remote_id, "s": state.value})
+
+
+def coupled_remote_ids(conn: Connection, mapping: str, local_ids: Sequence[str]) -> dict[str, str]:
+    if not local_ids:
+        return {}
+    return dict(conn.execute(sa.text(
+        "SELECT local_id, remote_id FROM crmsync.couplings "
+        "WHERE mapping_name = :m AND state = 'coupled' AND local_id = ANY(:ids)"),
+        {"m": mapping, "ids": list(local_ids)}).all())
+
+
+# -- user actions ------------------------------------------------------------------------
+
+def retry_skipped(engine: Engine, mapping: str | None = None) -> int:
+    with translate_errors(), engine.begin() as conn:
+        return conn.execute(sa.text(
+            "UPDATE crmsync.couplings SET skipped = false "
+            "WHERE skipped AND (CAST(:m AS text) IS NULL OR mapping_name = :m)"),
+            {"m": mapping}).rowcount
+
+
+def uncouple(engine: Engine, mapping: str, local_ids: Sequence[str] | None = None) -> int:
+    with translate_errors(), engine.begin() as conn:
+        return conn.execute(sa.text(
+            "DELETE FROM crmsync.couplings WHERE mapping_name = :m "
+            "AND (CAST(:ids AS text[]) IS NULL OR local_id = ANY(:ids))"),
+            {"m": mapping, "ids": list(local_ids) if local_ids else None}).rowcount
+
+
+def clear_stamps(engine: Engine, mappings: Sequence[str]) -> None:
+    """Unconditional full synchronization: forget what was synced, so every coupled record
+    counts as changed on the next pass."""
+    with translate_errors(), engine.begin() as conn:
+        conn.execute(sa.text(
+            "UPDATE crmsync.couplings SET synced_values = NULL, remote_version = NULL, "
+            "local_version = NULL WHERE mapping_name = ANY(:m)"), {"m": list(mappings)})
+
+
+def counts(engine: Engine) -> dict[str, dict[str, int]]:
+    """Per mapping: coupled, skipped, failed couplings (for status and metrics)."""
+    with translate_errors(), engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            """
+            SELECT mapping_name, count(*) AS total,
+                   count(*) FILTER (WHERE skipped) AS skipped,
+                   count(*) FILTER (WHERE NOT skipped AND (last_result_to = 'failure'
+                                    OR last_result_from = 'failure')) AS failed
+              FROM crmsync.couplings GROUP BY mapping_name
+            """)).mappings()
+        return {r["mapping_name"]: {"total": r["total"], "skipped": r["skipped"],
+                                    "failed": r["failed"]} for r in rows}

@@ -1,0 +1,201 @@
+"""One mapping run: a local→remote pass, then a remote→local pass (as the mapping's
+direction says), each recorded as a ``sync_jobs`` row; and "Synchronize Modified Records":
+every enabled mapping in dependency order, one failing mapping not stopping the others."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from worker.errors import CrmsyncError, JobError
+from worker.sync import from_remote, joblog, mappings, to_remote
+from worker.sync.clients import Clients
+from worker.sync.context import PassContext
+from worker.sync.local import LocalTable
+from worker.sync.lookups import Lookups
+from worker.sync.model import Direction, TableMapping
+from worker.sync.order import topological_order
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, Direction, Counter[str]], None]
+_LOCK_SPACE = 0x63727379  # advisory lock namespace for "a mapping is being synchronized"
+
+
+@dataclass
+class PassResult:
+    direction: Direction
+    job_id: int
+    counts: Counter[str]
+    error: str | None = None
+
+
+@dataclass
+class RunSummary:
+    """What one mapping run did, per pass."""
+
+    mapping: str
+    passes: list[PassResult] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def counts(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for p in self.passes:
+            total.update(p.counts)
+        return total
+
+    @property
+    def changed(self) -> bool:
+        """NAV's inactivity rule: inserted + modified + deleted + failed = 0 is 'nothing'."""
+        c = self.counts
+        return bool(c["inserted"] + c["modified"] + c["deleted"] + c["failed"]) \
+            or self.error is not None
+
+    def describe(self) -> str:
+        parts = []
+        for p in self.passes:
+            arrow = "to CRM" if p.direction is Direction.TO_INTEGRATION else "from CRM"
+            shown = ", ".join(f"{k} {v}" for k, v in sorted(p.counts.items()) if v) or "no records"
+            parts.append(f"{arrow}: {shown}")
+        text = f"{self.mapping}: " + "; ".join(parts) if parts else f"{self.mapping}: no pass"
+        return text + (f" (failed: {self.error})" if self.error else "")
+
+
+class SyncEngine:
+    """Runs mappings against the database and their connections' clients."""
+
+    def __init__(self, engine: Engine, clients: Clients | None = None) -> None:
+        self.engine = engine
+        self.clients = clients or Clients()
+
+    def run_mapping(
+        self,
+        name: str,
+        *,
+        log_entry_id: int | None = None,
+        full: bool = False,
+        check_cancelled: Callable[[], None] = lambda: None,
+        on_progress: Progress | None = None,
+    ) -> RunSummary:
+        """Synchronize one mapping. Raises on a broken mapping or a connection failure
+        (after writing the failure into the pass's sync job); record failures do not raise."""
+        mapping = mappings.load(self.engine, name)
+        summary = RunSummary(name)
+        if not mapping.enabled:
+            summary.error = "mapping is disabled"
+            return summary
+        with self._exclusive(name):
+            for direction in _passes(mapping.direction):
+                result = self._run_pass(mapping, direction, log_entry_id, full,
+                                        check_cancelled, on_progress)
+                summary.passes.append(result)
+                mapping = mappings.load(self.engine, name)
+        return summary
+
+    def run_all(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        log_entry_id: int | None = None,
+        full: bool = False,
+        check_cancelled: Callable[[], None] = lambda: None,
+        on_progress: Progress | None = None,
+    ) -> list[RunSummary]:
+        """The seed's "Synchronize Modified Records": mappings in dependency order."""
+        deps = mappings.dependencies(self.engine)
+        order = topological_order(deps)
+        if names is not None:
+            unknown = sorted(set(names) - set(deps))
+            if unknown:
+                raise mappings.MappingNotFound(
+                    f"no enabled mapping named {', '.join(unknown)}")
+            order = [n for n in order if n in set(names)]
+        summaries = []
+        for name in order:
+            check_cancelled()
+            try:
+                summaries.append(self.run_mapping(
+                    name, log_entry_id=log_entry_id, full=full,
+                    check_cancelled=check_cancelled, on_progress=on_progress))
+            except CrmsyncError as exc:
+                log.warning("mapping run failed", extra={"mapping": name, "error": str(exc)})
+                summaries.append(RunSummary(name, error=str(exc)))
+        return summaries
+
+    # -- internals ---------------------------------------------------------------------
+    def _run_pass(self, mapping: TableMapping, direction: Direction, log_entry_id: int | None,
+                  full: bool, check_cancelled: Callable[[], None],
+                  on_progress: Progress | None) -> PassResult:
+        job_id = joblog.start(self.engine, mapping.name, direction, log_entry_id)
+        try:
+            px = self._context(mapping, direction, job_id, check_cancelled, on_progress)
+            if direction is Direction.TO_INTEGRATION:
+                lengths = self.clients.max_lengths(mapping.connection_name, mapping.entity_set)
+                to_remote.run(px, full=full, max_lengths=lengths)
+            else:
+                from_remote.run(px, full=full)
+        except Exception as exc:
+            message = str(exc) or type(exc).__name__
+            joblog.finish(self.engine, job_id, f"failed: {message}")
+            log.warning("sync pass failed", extra={"mapping": mapping.name,
+                                                   "direction": direction.value,
+                                                   "job": job_id, "error": message})
+            raise
+        row = joblog.finish(self.engine, job_id)
+        counts = Counter({k: row[k] for k in joblog.COUNTERS if row[k]})
+        log.info("sync pass finished", extra={"mapping": mapping.name,
+                                              "direction": direction.value, "job": job_id,
+                                              **dict(counts)})
+        return PassResult(direction, job_id, counts)
+
+    def _context(self, mapping: TableMapping, direction: Direction, job_id: int,
+                 check_cancelled: Callable[[], None],
+                 on_progress: Progress | None) -> PassContext:
+        client = self.clients.get(mapping.connection_name)
+        local = LocalTable(self.engine, mapping.local_table, mapping.local_key, mapping.name)
+        for f in mapping.fields:
+            if f.local_column:
+                local.column(f.local_column, f"field {f.label}: local_column")
+        remote = client.entity_set(mapping.entity_set, mapping.remote_key,
+                                   mapping.remote_modified_on)
+        progress: Any = None
+        if on_progress is not None:
+            def progress(counts: Counter[str]) -> None:
+                on_progress(mapping.name, direction, counts)
+        return PassContext(
+            engine=self.engine, mapping=mapping, local=local, remote=remote, client=client,
+            lookups=Lookups(self.engine, mapping), direction=direction, job_id=job_id,
+            check_cancelled=check_cancelled, on_progress=progress)
+
+    @contextmanager
+    def _exclusive(self, name: str) -> Iterator[None]:
+        """One run of a mapping at a time across every process (worker or CLI)."""
+        with self.engine.connect() as conn:
+            got = conn.scalar(sa.text("SELECT pg_try_advisory_lock(:s, hashtext(:n))"),
+                              {"s": _LOCK_SPACE, "n": name})
+            conn.commit()
+            if not got:
+                raise JobError(f"mapping {name} is being synchronized by another process")
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:s, hashtext(:n))"),
+                             {"s": _LOCK_SPACE, "n": name})
+                conn.commit()
+
+
+def _passes(direction: Direction) -> list[Direction]:
+    passes = []
+    if direction in (Direction.TO_INTEGRATION, Direction.BIDIRECTIONAL):
+        passes.append(Direction.TO_INTEGRATION)
+    if direction in (Direction.FROM_INTEGRATION, Direction.BIDIRECTIONAL):
+        passes.append(Direction.FROM_INTEGRATION)
+    return passes

@@ -1,0 +1,340 @@
+"""The remote→local pass (NAV: FromIntegrationTable) of one mapping run.
+
+Order of work: couplings that failed last time (not skipped) and local creates in flight,
+then the remote records modified since the high-water mark, read inclusively with an
+overlap (modified-on has whole seconds and many records share a stamp) and deduplicated by
+the couplings' snapshots. Local writes of a chunk go in one transaction marked as crmsync's
+own (the capture triggers skip them), each record in a savepoint so one bad row fails alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection
+
+from worker.db.engine import describe_db_error
+from worker.remote.batch import Operation
+from worker.remote.client import parse_datetime
+from worker.sync import couplings as coupling_store
+from worker.sync import mappings as mapping_store
+from worker.sync.context import PassContext, RecordFailed, chunks, new_id, remote_version
+from worker.sync.local import mark_own_writes
+from worker.sync.model import Coupling, CouplingState, DeletionConflict, Direction, FieldMapping
+from worker.sync.transfer import (
+    FieldValue,
+    conflict_message,
+    constant,
+    new_snapshot,
+    plan_update,
+    transform,
+)
+
+FROM = Direction.FROM_INTEGRATION
+OVERLAP = timedelta(seconds=1)
+
+
+def run(px: PassContext, *, full: bool) -> None:
+    mapping = px.mapping
+    with px.engine.connect() as conn:
+        retry = coupling_store.to_retry(conn, mapping.name, FROM)
+    if retry:
+        found = list(px.remote.read_by_keys([c.remote_id for c in retry],
+                                            select=px.remote_select()))
+        _drop_vanished_intents(px, retry, found)
+        for chunk in chunks(found):
+            _Chunk(px, chunk).run()
+    since = None if full else mapping.remote_modified_since
+    newest: datetime | None = None
+    stream = px.remote.read_modified_since(since, select=px.remote_select(),
+                                           filter=mapping.remote_filter, overlap=OVERLAP)
+    for chunk in chunks(stream):
+        px.check_cancelled()
+        _Chunk(px, chunk).run()
+        stamps = [parse_datetime(r.get(mapping.remote_modified_on)) for r in chunk]
+        newest = max([s for s in stamps if s] + ([newest] if newest else []), default=None)
+    if newest is not None:
+        with px.engine.begin() as conn:
+            mapping_store.save_remote_modified_since(conn, mapping.name, newest)
+
+
+def _drop_vanished_intents(px: PassContext, retry: list[Coupling],
+                           found: list[dict[str, Any]]) -> None:
+    present = {str(r[px.mapping.remote_key]).lower() for r in found}
+    gone = [c.id for c in retry if c.state is CouplingState.CREATING_LOCAL
+            and c.remote_id.lower() not in present]
+    if gone:
+        with px.engine.begin() as conn:
+            coupling_store.delete(conn, gone)
+
+
+@dataclass
+class _LocalWrite:
+    kind: str  # insert | update | restore
+    record: dict[str, Any]
+    coupling: Coupling | None
+    values: list[FieldValue]
+    local_key: str | None = None
+    written: set[str] | None = None
+    left: set[str] | None = None
+
+
+class _Chunk:
+    def __init__(self, px: PassContext, records: list[dict[str, Any]]) -> None:
+        self.px = px
+        self.records = records
+        self.fields = [f for f in px.mapping.fields_for(FROM) if f.local_column]
+        self.writes: list[_LocalWrite] = []
+        self.failures: list[tuple[Coupling | None, dict[str, Any], str]] = []
+        self.successes: list[coupling_store.Success] = []
+        self.uncouple: list[int] = []
+        self.remote_deletes: list[Coupling] = []
+
+    def _rid(self, record: dict[str, Any]) -> str:
+        return str(record[self.px.mapping.remote_key])
+
+    def run(self) -> None:
+        px = self.px
+        rids = [self._rid(r) for r in self.records]
+        with px.engine.connect() as conn:
+            cpl = coupling_store.by_remote_ids(conn, px.mapping.name, rids)
+        cpl.update(self._match_uncoupled([r for r in self.records if self._rid(r) not in cpl]))
+        with px.engine.connect() as conn:
+            rows = px.local.fetch(conn, [c.local_id for c in cpl.values()
+                                         if c.state is CouplingState.COUPLED])
+            reverse = {f.id: px.lookups.to_local(conn, f, [r.get(f.remote_read_name)
+                                                          for r in self.records])
+                       for f in self.fields if f.lookup_mapping}
+        for record in self.records:
+            coupling = cpl.get(self._rid(record))
+            if coupling is not None and coupling.skipped:
+                px.count("skipped")
+                continue
+            try:
+                values = local_values(px, self.fields, record, reverse)
+            except RecordFailed as exc:
+                self._fail(coupling, record, str(exc))
+                continue
+            if coupling is None or coupling.state is CouplingState.CREATING_LOCAL:
+                if coupling is None and px.mapping.sync_only_coupled:
+                    px.count("skipped")
+                    continue
+                self.writes.append(_LocalWrite("insert", record, coupling, values,
+                                               coupling.local_id if coupling else None))
+                continue
+            row = rows.get(coupling.local_id)
+            if row is None:
+                self._local_deleted(coupling, record, values)
+                continue
+            self._update(coupling, record, values, row)
+        self._apply()
+
+    # -- decisions -----------------------------------------------------------------------
+    def _match_uncoupled(self, records: list[dict[str, Any]]) -> dict[str, Coupling]:
+        """Match-based coupling of records with no counterpart yet (when the mapping would
+        create one): a unique local match on the use-for-matching fields is coupled instead
+        of creating a duplicate."""
+        px = self.px
+        fields = px.mapping.match_fields
+        if not records or not fields or px.mapping.sync_only_coupled:
+            return {}
+        first = fields[0]
+        assert first.local_column and first.remote_property
+        with px.engine.begin() as conn:
+            found = px.local.find_by(conn, first.local_column,
+                                     [r.get(first.remote_property) for r in records
+                                      if r.get(first.remote_property) not in (None, "")],
+                                     first.case_sensitive_matching)
+            taken = set(coupling_store.by_local_ids(
+                conn, px.mapping.name, [k for keys in found.values() for k in keys]))
+            matched: list[tuple[str, str]] = []
+            for record in records:
+                value = record.get(first.remote_property)
+                if value in (None, ""):
+                    continue
+                lookup = value if first.case_sensitive_matching else str(value).lower()
+                keys = [k for k in found.get(lookup, []) if k not in taken]
+                if len(keys) == 1:
+                    matched.append((keys[0], self._rid(record)))
+                    taken.add(keys[0])
+            for local_id, remote_id in matched:
+                coupling_store.add_coupled(conn, px.mapping.name, local_id, remote_id)
+            px.count("coupled", len(matched))
+            return coupling_store.by_remote_ids(conn, px.mapping.name, [r for _, r in matched])
+
+    def _update(self, coupling: Coupling, record: dict[str, Any], values: list[FieldValue],
+                row: Any) -> None:
+        px = self.px
+        values = [replace(v, current=row[v.field.local_column]) for v in values]
+        plan = plan_update(
+            values, pass_direction=FROM, mapping_direction=px.mapping.direction,
+            policy=px.mapping.update_conflict,
+            source_snapshot=coupling.snapshot("r"), destination_snapshot=coupling.snapshot("l"))
+        if plan.conflicts:
+            self._fail(coupling, record, conflict_message(plan.conflicts))
+            return
+        left = {f.key for f in plan.left_for_other_pass}
+        if not plan.writes:
+            px.count("unchanged")
+            snapshot = new_snapshot(coupling.synced_values, values, pass_direction=FROM,
+                                    written=set(), left=left)
+            if snapshot != coupling.synced_values or coupling.last_result_from != "success":
+                self.successes.append(self._success(coupling, record, snapshot))
+            return
+        self.writes.append(_LocalWrite("update", record, coupling, values, coupling.local_id,
+                                       set(plan.writes), left))
+
+    def _local_deleted(self, coupling: Coupling, record: dict[str, Any],
+                       values: list[FieldValue]) -> None:
+        px = self.px
+        policy = px.mapping.deletion_conflict
+        if policy is DeletionConflict.PROPAGATE_DELETE:
+            self.remote_deletes.append(coupling)
+        elif policy is DeletionConflict.REMOVE_COUPLING:
+            self.uncouple.append(coupling.id)
+            if not px.mapping.sync_only_coupled:
+                self.writes.append(_LocalWrite("insert", record, None, values, None))
+        elif policy is DeletionConflict.RESTORE_RECORDS:
+            self.writes.append(_LocalWrite("restore", record, coupling, values,
+                                           coupling.local_id))
+        else:
+            self._fail(coupling, record,
+                       f"the coupled local record {px.mapping.local_table} {coupling.local_id} "
+                       "was deleted; deletion_conflict_resolution is none")
+
+    def _fail(self, coupling: Coupling | None, record: dict[str, Any], message: str) -> None:
+        if coupling is None and self.px.mapping.sync_only_coupled:
+            self.px.count("skipped")
+            return
+        self.failures.append((coupling, record, message))
+
+    def _success(self, coupling: Coupling, record: dict[str, Any],
+                 snapshot: dict[str, Any]) -> coupling_store.Success:
+        return coupling_store.Success(
+            coupling.id, remote_version(record, None),
+            parse_datetime(record.get(self.px.mapping.remote_modified_on)), snapshot)
+
+    # -- writing -------------------------------------------------------------------------
+    def _apply(self) -> None:
+        px = self.px
+        with px.engine.begin() as conn:
+            mark_own_writes(conn)
+            for write in self.writes:
+                self._write(conn, write)
+            for coupling, record, message in self.failures:
+                if coupling is None:
+                    local_id = new_id() if px.local.chooses_own_keys() else None
+                    if local_id is not None:
+                        coupling_store.add_intent(conn, px.mapping.name, local_id,
+                                                  self._rid(record), CouplingState.CREATING_LOCAL)
+                        coupling = coupling_store.by_local_ids(
+                            conn, px.mapping.name, [local_id])[local_id]
+                px.fail(conn, coupling, message, remote_id=self._rid(record))
+            coupling_store.record_successes(conn, FROM, px.job_id, self.successes)
+            px.count("uncoupled", coupling_store.delete(conn, self.uncouple))
+            px.flush(conn)
+        if self.remote_deletes:
+            self._delete_remote()
+
+    def _write(self, conn: Connection, w: _LocalWrite) -> None:
+        px = self.px
+        chosen = w.values if w.written is None else [v for v in w.values
+                                                     if v.field.key in w.written]
+        columns = {v.field.local_column: v.wanted for v in chosen
+                   if v.field.local_column and (w.kind == "update" or v.wanted is not None)}
+        try:
+            with conn.begin_nested():
+                coupling = w.coupling
+                if w.kind == "update":
+                    assert coupling is not None and w.local_key is not None
+                    px.local.update(conn, w.local_key, columns)
+                else:
+                    key = w.local_key or (new_id() if px.local.chooses_own_keys() else None)
+                    key = px.local.insert(conn, key, columns)
+                    if coupling is None:
+                        coupling_store.add_coupled(conn, px.mapping.name, key, self._rid(w.record))
+                        coupling = coupling_store.by_local_ids(conn, px.mapping.name, [key])[key]
+        except sa_exc.DBAPIError as exc:
+            self._fail_write(conn, w, describe_db_error(exc))
+            return
+        old = None if w.kind != "update" else coupling.synced_values
+        snapshot = new_snapshot(old, w.values, pass_direction=FROM, written=w.written,
+                                left=w.left or set())
+        px.count("modified" if w.kind == "update" else "inserted")
+        self.successes.append(self._success(coupling, w.record, snapshot))
+
+    def _fail_write(self, conn: Connection, w: _LocalWrite, message: str) -> None:
+        coupling = w.coupling
+        if coupling is None and self.px.local.chooses_own_keys():
+            local_id = new_id()
+            coupling_store.add_intent(conn, self.px.mapping.name, local_id, self._rid(w.record),
+                                      CouplingState.CREATING_LOCAL)
+            coupling = coupling_store.by_local_ids(conn, self.px.mapping.name,
+                                                   [local_id])[local_id]
+        self.px.fail(conn, coupling, message, remote_id=self._rid(w.record))
+
+    def _delete_remote(self) -> None:
+        px = self.px
+        ops = [Operation("delete", px.remote, c.remote_id, ref=n)
+               for n, c in enumerate(self.remote_deletes)]
+        results = px.client.batch(ops)
+        with px.engine.begin() as conn:
+            for result in results:
+                coupling = self.remote_deletes[result.ref]
+                if result.ok:
+                    coupling_store.delete(conn, [coupling.id])
+                    px.count("deleted")
+                else:
+                    px.fail(conn, coupling, str(result.error))
+            px.flush(conn)
+
+
+def local_values(px: PassContext, fields: list[FieldMapping], record: dict[str, Any],
+                 reverse: dict[int, dict[str, object]]) -> list[FieldValue]:
+    """The local values a remote record maps to (lookups translated back, text cut to the
+    local column's length)."""
+    out = []
+    for f in fields:
+        assert f.local_column is not None
+        if f.remote_property is None:
+            value = constant(f)
+            out.append(FieldValue(f, value, value))
+            continue
+        source = record.get(f.remote_read_name or f.remote_property)
+        if f.lookup_mapping:
+            source = source.lower() if isinstance(source, str) else source
+            wanted = reverse[f.id].get(source) if source else None
+            if source and wanted is None and not f.clear_value_on_failed_sync:
+                target = px.lookups.target(f)
+                raise RecordFailed(
+                    f"{f.remote_property} {source} must be coupled to a record in "
+                    f"{target.mapping.local_table} (mapping {target.mapping.name})")
+        else:
+            wanted = transform(f, source, FROM, px.local.max_length(f.local_column))
+        out.append(FieldValue(f, source, wanted))
+    return out
+
+
+def restore_local(px: PassContext, couplings: list[Coupling]) -> None:
+    """Deletion policy 'restore_records' seen by the local→remote pass: put the deleted
+    local records back from their remote counterparts, with their old keys."""
+    by_remote = {c.remote_id.lower(): c for c in couplings}
+    records = list(px.remote.read_by_keys(list(by_remote), select=px.remote_select()))
+    fields = [f for f in px.mapping.fields if f.local_column and f.remote_property]
+    chunk = _Chunk(px, records)
+    chunk.fields = fields
+    with px.engine.connect() as conn:
+        reverse = {f.id: px.lookups.to_local(conn, f, [r.get(f.remote_read_name)
+                                                      for r in records])
+                   for f in fields if f.lookup_mapping}
+    for record in records:
+        coupling = by_remote[str(record[px.mapping.remote_key]).lower()]
+        try:
+            values = local_values(px, fields, record, reverse)
+        except RecordFailed as exc:
+            chunk.failures.append((coupling, record, str(exc)))
+            continue
+        chunk.writes.append(_LocalWrite("restore", record, coupling, values, coupling.local_id))
+    chunk._apply()

@@ -1,0 +1,165 @@
+"""The local (ERP) side of a mapping: a reflected table, its structured filter, and the
+bulk reads and writes a pass does. Values are always bound parameters; column names come
+from the reflected table, never from text pasted into SQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
+
+from worker.errors import ConfigurationError
+
+FILTER_OPERATORS = ("eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "like", "is_null",
+                    "not_null")
+
+
+class LocalTable:
+    """A mapped ERP table, reflected from the database."""
+
+    def __init__(self, engine: Engine | Connection, qualified_name: str, key: str,
+                 mapping: str = "?") -> None:
+        self.mapping = mapping
+        schema, _, name = qualified_name.partition(".")
+        try:
+            self.table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
+        except sa_exc.NoSuchTableError as exc:
+            raise ConfigurationError(
+                f"mapping {mapping}: local_table {qualified_name} does not exist") from exc
+        self.name = qualified_name
+        self.key = self.column(key, "local_key")
+
+    def column(self, name: str, what: str = "local_column") -> sa.Column:
+        if name not in self.table.c:
+            raise ConfigurationError(
+                f"mapping {self.mapping}: {what} {name!r} is not a column of {self.name}")
+        return self.table.c[name]
+
+    def max_length(self, name: str) -> int | None:
+        length = getattr(self.table.c[name].type, "length", None)
+        return length if isinstance(length, int) else None
+
+    def key_value(self, text: str) -> Any:
+        """A coupling's local id (text) as a value of the key column's type."""
+        if isinstance(self.key.type, sa.Uuid):
+            return uuid.UUID(text)
+        python_type = _python_type(self.key)
+        return python_type(text) if python_type in (int,) else text
+
+    def filter_clause(self, conditions: Sequence[Mapping[str, Any]]) -> sa.ColumnElement[bool]:
+        """The mapping's local_filter as a WHERE clause: a list of {column, op, value},
+        all of which must hold."""
+        clauses: list[sa.ColumnElement[bool]] = [sa.true()]
+        for n, cond in enumerate(conditions):
+            where = f"mapping {self.mapping}: local_filter[{n}]"
+            if not isinstance(cond, Mapping) or "column" not in cond:
+                raise ConfigurationError(f"{where}: expected {{column, op, value}}, got {cond!r}")
+            column = self.column(str(cond["column"]), f"{where}.column")
+            op = cond.get("op", "eq")
+            value = cond.get("value")
+            if op not in FILTER_OPERATORS:
+                raise ConfigurationError(
+                    f"{where}.op: {op!r} is not one of {', '.join(FILTER_OPERATORS)}")
+            if op in ("in", "not_in") and not isinstance(value, list):
+                raise ConfigurationError(f"{where}.value: {op} needs a list")
+            clauses.append(_condition(column, op, value))
+        return sa.and_(*clauses)
+
+    # -- reads -------------------------------------------------------------------------
+    def fetch(self, conn: Connection, keys: Iterable[str],
+              where: sa.ColumnElement[bool] | None = None) -> dict[str, Mapping[str, Any]]:
+        """Rows by key text (those that exist and match ``where``)."""
+        values = [self.key_value(k) for k in keys]
+        if not values:
+            return {}
+        query = sa.select(self.table).where(self.key.in_(values))
+        if where is not None:
+            query = query.where(where)
+        return {str(row[self.key.name]): row for row in conn.execute(query).mappings()}
+
+    def all_keys(self, conn: Connection, where: sa.ColumnElement[bool]) -> Iterator[str]:
+        result = conn.execution_options(stream_results=True, yield_per=2000).execute(
+            sa.select(self.key).where(where).order_by(self.key))
+        for (key,) in result:
+            yield str(key)
+
+    def keys_modified_since(self, conn: Connection, column: str, since: Any,
+                            where: sa.ColumnElement[bool]) -> list[tuple[str, Any]]:
+        col = self.column(column, "local_modified_column")
+        query = sa.select(self.key, col).where(where).order_by(col, self.key)
+        if since is not None:
+            query = query.where(col >= since)
+        return [(str(k), m) for k, m in conn.execute(query)]
+
+    def find_by(self, conn: Connection, column: str, values: Sequence[Any],
+                case_sensitive: bool) -> dict[Any, list[str]]:
+        """Keys of rows whose ``column`` equals one of ``values``, grouped by that value
+        (lower-cased when not case-sensitive)."""
+        col = self.column(column)
+        wanted = list(values) if case_sensitive else [str(v).lower() for v in values]
+        expr = col if case_sensitive else sa.func.lower(sa.cast(col, sa.Text))
+        found: dict[Any, list[str]] = {}
+        for key, value in conn.execute(sa.select(self.key, expr).where(expr.in_(wanted))):
+            found.setdefault(value, []).append(str(key))
+        return found
+
+    # -- writes (in a transaction marked as crmsync's own) -----------------------------
+    def insert(self, conn: Connection, key: str | None, values: Mapping[str, Any]) -> str:
+        """Insert a row; ``key`` None lets the table's default choose it. Returns the key."""
+        row = dict(values)
+        if key is not None:
+            row[self.key.name] = self.key_value(key)
+        return str(conn.scalar(sa.insert(self.table).values(row).returning(self.key)))
+
+    def chooses_own_keys(self) -> bool:
+        """Whether crmsync can pick a new row's key itself (UUID or text keys)."""
+        return isinstance(self.key.type, sa.Uuid | sa.String)
+
+    def update(self, conn: Connection, key: str, values: Mapping[str, Any]) -> None:
+        if values:
+            conn.execute(sa.update(self.table).where(self.key == self.key_value(key))
+                         .values(dict(values)))
+
+    def delete(self, conn: Connection, key: str) -> int:
+        return conn.execute(sa.delete(self.table).where(self.key == self.key_value(key))).rowcount
+
+
+def mark_own_writes(conn: Connection) -> None:
+    """Tell the change-capture triggers that this transaction's writes are crmsync's own
+    (echo suppression): they must not be sent back to the remote side."""
+    conn.execute(sa.text("SELECT set_config('crmsync.origin', 'sync', true)"))
+
+
+def _condition(column: sa.Column, op: str, value: Any) -> sa.ColumnElement[bool]:
+    if op == "eq":
+        return column == value
+    if op == "ne":
+        return column != value
+    if op == "gt":
+        return column > value
+    if op == "ge":
+        return column >= value
+    if op == "lt":
+        return column < value
+    if op == "le":
+        return column <= value
+    if op == "in":
+        return column.in_(value)
+    if op == "not_in":
+        return column.not_in(value)
+    if op == "like":
+        return column.like(value)
+    if op == "is_null":
+        return column.is_(None)
+    return column.is_not(None)
+
+
+def _python_type(column: sa.Column) -> type:
+    try:
+        return column.type.python_type
+    except NotImplementedError:
+        return str

@@ -1,0 +1,315 @@
+"""The local→remote pass (NAV: ToIntegrationTable) of one mapping run.
+
+Order of work: couplings that failed last time (not skipped) and creates still in flight,
+then the local records changed since the last pass. Per chunk of records: read the coupled
+remote records in a few requests, decide per record, commit the ids of new remote records
+(so a crash can neither duplicate nor orphan them), send the writes as $batch, and record
+results, counters and errors in one local transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from worker.remote.batch import Operation, OperationResult
+from worker.sync import capture
+from worker.sync import couplings as coupling_store
+from worker.sync.context import PassContext, RecordFailed, chunks, new_id, remote_version, unique
+from worker.sync.local import mark_own_writes
+from worker.sync.lookups import uncoupled_message
+from worker.sync.model import Coupling, CouplingState, DeletionConflict, Direction, FieldMapping
+from worker.sync.transfer import (
+    FieldValue,
+    conflict_message,
+    constant,
+    new_snapshot,
+    plan_update,
+    transform,
+)
+
+TO = Direction.TO_INTEGRATION
+
+
+@dataclass
+class _Write:
+    """A remote write waiting for its result."""
+
+    kind: str  # create | update | delete
+    key: str
+    coupling: Coupling | None
+    values: list[FieldValue]
+    written: set[str] | None = None
+    left: set[str] | None = None
+    remote_id: str = ""
+    deletes_local: bool = False
+
+
+def run(px: PassContext, *, full: bool, max_lengths: dict[str, int]) -> None:
+    mapping = px.mapping
+    with px.engine.begin() as conn:
+        retry = coupling_store.to_retry(conn, mapping.name, TO)
+        changes = capture.collect(conn, mapping, px.local, px.where, full=full)
+    keys = unique([c.local_id for c in retry] + changes.keys)
+    for chunk in chunks(keys):
+        px.check_cancelled()
+        _Chunk(px, chunk, changes.deleted, max_lengths).run()
+    with px.engine.begin() as conn:
+        changes.commit_mark(conn)
+
+
+class _Chunk:
+    def __init__(self, px: PassContext, keys: list[str], deleted: set[str],
+                 max_lengths: dict[str, int]) -> None:
+        self.px = px
+        self.keys = keys
+        self.deleted = deleted
+        self.max_lengths = max_lengths
+        self.fields = px.mapping.fields_for(TO)
+        self.writes: list[_Write] = []
+        self.intents: list[tuple[str, str]] = []  # (local id, chosen remote id)
+        self.failures: list[tuple[Coupling | None, str, str]] = []  # coupling, key, message
+        self.successes: list[coupling_store.Success] = []
+        self.uncouple: list[int] = []
+        self.local_deletes: list[tuple[str, int]] = []
+        self.restores: list[tuple[int, str]] = []  # (coupling id, new remote id)
+        self.restore_locals: list[Coupling] = []
+
+    def run(self) -> None:
+        px = self.px
+        with px.engine.connect() as conn:
+            rows = px.local.fetch(conn, self.keys, px.where)
+            missing = [k for k in self.keys if k not in rows]
+            filtered_out = set(px.local.fetch(conn, missing)) if missing else set()
+            cpl = coupling_store.by_local_ids(conn, px.mapping.name, self.keys)
+            lookups = {f.id: px.lookups.to_remote(conn, f, [r[f.local_column]
+                                                             for r in rows.values()])
+                       for f in self.fields if f.lookup_mapping and f.local_column}
+        remote_ids = [c.remote_id for k, c in cpl.items()
+                      if k in rows and c.state is CouplingState.COUPLED and not c.skipped]
+        current = _by_key(px, px.remote.read_by_keys(remote_ids, select=px.remote_select())
+                          if remote_ids else [])
+        for key in self.keys:
+            coupling = cpl.get(key)
+            if coupling is not None and coupling.skipped:
+                px.count("skipped")
+                continue
+            row = rows.get(key)
+            if row is None:
+                if coupling is not None and key not in filtered_out:
+                    self._local_deleted(coupling)
+                continue
+            try:
+                values = self._values(row, lookups)
+            except RecordFailed as exc:
+                self._fail_record(coupling, key, str(exc))
+                continue
+            if coupling is None or coupling.state is CouplingState.CREATING_REMOTE:
+                self._create(coupling, key, values)
+                continue
+            record = current.get(coupling.remote_id.lower())
+            if record is None:
+                self._remote_deleted(coupling, key, values)
+                continue
+            self._update(coupling, key, values, record)
+        self._send()
+
+    # -- decisions -----------------------------------------------------------------------
+    def _values(self, row: Any, lookups: dict[int, dict[str, str]]) -> list[FieldValue]:
+        out = []
+        for f in self.fields:
+            if f.remote_property is None:
+                continue
+            if f.local_column is None:
+                value = constant(f)
+                out.append(FieldValue(f, value, value))
+                continue
+            source = row[f.local_column]
+            if f.lookup_mapping:
+                wanted = self._lookup(f, source, lookups[f.id])
+            else:
+                wanted = transform(f, source, TO, self.max_lengths.get(f.remote_property))
+            out.append(FieldValue(f, source, wanted))
+        return out
+
+    def _lookup(self, f: FieldMapping, source: Any, resolved: dict[str, str]) -> str | None:
+        if source in (None, ""):
+            return None
+        remote_id = resolved.get(str(source))
+        if remote_id is None and not f.clear_value_on_failed_sync:
+            raise RecordFailed(uncoupled_message(f, source, self.px.lookups.target(f)))
+        return remote_id
+
+    def _create(self, coupling: Coupling | None, key: str, values: list[FieldValue]) -> None:
+        px = self.px
+        if coupling is None:
+            if px.mapping.sync_only_coupled:
+                px.count("skipped")
+                return
+            remote_id = new_id()
+            self.intents.append((key, remote_id))
+        else:
+            remote_id = coupling.remote_id
+        self.writes.append(_Write("create", key, coupling, values, None, set(), remote_id))
+
+    def _update(self, coupling: Coupling, key: str, values: list[FieldValue],
+                record: dict[str, Any]) -> None:
+        px = self.px
+        values = [replace(v, current=_remote_value(record, v.field)) for v in values]
+        plan = plan_update(
+            values, pass_direction=TO, mapping_direction=px.mapping.direction,
+            policy=px.mapping.update_conflict,
+            source_snapshot=coupling.snapshot("l"), destination_snapshot=coupling.snapshot("r"))
+        if plan.conflicts:
+            self._fail_record(coupling, key, conflict_message(plan.conflicts))
+            return
+        left = {f.key for f in plan.left_for_other_pass}
+        if not plan.writes:
+            px.count("unchanged")
+            snapshot = new_snapshot(coupling.synced_values, values, pass_direction=TO,
+                                    written=set(), left=left)
+            if snapshot != coupling.synced_values or coupling.last_result_to != "success":
+                self.successes.append(coupling_store.Success(
+                    coupling.id, remote_version(record, None), None, snapshot))
+            return
+        self.writes.append(_Write("update", key, coupling, values, set(plan.writes), left,
+                                  coupling.remote_id))
+
+    def _local_deleted(self, coupling: Coupling) -> None:
+        policy = self.px.mapping.deletion_conflict
+        if policy is DeletionConflict.PROPAGATE_DELETE:
+            self.writes.append(_Write("delete", coupling.local_id, coupling, [],
+                                      remote_id=coupling.remote_id))
+        elif policy is DeletionConflict.REMOVE_COUPLING:
+            self.uncouple.append(coupling.id)
+        elif policy is DeletionConflict.RESTORE_RECORDS:
+            self.restore_locals.append(coupling)
+        else:
+            self._fail_record(coupling, coupling.local_id,
+                              f"local record was deleted but is still coupled to "
+                              f"{self.px.mapping.entity_set}({coupling.remote_id}); "
+                              "deletion_conflict_resolution is none")
+
+    def _remote_deleted(self, coupling: Coupling, key: str, values: list[FieldValue]) -> None:
+        px = self.px
+        policy = px.mapping.deletion_conflict
+        if policy is DeletionConflict.PROPAGATE_DELETE:
+            self.local_deletes.append((key, coupling.id))
+        elif policy is DeletionConflict.REMOVE_COUPLING:
+            self.uncouple.append(coupling.id)
+            if not px.mapping.sync_only_coupled:
+                remote_id = new_id()
+                self.intents.append((key, remote_id))
+                self.writes.append(_Write("create", key, None, values, None, set(), remote_id))
+        elif policy is DeletionConflict.RESTORE_RECORDS:
+            remote_id = new_id()
+            self.restores.append((coupling.id, remote_id))
+            self.writes.append(_Write("create", key, coupling, values, None, set(), remote_id))
+        else:
+            self._fail_record(coupling, key,
+                              f"the coupled record {px.mapping.entity_set}({coupling.remote_id}) "
+                              "was deleted; deletion_conflict_resolution is none")
+
+    def _fail_record(self, coupling: Coupling | None, key: str, message: str) -> None:
+        if coupling is None:
+            if self.px.mapping.sync_only_coupled:
+                self.px.count("skipped")
+                return
+            # Track the failure of a record that has no counterpart yet on an intent, so
+            # that it is retried first next time and skipped when it fails the same way.
+            remote_id = new_id()
+            self.intents.append((key, remote_id))
+        self.failures.append((coupling, key, message))
+
+    # -- sending and recording ----------------------------------------------------------
+    def _send(self) -> None:
+        px = self.px
+        if self.intents:
+            with px.engine.begin() as conn:
+                for key, remote_id in self.intents:
+                    coupling_store.add_intent(conn, px.mapping.name, key, remote_id,
+                                              CouplingState.CREATING_REMOTE)
+        if self.restores:
+            with px.engine.begin() as conn:
+                for coupling_id, remote_id in self.restores:
+                    coupling_store.set_remote_id(conn, coupling_id, remote_id,
+                                                 CouplingState.CREATING_REMOTE)
+        ops = [self._operation(n, w) for n, w in enumerate(self.writes)]
+        results = px.client.batch(ops) if ops else []
+        with px.engine.begin() as conn:
+            fresh = coupling_store.by_local_ids(conn, px.mapping.name,
+                                                [k for k, _ in self.intents])
+            for result in results:
+                self._record(conn, self.writes[result.ref], result, fresh)
+            for coupling, key, message in self.failures:
+                px.fail(conn, coupling or fresh.get(key), message, local_id=key)
+            coupling_store.record_successes(conn, TO, px.job_id, self.successes)
+            px.count("uncoupled", coupling_store.delete(conn, self.uncouple))
+            if self.local_deletes:
+                mark_own_writes(conn)
+                for key, _ in self.local_deletes:
+                    px.local.delete(conn, key)
+                coupling_store.delete(conn, [cid for _, cid in self.local_deletes])
+                px.count("deleted", len(self.local_deletes))
+            px.flush(conn)
+        if self.restore_locals:
+            from worker.sync.from_remote import restore_local
+
+            restore_local(px, self.restore_locals)
+
+    def _operation(self, n: int, w: _Write) -> Operation:
+        if w.kind == "delete":
+            return Operation("delete", self.px.remote, w.remote_id, ref=n)
+        chosen = (w.values if w.written is None
+                  else [v for v in w.values if v.field.key in w.written])
+        return Operation(w.kind, self.px.remote, w.remote_id, _payload(self.px, chosen,
+                         create=w.kind == "create"), ref=n)  # type: ignore[arg-type]
+
+    def _record(self, conn: Connection, w: _Write, result: OperationResult,
+                fresh: dict[str, Coupling]) -> None:
+        px = self.px
+        coupling = w.coupling or fresh.get(w.key)
+        if not result.ok:
+            message = str(result.error) if result.error else f"HTTP {result.status}"
+            px.fail(conn, coupling, message, local_id=w.key, remote_id=w.remote_id)
+            return
+        assert coupling is not None
+        if w.kind == "delete":
+            coupling_store.delete(conn, [coupling.id])
+            px.count("deleted")
+            return
+        old = None if w.kind == "create" else coupling.synced_values
+        snapshot = new_snapshot(old, w.values, pass_direction=TO, written=w.written,
+                                left=w.left or set())
+        px.count("inserted" if w.kind == "create" else "modified")
+        self.successes.append(coupling_store.Success(
+            coupling.id, remote_version(result.record, result.etag), result.modified_on, snapshot))
+
+
+def _remote_value(record: dict[str, Any], f: FieldMapping) -> Any:
+    name = f.remote_read_name
+    value = record.get(name) if name else None
+    if f.lookup_mapping and isinstance(value, str):
+        return value.lower()
+    return value
+
+
+def _payload(px: PassContext, values: list[FieldValue], *, create: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for v in values:
+        f = v.field
+        assert f.remote_property is not None
+        if f.lookup_mapping:
+            if v.wanted is None and (f.not_null or create):
+                continue
+            bind = f.remote_bind_property or f.remote_property
+            target = px.lookups.target(f).entity_set
+            body[f"{bind}@odata.bind"] = px.remote.bind(target, v.wanted) if v.wanted else None
+        else:
+            body[f.remote_property] = v.wanted
+    return body
+
+
+def _by_key(px: PassContext, records: Any) -> dict[str, dict[str, Any]]:
+    return {str(r[px.mapping.remote_key]).lower(): r for r in records}
