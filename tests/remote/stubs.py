@@ -47,7 +47,7 @@ class ScriptedSession(requests.Session):
                               "authorization": getattr(auth, "value", None),
                               "timeout": kwargs.get("timeout")})
             if not self.steps:
-                raise AssertionError(f"unexpected request {method} {url}")
+                raise AssertionError(f"unexpected request {method!r} {url!r}")
             step = self.steps.pop(0)
         if isinstance(step, BaseException):
             raise step

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, urljoin, urlsplit
 
 from worker.remote import filters
 from worker.remote.config import ConnectionSettings
@@ -185,8 +185,8 @@ class EntitySet:
             doc = _json(reply, "GET", url)
             rows = doc.get("value") if isinstance(doc, dict) else None
             if not isinstance(rows, list):
-                raise RemoteProtocolError("the response has no 'value' array",
-                                          status=reply.status, method="GET", path=self.url)
+                raise RemoteProtocolError("the response has no 'value' array", status=reply.status,
+                                          method="GET", path=urlsplit(self.url).path)
             pages += 1
             log.debug("page read", extra={"connection": settings.name, "entity_set": self.name,
                                           "page": pages, "records": len(rows)})
@@ -196,7 +196,7 @@ class EntitySet:
                 if url in seen:
                     raise RemoteProtocolError(
                         f"the service sent the same @odata.nextLink twice (after page {pages})",
-                        status=reply.status, method="GET", path=self.url)
+                        status=reply.status, method="GET", path=urlsplit(self.url).path)
                 seen.add(url)
             yield rows
 
@@ -273,8 +273,8 @@ class EntitySet:
             return None
         doc = _json(reply, "GET", url)
         if not isinstance(doc, dict):
-            raise RemoteProtocolError("the record is not a JSON object",
-                                      status=reply.status, method="GET", path=self.url)
+            raise RemoteProtocolError("the record is not a JSON object", status=reply.status,
+                                      method="GET", path=urlsplit(self.url).path)
         return doc
 
     # ------------------------------------------------------------------------ writes
@@ -308,18 +308,20 @@ class EntitySet:
         if dialect.create_method == "patch":
             url = self.record_url(key)
             headers["If-None-Match"] = "*"
-            method, exists, body = "PATCH", 412, dict(values)
+            method, exists, body = "PATCH", frozenset({412}), dict(values)
         else:
+            # A POST has no precondition, so 412 can only be Dataverse's "duplicate key";
+            # other services say 409 Conflict.
             url = self.url
-            method, exists = "POST", 409
+            method, exists = "POST", frozenset({409, 412})
             body = {**values, self.key: _key_value(key, self.key_type)}
 
         def interpret(reply: Reply) -> WriteResult:
-            if reply.status == exists:
+            if reply.status in exists:
                 return WriteResult(key=key, status=reply.status, already_existed=True)
             return self._result(key, reply)
 
-        return Call(method, url, headers, _dumps(body), frozenset({exists}), interpret)
+        return Call(method, url, headers, _dumps(body), exists, interpret)
 
     def update_call(self, key: str, values: Mapping[str, Any], *,
                     etag: str | None = None) -> Call:
@@ -399,8 +401,7 @@ def _params(*, select: Select = None, filter: str | None = None,
             orderby: str | None = None, top: int | None = None) -> dict[str, str]:
     params: dict[str, str] = {}
     if select:
-        names = [select] if isinstance(select, str) else list(select)
-        params["$select"] = ",".join(filters.prop(n.strip()) for n in names)
+        params["$select"] = ",".join(filters.prop(n) for n in _names(select))
     if filter:
         params["$filter"] = filter
     if orderby:
@@ -422,9 +423,14 @@ def _with(select: Select, *required: str) -> Select:
     """``select`` plus the required properties (None stays None: all properties)."""
     if not select:
         return select
-    names = [select] if isinstance(select, str) else list(select)
-    names = [n.strip() for part in names for n in part.split(",")]
+    names = _names(select)
     return names + [r for r in required if r not in names]
+
+
+def _names(select: Sequence[str] | str) -> list[str]:
+    """Property names from ``"a,b"`` or ``["a", "b"]``."""
+    parts = [select] if isinstance(select, str) else list(select)
+    return [n.strip() for part in parts for n in part.split(",") if n.strip()]
 
 
 def _prefer(*parts: str | None) -> str:
@@ -440,7 +446,7 @@ def _json(reply: Reply, method: str, url: str) -> Any:
         return json.loads(reply.body)
     except (ValueError, UnicodeDecodeError):
         raise RemoteProtocolError("the response is not JSON", status=reply.status,
-                                  method=method, path=url.split("?")[0]) from None
+                                  method=method, path=urlsplit(url).path) from None
 
 
 def _key_value(key: str, key_type: KeyType) -> Any:
