@@ -18,6 +18,7 @@ COMMANDS = (
     "worker.commands.run",
     "worker.commands.entries",
     "worker.commands.emulator",
+    "worker.commands.sync",
 )
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     json_lines = {"auto": None, "json": True, "text": False}[args.log_format]
     logs.configure(args.log_level, json_lines)
+    if args.config:
+        # Every part that reads connection settings looks at CRMSYNC_CONFIG.
+        os.environ["CRMSYNC_CONFIG"] = args.config
     try:
         return int(args.func(args) or 0)
     except CrmsyncError as exc:

@@ -92,7 +92,10 @@ class SyncEngine:
         if not mapping.enabled:
             summary.error = "mapping is disabled"
             return summary
+        from worker.sync.check import require_valid
+
         with self._exclusive(name):
+            require_valid(self.engine, self.clients, name)
             for direction in _passes(mapping.direction):
                 result = self._run_pass(mapping, direction, log_entry_id, full,
                                         check_cancelled, on_progress)

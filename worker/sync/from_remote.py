@@ -112,6 +112,8 @@ class _Chunk:
             if coupling is not None and coupling.skipped:
                 px.count("skipped")
                 continue
+            if _already_synced(coupling, record):
+                continue  # the overlap re-read, or the echo of crmsync's own write
             try:
                 values = local_values(px, self.fields, record, reverse)
             except RecordFailed as exc:
@@ -289,6 +291,12 @@ class _Chunk:
                 else:
                     px.fail(conn, coupling, str(result.error))
             px.flush(conn)
+
+
+def _already_synced(coupling: Coupling | None, record: dict[str, Any]) -> bool:
+    return (coupling is not None and coupling.state is CouplingState.COUPLED
+            and coupling.last_result_from != "failure" and coupling.remote_version is not None
+            and coupling.remote_version == remote_version(record, None))
 
 
 def local_values(px: PassContext, fields: list[FieldMapping], record: dict[str, Any],

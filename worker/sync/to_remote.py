@@ -170,8 +170,10 @@ class _Chunk:
             snapshot = new_snapshot(coupling.synced_values, values, pass_direction=TO,
                                     written=set(), left=left)
             if snapshot != coupling.synced_values or coupling.last_result_to != "success":
-                self.successes.append(coupling_store.Success(
-                    coupling.id, remote_version(record, None), None, snapshot))
+                # With remote changes left for the remote→local pass, the stored version
+                # stays old so that pass does not take the record for an echo.
+                version = None if left else remote_version(record, None)
+                self.successes.append(coupling_store.Success(coupling.id, version, None, snapshot))
             return
         self.writes.append(_Write("update", key, coupling, values, set(plan.writes), left,
                                   coupling.remote_id))
@@ -283,8 +285,11 @@ class _Chunk:
         snapshot = new_snapshot(old, w.values, pass_direction=TO, written=w.written,
                                 left=w.left or set())
         px.count("inserted" if w.kind == "create" else "modified")
+        # The post-write version lets the remote→local pass recognise this write's echo;
+        # when remote changes were left for that pass, the old version is kept instead.
+        version = None if w.left else remote_version(result.record, result.etag)
         self.successes.append(coupling_store.Success(
-            coupling.id, remote_version(result.record, result.etag), result.modified_on, snapshot))
+            coupling.id, version, None if w.left else result.modified_on, snapshot))
 
 
 def _remote_value(record: dict[str, Any], f: FieldMapping) -> Any:

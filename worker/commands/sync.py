@@ -1,0 +1,230 @@
+"""Sync commands: ``sync``, ``jobs``, ``errors``, ``retry-skipped``, ``couple``,
+``uncouple``, ``check`` and ``mappings`` (list / enable / disable)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from worker.commands.common import open_engine
+from worker.commands.entries import print_table
+from worker.db.engine import translate_errors
+from worker.sync import capture, joblog
+from worker.sync import couplings as coupling_store
+from worker.sync import mappings as mapping_store
+from worker.sync.engine import RunSummary, SyncEngine
+from worker.sync.model import Direction
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("sync", help="synchronize mappings now, in the foreground")
+    p.add_argument("mappings", nargs="*", metavar="MAPPING")
+    p.add_argument("--all", action="store_true",
+                   help="every enabled mapping in dependency order (Synchronize Modified Records)")
+    p.add_argument("--full", action="store_true",
+                   help="clear the high-water marks: read every record again")
+    p.add_argument("--unconditional", action="store_true",
+                   help="with --full: also forget what was synced, so coupled records count as changed")
+    p.set_defaults(func=_sync)
+
+    p = commands.add_parser("jobs", help="recent synchronization jobs with their counts")
+    p.add_argument("--mapping")
+    p.add_argument("--limit", type=int, default=30)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_jobs)
+
+    p = commands.add_parser("errors", help="recent record errors of synchronization jobs")
+    p.add_argument("mapping", nargs="?")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_errors)
+
+    p = commands.add_parser("retry-skipped", help="let skipped records be synchronized again")
+    p.add_argument("mapping", nargs="?")
+    p.set_defaults(func=_retry_skipped)
+
+    p = commands.add_parser("couple", help="couple records by matching field values")
+    p.add_argument("--match", required=True, metavar="MAPPING")
+    p.add_argument("--create-missing", action="store_true",
+                   help="create records without a match in the CRM")
+    p.set_defaults(func=_couple)
+
+    p = commands.add_parser("uncouple", help="remove couplings of a mapping")
+    p.add_argument("mapping")
+    p.add_argument("--local-id", action="append", help="only these local ids (repeatable)")
+    p.set_defaults(func=_uncouple)
+
+    p = commands.add_parser("check", help="validate every mapping against database and CRM")
+    p.set_defaults(func=_check)
+
+    p = commands.add_parser("mappings", help="list, enable or disable mappings")
+    actions = p.add_subparsers(dest="mappings_command", required=True, metavar="ACTION")
+    actions.add_parser("list", help="the mappings").set_defaults(func=_list_mappings)
+    for name, enabled in (("enable", True), ("disable", False)):
+        sub = actions.add_parser(name, help=f"{name} mappings and their change-capture triggers")
+        sub.add_argument("names", nargs="+")
+        sub.set_defaults(func=_set_enabled, enabled=enabled)
+
+
+class _Progress:
+    """One updating line on a terminal; nothing otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.totals: Counter[str] = Counter()
+
+    def __call__(self, mapping: str, direction: Direction, counts: Counter[str]) -> None:
+        self.totals.update(counts)
+        if self.tty:
+            arrow = "→ CRM" if direction is Direction.TO_INTEGRATION else "← CRM"
+            shown = " ".join(f"{k}={v}" for k, v in sorted(self.totals.items()) if v)
+            sys.stderr.write(f"\r\x1b[K{mapping} {arrow}: {shown}")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            sys.stderr.write("\r\x1b[K")
+
+
+def _sync(args: argparse.Namespace) -> int:
+    if not args.all and not args.mappings:
+        raise SystemExit("crmsync sync: name mappings or use --all")
+    engine = open_engine()
+    sync = SyncEngine(engine)
+    names = None if args.all else list(args.mappings)
+    targets = names or list(mapping_store.dependencies(engine))
+    if args.full:
+        mapping_store.clear_marks(engine, targets)
+        if args.unconditional:
+            coupling_store.clear_stamps(engine, targets)
+    progress = _Progress()
+    try:
+        summaries = sync.run_all(names, on_progress=progress)
+    finally:
+        progress.done()
+        sync.clients.close()
+    _print_summaries(summaries)
+    return 1 if any(s.error for s in summaries) else 0
+
+
+def _print_summaries(summaries: list[RunSummary]) -> None:
+    header = ("mapping", "direction", "inserted", "modified", "deleted", "unchanged",
+              "skipped", "failed", "coupled", "uncoupled")
+    rows = [header]
+    for s in summaries:
+        if s.error and not s.passes:
+            rows.append((s.mapping, f"FAILED: {s.error}"[:90], *[""] * 8))
+        for p in s.passes:
+            rows.append((s.mapping, p.direction.value,
+                         *(str(p.counts.get(k, 0)) for k in header[2:])))
+    print_table(rows)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    rows = joblog.recent(open_engine(), mapping=args.mapping, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, default=str, indent=2))
+        return 0
+    header = ("job", "mapping", "direction", "started", "seconds", "ins", "mod", "del",
+              "unch", "skip", "fail", "coup", "message")
+    table = [header]
+    for r in reversed(rows):
+        took = (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
+        table.append((str(r["id"]), r["mapping_name"], r["direction"], _stamp(r["started_at"]),
+                      f"{took:.1f}" if took is not None else "running",
+                      *(str(r[k]) for k in ("inserted", "modified", "deleted", "unchanged",
+                                            "skipped", "failed", "coupled")),
+                      (r["message"] or "")[:60]))
+    print_table(table)
+    return 0
+
+
+def _errors(args: argparse.Namespace) -> int:
+    rows = joblog.errors(open_engine(), mapping=args.mapping, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, default=str, indent=2))
+        return 0
+    table = [("job", "mapping", "direction", "at", "local id", "remote id", "message")]
+    table += [(str(r["job_id"]), r["mapping_name"], r["direction"], _stamp(r["created_at"]),
+               r["local_id"] or "", r["remote_id"] or "", r["message"][:100])
+              for r in reversed(rows)]
+    print_table(table)
+    return 0
+
+
+def _retry_skipped(args: argparse.Namespace) -> int:
+    n = coupling_store.retry_skipped(open_engine(), args.mapping)
+    print(f"{n} skipped records will be synchronized again")
+    return 0
+
+
+def _couple(args: argparse.Namespace) -> int:
+    from worker.sync.matching import couple_by_match
+
+    sync = SyncEngine(open_engine())
+    result = couple_by_match(sync, args.match, create_missing=args.create_missing)
+    print(f"coupled {len(result.coupled)}, ambiguous {len(result.ambiguous)}, "
+          f"without match {len(result.unmatched)}"
+          + (f", created {result.created.get('inserted', 0)}" if args.create_missing else ""))
+    for local_id, candidates in result.ambiguous:
+        print(f"  ambiguous: {local_id} matches {', '.join(candidates)}")
+    return 0
+
+
+def _uncouple(args: argparse.Namespace) -> int:
+    n = coupling_store.uncouple(open_engine(), args.mapping, args.local_id)
+    print(f"{n} couplings removed")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from worker.sync.check import check_all
+
+    sync = SyncEngine(open_engine())
+    problems = check_all(sync.engine, sync.clients)
+    for p in problems:
+        print(p)
+    if not problems:
+        print("every enabled mapping is valid")
+    return 1 if problems else 0
+
+
+def _list_mappings(args: argparse.Namespace) -> int:
+    engine = open_engine()
+    with translate_errors(), engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            """
+            SELECT m.name, m.enabled, m.local_table, m.entity_set, m.direction,
+                   m.sync_only_coupled, m.triggers_installed,
+                   (SELECT string_agg(depends_on, ',' ORDER BY depends_on)
+                      FROM crmsync.integration_table_mapping_dependencies d
+                     WHERE d.mapping_name = m.name) AS depends_on,
+                   (SELECT count(*) FROM crmsync.couplings c WHERE c.mapping_name = m.name)
+                       AS couplings
+              FROM crmsync.integration_table_mappings m ORDER BY m.created_at, m.name
+            """)).mappings().all()
+    table = [("mapping", "enabled", "local", "remote", "direction", "only coupled", "triggers",
+              "depends on", "couplings")]
+    table += [(r["name"], str(r["enabled"]), r["local_table"] or "", r["entity_set"] or "",
+               r["direction"], str(r["sync_only_coupled"]), str(r["triggers_installed"]),
+               r["depends_on"] or "", str(r["couplings"])) for r in rows]
+    print_table(table)
+    return 0
+
+
+def _set_enabled(args: argparse.Namespace) -> int:
+    engine = open_engine()
+    for name in args.names:
+        mapping = mapping_store.load(engine, name)
+        print(f"{name}: {'enabled' if args.enabled else 'disabled'}, "
+              f"{capture.set_enabled(engine, mapping, args.enabled)}")
+    return 0
+
+
+def _stamp(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
