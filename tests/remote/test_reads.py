@@ -132,7 +132,7 @@ def test_a_repeated_next_link_is_an_error() -> None:
 
     class Looping(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            port = self.server.server_address[1]
+            port = self.server.server_address[1]  # type: ignore[index]
             page = {"value": [{"ID": "a"}],
                     "@odata.nextLink": f"http://127.0.0.1:{port}/svc/Items?$skiptoken=1"}
             body = json.dumps(page).encode()

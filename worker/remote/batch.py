@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from requests.structures import CaseInsensitiveDict
 
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Kind = Literal["create", "update", "delete"]
+T = TypeVar("T")
+R = TypeVar("R")
 # Failures of the connection, not of a record: they propagate out of run_batch.
 CONNECTION_ERRORS = (RemoteThrottled, RemoteUnavailable, RemoteAuthError)
 
@@ -217,19 +219,16 @@ def _error_body(exc: RemoteError) -> bytes:
     return json.dumps({"error": {"code": exc.code or "", "message": exc.message}}).encode()
 
 
-def _parallel(client: ODataClient, fn: Any, items: list[Any]) -> Iterator[Any]:
-    """``map(fn, items)``, up to the connection's concurrency at a time, in order."""
-    workers = min(client.settings.concurrency, len(items))
-    if workers <= 1:
+def _parallel(client: ODataClient, fn: Callable[[T], R], items: list[T]) -> Iterator[R]:
+    """``map(fn, items)`` on the client's threads (at most its concurrency at a time),
+    results in order; the first exception propagates once every item has finished."""
+    if len(items) <= 1 or client.settings.concurrency <= 1:
         yield from map(fn, items)
         return
-    with ThreadPoolExecutor(max_workers=workers,
-                            thread_name_prefix=f"crmsync-{client.settings.name}") as pool:
-        try:
-            yield from pool.map(fn, items)
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    futures = [client.executor().submit(fn, item) for item in items]
+    wait(futures)
+    for future in futures:
+        yield future.result()
 
 
 # ---------------------------------------------------------------------------- wire format

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -84,6 +86,8 @@ class ODataClient:
     ) -> None:
         self.settings = settings
         self.transport = transport or Transport(settings, observer)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
@@ -119,7 +123,21 @@ class ODataClient:
 
         return run_batch(self, operations)
 
+    def executor(self) -> ThreadPoolExecutor:
+        """The threads that send a batch's requests in parallel (``concurrency`` of them,
+        started on first use and shared by every caller of this client)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.settings.concurrency,
+                    thread_name_prefix=f"crmsync-remote-{self.settings.name}")
+            return self._pool
+
     def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         self.transport.close()
 
     def __enter__(self) -> ODataClient:

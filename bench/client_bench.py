@@ -1,0 +1,140 @@
+"""Records per second the crmsync OData client creates, in $batch requests of 1, 100 and
+1000 operations, against the crmsync emulator on loopback.
+
+Starts ``crmsync emulator`` in its own process (so client and server do not share a GIL),
+then for each batch size sends idempotent creates (``PATCH accounts(<id>)`` +
+``If-None-Match: *`` + ``return=representation``) through ``ODataClient.batch`` with the
+connection's concurrency, and prints records/s. A last row measures the dialect without
+$batch (one PATCH per record, ``concurrency`` in parallel).
+
+    python bench/client_bench.py
+    python bench/client_bench.py --concurrency 8 --records 20000
+    python bench/client_bench.py --url http://127.0.0.1:8080/api/data/v9.2   # running service
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import closing
+from dataclasses import dataclass, field
+
+import requests
+
+from worker.remote.batch import Operation
+from worker.remote.client import ODataClient
+from worker.remote.config import load_connection
+
+SERVICE = "/api/data/v9.2"
+# Records per batch size by default: enough for a few seconds each on a laptop.
+DEFAULT_RECORDS = {1: 2000, 100: 10000, 1000: 20000, 0: 4000}
+
+
+@dataclass
+class Latencies:
+    """A RequestObserver collecting the duration of every HTTP request."""
+
+    seconds: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def request_finished(self, method: str, status_class: str, seconds: float) -> None:
+        with self.lock:
+            self.seconds.append(seconds)
+
+    def throttled(self, seconds: float) -> None:
+        pass
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_emulator(port: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "worker", "--log-level", "WARNING", "emulator",
+               "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"http://127.0.0.1:{port}{SERVICE}/", timeout=1)
+            return process
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the emulator did not start")
+
+
+def run(url: str, batch_size: int, records: int, concurrency: int) -> dict[str, float]:
+    """Create ``records`` accounts; batch_size 0 means the dialect without $batch."""
+    env = {"CRMSYNC_BENCH_URL": url, "CRMSYNC_BENCH_CONCURRENCY": str(concurrency),
+           "CRMSYNC_BENCH_BATCH_SIZE": str(max(batch_size, 1)),
+           "CRMSYNC_BENCH_BATCH": "false" if batch_size == 0 else "true"}
+    latencies = Latencies()
+    with ODataClient(load_connection("bench", env=env), latencies) as client:
+        accounts = client.entity_set("accounts", "accountid")
+        ops = [Operation("create", accounts, str(uuid.uuid4()),
+                         {"name": f"bench {i}", "accountnumber": f"B{i}",
+                          "telephone1": "+49 30 1234567", "creditlimit": 1000 + i}, ref=i)
+               for i in range(records)]
+        # One call per wave of `concurrency` batches, as the sync engine sends a chunk.
+        wave = max(batch_size, 1) * concurrency
+        started = time.perf_counter()
+        failed = 0
+        for i in range(0, records, wave):
+            failed += sum(not r.ok for r in client.batch(ops[i:i + wave]))
+        elapsed = time.perf_counter() - started
+    if failed:
+        raise SystemExit(f"{failed} creates failed")
+    ms = sorted(s * 1000 for s in latencies.seconds)
+    return {"records": records, "seconds": elapsed, "per_second": records / elapsed,
+            "requests": len(ms), "p50_ms": statistics.median(ms),
+            "p95_ms": ms[int(len(ms) * 0.95) - 1] if len(ms) > 1 else ms[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="service root of a running service (default: start "
+                                      "an emulator)")
+    parser.add_argument("--sizes", default="1,100,1000,0",
+                        help="batch sizes; 0 = no $batch (default 1,100,1000,0)")
+    parser.add_argument("--records", type=int, help="records per size (default: by size)")
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="parallel requests (default 4, the connection default)")
+    args = parser.parse_args()
+
+    process = None
+    url = args.url
+    if url is None:
+        port = free_port()
+        process = start_emulator(port)
+        url = f"http://127.0.0.1:{port}{SERVICE}"
+    try:
+        print(f"crmsync client bench: creates via ODataClient.batch, concurrency "
+              f"{args.concurrency}, {platform.python_implementation()} "
+              f"{platform.python_version()}, {os.cpu_count()} CPUs, {url}")
+        print(f"{'batch size':>10} {'records':>8} {'seconds':>8} {'records/s':>10} "
+              f"{'requests':>9} {'p50 ms':>8} {'p95 ms':>8}")
+        for size in (int(s) for s in args.sizes.split(",")):
+            records = args.records or DEFAULT_RECORDS.get(size, 10000)
+            r = run(url, size, records, args.concurrency)
+            label = "no $batch" if size == 0 else str(size)
+            print(f"{label:>10} {records:>8} {r['seconds']:>8.2f} {r['per_second']:>10.0f} "
+                  f"{r['requests']:>9} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f}", flush=True)
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
