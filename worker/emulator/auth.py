@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import math
 import secrets
 import threading
 import time
@@ -57,7 +58,7 @@ class TokenIssuer:
             now = self._clock()
             self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
             self._tokens[token] = now + self.lifetime
-        seconds = int(self.lifetime)
+        seconds = math.ceil(self.lifetime)
         return json_response(200, {"token_type": "Bearer", "expires_in": seconds,
                                    "ext_expires_in": seconds, "access_token": token},
                              [("Cache-Control", "no-store, no-cache")],

@@ -260,7 +260,7 @@ class EmulatorServer:
     def start(self) -> EmulatorServer:
         if self._thread is None:
             self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                            kwargs={"poll_interval": 0.05},
+                                            kwargs={"poll_interval": 0.01},
                                             name=f"crmsync-emulator:{self.port}", daemon=True)
             self._thread.start()
         return self

@@ -1,0 +1,71 @@
+"""``crmsync emulator`` as a user runs it: the installed command in a subprocess."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+import requests
+
+from worker.cli import build_parser
+from worker.emulator import start_emulator
+from worker.errors import ConfigurationError
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    raise AssertionError("the emulator did not start")
+
+
+def test_command_serves_until_sigterm_and_keeps_its_data_file(tmp_path: Path) -> None:
+    port = free_port()
+    data_file = tmp_path / "crm.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker", "--log-format", "text", "emulator", "--port", str(port),
+         "--sample-users", "3", "--data-file", str(data_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}/api/data/v9.2"
+    try:
+        wait_until_serving(f"{base}/", process)
+        created = requests.post(f"{base}/accounts", json={"name": "Persisted"})
+        assert created.status_code == 204
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
+    assert "TEST DOUBLE" in stdout and "NOT a CRM" in stdout
+    assert f"http://127.0.0.1:{port}/api/data/v9.2" in stdout
+
+    # the data file brings the records back in the next run
+    server = start_emulator(data_file=data_file)
+    try:
+        names = {r["name"] for r in server.store.scan("accounts", None)}
+        assert names == {"Persisted"}
+        assert server.store.count("systemusers") == 3
+    finally:
+        server.stop()
+
+
+def test_half_configured_authentication_is_an_error() -> None:
+    args = build_parser().parse_args(["emulator", "--client-id", "x"])
+    with pytest.raises(ConfigurationError, match="--client-secret"):
+        args.func(args)
