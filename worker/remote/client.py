@@ -11,32 +11,27 @@ a second one; an update or delete carries ``If-Match``.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from decimal import Decimal
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
-from worker.remote import filters
+from worker.remote import filters, wire
 from worker.remote.config import ConnectionSettings
 from worker.remote.errors import RemoteConflict, RemoteNotFound, RemoteProtocolError
 from worker.remote.filters import KeyType
 from worker.remote.observer import RequestObserver
 from worker.remote.transport import Reply, Transport
+from worker.remote.wire import Select, parse_datetime
 
 if TYPE_CHECKING:
     from worker.remote.batch import Operation, OperationResult
 
 log = logging.getLogger(__name__)
-
-Select = Sequence[str] | str | None
-_QUERY_SAFE = "$,()'/:@-._~"
 
 
 @dataclass(frozen=True)
@@ -186,13 +181,13 @@ class EntitySet:
         """The matching records page by page, following ``@odata.nextLink`` exactly as the
         service sent it. Raises RemoteProtocolError when a next link repeats."""
         settings = self.client.settings
-        params = _params(select=select, filter=filter, orderby=orderby, top=top)
-        url: str | None = self.url + ("?" + _encode(params) if params else "")
+        params = wire.query_params(select=select, filter=filter, orderby=orderby, top=top)
+        url: str | None = self.url + ("?" + wire.encode_query(params) if params else "")
         headers = {}
-        prefer = _prefer(
+        prefer = wire.prefer(
             f"odata.maxpagesize={settings.page_size}" if settings.dialect.prefer_maxpagesize
             else None,
-            _annotations(settings.dialect.annotations),
+            wire.annotations_preference(settings.dialect.annotations),
         )
         if prefer:
             headers["Prefer"] = prefer
@@ -200,7 +195,7 @@ class EntitySet:
         pages = 0
         while url is not None:
             reply = self.client.transport.send("GET", url, headers=headers)
-            doc = _json(reply, "GET", url)
+            doc = wire.parse_json(reply, "GET", url)
             rows = doc.get("value") if isinstance(doc, dict) else None
             if not isinstance(rows, list):
                 raise RemoteProtocolError("the response has no 'value' array", status=reply.status,
@@ -244,7 +239,7 @@ class EntitySet:
         skips records whose stamp it already stored."""
         clause = None if since is None else filters.ge(self.modified_on, since - overlap)
         return self.read(
-            select=_with(select, self.key, self.modified_on),
+            select=wire.with_required(select, self.key, self.modified_on),
             filter=filters.and_(clause, filter),
             orderby=filters.orderby(self.modified_on, self.key),
         )
@@ -261,7 +256,7 @@ class EntitySet:
         size = chunk_size or self.client.settings.key_chunk_size
         if size < 1:
             raise ValueError("chunk_size must be >= 1")
-        columns = _with(select, self.key)
+        columns = wire.with_required(select, self.key)
         seen: set[str] = set()
         chunk: list[str] = []
         for key in keys:
@@ -280,16 +275,16 @@ class EntitySet:
 
     def get(self, key: str, *, select: Select = None) -> dict[str, Any] | None:
         """One record by key, or None when there is none."""
-        params = _params(select=select)
-        url = self.record_url(key) + ("?" + _encode(params) if params else "")
+        params = wire.query_params(select=select)
+        url = self.record_url(key) + ("?" + wire.encode_query(params) if params else "")
         headers = {}
-        prefer = _annotations(self.client.settings.dialect.annotations)
+        prefer = wire.annotations_preference(self.client.settings.dialect.annotations)
         if prefer:
             headers["Prefer"] = prefer
         reply = self.client.transport.send("GET", url, headers=headers, accept={404})
         if reply.status == 404:
             return None
-        doc = _json(reply, "GET", url)
+        doc = wire.parse_json(reply, "GET", url)
         if not isinstance(doc, dict):
             raise RemoteProtocolError("the record is not a JSON object", status=reply.status,
                                       method="GET", path=urlsplit(self.url).path)
@@ -332,14 +327,14 @@ class EntitySet:
             # other services say 409 Conflict.
             url = self.url
             method, exists = "POST", frozenset({409, 412})
-            body = {**values, self.key: _key_value(key, self.key_type)}
+            body = {**values, self.key: wire.key_value(key, self.key_type)}
 
         def interpret(reply: Reply) -> WriteResult:
             if reply.status in exists:
                 return WriteResult(key=key, status=reply.status, already_existed=True)
             return self._result(key, reply)
 
-        return Call(method, url, headers, _dumps(body), exists, interpret)
+        return Call(method, url, headers, wire.dumps(body), exists, interpret)
 
     def update_call(self, key: str, values: Mapping[str, Any], *,
                     etag: str | None = None) -> Call:
@@ -358,7 +353,7 @@ class EntitySet:
                     cls=RemoteNotFound if reply.status == 404 else RemoteConflict)
             return self._result(key, reply)
 
-        return Call("PATCH", url, headers, _dumps(dict(values)), frozenset({404, 412}),
+        return Call("PATCH", url, headers, wire.dumps(dict(values)), frozenset({404, 412}),
                     interpret)
 
     def delete_call(self, key: str, *, etag: str | None = None) -> Call:
@@ -383,7 +378,7 @@ class EntitySet:
     def _result(self, key: str, reply: Reply) -> WriteResult:
         record: dict[str, Any] | None = None
         if reply.body.strip() and "json" in reply.headers.get("Content-Type", "json"):
-            doc = _json(reply, "PATCH", self.url)
+            doc = wire.parse_json(reply, "PATCH", self.url)
             record = doc if isinstance(doc, dict) else None
         etag = (record or {}).get("@odata.etag") or reply.headers.get("ETag")
         stamp = parse_datetime((record or {}).get(self.modified_on))
@@ -396,99 +391,3 @@ class EntitySet:
 def bind(target_set: str, key: str, key_type: KeyType = "guid") -> str:
     """``/target_set(key)``, the value of a ``<navigation property>@odata.bind``."""
     return f"/{filters.prop(target_set)}({filters.key_literal(key, key_type)})"
-
-
-def parse_datetime(value: object) -> datetime | None:
-    """An OData DateTimeOffset (``2024-01-02T03:04:05Z``, fractions up to 7 digits) as an
-    aware datetime; None for anything else."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
-    if "." in text:  # .NET writes 7 fractional digits, Python reads at most 6
-        head, _, rest = text.partition(".")
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        text = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
-def _params(*, select: Select = None, filter: str | None = None,
-            orderby: str | None = None, top: int | None = None) -> dict[str, str]:
-    params: dict[str, str] = {}
-    if select:
-        params["$select"] = ",".join(filters.prop(n) for n in _names(select))
-    if filter:
-        params["$filter"] = filter
-    if orderby:
-        params["$orderby"] = orderby
-    if top is not None:
-        if top < 0:
-            raise ValueError("top must be >= 0")
-        params["$top"] = str(top)
-    return params
-
-
-def _encode(params: Mapping[str, str]) -> str:
-    # Spaces as %20 and '+' as %2B: some services read '+' in a query as a space.
-    return "&".join(f"{quote(k, safe='$')}={quote(v, safe=_QUERY_SAFE)}"
-                    for k, v in params.items())
-
-
-def _with(select: Select, *required: str) -> Select:
-    """``select`` plus the required properties (None stays None: all properties)."""
-    if not select:
-        return select
-    names = _names(select)
-    return names + [r for r in required if r not in names]
-
-
-def _names(select: Sequence[str] | str) -> list[str]:
-    """Property names from ``"a,b"`` or ``["a", "b"]``."""
-    parts = [select] if isinstance(select, str) else list(select)
-    return [n.strip() for part in parts for n in part.split(",") if n.strip()]
-
-
-def _prefer(*parts: str | None) -> str:
-    return ",".join(p for p in parts if p)
-
-
-def _annotations(value: str | None) -> str | None:
-    return f'odata.include-annotations="{value}"' if value else None
-
-
-def _json(reply: Reply, method: str, url: str) -> Any:
-    try:
-        return json.loads(reply.body)
-    except (ValueError, UnicodeDecodeError):
-        raise RemoteProtocolError("the response is not JSON", status=reply.status,
-                                  method=method, path=urlsplit(url).path) from None
-
-
-def _key_value(key: str, key_type: KeyType) -> Any:
-    if key_type == "int":
-        return int(filters.key_literal(key, "int"))
-    if key_type == "guid":
-        return filters.guid(key)
-    return key
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, datetime):
-        return filters.datetime_literal(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, Decimal):
-        # Exact for up to 15 significant digits (float repr round-trips), which covers
-        # Dataverse money and decimal columns.
-        return float(value)
-    raise TypeError(f"cannot send a {type(value).__name__} as JSON")
-
-
-def _dumps(values: Mapping[str, Any]) -> bytes:
-    return json.dumps(values, default=_json_default, ensure_ascii=False,
-                      separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,124 @@
+"""How queries and values look on the wire: query strings (``$select``, ``$filter``,
+``Prefer``), JSON request bodies (datetimes as UTC ``Z``, GUIDs, decimals) and the parsing of
+JSON replies and OData timestamps."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from worker.remote import filters
+from worker.remote.errors import RemoteProtocolError
+from worker.remote.filters import KeyType
+from worker.remote.transport import Reply
+
+Select = Sequence[str] | str | None
+_QUERY_SAFE = "$,()'/:@-._~"
+
+
+def parse_datetime(value: object) -> datetime | None:
+    """An OData DateTimeOffset (``2024-01-02T03:04:05Z``, fractions up to 7 digits) as an
+    aware datetime; None for anything else."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    if "." in text:  # .NET writes 7 fractional digits, Python reads at most 6
+        head, _, rest = text.partition(".")
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def query_params(*, select: Select = None, filter: str | None = None,
+                 orderby: str | None = None, top: int | None = None) -> dict[str, str]:
+    """The system query options of a read (property names checked)."""
+    params: dict[str, str] = {}
+    if select:
+        params["$select"] = ",".join(filters.prop(n) for n in property_names(select))
+    if filter:
+        params["$filter"] = filter
+    if orderby:
+        params["$orderby"] = orderby
+    if top is not None:
+        if top < 0:
+            raise ValueError("top must be >= 0")
+        params["$top"] = str(top)
+    return params
+
+
+def encode_query(params: Mapping[str, str]) -> str:
+    """``$filter=a%20eq%201&…``: spaces as %20 and '+' as %2B, since some services read
+    a '+' in a query as a space; OData's own punctuation stays readable."""
+    return "&".join(f"{quote(k, safe='$')}={quote(v, safe=_QUERY_SAFE)}"
+                    for k, v in params.items())
+
+
+def with_required(select: Select, *required: str) -> Select:
+    """``select`` plus the required properties (None stays None: all properties)."""
+    if not select:
+        return select
+    names = property_names(select)
+    return names + [r for r in required if r not in names]
+
+
+def property_names(select: Sequence[str] | str) -> list[str]:
+    """Property names from ``"a,b"`` or ``["a", "b"]``."""
+    parts = [select] if isinstance(select, str) else list(select)
+    return [n.strip() for part in parts for n in part.split(",") if n.strip()]
+
+
+def prefer(*parts: str | None) -> str:
+    """A ``Prefer`` header value from the preferences given (None ones skipped)."""
+    return ",".join(p for p in parts if p)
+
+
+def annotations_preference(value: str | None) -> str | None:
+    """``odata.include-annotations="<value>"``, or None when no annotations are wanted."""
+    return f'odata.include-annotations="{value}"' if value else None
+
+
+def parse_json(reply: Reply, method: str, url: str) -> Any:
+    """The JSON body of a reply; RemoteProtocolError when it is not JSON."""
+    try:
+        return json.loads(reply.body)
+    except (ValueError, UnicodeDecodeError):
+        raise RemoteProtocolError("the response is not JSON", status=reply.status,
+                                  method=method, path=urlsplit(url).path) from None
+
+
+def key_value(key: str, key_type: KeyType) -> Any:
+    """A key as a JSON value in a request body (an int for ``int`` keys)."""
+    if key_type == "int":
+        return int(filters.key_literal(key, "int"))
+    if key_type == "guid":
+        return filters.guid(key)
+    return key
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return filters.datetime_literal(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        # Exact for up to 15 significant digits (float repr round-trips), which covers
+        # Dataverse money and decimal columns.
+        return float(value)
+    raise TypeError(f"cannot send a {type(value).__name__} as JSON")
+
+
+def dumps(values: Mapping[str, Any]) -> bytes:
+    """A request body: compact UTF-8 JSON, datetimes as UTC ``Z``, UUIDs and Decimals."""
+    return json.dumps(values, default=_json_default, ensure_ascii=False,
+                      separators=(",", ":")).encode("utf-8")
