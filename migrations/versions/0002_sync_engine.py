@@ -45,9 +45,11 @@ ALTER TABLE crmsync.integration_table_mappings
         CONSTRAINT integration_table_mappings_deletion_conflict_resolution_known
         CHECK (deletion_conflict_resolution IN
                ('none', 'restore_records', 'remove_coupling', 'propagate_delete')),
-    -- High-water marks. Trigger mode: every change of a transaction whose id is below
-    -- local_watermark (a pg_snapshot_xmin) has been read. modified_at mode and the remote
-    -- side: the highest modified-on stamp read, re-read inclusively with overlap.
+    -- High-water marks. Trigger mode: local_snapshot is the pg_current_snapshot() of the
+    -- last read; every change visible in it has been read, and local_watermark is its xmin
+    -- (changes below it can be pruned). modified_at mode and the remote side: the highest
+    -- modified-on stamp read, re-read inclusively with overlap.
+    ADD COLUMN local_snapshot text,
     ADD COLUMN local_watermark bigint,
     ADD COLUMN local_modified_since timestamptz,
     ADD COLUMN remote_modified_since timestamptz,
@@ -179,8 +181,9 @@ CREATE TABLE crmsync.sync_job_errors (
 CREATE INDEX sync_job_errors_job ON crmsync.sync_job_errors (job_id);
 
 -- The local change log, fed by statement-level triggers that crmsync installs on each
--- mapped table (see worker/sync/capture.py). Read up to pg_snapshot_xmin, so a change whose
--- transaction commits late is still read by the next pass.
+-- mapped table (see worker/sync/capture.py). A pass reads the changes visible in its snapshot
+-- and not in the previous pass's, so a change whose transaction commits late is still read by
+-- the next pass, and a long transaction holds back nothing but its own changes.
 CREATE TABLE crmsync.local_changes (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     table_name  text NOT NULL,
@@ -235,7 +238,7 @@ ALTER TABLE crmsync.integration_table_mappings
     DROP COLUMN remote_key, DROP COLUMN remote_modified_on, DROP COLUMN direction,
     DROP COLUMN local_filter, DROP COLUMN remote_filter, DROP COLUMN sync_only_coupled,
     DROP COLUMN update_conflict_resolution, DROP COLUMN deletion_conflict_resolution,
-    DROP COLUMN local_watermark, DROP COLUMN local_modified_since,
+    DROP COLUMN local_snapshot, DROP COLUMN local_watermark, DROP COLUMN local_modified_since,
     DROP COLUMN remote_modified_since, DROP COLUMN delta_link, DROP COLUMN triggers_installed,
     DROP COLUMN updated_at;
 """

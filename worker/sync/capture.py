@@ -1,10 +1,11 @@
 """Local change capture.
 
 Default ('trigger' mode): statement-level triggers on the mapped table write each changed
-key to ``crmsync.local_changes`` with the writer's transaction id. A pass reads the changes
-of transactions below ``pg_snapshot_xmin(pg_current_snapshot())`` that it has not read yet:
-every transaction below that horizon has ended, so a writer that commits after a pass began
-is read by the next pass, never skipped (the classic timestamp-cursor miss).
+key to ``crmsync.local_changes`` with the writer's transaction id. A pass takes
+``pg_current_snapshot()`` and reads the changes visible in it but not in the previous pass's
+snapshot. A writer that commits after a pass began is invisible to that pass and visible to
+the next one, so it is never skipped (the classic timestamp-cursor miss), and a long-running
+transaction elsewhere delays nobody's changes but its own.
 
 'modified_at' mode, for tables where triggers are not allowed: the table's modified-at
 column is read inclusively with an overlap and deduplicated by the couplings' snapshots. It
@@ -65,8 +66,8 @@ def install(conn: Connection, mapping: TableMapping) -> bool:
             f"CREATE TRIGGER crmsync_capture_{event} {clause.format(t=table)} "
             f"FOR EACH STATEMENT EXECUTE FUNCTION crmsync.capture_local_changes('{key}')"))
     conn.execute(sa.text(
-        "UPDATE crmsync.integration_table_mappings SET local_watermark = NULL "
-        "WHERE local_table = :t"), {"t": mapping.local_table})
+        "UPDATE crmsync.integration_table_mappings SET local_watermark = NULL, "
+        "local_snapshot = NULL WHERE local_table = :t"), {"t": mapping.local_table})
     mapping_store.set_triggers_installed(conn, mapping.name, True)
     return True
 
@@ -112,35 +113,35 @@ class LocalChanges:
     full_scan: bool
 
 
-def horizon(conn: Connection) -> int:
-    """The oldest transaction still running: every change below it is final."""
-    return int(conn.scalar(sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")))
-
-
 def collect(conn: Connection, mapping: TableMapping, table: LocalTable,
             where: sa.ColumnElement[bool], *, full: bool) -> LocalChanges:
     if mapping.change_capture == "modified_at":
         return _collect_modified_at(conn, mapping, table, where, full=full)
     install(conn, mapping)  # a mapping enabled by plain SQL gets its triggers here
-    watermark = conn.scalar(sa.text(
-        "SELECT local_watermark FROM crmsync.integration_table_mappings WHERE name = :n"),
+    previous = conn.scalar(sa.text(
+        "SELECT local_snapshot FROM crmsync.integration_table_mappings WHERE name = :n"),
         {"n": mapping.name})
-    high = horizon(conn)
+    current = str(conn.scalar(sa.text("SELECT CAST(pg_current_snapshot() AS text)")))
 
     def commit_mark(c: Connection) -> None:
-        mapping_store.save_local_watermark(c, mapping.name, high)
+        mapping_store.save_local_snapshot(c, mapping.name, current)
         _prune(c, mapping.local_table)
 
-    if full or watermark is None:
+    if full or previous is None:
         return LocalChanges(list(table.all_keys(conn, where)), set(), commit_mark, True)
+    # Changes visible now and not at the previous read: committed since, whatever their
+    # transaction's age. Both snapshots are explicit, so a transaction committing while this
+    # query runs is left for the next read instead of being half-counted.
     rows = conn.execute(sa.text(
         """
         SELECT DISTINCT ON (row_key) row_key, operation
           FROM crmsync.local_changes
-         WHERE table_name = :t AND xid >= CAST(CAST(:low AS text) AS xid8)
-           AND xid < CAST(CAST(:high AS text) AS xid8)
+         WHERE table_name = :t
+           AND xid >= pg_snapshot_xmin(CAST(:prev AS pg_snapshot))
+           AND NOT pg_visible_in_snapshot(xid, CAST(:prev AS pg_snapshot))
+           AND pg_visible_in_snapshot(xid, CAST(:cur AS pg_snapshot))
          ORDER BY row_key, id DESC
-        """), {"t": mapping.local_table, "low": watermark, "high": high}).all()
+        """), {"t": mapping.local_table, "prev": previous, "cur": current}).all()
     keys = [k for k, _ in rows]
     deleted = {k for k, op in rows if op == "D"}
     return LocalChanges(keys, deleted, commit_mark, False)

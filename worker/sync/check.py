@@ -159,15 +159,18 @@ def _check_lookup(engine: Engine, mapping: TableMapping, f: FieldMapping, where:
     column = f.lookup_local_column or target.local_key
     if column not in table.table.c:
         add(where, f"lookup_local_column {column!r} is not a column of {target.local_table}")
-    if not target.enabled:
-        add(where, f"lookup_mapping {target.name} is disabled")
     if target.name not in _ancestors(engine, mapping.name):
         add(where, f"looks up {target.name} but does not depend on it: add the dependency "
                    f"so that {target.name} is synchronized first")
 
 
 def _ancestors(engine: Engine, name: str) -> set[str]:
-    deps = mapping_store.dependencies(engine)
+    deps: dict[str, set[str]] = {}
+    with engine.connect() as conn:
+        for child, parent in conn.execute(sa.text(
+                "SELECT mapping_name, depends_on "
+                "FROM crmsync.integration_table_mapping_dependencies")):
+            deps.setdefault(child, set()).add(parent)
     seen: set[str] = set()
     todo = list(deps.get(name, ()))
     while todo:

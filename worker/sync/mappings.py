@@ -63,11 +63,12 @@ def dependencies(engine: Engine) -> dict[str, set[str]]:
     return deps
 
 
-def save_local_watermark(conn: Connection, name: str, watermark: int) -> None:
+def save_local_snapshot(conn: Connection, name: str, snapshot: str) -> None:
     conn.execute(sa.text(
         "UPDATE crmsync.integration_table_mappings "
-        "SET local_watermark = GREATEST(COALESCE(local_watermark, 0), :w), updated_at = now() "
-        "WHERE name = :n"), {"n": name, "w": watermark})
+        "SET local_snapshot = CAST(:s AS text), updated_at = now(), local_watermark = "
+        "CAST(CAST(pg_snapshot_xmin(CAST(CAST(:s AS text) AS pg_snapshot)) AS text) AS bigint) "
+        "WHERE name = :n"), {"n": name, "s": snapshot})
 
 
 def save_local_modified_since(conn: Connection, name: str, stamp: datetime) -> None:
@@ -89,8 +90,8 @@ def clear_marks(engine: Engine, names: list[str]) -> None:
     with translate_errors(), engine.begin() as conn:
         conn.execute(sa.text(
             "UPDATE crmsync.integration_table_mappings SET local_watermark = NULL, "
-            "local_modified_since = NULL, remote_modified_since = NULL, delta_link = NULL "
-            "WHERE name = ANY(:n)"), {"n": names})
+            "local_snapshot = NULL, local_modified_since = NULL, remote_modified_since = NULL, "
+            "delta_link = NULL WHERE name = ANY(:n)"), {"n": names})
 
 
 def set_triggers_installed(conn: Connection, name: str, installed: bool) -> None:
