@@ -146,7 +146,8 @@ def test_a_repeated_next_link_is_an_error() -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Looping)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
     thread.start()
     try:
         settings = load_connection(env={

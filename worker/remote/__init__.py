@@ -7,11 +7,13 @@ write many records at once. docs/remote.md is the configuration reference."""
 from __future__ import annotations
 
 from worker.remote.batch import Operation, OperationResult
+from worker.remote.changes import Change, ChangeFeed
 from worker.remote.client import EntitySet, ODataClient, WriteResult, bind
 from worker.remote.config import ConnectionSettings, Dialect, load_connection
 from worker.remote.errors import (
     RemoteAuthError,
     RemoteConflict,
+    RemoteDeltaExpired,
     RemoteError,
     RemoteNotFound,
     RemoteProtocolError,
@@ -24,6 +26,8 @@ from worker.remote.secrets import Secret
 
 __all__ = [
     "CallbackObserver",
+    "Change",
+    "ChangeFeed",
     "ConnectionSettings",
     "Dialect",
     "EntitySet",
@@ -32,6 +36,7 @@ __all__ = [
     "OperationResult",
     "RemoteAuthError",
     "RemoteConflict",
+    "RemoteDeltaExpired",
     "RemoteError",
     "RemoteNotFound",
     "RemoteProtocolError",

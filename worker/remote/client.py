@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from worker.remote import filters, wire
+from worker.remote.changes import ChangeFeed
 from worker.remote.config import ConnectionSettings
 from worker.remote.errors import RemoteConflict, RemoteNotFound, RemoteProtocolError
 from worker.remote.filters import KeyType
@@ -272,6 +273,13 @@ class EntitySet:
         if chunk:
             yield from self.read(select=columns,
                                  filter=filters.key_in(self.key, chunk, self.key_type))
+
+    def read_changes(self, delta_link: str | None = None, *,
+                     select: Select = None) -> ChangeFeed:
+        """Records created, changed or deleted since ``delta_link`` (everything when None),
+        through change tracking; the feed's ``delta_link`` is the next one to use. Needs
+        the dialect's ``change_tracking``."""
+        return ChangeFeed(self, delta_link, select)
 
     def get(self, key: str, *, select: Select = None) -> dict[str, Any] | None:
         """One record by key, or None when there is none."""

@@ -89,3 +89,8 @@ class RemoteProtocolError(RemoteError):
     """The service answered something the OData protocol does not allow: a repeated
     ``@odata.nextLink``, a body that is not JSON, a $batch response that does not match
     the request."""
+
+
+class RemoteDeltaExpired(RemoteError):
+    """A change-tracking delta link is no longer valid (HTTP 410): read everything again
+    (a full reconcile) and start over without a delta link."""
