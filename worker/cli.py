@@ -19,6 +19,7 @@ COMMANDS = (
     "worker.commands.entries",
     "worker.commands.emulator",
     "worker.commands.sync",
+    "worker.commands.sample",
 )
 
 log = logging.getLogger(__name__)
