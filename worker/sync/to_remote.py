@@ -75,6 +75,7 @@ class _Chunk:
         self.local_deletes: list[tuple[str, int]] = []
         self.restores: list[tuple[int, str]] = []  # (coupling id, new remote id)
         self.restore_locals: list[Coupling] = []
+        self.uncouple_quietly: list[int] = []  # already counted
 
     def run(self) -> None:
         px = self.px
@@ -199,11 +200,16 @@ class _Chunk:
         if policy is DeletionConflict.PROPAGATE_DELETE:
             self.local_deletes.append((key, coupling.id))
         elif policy is DeletionConflict.REMOVE_COUPLING:
-            self.uncouple.append(coupling.id)
-            if not px.mapping.sync_only_coupled:
+            px.count("uncoupled")
+            if px.mapping.sync_only_coupled:
+                self.uncouple_quietly.append(coupling.id)
+            else:
+                # Uncoupled and, as an uncoupled record of this mapping, created anew: the
+                # coupling row is reused for the new record's intent.
                 remote_id = new_id()
-                self.intents.append((key, remote_id))
-                self.writes.append(_Write("create", key, None, values, None, set(), remote_id))
+                self.restores.append((coupling.id, remote_id))
+                self.writes.append(_Write("create", key, coupling, values, None, set(),
+                                          remote_id))
         elif policy is DeletionConflict.RESTORE_RECORDS:
             remote_id = new_id()
             self.restores.append((coupling.id, remote_id))
@@ -248,6 +254,7 @@ class _Chunk:
                 px.fail(conn, coupling or fresh.get(key), message, local_id=key)
             coupling_store.record_successes(conn, TO, px.job_id, self.successes)
             px.count("uncoupled", coupling_store.delete(conn, self.uncouple))
+            coupling_store.delete(conn, self.uncouple_quietly)
             if self.local_deletes:
                 mark_own_writes(conn)
                 for key, _ in self.local_deletes:
