@@ -133,7 +133,7 @@ def _requests_client(root: str) -> Sender:
 
 def _http_client(root: str) -> Sender:
     url = urlsplit(root)
-    connection = http.client.HTTPConnection(url.hostname, url.port)
+    connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port)
 
     def send(method: str, path: str, body: bytes, headers: dict[str, str]) -> int:
         connection.request(method, path, body=body or None, headers=headers)

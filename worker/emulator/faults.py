@@ -136,7 +136,7 @@ class FaultInjector:
         if unknown:
             raise ValueError(f"unknown fault fields {sorted(unknown)}")
         try:
-            kind = FaultKind(doc.get("kind"))
+            kind = FaultKind(str(doc.get("kind")))
         except ValueError:
             raise ValueError(f"kind must be one of {[k.value for k in FaultKind]}") from None
         fault = Fault(

@@ -48,6 +48,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 300  # an idle keep-alive connection is closed after this many seconds
     server: _HTTPServer
     fields: dict[str, str]
+    raw_requestline: bytes  # set by handle_one_request before parse_request
 
     def setup(self) -> None:
         super().setup()
