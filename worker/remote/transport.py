@@ -140,15 +140,9 @@ class Transport:
             try:
                 reply = self._exchange(method, url, body, headers, authorization)
             except TRANSIENT_EXCEPTIONS as exc:
-                delay = self.policy.delay(attempt) if idempotent else None
-                if delay is None:
-                    raise RemoteUnavailable(
-                        f"no response ({type(exc).__name__}) after {attempt} attempt(s)",
-                        method=method, path=path) from None
-                log.warning("remote request failed, retrying", extra={
-                    "connection": self.settings.name, "method": method, "path": path,
-                    "error": type(exc).__name__, "attempt": attempt, "delay": delay})
-                self.sleep(delay)
+                if not idempotent:
+                    raise self._no_response(exc, method, path, attempt) from None
+                self._back_off(method, url, attempt, error=exc)
                 continue
             if reply.status in accept:
                 return reply
@@ -166,14 +160,34 @@ class Transport:
                                retriable=idempotent or reply.status == 429)
                 continue
             if outcome is Outcome.RETRIABLE and idempotent:
-                delay = self.policy.delay(attempt, retry_after)
-                if delay is not None:
-                    log.warning("remote request failed, retrying", extra={
-                        "connection": self.settings.name, "method": method, "path": path,
-                        "status": reply.status, "attempt": attempt, "delay": delay})
-                    self.sleep(delay)
-                    continue
+                self._back_off(method, url, attempt, reply=reply, retry_after=retry_after)
+                continue
             raise self.error(reply, method, url, outcome)
+
+    def _back_off(self, method: str, url: str, attempt: int, *,
+                  error: BaseException | None = None, reply: Reply | None = None,
+                  retry_after: float | None = None) -> None:
+        """Sleep before the next attempt of a failed idempotent request (this thread
+        only), or raise when the attempts are spent."""
+        path = urlsplit(url).path
+        delay = self.policy.delay(attempt, retry_after)
+        if delay is None:
+            if reply is not None:
+                raise self.error(reply, method, url, Outcome.RETRIABLE)
+            raise self._no_response(error, method, path, attempt) from None
+        log.warning("remote request failed, retrying", extra={
+            "connection": self.settings.name, "method": method, "path": path,
+            "status": reply.status if reply is not None else None,
+            "error": type(error).__name__ if error is not None else None,
+            "attempt": attempt, "delay": round(delay, 3)})
+        self.sleep(delay)
+
+    @staticmethod
+    def _no_response(error: BaseException | None, method: str, path: str,
+                     attempt: int) -> RemoteUnavailable:
+        kind = type(error).__name__ if error is not None else "no reply"
+        return RemoteUnavailable(f"no response ({kind}) after {attempt} attempt(s)",
+                                 method=method, path=path)
 
     def _exchange(
         self,
