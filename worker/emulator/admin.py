@@ -48,7 +48,7 @@ class AdminApi:
 
     def _stats(self) -> dict[str, Any]:
         doc = self.emulator.stats.snapshot()
-        doc["faults_injected"] = dict(self.emulator.faults.injected)
+        doc["faults_injected"] = self.emulator.faults.injected_counts()
         doc["records"] = {s.name: self.emulator.store.count(s.name)
                           for s in self.emulator.schema}
         return doc

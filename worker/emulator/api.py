@@ -19,7 +19,7 @@ from worker.emulator.protocol import (
 )
 from worker.emulator.schema import EntitySet, Schema
 from worker.emulator.store import Store, etag_matches, etag_of
-from worker.emulator.values import parse_body, render
+from worker.emulator.values import coerce, parse_body, render
 
 # WhoAmI answers with these when no system user exists yet (the emulator has no sign-in).
 _ORGANIZATION_ID = "4f4b1e0a-9f3c-4a52-9e43-0c0c5e0d0001"
@@ -127,11 +127,12 @@ class DataApi:
             key = self.store.resolve(ref)
             if key is None and ref.alternate and changes.key is None:
                 changes.key = str(uuid.uuid4())
+            alternate = tuple((name, coerce(entity_set, entity_set.properties[name], value))
+                              for name, value in ref.alternate) if key is None else ()
             record, created = self.store.upsert(
                 entity_set.name, key or changes.key, changes,
                 if_match=request.headers.get("if-match"),
-                if_none_match=request.headers.get("if-none-match"),
-                alternate=ref.alternate if key is None else ())
+                if_none_match=request.headers.get("if-none-match"), alternate=alternate)
         return self._write_response(request, entity_set, record, created=created)
 
     def _delete(self, request: Request, entity_set: EntitySet, ref: EntityRef) -> Response:

@@ -146,6 +146,11 @@ class FaultInjector:
             methods=_methods(doc.get("methods")))
         return self.add(fault)
 
+    def injected_counts(self) -> dict[str, int]:
+        """How many requests each kind of fault has affected since the last clear."""
+        with self._lock:
+            return dict(self.injected)
+
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()

@@ -6,6 +6,7 @@ The HTTP server and the ``$batch`` reader both build a ``Request`` and send back
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -15,6 +16,9 @@ from worker.emulator.errors import PAYLOAD_ERROR, ODataError
 from worker.emulator.paths import SERVICE_PATH
 
 JSON_TYPE = "application/json; odata.metadata=minimal"
+# One preference of a Prefer header: a name, maybe "=value", the value maybe quoted (and
+# then possibly holding commas, as odata.include-annotations="a,b" does).
+_PREFERENCE = re.compile(r'([\w.-]+)\s*(?:=\s*("[^"]*"|[^,;]*))?')
 ODATA_HEADERS = (("OData-Version", "4.0"),)
 
 
@@ -42,12 +46,8 @@ class Request:
 
     def preferences(self) -> dict[str, str]:
         """The ``Prefer`` header as name -> value ("" for flags)."""
-        prefs: dict[str, str] = {}
-        for item in self.headers.get("prefer", "").split(","):
-            name, _, value = item.strip().partition("=")
-            if name:
-                prefs[name.strip().lower()] = value.strip().strip('"')
-        return prefs
+        return {name.lower(): value.strip().strip('"')
+                for name, value in _PREFERENCE.findall(self.headers.get("prefer", ""))}
 
 
 @dataclass

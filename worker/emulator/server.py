@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from worker.emulator.app import Emulator, Stats
+from worker.emulator.app import Emulator, Outcome, Stats
 from worker.emulator.auth import TOKEN_PATH
 from worker.emulator.faults import FaultInjector
 from worker.emulator.paths import SERVICE_PATH
@@ -70,7 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
         ``100 Continue`` when asked."""
         words = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n").split()
         self.requestline = " ".join(words)
-        self.request_version = "HTTP/1.1"
+        self.command, self.path, self.request_version = "", "", "HTTP/1.1"  # for send_error
         if len(words) != 3 or words[2] not in ("HTTP/1.1", "HTTP/1.0"):
             self.close_connection = True
             self.send_error(400, "Bad request line")
@@ -84,7 +84,7 @@ class _Handler(BaseHTTPRequestHandler):
             name, colon, value = str(line, "iso-8859-1").partition(":")
             if len(line) > _MAX_LINE or not colon:
                 self.close_connection = True
-                self.send_error(400 if colon else 431, "Bad header line")
+                self.send_error(431 if len(line) > _MAX_LINE else 400, "Bad header line")
                 return False
             name = name.strip().lower()
             value = value.strip()
@@ -101,6 +101,9 @@ class _Handler(BaseHTTPRequestHandler):
                 and self.request_version == "HTTP/1.1"):
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return True
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def do_GET(self) -> None:
         self._serve()
@@ -123,7 +126,12 @@ class _Handler(BaseHTTPRequestHandler):
         request = Request(self.command, unquote(path),
                           dict(parse_qsl(query, keep_blank_values=True)), self.fields, body,
                           f"http://{host}")
-        outcome = self.server.emulator.handle(request)
+        try:
+            outcome = self.server.emulator.handle(request)
+        except Exception:  # a bug here must answer 500, not kill the connection's thread
+            log.exception("emulator failed on a request", extra={"path": request.path})
+            outcome = Outcome(Response(500, [("Content-Type", "text/plain")],
+                                       b"crmsync emulator: internal error"))
         if outcome.drop:
             self._drop()
             return
