@@ -30,6 +30,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--shutdown-timeout", type=float,
                         default=float(env("CRMSYNC_SHUTDOWN_TIMEOUT", "30")),
                         help="on SIGTERM, wait this long for running jobs (default 30)")
+    parser.add_argument("--change-delay", type=float,
+                        default=float(env("CRMSYNC_CHANGE_DELAY", "30")),
+                        help="a change to a mapped table makes its entry due within this many "
+                             "seconds (NAV: 30)")
     parser.add_argument("--identity", default=env("CRMSYNC_WORKER_ID"),
                         help="worker identity (default host:pid:start)")
     parser.set_defaults(func=_run)
@@ -46,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
         poll_interval=args.poll_interval,
         reap_interval=max(min(args.lease_seconds / 2, 10.0), 0.5),
         shutdown_timeout=args.shutdown_timeout,
+        change_wake_delay=timedelta(seconds=args.change_delay),
     )
     worker = Worker(engine, handlers, config, identity=args.identity)
     install_signal_handlers(worker)

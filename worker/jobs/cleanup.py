@@ -1,4 +1,6 @@
-"""The 'cleanup' job kind: deletes finished log rows older than ``parameters.days`` (30)."""
+"""The 'cleanup' job kind: deletes finished job queue log rows and sync jobs (with their
+errors) older than ``parameters.days`` (default 30, NAV's one month). Sync jobs that a
+skipped coupling still points at are kept: they explain the skip."""
 
 from __future__ import annotations
 
@@ -9,9 +11,7 @@ import sqlalchemy as sa
 from worker.errors import JobError
 from worker.jobs import RunContext, RunResult
 from worker.queue.manager import QueueManager
-
-# Other modules (the sync engine's job log) add their own deleters here.
-EXTRA_CLEANERS: list = []
+from worker.sync import joblog
 
 
 def cleanup(ctx: RunContext) -> RunResult:
@@ -20,7 +20,7 @@ def cleanup(ctx: RunContext) -> RunResult:
         raise JobError(f"parameters.days: expected a number of days >= 0, got {days!r}")
     with ctx.engine.begin() as conn:
         cutoff = conn.scalar(sa.text("SELECT now()")) - timedelta(days=days)
-        deleted = QueueManager(ctx.engine).delete_log_entries_before(conn, cutoff)
-        extra = [cleaner(conn, cutoff) for cleaner in EXTRA_CLEANERS]
-    parts = [f"{deleted} log entries"] + [str(e) for e in extra]
-    return RunResult(message=f"deleted {', '.join(parts)} older than {days} days")
+        sync_jobs = joblog.delete_older_than(conn, cutoff)
+        log_entries = QueueManager(ctx.engine).delete_log_entries_before(conn, cutoff)
+    return RunResult(message=f"deleted {log_entries} log entries and {sync_jobs} "
+                             f"older than {days} days")

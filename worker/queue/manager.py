@@ -218,6 +218,23 @@ class QueueManager:
             "last_error": decision.last_error,
         })
 
+    def pull_forward(self, tables: Sequence[str], delay: timedelta) -> int:
+        """A mapped local table changed: its sync entries run within ``delay`` (also out of
+        'on_hold_inactivity'), unless they are due sooner anyway."""
+        with translate_errors(), self.engine.begin() as conn:
+            return conn.execute(sa.text(
+                """
+                UPDATE crmsync.job_queue_entries e
+                   SET next_run_at = LEAST(e.next_run_at, now() + :delay),
+                       status = CASE WHEN e.status = 'on_hold_inactivity' THEN 'ready'
+                                     ELSE e.status END
+                  FROM crmsync.integration_table_mappings m
+                 WHERE e.job_kind = 'sync_mapping' AND e.mapping_name = m.name
+                   AND m.local_table = ANY(:tables) AND m.enabled
+                   AND e.status IN ('ready', 'waiting', 'on_hold_inactivity')
+                   AND (e.next_run_at IS NULL OR e.next_run_at > now() + :delay)
+                """), {"tables": list(tables), "delay": delay}).rowcount
+
     def next_due_at(self) -> datetime | None:
         """When the earliest waiting entry becomes due (for the local wake-up timer)."""
         with translate_errors(), self.engine.connect() as conn:

@@ -150,13 +150,7 @@ def _run_batched(client: ODataClient, ops: list[Operation], calls: dict[int, Cal
         pause, throttled = 0.0, False
         for chunk_replies in rounds:
             for i, reply in chunk_replies:
-                call, op = calls[i], ops[i]
-                if reply is None:  # the service skipped it
-                    outcome, retry_after = Outcome.RETRIABLE, None
-                else:
-                    retry_after = parse_retry_after(reply.headers.get("Retry-After"))
-                    outcome = (Outcome.OK if reply.status in call.accept
-                               else classify(reply.status, retry_after=retry_after))
+                outcome, retry_after = _outcome(calls[i], reply)
                 if outcome in (Outcome.THROTTLED, Outcome.RETRIABLE):
                     delay = policy.delay(attempt, retry_after)
                     if delay is not None:
@@ -164,7 +158,7 @@ def _run_batched(client: ODataClient, ops: list[Operation], calls: dict[int, Cal
                         pause = max(pause, delay)
                         throttled = throttled or outcome is Outcome.THROTTLED
                         continue
-                results[i] = _interpret(client, op, call, reply, outcome)
+                results[i] = _interpret(client, ops[i], calls[i], reply, outcome)
         if again:
             log.warning("batch parts to send again", extra={
                 "connection": settings.name, "operations": len(again),
@@ -175,6 +169,16 @@ def _run_batched(client: ODataClient, ops: list[Operation], calls: dict[int, Cal
             else:
                 client.transport.sleep(pause)
         pending = again
+
+
+def _outcome(call: Call, reply: Reply | None) -> tuple[Outcome, float | None]:
+    """What one part's reply means; a part the service skipped (None) is retriable."""
+    if reply is None:
+        return Outcome.RETRIABLE, None
+    retry_after = parse_retry_after(reply.headers.get("Retry-After"))
+    if reply.status in call.accept:
+        return Outcome.OK, retry_after
+    return classify(reply.status, retry_after=retry_after), retry_after
 
 
 def _interpret(client: ODataClient, op: Operation, call: Call, reply: Reply | None,

@@ -15,14 +15,20 @@ import psycopg
 log = logging.getLogger(__name__)
 
 CHANNEL = "crmsync_job_queue"
+LOCAL_CHANGE_CHANNEL = "crmsync_local_change"  # payload: the changed table (schema.table)
 
 
 class Listener(threading.Thread):
-    def __init__(self, conninfo: str, on_notify: Callable[[], None], stop: threading.Event):
+    """Calls ``on_notify(channel, payload)`` for each notification; after a (re)connect it
+    calls ``on_notify(CHANNEL, "")`` once to catch up."""
+
+    def __init__(self, conninfo: str, on_notify: Callable[[str, str], None],
+                 stop: threading.Event, channels: tuple[str, ...] = (CHANNEL,)):
         super().__init__(name="crmsync-listener", daemon=True)
         self._conninfo = conninfo
         self._on_notify = on_notify
         self._stop_event = stop
+        self._channels = channels
         self.connected = False
 
     def run(self) -> None:
@@ -30,12 +36,13 @@ class Listener(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    for channel in self._channels:
+                        conn.execute(f"LISTEN {channel}")
                     self.connected, delay = True, 0.5
-                    self._on_notify()
+                    self._on_notify(CHANNEL, "")
                     while not self._stop_event.is_set():
-                        for _ in conn.notifies(timeout=1.0):
-                            self._on_notify()
+                        for note in conn.notifies(timeout=1.0):
+                            self._on_notify(note.channel, note.payload)
             except psycopg.Error as exc:
                 if self.connected:
                     log.warning("listen connection lost", extra={"error": _first_line(exc)})

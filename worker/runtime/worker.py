@@ -24,7 +24,7 @@ from worker.jobs import JobHandler, RunContext
 from worker.queue.manager import Claim, Outcome, QueueManager
 from worker.queue.models import JobKind, RunStatus
 from worker.runtime.hooks import RunHooks
-from worker.runtime.listener import Listener
+from worker.runtime.listener import CHANNEL, LOCAL_CHANGE_CHANNEL, Listener
 from worker.runtime.timers import Timers
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ class WorkerConfig:
     poll_interval: float = 2.0
     reap_interval: float = 10.0
     shutdown_timeout: float = 30.0
+    # NAV pulls a sync entry forward to now + 30 s when a mapped local table changes.
+    change_wake_delay: timedelta = timedelta(seconds=30)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -100,7 +102,9 @@ class Worker:
         self._lock = threading.Lock()
         self._runs: dict[int, _Run] = {}
         self._timers = Timers()
-        self._listener = Listener(_conninfo(engine), self._wake.set, self._stop)
+        self._listener = Listener(_conninfo(engine), self._on_notify, self._stop,
+                                  (CHANNEL, LOCAL_CHANGE_CHANNEL))
+        self._changed_tables: set[str] = set()
         self._backoff = _Backoff()
         self.database_ok = False
         self.last_heartbeat: float | None = None
@@ -147,8 +151,22 @@ class Worker:
             return len(self._runs)
 
     # -- the loop -----------------------------------------------------------------------
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel == LOCAL_CHANGE_CHANNEL and payload:
+            with self._lock:
+                self._changed_tables.add(payload)
+        self._wake.set()
+
+    def _pull_forward_changed(self) -> None:
+        """Entries of mappings whose local table changed are due within the wake delay."""
+        with self._lock:
+            tables, self._changed_tables = self._changed_tables, set()
+        if tables:
+            self.manager.pull_forward(sorted(tables), self.config.change_wake_delay)
+
     def _dispatch(self) -> None:
         try:
+            self._pull_forward_changed()
             while not self._stop.is_set() and self.running_count() < self.config.concurrency:
                 claim = self.manager.claim_next(self.id, self.config.lease)
                 if claim is None:

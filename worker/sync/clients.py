@@ -19,10 +19,17 @@ class Clients:
         self._lock = threading.Lock()
 
     def get(self, name: str) -> ODataClient:
+        """The client of connection ``name``. Settings are read again on every call (cheap),
+        so a changed configuration or rotated secret file takes effect at the next run."""
+        settings = load_connection(name)
         with self._lock:
             client = self._clients.get(name)
+            if client is not None and client.settings != settings:
+                client.close()
+                self._metadata.pop(name, None)
+                client = None
             if client is None:
-                client = ODataClient(load_connection(name), self._observer)
+                client = ODataClient(settings, self._observer)
                 self._clients[name] = client
             return client
 
