@@ -3,12 +3,18 @@ with or without Content-ID) and matching parts back to operations."""
 
 from __future__ import annotations
 
-import pytest
+import uuid
 
-from worker.remote.batch import Part, decode_batch, encode_batch, match_parts
-from worker.remote.client import Call, WriteResult
-from worker.remote.errors import RemoteProtocolError
-from worker.remote.transport import Reply
+import pytest
+import requests
+
+from worker.remote.batch import Operation, Part, decode_batch, encode_batch, match_parts
+from worker.remote.client import Call, ODataClient, WriteResult
+from worker.remote.config import ConnectionSettings
+from worker.remote.errors import RemoteProtocolError, RemoteUnavailable
+from worker.remote.transport import Reply, Transport
+
+from .stubs import ScriptedSession, response
 
 
 def _call(method: str, url: str, body: bytes | None = None) -> Call:
@@ -89,3 +95,44 @@ def test_match_by_position_and_missing_tail() -> None:
     assert [r.status if r else None for r in match_parts(3, parts)] == [201, 400, None]
     with pytest.raises(RemoteProtocolError):
         match_parts(1, parts)
+
+
+def _multipart(*parts: tuple[int, bytes, str]) -> requests.Response:
+    chunks = b"".join(
+        b"--r\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+        + f"HTTP/1.1 {status} X\r\n{headers}\r\n".encode() + body + b"\r\n"
+        for status, body, headers in parts)
+    return response(200, chunks + b"--r--\r\n",
+                    {"Content-Type": "multipart/mixed; boundary=r"})
+
+
+def test_parts_answered_with_retriable_statuses_are_sent_again() -> None:
+    ok = b'{"accountid":"x","@odata.etag":"W/\\"1\\""}'
+    json_type = "Content-Type: application/json\r\n"
+    session = ScriptedSession(
+        _multipart((201, ok, json_type), (503, b"", ""), (429, b"", "Retry-After: 0\r\n")),
+        _multipart((201, ok, json_type), (201, ok, json_type)),
+    )
+    settings = ConnectionSettings(name="crm", url="http://127.0.0.1:9/api", retry_base=0.0)
+    client = ODataClient(settings, transport=Transport(settings, session=session,
+                                                       sleep=lambda s: None))
+    accounts = client.entity_set("accounts", "accountid")
+    keys = [str(uuid.uuid4()) for _ in range(3)]
+    results = client.batch([Operation("create", accounts, k, {"name": "n"}, ref=n)
+                            for n, k in enumerate(keys)])
+    assert [(r.ref, r.ok, r.status, r.etag) for r in results] == [
+        (0, True, 201, 'W/"1"'), (1, True, 201, 'W/"1"'), (2, True, 201, 'W/"1"')]
+    second = session.sent[1]["data"]
+    assert keys[0].encode() not in second  # only the two refused parts went again
+    assert keys[1].encode() in second and keys[2].encode() in second
+
+
+def test_parts_still_failing_when_retries_run_out() -> None:
+    body = b'{"error":{"code":"0x8005F103","message":"busy"}}'
+    session = ScriptedSession(_multipart((503, body, "Content-Type: application/json\r\n")))
+    settings = ConnectionSettings(name="crm", url="http://127.0.0.1:9/api", max_retries=0)
+    client = ODataClient(settings, transport=Transport(settings, session=session))
+    accounts = client.entity_set("accounts", "accountid")
+    [result] = client.batch([Operation("delete", accounts, str(uuid.uuid4()), ref="d")])
+    assert not result.ok and isinstance(result.error, RemoteUnavailable)
+    assert result.error.code == "0x8005F103" and result.status == 503
