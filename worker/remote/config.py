@@ -144,9 +144,9 @@ def _number(lo: float, hi: float, *, positive: bool = False) -> Parser:
                 value = None
         ok = value is not None and lo <= value <= hi and not (positive and value <= 0)
         if not ok:
-            lower = f"more than {lo:g}" if positive else f"{lo:g}"
+            bounds = f"> {lo:g} and <= {hi:g}" if positive else f"{lo:g}-{hi:g}"
             raise ConfigurationError(
-                f"{where}: expected a number of seconds {lower}-{hi:g}, got {raw!r}")
+                f"{where}: expected a number of seconds {bounds}, got {raw!r}")
         assert value is not None
         return value
 
