@@ -113,7 +113,10 @@ def tokenize(text: str) -> list[Token]:
 
 @dataclass(frozen=True)
 class _Expr:
-    """A typed sub-expression: ``kind`` is string/guid/number/bool/datetime/null."""
+    """A typed sub-expression: ``kind`` is string/guid/number/bool/datetime/null.
+
+    String expressions evaluate to case-folded text (done once, at the leaves: properties
+    and literals), which is how comparisons and functions come to ignore case."""
 
     kind: str
     evaluate: Callable[[Record], Any]
@@ -171,8 +174,8 @@ class _Parser:
         self.require_bool(right, position)
         lf, rf = left.evaluate, right.evaluate
         if is_or:
-            return _Expr("bool", lambda r: bool(lf(r)) or bool(rf(r)))
-        return _Expr("bool", lambda r: bool(lf(r)) and bool(rf(r)))
+            return _Expr("bool", lambda r: lf(r) or rf(r))
+        return _Expr("bool", lambda r: lf(r) and rf(r))
 
     def parse_unary(self) -> _Expr:
         if self.at_word("not"):
@@ -199,7 +202,6 @@ class _Parser:
                               f"Found operand types '{a}' and '{b}' for operator '{token.text}'",
                               token.position)
         compare = _COMPARISONS[token.text]
-        fold = kinds == {"string"}
         lf, rf = left.evaluate, right.evaluate
         null_result = {"eq": True, "ne": False}.get(token.text)
 
@@ -210,8 +212,6 @@ class _Parser:
                 if null_result is None:
                     return False
                 return (a is None and b is None) == null_result
-            if fold:
-                a, b = a.casefold(), b.casefold()
             return compare(a, b)
 
         return _Expr("bool", evaluate)
@@ -233,7 +233,7 @@ class _Parser:
             return self.property(token)
         if token.kind in ("string", "number", "guid", "datetime"):
             self.advance()
-            value = token.value
+            value = token.value.casefold() if token.kind == "string" else token.value
             return _Expr(token.kind, lambda r: value)
         if token.kind == "end":
             raise FilterError("unexpected end of expression", token.position)
@@ -245,8 +245,10 @@ class _Parser:
             raise FilterError(f"Could not find a property named '{token.text}' on type "
                               f"'Microsoft.Dynamics.CRM.{self.entity_set.entity_type}'",
                               token.position)
-        name = prop.name
-        return _Expr(_EDM_KIND[prop.type], lambda r: r.get(name))
+        name, kind = prop.name, _EDM_KIND[prop.type]
+        if kind == "string":
+            return _Expr(kind, lambda r: None if (v := r.get(name)) is None else v.casefold())
+        return _Expr(kind, lambda r: r.get(name))
 
     def function(self, token: Token) -> _Expr:
         self.expect("(")
@@ -264,7 +266,7 @@ class _Parser:
             text, part = hay(record), needle(record)
             if text is None or part is None:
                 return False
-            return test(text.casefold(), part.casefold())
+            return test(text, part)
 
         return _Expr("bool", evaluate)
 
