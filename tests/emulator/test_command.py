@@ -36,6 +36,7 @@ def wait_until_serving(url: str, process: subprocess.Popen[str]) -> None:
     raise AssertionError("the emulator did not start")
 
 
+@pytest.mark.slow
 def test_command_serves_until_sigterm_and_keeps_its_data_file(tmp_path: Path) -> None:
     port = free_port()
     data_file = tmp_path / "crm.json"
