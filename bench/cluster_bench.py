@@ -40,7 +40,8 @@ def main() -> int:
         conn.execute(sa.text("DROP SCHEMA IF EXISTS crmsync CASCADE"))
     migrate.upgrade(engine)
     env = {**os.environ, "CRMSYNC_DATABASE_URL": url, "CRMSYNC_PLUGINS": "tests.support.handlers",
-           "PYTHONPATH": str(ROOT), "CRMSYNC_LOG_LEVEL": "WARNING"}
+           "PYTHONPATH": str(ROOT), "CRMSYNC_LOG_LEVEL": "WARNING",
+           "CRMSYNC_METRICS_ADDRESS": "127.0.0.1:0"}
     exe = str(Path(sys.executable).with_name("crmsync"))
     procs = [subprocess.Popen([exe, "run", "--lease-seconds", str(args.lease)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

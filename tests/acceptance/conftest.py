@@ -29,6 +29,7 @@ def cli_env(database_url: str) -> dict[str, str]:
         "CRMSYNC_DATABASE_URL": database_url,
         "CRMSYNC_PLUGINS": "tests.support.handlers",
         "CRMSYNC_LOG_FORMAT": "json",
+        "CRMSYNC_METRICS_ADDRESS": "127.0.0.1:0",  # several workers on one machine
         "PYTHONPATH": str(ROOT),
     })
     return env

@@ -11,6 +11,9 @@ from types import FrameType
 
 from worker.commands.common import open_engine
 from worker.jobs import load_handlers
+from worker.metrics import MetricsHooks, install_cluster_collector
+from worker.runtime.http import StatusServer
+from worker.runtime.systemd import SystemdHooks
 from worker.runtime.worker import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                         default=float(env("CRMSYNC_CHANGE_DELAY", "30")),
                         help="a change to a mapped table makes its entry due within this many "
                              "seconds (NAV: 30)")
+    parser.add_argument("--metrics-address", default=env("CRMSYNC_METRICS_ADDRESS",
+                                                         "127.0.0.1:9465"),
+                        help="host:port of /metrics, /healthz and /readyz "
+                             "(default 127.0.0.1:9465; empty: off)")
     parser.add_argument("--identity", default=env("CRMSYNC_WORKER_ID"),
                         help="worker identity (default host:pid:start)")
     parser.set_defaults(func=_run)
@@ -52,10 +59,21 @@ def _run(args: argparse.Namespace) -> int:
         shutdown_timeout=args.shutdown_timeout,
         change_wake_delay=timedelta(seconds=args.change_delay),
     )
-    worker = Worker(engine, handlers, config, identity=args.identity)
+    metrics_hooks = MetricsHooks()
+    worker = Worker(engine, handlers, config, identity=args.identity,
+                    hooks=[metrics_hooks, SystemdHooks()])
+    server = None
+    if args.metrics_address:
+        install_cluster_collector(engine)
+        server = StatusServer(args.metrics_address, worker.health, worker.readiness).start()
+        log.info("metrics endpoint", extra={"url": f"{server.url}/metrics"})
     install_signal_handlers(worker)
-    worker.run()
-    engine.dispose()
+    try:
+        worker.run()
+    finally:
+        if server is not None:
+            server.stop()
+        engine.dispose()
     return 0
 
 

@@ -9,19 +9,21 @@ from sqlalchemy.engine import Engine
 
 from worker.errors import JobError
 from worker.jobs import RunContext, RunResult
+from worker.metrics import ConnectionMetrics, PassMetrics
 from worker.sync.clients import Clients
 from worker.sync.engine import SyncEngine
 
 _engines: dict[int, SyncEngine] = {}
 _lock = threading.Lock()
-CLIENTS = Clients()  # shared by every run of the process; metrics hook in through it
+# Shared by every run of the process: one HTTP session per connection, metrics attached.
+CLIENTS = Clients(observers=ConnectionMetrics)
 
 
 def engine_for(db: Engine) -> SyncEngine:
     with _lock:
         sync = _engines.get(id(db))
         if sync is None:
-            sync = _engines[id(db)] = SyncEngine(db, CLIENTS)
+            sync = _engines[id(db)] = SyncEngine(db, CLIENTS, PassMetrics())
         return sync
 
 

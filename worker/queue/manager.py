@@ -315,6 +315,15 @@ class QueueManager:
                     "WHERE locked_by = :w AND current_log_id = ANY(:logs)"),
                     {"lease": lease, "w": worker_id, "logs": list(log_ids)})
 
+    def ping(self) -> bool:
+        """Whether the database answers now."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
     def unregister(self, worker_id: str) -> None:
         with translate_errors(), self.engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM crmsync.workers WHERE id = :id"), {"id": worker_id})

@@ -146,6 +146,15 @@ class Worker:
         """Scheduler thread alive and database reachable at the last contact."""
         return self._timers.alive() and self.database_ok
 
+    def health(self) -> dict[str, bool]:
+        """For /healthz: each check by name, the database asked now."""
+        return {"scheduler": self._timers.alive(), "database": self.manager.ping()}
+
+    def readiness(self) -> dict[str, bool]:
+        """For /readyz: the loop is running and claiming."""
+        return {"started": self.started.is_set(), "claiming": not self._stop.is_set(),
+                "database": self.database_ok}
+
     def running_count(self) -> int:
         with self._lock:
             return len(self._runs)

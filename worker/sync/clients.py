@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from worker.remote.client import ODataClient
 from worker.remote.config import load_connection
@@ -12,8 +13,10 @@ from worker.sync import metadata
 
 
 class Clients:
-    def __init__(self, observer: RequestObserver | None = None) -> None:
-        self._observer = observer
+    """``observers`` makes the request observer of a connection from its name."""
+
+    def __init__(self, observers: Callable[[str], RequestObserver] | None = None) -> None:
+        self._observers = observers
         self._clients: dict[str, ODataClient] = {}
         self._metadata: dict[str, dict[str, metadata.EntitySetInfo]] = {}
         self._lock = threading.Lock()
@@ -29,7 +32,8 @@ class Clients:
                 self._metadata.pop(name, None)
                 client = None
             if client is None:
-                client = ODataClient(settings, self._observer)
+                observer = self._observers(name) if self._observers else None
+                client = ODataClient(settings, observer)
                 self._clients[name] = client
             return client
 

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -69,12 +69,30 @@ class RunSummary:
         return text + (f" (failed: {self.error})" if self.error else "")
 
 
+class PassObserver(Protocol):
+    """Told about every finished pass and mapping run (the metrics module implements it)."""
+
+    def pass_finished(self, mapping: str, direction: Direction, counts: Counter[str],
+                      error: str | None) -> None: ...
+
+    def mapping_finished(self, mapping: str, ok: bool) -> None: ...
+
+
 class SyncEngine:
     """Runs mappings against the database and their connections' clients."""
 
-    def __init__(self, engine: Engine, clients: Clients | None = None) -> None:
+    def __init__(self, engine: Engine, clients: Clients | None = None,
+                 observer: PassObserver | None = None) -> None:
         self.engine = engine
         self.clients = clients or Clients()
+        self.observer = observer
+
+    def _observe(self, name: str, *args: Any) -> None:
+        if self.observer is not None:
+            try:
+                getattr(self.observer, name)(*args)
+            except Exception:
+                log.exception("pass observer failed")
 
     def run_mapping(
         self,
@@ -94,13 +112,18 @@ class SyncEngine:
             return summary
         from worker.sync.check import require_valid
 
-        with self._exclusive(name):
-            require_valid(self.engine, self.clients, name)
-            for direction in _passes(mapping.direction):
-                result = self._run_pass(mapping, direction, log_entry_id, full,
-                                        check_cancelled, on_progress)
-                summary.passes.append(result)
-                mapping = mappings.load(self.engine, name)
+        ok = False
+        try:
+            with self._exclusive(name):
+                require_valid(self.engine, self.clients, name)
+                for direction in _passes(mapping.direction):
+                    result = self._run_pass(mapping, direction, log_entry_id, full,
+                                            check_cancelled, on_progress)
+                    summary.passes.append(result)
+                    mapping = mappings.load(self.engine, name)
+            ok = True
+        finally:
+            self._observe("mapping_finished", name, ok)
         return summary
 
     def run_all(
@@ -147,13 +170,16 @@ class SyncEngine:
                 from_remote.run(px, full=full)
         except Exception as exc:
             message = str(exc) or type(exc).__name__
-            joblog.finish(self.engine, job_id, f"failed: {message}")
+            row = joblog.finish(self.engine, job_id, f"failed: {message}")
+            self._observe("pass_finished", mapping.name, direction,
+                          Counter({k: row[k] for k in joblog.COUNTERS}), message)
             log.warning("sync pass failed", extra={"mapping": mapping.name,
                                                    "direction": direction.value,
                                                    "job": job_id, "error": message})
             raise
         row = joblog.finish(self.engine, job_id)
         counts = Counter({k: row[k] for k in joblog.COUNTERS if row[k]})
+        self._observe("pass_finished", mapping.name, direction, counts, None)
         log.info("sync pass finished", extra={"mapping": mapping.name,
                                               "direction": direction.value, "job": job_id,
                                               **dict(counts)})
