@@ -48,7 +48,7 @@ def _sample_data(args: argparse.Namespace) -> int:
     summary = data.load_sample_data(engine, customers=args.customers,
                                     salespeople=args.salespeople)
     took = time.monotonic() - started
-    rows = [("table", "inserted", "total")]
+    rows: list[tuple[str, ...]] = [("table", "inserted", "total")]
     rows += [(t.table, str(t.inserted), str(t.total)) for t in summary.tables]
     print_table(rows)
     inserted = sum(t.inserted for t in summary.tables)

@@ -426,13 +426,14 @@ class _Writer:
         row = conn.execute(sa.text(
             "SELECT * FROM crmsync.integration_field_mappings "
             f"WHERE mapping_name = :mapping AND {own}"), params).mappings().first()
+        found = dict(row) if row is not None else None
         clashes = [c for c, v in (("local_column", f.local_column),
                                   ("remote_property", f.remote_property)) if v is not None]
         conn.execute(sa.text(
             "DELETE FROM crmsync.integration_field_mappings WHERE mapping_name = :mapping "
             "AND id <> :keep AND (" + " OR ".join(f"{c} = :{c}" for c in clashes) + ")"),
-            {**params, "keep": row["id"] if row else -1})
-        return row
+            {**params, "keep": found["id"] if found else -1})
+        return found
 
     def _restore_field(self, conn: Connection, row: Mapping[str, Any],
                        values: Mapping[str, Any]) -> None:
