@@ -159,10 +159,16 @@ class SampleDataSummary:
     tables: tuple[TableCount, ...]
 
     def inserted(self, table: str) -> int:
-        return next(t.inserted for t in self.tables if t.table == table)
+        return self._count(table).inserted
 
     def total(self, table: str) -> int:
-        return next(t.total for t in self.tables if t.table == table)
+        return self._count(table).total
+
+    def _count(self, table: str) -> TableCount:
+        for count in self.tables:
+            if count.table == table:
+                return count
+        raise KeyError(table)
 
 
 _D = Decimal
