@@ -19,6 +19,8 @@ COMMANDS = (
     "worker.commands.entries",
     "worker.commands.emulator",
     "worker.commands.sync",
+    "worker.commands.status",
+    "worker.commands.demo",
     "worker.commands.sample",
 )
 

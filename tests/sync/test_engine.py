@@ -74,6 +74,19 @@ def test_records_created_in_the_crm_come_to_the_erp_with_lookups(world: World) -
     assert row == [("Made in CRM", "Leeds", "GBP")]
 
 
+def test_values_the_erp_fills_in_on_create_go_back_to_the_crm(world: World) -> None:
+    world.sql("CREATE SEQUENCE erp_t.customer_no")
+    world.sql("ALTER TABLE erp_t.customer ALTER COLUMN no "
+              "SET DEFAULT 'N' || nextval('erp_t.customer_no')")
+    import requests
+
+    requests.post(f"{world.emulator.base_url}/accounts", json={"name": "No number"}, timeout=10)
+    assert world.counts("CUSTOMER")[("CUSTOMER", "from")]["inserted"] == 1
+    assert world.scalar("SELECT no FROM erp_t.customer") == "N1"
+    assert world.counts("CUSTOMER")[("CUSTOMER", "to")]["modified"] == 1
+    assert world.remote_one("accounts", "name eq 'No number'")["accountnumber"] == "N1"
+
+
 @pytest.mark.parametrize(("policy", "expected_city", "failed"), [
     ("none", None, True),
     ("send_update_to_integration", "ERP side", False),

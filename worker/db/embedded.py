@@ -7,6 +7,7 @@ process using it exits (pgserver's own reference counting)."""
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -29,6 +30,9 @@ def start_embedded(home: Path, database: str = "postgres") -> str:
         ) from exc
     if pgdata not in _servers:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
+        # pgserver asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR is
+        # unset (services, containers); the fallback it takes is fine.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         log.info("starting embedded PostgreSQL", extra={"pgdata": str(pgdata)})
         _servers[pgdata] = pgserver.get_server(pgdata)
     return sqlalchemy_url(_servers[pgdata].get_uri(database))

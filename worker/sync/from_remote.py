@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
@@ -255,6 +256,7 @@ class _Chunk:
                 else:
                     key = w.local_key or (new_id() if px.local.chooses_own_keys() else None)
                     key = px.local.insert(conn, key, columns)
+                    self._send_back_defaults(conn, key, w.values)
                     if coupling is None:
                         coupling_store.add_coupled(conn, px.mapping.name, key, self._rid(w.record))
                         coupling = coupling_store.by_local_ids(conn, px.mapping.name, [key])[key]
@@ -266,6 +268,25 @@ class _Chunk:
                                 left=w.left or set())
         px.count("modified" if w.kind == "update" else "inserted")
         self.successes.append(self._success(coupling, w.record, snapshot))
+
+    def _send_back_defaults(self, conn: Connection, key: str, values: list[FieldValue]) -> None:
+        """A new local row whose table filled in a mapped value itself (a number series, a
+        default) is queued as a local change, so the next local→remote pass sends that value
+        to the CRM (the record's own insert is crmsync's write and not captured)."""
+        px = self.px
+        if px.mapping.change_capture != "trigger" or \
+                not px.mapping.direction.runs(Direction.TO_INTEGRATION):
+            return
+        row = px.local.fetch(conn, [key]).get(key)
+        if row is None:
+            return
+        filled = [v for v in values if v.field.direction.runs(Direction.TO_INTEGRATION)
+                  and v.field.local_column and v.wanted is None
+                  and row[v.field.local_column] not in (None, "")]
+        if filled:
+            conn.execute(sa.text(
+                "INSERT INTO crmsync.local_changes (table_name, row_key, operation) "
+                "VALUES (:t, :k, 'U')"), {"t": px.mapping.local_table, "k": key})
 
     def _fail_write(self, conn: Connection, w: _LocalWrite, message: str) -> None:
         coupling = w.coupling
