@@ -3,12 +3,14 @@ with each result mapped back to its operation, or one request per operation when
 service has no $batch.
 
 Each operation is its own part, outside any change set, so one refused record fails only
-that record. Parts are matched to operations by ``Content-ID`` (echoed by the service) or,
-failing that, by position (OData returns parts in request order). Parts answered with a
-retriable status (429, 5xx) and parts the service skipped are sent again in a later batch;
-the writes are idempotent, so that is safe. Connection-level failures (retries of the whole
-$batch exhausted, credentials refused) raise instead of failing every record: nothing is
-wrong with the records.
+that record. Batches of one call go out in parallel (up to the connection's concurrency)
+unless a record appears twice among the operations; then they go one after the other, so
+its operations apply in the order given. Parts are matched to operations by ``Content-ID``
+(echoed by the service) or, failing that, by position (OData returns parts in request
+order). Parts answered with a retriable status (429, 5xx) and parts the service skipped are
+sent again in a later batch; the writes are idempotent, so that is safe. Connection-level
+failures (retries of the whole $batch exhausted, credentials refused) raise instead of
+failing every record: nothing is wrong with the records.
 """
 
 from __future__ import annotations
@@ -110,16 +112,19 @@ def run_batch(client: ODataClient, operations: Sequence[Operation]) -> list[Oper
             calls[i] = op.call()
         except CrmsyncError as exc:  # a malformed key fails that record only
             results[i] = OperationResult.failed(op, exc)
+    # Requests run in parallel, so two operations on one record could overtake each other;
+    # when a record appears twice, requests go one after the other instead.
+    ordered = len({(op.entity_set.name, str(op.key).lower()) for op in ops}) < len(ops)
     if client.settings.dialect.batch:
-        _run_batched(client, ops, calls, results)
+        _run_batched(client, ops, calls, results, ordered)
     else:
-        _run_single(client, ops, calls, results)
+        _run_single(client, ops, calls, results, ordered)
     assert all(r is not None for r in results)
     return [r for r in results if r is not None]
 
 
 def _run_single(client: ODataClient, ops: list[Operation], calls: dict[int, Call],
-                results: list[OperationResult | None]) -> None:
+                results: list[OperationResult | None], ordered: bool) -> None:
     def one(i: int) -> tuple[int, OperationResult]:
         call = calls[i]
         try:
@@ -131,12 +136,12 @@ def _run_single(client: ODataClient, ops: list[Operation], calls: dict[int, Call
         except RemoteError as exc:
             return i, OperationResult.failed(ops[i], exc)
 
-    for i, result in _parallel(client, one, list(calls)):
+    for i, result in _parallel(client, one, list(calls), ordered):
         results[i] = result
 
 
 def _run_batched(client: ODataClient, ops: list[Operation], calls: dict[int, Call],
-                 results: list[OperationResult | None]) -> None:
+                 results: list[OperationResult | None], ordered: bool) -> None:
     settings = client.settings
     policy = client.transport.policy
     pending = sorted(calls)
@@ -145,7 +150,8 @@ def _run_batched(client: ODataClient, ops: list[Operation], calls: dict[int, Cal
         attempt += 1
         chunks = [pending[i:i + settings.batch_size]
                   for i in range(0, len(pending), settings.batch_size)]
-        rounds = _parallel(client, lambda chunk: _send_chunk(client, chunk, calls), chunks)
+        rounds = _parallel(client, lambda chunk: _send_chunk(client, chunk, calls), chunks,
+                           ordered)
         again: list[int] = []
         pause, throttled = 0.0, False
         for chunk_replies in rounds:
@@ -223,10 +229,11 @@ def _error_body(exc: RemoteError) -> bytes:
     return json.dumps({"error": {"code": exc.code or "", "message": exc.message}}).encode()
 
 
-def _parallel(client: ODataClient, fn: Callable[[T], R], items: list[T]) -> Iterator[R]:
+def _parallel(client: ODataClient, fn: Callable[[T], R], items: list[T],
+              sequential: bool = False) -> Iterator[R]:
     """``map(fn, items)`` on the client's threads (at most its concurrency at a time),
     results in order; the first exception propagates once every item has finished."""
-    if len(items) <= 1 or client.settings.concurrency <= 1:
+    if sequential or len(items) <= 1 or client.settings.concurrency <= 1:
         yield from map(fn, items)
         return
     futures = [client.executor().submit(fn, item) for item in items]
