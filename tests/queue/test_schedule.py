@@ -41,14 +41,16 @@ def test_next_run_is_last_scheduled_plus_interval_without_drift() -> None:
     s = Schedule(run_interval=timedelta(minutes=30))
     scheduled = utc(2026, 11, 25, 10, 0)
     # The run started late and took 7 minutes: the grid stays on :00 / :30.
-    assert schedule.next_run_after(s, scheduled, utc(2026, 11, 25, 10, 7)) == utc(2026, 11, 25, 10, 30)
+    got = schedule.next_run_after(s, scheduled, utc(2026, 11, 25, 10, 7))
+    assert got == utc(2026, 11, 25, 10, 30)
 
 
 def test_missed_runs_coalesce_into_the_next_slot_after_now() -> None:
     s = Schedule(run_interval=timedelta(minutes=30))
     scheduled = utc(2026, 11, 25, 2, 0)
     # The workers were down from 02:00 to 09:10: one run now, then the next grid slot.
-    assert schedule.next_run_after(s, scheduled, utc(2026, 11, 25, 9, 10)) == utc(2026, 11, 25, 9, 30)
+    got = schedule.next_run_after(s, scheduled, utc(2026, 11, 25, 9, 10))
+    assert got == utc(2026, 11, 25, 9, 30)
 
 
 def test_window_pushes_the_run_to_the_next_morning() -> None:
@@ -139,7 +141,8 @@ def test_a_sync_that_changed_nothing_goes_on_hold_for_the_inactivity_timeout() -
 
 def test_a_non_recurring_entry_finishes() -> None:
     e = entry(schedule=Schedule(recurring=False))
-    assert schedule.after_success(e, utc(2026, 1, 1), utc(2026, 1, 1), None).status is EntryStatus.FINISHED
+    decision = schedule.after_success(e, utc(2026, 1, 1), utc(2026, 1, 1), None)
+    assert decision.status is EntryStatus.FINISHED
 
 
 def test_backoff_grows_and_is_capped() -> None:

@@ -125,4 +125,5 @@ def add_customers(world: World, n: int, *, currency: str | None = "EUR", start: 
     world.sql(
         "INSERT INTO erp_t.customer (no, name, city, currency_code) "
         "SELECT 'C' || lpad(g::text, 4, '0'), 'Customer ' || g, 'City ' || g, :cur "
-        "FROM generate_series(CAST(:a AS int), CAST(:b AS int)) g", cur=currency, a=start, b=start + n - 1)
+        "FROM generate_series(CAST(:a AS int), CAST(:b AS int)) g",
+        cur=currency, a=start, b=start + n - 1)

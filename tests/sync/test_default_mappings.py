@@ -75,7 +75,8 @@ def test_seven_default_mappings_end_to_end(engine: Engine, crm: EmulatorServer) 
                     by_code(engine, "erp.currency", "code").items()}
     salesperson_ids = {code: salespeople[i] for code, i in
                        by_code(engine, "erp.salesperson", "code").items()}
-    unit_ids = {code: units[i] for code, i in by_code(engine, "erp.unit_of_measure", "code").items()}
+    unit_ids = {code: units[i] for code, i in
+                by_code(engine, "erp.unit_of_measure", "code").items()}
     customer_ids = {no: customers[i] for no, i in by_code(engine, "erp.customer", "no").items()}
 
     with engine.connect() as conn:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import requests
 import sqlalchemy as sa
 
 from tests.sync.conftest import World, add_customers
@@ -51,7 +52,8 @@ def test_ten_local_and_five_remote_edits_give_exactly_those_counts(world: World)
     assert counts[("CUSTOMER", "to")]["modified"] == 10
     assert counts[("CUSTOMER", "from")]["modified"] == 5
     assert counts[("CUSTOMER", "to")]["inserted"] + counts[("CUSTOMER", "from")]["inserted"] == 0
-    assert world.remote_one("accounts", "accountnumber eq 'C0003'")["address1_city"] == "Local C0003"
+    account = world.remote_one("accounts", "accountnumber eq 'C0003'")
+    assert account["address1_city"] == "Local C0003"
     assert world.scalar("SELECT phone_no FROM erp_t.customer WHERE no = 'C0027'") \
         == "+49 30 Customer 27"
     again = world.counts("CUSTOMER")
@@ -61,11 +63,10 @@ def test_ten_local_and_five_remote_edits_give_exactly_those_counts(world: World)
 def test_records_created_in_the_crm_come_to_the_erp_with_lookups(world: World) -> None:
     world.counts("CURRENCY")
     gbp = world.remote_one("transactioncurrencies", "isocurrencycode eq 'GBP'")
-    import requests
-
     reply = requests.post(f"{world.emulator.base_url}/accounts", json={
         "name": "Made in CRM", "accountnumber": "CRM-1", "address1_city": "Leeds",
-        "transactioncurrencyid@odata.bind": f"/transactioncurrencies({gbp['transactioncurrencyid']})",
+        "transactioncurrencyid@odata.bind":
+            f"/transactioncurrencies({gbp['transactioncurrencyid']})",
     }, timeout=10)
     assert reply.status_code in (201, 204)
     counts = world.counts("CUSTOMER")
@@ -78,8 +79,6 @@ def test_values_the_erp_fills_in_on_create_go_back_to_the_crm(world: World) -> N
     world.sql("CREATE SEQUENCE erp_t.customer_no")
     world.sql("ALTER TABLE erp_t.customer ALTER COLUMN no "
               "SET DEFAULT 'N' || nextval('erp_t.customer_no')")
-    import requests
-
     requests.post(f"{world.emulator.base_url}/accounts", json={"name": "No number"}, timeout=10)
     assert world.counts("CUSTOMER")[("CUSTOMER", "from")]["inserted"] == 1
     assert world.scalar("SELECT no FROM erp_t.customer") == "N1"

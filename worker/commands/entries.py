@@ -30,7 +30,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                      choices=("sync_mapping", "sync_all_modified", "cleanup"))
     add.add_argument("--mapping", help="mapping name (required for sync_mapping)")
     add.add_argument("--every", default="30 minutes",
-                     help="run interval as PostgreSQL reads it: '30 minutes', '2 s' (default 30 minutes)")
+                     help="run interval as PostgreSQL reads it: '30 minutes', '2 s' "
+                          "(default 30 minutes)")
     add.add_argument("--once", action="store_true", help="not recurring: run once")
     add.add_argument("--category", help="category code: one running entry per category")
     add.add_argument("--priority", type=int, default=1000, help="lower runs first")
@@ -115,7 +116,8 @@ def _set_status(args: argparse.Namespace) -> int:
             "UPDATE crmsync.job_queue_entries SET status = :status "
             "WHERE id = ANY(:ids) AND status <> 'in_process'"),
             {"status": args.status, "ids": args.ids}).rowcount
-    print(f"{changed} of {len(args.ids)} entries set to {args.status} (running ones are left alone)")
+    print(f"{changed} of {len(args.ids)} entries set to {args.status} "
+          "(running ones are left alone)")
     return 0 if changed == len(args.ids) else 1
 
 

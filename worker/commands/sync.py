@@ -29,7 +29,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--full", action="store_true",
                    help="clear the high-water marks: read every record again")
     p.add_argument("--unconditional", action="store_true",
-                   help="with --full: also forget what was synced, so coupled records count as changed")
+                   help="with --full: also forget what was synced, so coupled records "
+                        "count as changed")
     p.set_defaults(func=_sync)
 
     p = commands.add_parser("jobs", help="recent synchronization jobs with their counts")

@@ -6,6 +6,7 @@ database restart and keeps its schedule (the schedule is in the database anyway)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -240,7 +241,8 @@ class Worker:
                     break
                 time.sleep(backoff.next())
             except DatabaseError as exc:
-                log.error("could not record run outcome", extra={**_fields(claim), "error": str(exc)})
+                log.error("could not record run outcome",
+                          extra={**_fields(claim), "error": str(exc)})
                 break
         with self._lock:
             self._runs.pop(claim.log_id, None)
@@ -320,10 +322,8 @@ class Worker:
                 log.error("could not release run; its lease will expire",
                           extra={**_fields(run.claim), "error": str(exc)})
         self._timers.shutdown()
-        try:
+        with contextlib.suppress(DatabaseUnavailable, DatabaseError):
             self.manager.unregister(self.id)
-        except (DatabaseUnavailable, DatabaseError):
-            pass
         self._listener.join(timeout=3)
         log.info("worker stopped", extra={"worker": self.id})
 
