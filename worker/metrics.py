@@ -195,6 +195,23 @@ class ClusterCollector(Collector):
                                 value=float(len(workers)))
 
 
+def prime(engine: Engine) -> None:
+    """Create the per-mapping series at 0, so that rate() and increase() see the first
+    failure of a mapping after a restart (a counter born at 1 has no increase)."""
+    from worker.queue.models import RunStatus
+
+    with engine.connect() as conn:
+        names = conn.scalars(sa.text(
+            "SELECT name FROM crmsync.integration_table_mappings WHERE enabled")).all()
+    for name in names:
+        for outcome in (RunStatus.SUCCESS, RunStatus.ERROR, RunStatus.ABANDONED):
+            JOB_RUNS.labels("sync_mapping", name, outcome.value)
+        for direction in Direction:
+            if direction is not Direction.BIDIRECTIONAL:
+                for result in RESULTS:
+                    RECORDS.labels(name, direction.value, result)
+
+
 def install_cluster_collector(engine: Engine) -> ClusterCollector:
     collector = ClusterCollector(engine)
     REGISTRY.register(collector)

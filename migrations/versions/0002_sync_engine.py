@@ -195,8 +195,10 @@ CREATE TABLE crmsync.local_changes (
 );
 CREATE INDEX local_changes_table_xid ON crmsync.local_changes (table_name, xid);
 
+-- SECURITY DEFINER: the ERP's own roles write to their tables without any grant on schema
+-- crmsync; the function runs as crmsync's owner, with a fixed search_path.
 CREATE FUNCTION crmsync.capture_local_changes() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     key_column text := TG_ARGV[0];
     tbl text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;

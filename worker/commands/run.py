@@ -11,7 +11,7 @@ from types import FrameType
 
 from worker.commands.common import open_engine
 from worker.jobs import load_handlers
-from worker.metrics import MetricsHooks, install_cluster_collector
+from worker.metrics import MetricsHooks, install_cluster_collector, prime
 from worker.runtime.http import StatusServer
 from worker.runtime.systemd import SystemdHooks
 from worker.runtime.worker import Worker, WorkerConfig
@@ -65,6 +65,7 @@ def _run(args: argparse.Namespace) -> int:
     server = None
     if args.metrics_address:
         install_cluster_collector(engine)
+        prime(engine)
         server = StatusServer(args.metrics_address, worker.health, worker.readiness).start()
         log.info("metrics endpoint", extra={"url": f"{server.url}/metrics"})
     install_signal_handlers(worker)

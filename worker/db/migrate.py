@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -32,11 +33,22 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
+MIGRATION_LOCK_KEY = 0x63726D6D  # "crmm": one `crmsync db upgrade` at a time
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply revisions; several workers upgrading at once (ExecStartPre) take turns."""
     cfg = alembic_config()
     with engine.connect() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        conn.commit()
+        try:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+        finally:
+            conn.rollback()
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            conn.commit()
 
 
 def head_revision() -> str:

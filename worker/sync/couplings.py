@@ -135,6 +135,19 @@ def coupled_remote_ids(conn: Connection, mapping: str, local_ids: Sequence[str])
         {"m": mapping, "ids": list(local_ids)}).all())
 
 
+def coupled_local_ids(conn: Connection, mapping: str, remote_ids: Sequence[str]
+                      ) -> dict[str, str]:
+    """remote id (as given) → local id, for coupled records; GUIDs match in any case."""
+    if not remote_ids:
+        return {}
+    given = {r.lower(): r for r in remote_ids}
+    rows = conn.execute(sa.text(
+        "SELECT remote_id, local_id FROM crmsync.couplings "
+        "WHERE mapping_name = :m AND state = 'coupled' AND remote_id = ANY(:ids)"),
+        {"m": mapping, "ids": sorted(set(remote_ids) | set(given))}).all()
+    return {given.get(r.lower(), r): local_id for r, local_id in rows}
+
+
 # -- user actions ------------------------------------------------------------------------
 
 def retry_skipped(engine: Engine, mapping: str | None = None) -> int:
