@@ -5,6 +5,7 @@ late-committing writers."""
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 import requests
@@ -185,3 +186,20 @@ def test_local_changes_made_by_the_engine_are_not_echoed(world: World) -> None:
     counts = world.counts("CUSTOMER")
     assert counts[("CUSTOMER", "to")]["modified"] == 0
     assert world.remote_one("accounts", "accountnumber eq 'C0001'")["versionnumber"] == version
+
+
+def test_erp_roles_write_mapped_tables_without_any_grant_on_crmsync(world: World) -> None:
+    add_customers(world, 1)
+    world.counts()
+    role = f"erp_writer_{uuid.uuid4().hex[:8]}"
+    world.sql(f"CREATE ROLE {role} NOLOGIN")
+    try:
+        world.sql(f"GRANT USAGE ON SCHEMA erp_t TO {role}")
+        world.sql(f"GRANT SELECT, UPDATE ON erp_t.customer TO {role}")
+        with world.engine.begin() as conn:
+            conn.execute(sa.text(f"SET LOCAL ROLE {role}"))
+            conn.execute(sa.text("UPDATE erp_t.customer SET city = 'Written by the ERP role'"))
+        assert world.counts("CUSTOMER")[("CUSTOMER", "to")]["modified"] == 1
+    finally:
+        world.sql(f"DROP OWNED BY {role}")
+        world.sql(f"DROP ROLE {role}")
