@@ -18,6 +18,7 @@ from worker.sync import joblog
 from worker.sync.local import LocalTable
 from worker.sync.lookups import Lookups
 from worker.sync.model import Coupling, Direction, TableMapping
+from worker.sync.transfer import FieldValue, Plan, new_snapshot, plan_update
 
 CHUNK = 500
 T = TypeVar("T")
@@ -73,6 +74,26 @@ class PassContext:
         names = {self.mapping.remote_key, self.mapping.remote_modified_on}
         names.update(f.remote_read_name for f in self.mapping.fields if f.remote_read_name)
         return sorted(names)
+
+
+def plan_coupled(px: PassContext, coupling: Coupling, values: list[FieldValue]) -> Plan:
+    """What this pass writes to a coupled record, from the coupling's snapshot."""
+    source, destination = ("l", "r") if px.direction is Direction.TO_INTEGRATION else ("r", "l")
+    return plan_update(
+        values, pass_direction=px.direction, mapping_direction=px.mapping.direction,
+        policy=px.mapping.update_conflict, source_snapshot=coupling.snapshot(source),
+        destination_snapshot=coupling.snapshot(destination))
+
+
+def unchanged_snapshot(px: PassContext, coupling: Coupling, values: list[FieldValue],
+                       left: set[str]) -> dict[str, Any] | None:
+    """The snapshot to store for a record this pass found unchanged; None when the stored
+    one is still right (so a run with nothing changed writes nothing)."""
+    snapshot = new_snapshot(coupling.synced_values, values, pass_direction=px.direction,
+                            written=set(), left=left)
+    if snapshot != coupling.synced_values or coupling.last_result(px.direction) != "success":
+        return snapshot
+    return None
 
 
 def chunks(items: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:

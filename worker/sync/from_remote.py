@@ -21,7 +21,15 @@ from worker.remote.batch import Operation
 from worker.remote.client import parse_datetime
 from worker.sync import couplings as coupling_store
 from worker.sync import mappings as mapping_store
-from worker.sync.context import PassContext, RecordFailed, chunks, new_id, remote_version
+from worker.sync.context import (
+    PassContext,
+    RecordFailed,
+    chunks,
+    new_id,
+    plan_coupled,
+    remote_version,
+    unchanged_snapshot,
+)
 from worker.sync.local import mark_own_writes
 from worker.sync.model import Coupling, CouplingState, DeletionConflict, Direction, FieldMapping
 from worker.sync.transfer import (
@@ -29,7 +37,6 @@ from worker.sync.transfer import (
     conflict_message,
     constant,
     new_snapshot,
-    plan_update,
     transform,
 )
 
@@ -171,19 +178,15 @@ class _Chunk:
                 row: Any) -> None:
         px = self.px
         values = [replace(v, current=row[v.field.local_column]) for v in values]
-        plan = plan_update(
-            values, pass_direction=FROM, mapping_direction=px.mapping.direction,
-            policy=px.mapping.update_conflict,
-            source_snapshot=coupling.snapshot("r"), destination_snapshot=coupling.snapshot("l"))
+        plan = plan_coupled(px, coupling, values)
         if plan.conflicts:
             self._fail(coupling, record, conflict_message(plan.conflicts))
             return
         left = {f.key for f in plan.left_for_other_pass}
         if not plan.writes:
             px.count("unchanged")
-            snapshot = new_snapshot(coupling.synced_values, values, pass_direction=FROM,
-                                    written=set(), left=left)
-            if snapshot != coupling.synced_values or coupling.last_result_from != "success":
+            snapshot = unchanged_snapshot(px, coupling, values, left)
+            if snapshot is not None:
                 self.successes.append(self._success(coupling, record, snapshot))
             return
         self.writes.append(_LocalWrite("update", record, coupling, values, coupling.local_id,

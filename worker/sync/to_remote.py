@@ -16,7 +16,16 @@ from sqlalchemy.engine import Connection
 from worker.remote.batch import Operation, OperationResult
 from worker.sync import capture
 from worker.sync import couplings as coupling_store
-from worker.sync.context import PassContext, RecordFailed, chunks, new_id, remote_version, unique
+from worker.sync.context import (
+    PassContext,
+    RecordFailed,
+    chunks,
+    new_id,
+    plan_coupled,
+    remote_version,
+    unchanged_snapshot,
+    unique,
+)
 from worker.sync.local import mark_own_writes
 from worker.sync.lookups import uncoupled_message
 from worker.sync.model import Coupling, CouplingState, DeletionConflict, Direction, FieldMapping
@@ -25,7 +34,6 @@ from worker.sync.transfer import (
     conflict_message,
     constant,
     new_snapshot,
-    plan_update,
     transform,
 )
 
@@ -158,19 +166,15 @@ class _Chunk:
                 record: dict[str, Any]) -> None:
         px = self.px
         values = [replace(v, current=_remote_value(record, v.field)) for v in values]
-        plan = plan_update(
-            values, pass_direction=TO, mapping_direction=px.mapping.direction,
-            policy=px.mapping.update_conflict,
-            source_snapshot=coupling.snapshot("l"), destination_snapshot=coupling.snapshot("r"))
+        plan = plan_coupled(px, coupling, values)
         if plan.conflicts:
             self._fail_record(coupling, key, conflict_message(plan.conflicts))
             return
         left = {f.key for f in plan.left_for_other_pass}
         if not plan.writes:
             px.count("unchanged")
-            snapshot = new_snapshot(coupling.synced_values, values, pass_direction=TO,
-                                    written=set(), left=left)
-            if snapshot != coupling.synced_values or coupling.last_result_to != "success":
+            snapshot = unchanged_snapshot(px, coupling, values, left)
+            if snapshot is not None:
                 # With remote changes left for the remote→local pass, the stored version
                 # stays old so that pass does not take the record for an echo.
                 version = None if left else remote_version(record, None)
