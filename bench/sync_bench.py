@@ -105,7 +105,7 @@ def main() -> int:
         session = requests.Session()
         for a in accounts:
             session.patch(f"{base_url}/accounts({a['accountid']})",
-                          json={"telephone2": "+1 555 0199"}, headers={"If-Match": "*"})
+                          json={"address1_city": "Remote City"}, headers={"If-Match": "*"})
         run("100 local + 100 remote edits")
     finally:
         crm.terminate()
