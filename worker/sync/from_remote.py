@@ -8,6 +8,7 @@ own (the capture triggers skip them), each record in a savepoint so one bad row 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Connection
 from worker.db.engine import describe_db_error
 from worker.remote.batch import Operation
 from worker.remote.client import parse_datetime
+from worker.remote.errors import RemoteDeltaExpired
 from worker.sync import couplings as coupling_store
 from worker.sync import mappings as mapping_store
 from worker.sync.context import (
@@ -40,6 +42,7 @@ from worker.sync.transfer import (
     transform,
 )
 
+log = logging.getLogger(__name__)
 FROM = Direction.FROM_INTEGRATION
 OVERLAP = timedelta(seconds=1)
 
@@ -54,6 +57,9 @@ def run(px: PassContext, *, full: bool) -> None:
         _drop_vanished_intents(px, retry, found)
         for chunk in chunks(found):
             _Chunk(px, chunk).run()
+    if px.client.settings.dialect.change_tracking and not mapping.remote_filter:
+        _run_change_tracking(px, full=full)
+        return
     since = None if full else mapping.remote_modified_since
     newest: datetime | None = None
     stream = px.remote.read_modified_since(since, select=px.remote_select(),
@@ -66,6 +72,80 @@ def run(px: PassContext, *, full: bool) -> None:
     if newest is not None:
         with px.engine.begin() as conn:
             mapping_store.save_remote_modified_since(conn, mapping.name, newest)
+
+
+def _run_change_tracking(px: PassContext, *, full: bool) -> None:
+    """Dataverse change tracking: the delta link returns changed and deleted records. An
+    expired link means a full reconcile: every record is read again, and coupled records
+    that are no longer there count as deleted."""
+    with px.engine.connect() as conn:
+        link = None if full else mapping_store.delta_link(conn, px.mapping.name)
+    try:
+        seen = _apply_feed(px, link)
+    except RemoteDeltaExpired:
+        log.warning("change tracking token expired; reconciling all records",
+                    extra={"mapping": px.mapping.name})
+        link = None
+        seen = _apply_feed(px, None)
+    if link is None and seen is not None:
+        with px.engine.connect() as conn:
+            coupled = conn.execute(sa.text(
+                "SELECT remote_id FROM crmsync.couplings WHERE mapping_name = :m "
+                "AND state = 'coupled'"), {"m": px.mapping.name}).scalars().all()
+        gone = [r for r in coupled if r.lower() not in seen]
+        if gone:
+            _remote_deleted(px, gone)
+
+
+def _apply_feed(px: PassContext, link: str | None) -> set[str] | None:
+    """Apply one change feed; returns the keys of the records read when it was a full read."""
+    feed = px.remote.read_changes(link, select=px.remote_select())
+    seen: set[str] = set()
+    for page in feed.pages():
+        px.check_cancelled()
+        records = [c.record for c in page if c.record is not None]
+        deleted = [c.key for c in page if c.record is None]
+        for chunk in chunks(records):
+            _Chunk(px, chunk).run()
+        if deleted:
+            _remote_deleted(px, deleted)
+        if link is None:
+            seen.update(str(r[px.mapping.remote_key]).lower() for r in records)
+    with px.engine.begin() as conn:
+        mapping_store.save_delta_link(conn, px.mapping.name, feed.delta_link)
+    return seen if link is None else None
+
+
+def _remote_deleted(px: PassContext, remote_ids: list[str]) -> None:
+    """Records deleted in the CRM, by the mapping's deletion policy."""
+    policy = px.mapping.deletion_conflict
+    with px.engine.begin() as conn:
+        found = coupling_store.by_remote_ids(conn, px.mapping.name, remote_ids)
+        lower = {k.lower(): c for k, c in found.items()}
+        couplings = [c for c in (found.get(r) or lower.get(r.lower()) for r in remote_ids) if c]
+        for c in couplings:
+            if c.state is not CouplingState.COUPLED:
+                coupling_store.delete(conn, [c.id])
+            elif policy is DeletionConflict.PROPAGATE_DELETE:
+                mark_own_writes(conn)
+                try:
+                    with conn.begin_nested():  # e.g. rows of other tables still refer to it
+                        px.local.delete(conn, c.local_id)
+                        coupling_store.delete(conn, [c.id])
+                except sa_exc.DBAPIError as exc:
+                    px.fail(conn, c, describe_db_error(exc))
+                    continue
+                px.count("deleted")
+            elif policy is DeletionConflict.REMOVE_COUPLING:
+                coupling_store.delete(conn, [c.id])
+                px.count("uncoupled")
+            elif policy is DeletionConflict.RESTORE_RECORDS:
+                # The next local→remote pass creates it again under a new id.
+                coupling_store.set_remote_id(conn, c.id, new_id(), CouplingState.CREATING_REMOTE)
+            else:
+                px.fail(conn, c, f"the coupled record {px.mapping.entity_set}({c.remote_id}) "
+                                 "was deleted in the CRM; deletion_conflict_resolution is none")
+        px.flush(conn)
 
 
 def _drop_vanished_intents(px: PassContext, retry: list[Coupling],

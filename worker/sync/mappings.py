@@ -85,6 +85,18 @@ def save_remote_modified_since(conn: Connection, name: str, stamp: datetime) -> 
         "WHERE name = :n"), {"n": name, "s": stamp})
 
 
+def save_delta_link(conn: Connection, name: str, link: str | None) -> None:
+    conn.execute(sa.text(
+        "UPDATE crmsync.integration_table_mappings SET delta_link = :l, updated_at = now() "
+        "WHERE name = :n"), {"n": name, "l": link})
+
+
+def delta_link(conn: Connection, name: str) -> str | None:
+    return conn.scalar(sa.text(
+        "SELECT delta_link FROM crmsync.integration_table_mappings WHERE name = :n"),
+        {"n": name})
+
+
 def clear_marks(engine: Engine, names: list[str]) -> None:
     """NAV's "Run Full Synchronization": the next passes read every record again."""
     with translate_errors(), engine.begin() as conn:
