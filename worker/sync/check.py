@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from worker.errors import ConfigurationError, CrmsyncError
 from worker.sync import mappings as mapping_store
 from worker.sync.clients import Clients
-from worker.sync.local import LocalTable
+from worker.sync.local import LocalTable, forget_reflections
 from worker.sync.metadata import EntitySetInfo
 from worker.sync.model import FieldMapping, TableMapping
 from worker.sync.order import topological_order
@@ -29,6 +29,7 @@ class Problem:
 
 
 def check_all(engine: Engine, clients: Clients, *, probe_filters: bool = True) -> list[Problem]:
+    forget_reflections()  # a check always looks at the tables as they are now
     problems: list[Problem] = []
     try:
         topological_order(mapping_store.dependencies(engine))

@@ -4,6 +4,8 @@ from the reflected table, never from text pasted into SQL."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -24,9 +26,8 @@ class LocalTable:
     def __init__(self, engine: Engine | Connection, qualified_name: str, key: str,
                  mapping: str = "?") -> None:
         self.mapping = mapping
-        schema, _, name = qualified_name.partition(".")
         try:
-            self.table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
+            self.table = _reflect(engine, qualified_name)
         except sa_exc.NoSuchTableError as exc:
             raise ConfigurationError(
                 f"mapping {mapping}: local_table {qualified_name} does not exist") from exc
@@ -126,6 +127,34 @@ class LocalTable:
 
     def delete(self, conn: Connection, key: str) -> int:
         return conn.execute(sa.delete(self.table).where(self.key == self.key_value(key))).rowcount
+
+
+# Reflection costs a dozen catalog queries per table; a mapping run needs the same tables
+# several times (its own, lookup targets, the check). A reflected table is reused for
+# REFLECTION_TTL seconds, so a column added to an ERP table is seen within that time.
+REFLECTION_TTL = 60.0
+_reflected: dict[tuple[str, str], tuple[float, sa.Table]] = {}
+_reflected_lock = threading.Lock()
+
+
+def _reflect(engine: Engine | Connection, qualified_name: str) -> sa.Table:
+    key = (engine.engine.url.render_as_string(hide_password=True), qualified_name)
+    now = time.monotonic()
+    with _reflected_lock:
+        cached = _reflected.get(key)
+    if cached is not None and now - cached[0] < REFLECTION_TTL:
+        return cached[1]
+    schema, _, name = qualified_name.partition(".")
+    table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
+    with _reflected_lock:
+        _reflected[key] = (now, table)
+    return table
+
+
+def forget_reflections() -> None:
+    """Reflect every table again at its next use (tests, schema changes)."""
+    with _reflected_lock:
+        _reflected.clear()
 
 
 def mark_own_writes(conn: Connection) -> None:
