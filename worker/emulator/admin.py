@@ -6,6 +6,8 @@ never faulted, so a test can always reach them.
 - ``GET|POST|DELETE /_admin/faults``: list, add (an object or a list of them), clear
 - ``GET /_admin/records/<set>``: every stored record of a set, annotations included
 - ``POST /_admin/save``: write the ``--data-file`` now
+- ``POST /_admin/expire-change-tokens``: every change-tracking token issued so far expires
+  (body ``{"sets": [...]}`` to limit it to some sets)
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class AdminApi:
             if route == "save" and request.method == "POST":
                 saved = self.emulator.save()
                 return json_response(200, {"saved": str(saved) if saved else None})
+            if route == "expire-change-tokens" and request.method == "POST":
+                return self._expire_change_tokens(request)
             if route == "faults":
                 return self._faults(request)
             if route.startswith("records/") and request.method == "GET":
@@ -69,6 +73,21 @@ class AdminApi:
         except (ValueError, TypeError, AttributeError) as exc:
             raise errors.bad_payload(f"Bad fault description: {exc}") from exc
         return json_response(201, {"added": added, "faults": faults.active()})
+
+    def _expire_change_tokens(self, request: Request) -> Response:
+        try:
+            doc = json.loads(request.body or b"{}")
+            names = (doc.get("sets") or []) if isinstance(doc, dict) else None
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise TypeError("'sets' must be a list of entity set names")
+        except (ValueError, TypeError) as exc:
+            raise errors.bad_payload(f"Bad request: {exc}") from exc
+        for name in names:
+            if name not in self.emulator.schema:
+                raise errors.no_segment(name)
+        self.emulator.store.expire_change_tokens(*names)
+        expired = names or [s.name for s in self.emulator.schema]
+        return json_response(200, {"expired": expired})
 
     def _records(self, set_name: str) -> Response:
         if set_name not in self.emulator.schema:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
-from urllib.parse import quote, urlencode
 
-from worker.emulator import errors, query
+from worker.emulator import changes, errors, query
 from worker.emulator.metadata import metadata_xml, service_document
 from worker.emulator.paths import BadKey, EntityRef, parse_resource
 from worker.emulator.protocol import (
     ODATA_HEADERS,
     Request,
     Response,
+    collection_url,
     empty_response,
     json_response,
 )
@@ -74,12 +74,22 @@ class DataApi:
     # -- reads ---------------------------------------------------------------------------
 
     def _read_collection(self, request: Request, entity_set: EntitySet) -> Response:
-        options = query.parse_query(entity_set, request.query)
         prefs = request.preferences()
-        page_size = query.page_size_from(prefs)
-        rows = self.store.scan(entity_set.name, options.predicate)
-        page = query.read_page(options, rows, page_size, request.query.get("$skiptoken"))
         annotations = _wants_annotations(prefs)
+        if "$deltatoken" in request.query:
+            return changes.read_delta(self.store, entity_set, request, annotations=annotations)
+        skiptoken = request.query.get("$skiptoken")
+        # A tracked read starts with the preference; its later pages know from the skiptoken.
+        tracking = (changes.TRACK_CHANGES in prefs and not skiptoken
+                    and self.store.is_tracked(entity_set.name))
+        if tracking:
+            changes.refuse_untrackable_options(request.query)
+        options = query.parse_query(entity_set, request.query)
+        page_size = query.page_size_from(prefs)
+        with self.store.lock:  # the token's position is exactly the first page's snapshot
+            token = str(self.store.change_token()) if tracking else None
+            rows = self.store.scan(entity_set.name, options.predicate)
+        page = query.read_page(options, rows, page_size, skiptoken, track=token)
         doc: dict[str, Any] = {"@odata.context": self._context(request, entity_set,
                                                                 options.select)}
         if options.count:
@@ -87,7 +97,9 @@ class DataApi:
         doc["value"] = [render(entity_set, r, options.select, annotations) for r in page.rows]
         if page.next_token:
             doc["@odata.nextLink"] = self._next_link(request, entity_set, page.next_token)
-        applied = []
+        elif page.track:
+            doc["@odata.deltaLink"] = changes.delta_link(request, entity_set, page.track)
+        applied = [changes.TRACK_CHANGES] if page.track else []
         if page_size is not None:
             applied.append(f"odata.maxpagesize={page_size}")
         if annotations:
@@ -179,8 +191,7 @@ class DataApi:
     def _next_link(request: Request, entity_set: EntitySet, token: str) -> str:
         params = [(k, v) for k, v in request.query.items() if k != "$skiptoken"]
         params.append(("$skiptoken", token))
-        return (f"{request.service_root}/{entity_set.name}?"
-                + urlencode(params, quote_via=quote, safe="$,()'"))
+        return collection_url(request, entity_set.name, params)
 
 
 def _wants_annotations(prefs: dict[str, str]) -> bool:

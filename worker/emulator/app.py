@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from worker.emulator.paths import SERVICE_PATH
 from worker.emulator.protocol import Request, Response, error_response, json_response
 from worker.emulator.schema import Schema
 from worker.emulator.seed import seed_sample_users
-from worker.emulator.store import Store
+from worker.emulator.store import DEFAULT_CHANGE_RETENTION, Store
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +77,21 @@ class Stats:
 
 
 class Emulator:
-    """Everything the emulator holds, and the routing of one request."""
+    """Everything the emulator holds, and the routing of one request.
+
+    ``change_retention``: seconds a change-tracking token stays valid (Dataverse's default
+    is 7 days; None: forever); ``change_tracking``: True (every set), False, or the names of
+    the sets with change tracking enabled."""
 
     def __init__(self, *, client_id: str | None = None, client_secret: str | None = None,
                  token_lifetime: float = 3600, sample_users: int = 0,
                  data_file: str | os.PathLike[str] | None = None,
-                 schema: Schema | None = None) -> None:
+                 schema: Schema | None = None,
+                 change_retention: float | None = DEFAULT_CHANGE_RETENTION,
+                 change_tracking: bool | Iterable[str] = True) -> None:
         self.schema = schema or Schema()
-        self.store = Store(self.schema)
+        self.store = Store(self.schema, change_retention=change_retention,
+                           change_tracking=change_tracking)
         self.faults = FaultInjector()
         self.auth = TokenIssuer(client_id, client_secret, token_lifetime)
         self.stats = Stats()

@@ -19,6 +19,7 @@ STRING_TOO_LONG = "0x80044331"
 THROTTLED = "0x80072322"
 UNEXPECTED = "0x80040216"
 SERVICE_UNAVAILABLE = "0x80040265"
+EXPIRED_VERSION_STAMP = "0x80044352"
 
 
 class ODataError(Exception):
@@ -68,3 +69,18 @@ def version_mismatch() -> ODataError:
     return ODataError(412, VERSION_MISMATCH,
                       "The version of the existing record doesn't match the RowVersion "
                       "property provided.")
+
+
+def change_token_expired() -> ODataError:
+    """A ``$deltatoken`` past the change-tracking retention (or not from this service).
+
+    Dataverse reports it as ExpiredVersionStamp; the status is 410 Gone, which is what
+    OData clients (crmsync's among them) take as "start again with a full read"."""
+    return ODataError(410, EXPIRED_VERSION_STAMP,
+                      "Version stamp associated with the client has expired: the change "
+                      "tracking token has expired. Please perform a full sync.")
+
+
+def not_with_change_tracking(option: str) -> ODataError:
+    return ODataError(400, QUERY_SYNTAX, f'The "{option}" query parameter isn\'t supported '
+                                         "when Change Tracking is enabled.")

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from worker.emulator.errors import PAYLOAD_ERROR, ODataError
 from worker.emulator.paths import SERVICE_PATH
@@ -64,6 +65,14 @@ class Response:
             return HTTPStatus(self.status).phrase
         except ValueError:
             return ""
+
+
+def collection_url(request: Request, set_name: str,
+                   params: Iterable[tuple[str, str]]) -> str:
+    """The full URL of a collection with these query parameters, encoded as Dataverse
+    encodes its next and delta links (``$``, ``,``, ``(``, ``)`` and ``'`` left as they are)."""
+    return (f"{request.service_root}/{set_name}?"
+            + urlencode(list(params), quote_via=quote, safe="$,()'"))
 
 
 def json_response(status: int, doc: Any, headers: list[tuple[str, str]] | None = None,

@@ -5,6 +5,10 @@ sort values of the page's last row. The next page is "rows sorting after those v
 the same order, which always ends with the primary key; so each row is returned exactly once
 however records are inserted, changed or deleted between pages, unless a change moves a row
 across the cursor (changing a sort column), which Dataverse does not protect against either.
+
+A read with change tracking carries, in its skiptoken, the change token taken at its first
+page, so the last page can end with the ``@odata.deltaLink`` for that position even when the
+client does not repeat ``Prefer: odata.track-changes`` on later pages.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ _UNSUPPORTED = {
     "$apply": "$apply is not implemented by the crmsync emulator",
     "$search": "$search is not implemented by the crmsync emulator",
 }
-_KNOWN = {"$filter", "$select", "$orderby", "$top", "$count", "$skiptoken", "$format"}
+_KNOWN = {"$filter", "$select", "$orderby", "$top", "$count", "$skiptoken", "$format",
+          "$deltatoken"}
 
 Record = Mapping[str, Any]
 SortValues = tuple[Any, ...]
@@ -69,9 +74,12 @@ class CollectionQuery:
 
 @dataclass(frozen=True)
 class Page:
+    """One page of a collection read; ``track`` is the change token of a tracked read."""
+
     rows: list[Record]
     total: int
     next_token: str | None
+    track: str | None = None
 
 
 def parse_select(entity_set: EntitySet, text: str | None) -> tuple[str, ...] | None:
@@ -127,16 +135,18 @@ def _parse_top(text: str | None) -> int | None:
 
 
 def read_page(query: CollectionQuery, rows: Sequence[Record], page_size: int | None,
-              skiptoken: str | None) -> Page:
+              skiptoken: str | None, *, track: str | None = None) -> Page:
     """One page of ``rows`` (already filtered) after the position in ``skiptoken``.
 
     The page size is the request's ``Prefer``, else the one the token was made with (a client
-    that does not repeat the header keeps its page size), else Dataverse's default 5000."""
+    that does not repeat the header keeps its page size), else Dataverse's default 5000.
+    ``track`` (a change token, for the first page of a tracked read) is handed on from page
+    to page in the skiptoken and returned in ``Page.track``."""
     remaining = query.top
     candidates: list[Record] = list(rows)
     total = len(candidates)
     if skiptoken:
-        cursor, remaining, token_page_size = _decode_token(query, skiptoken)
+        cursor, remaining, token_page_size, track = _decode_token(query, skiptoken)
         page_size = page_size or token_page_size
         compare, after = query.compare, query.sort_values
         candidates = [r for r in candidates if compare(after(r), cursor) > 0]
@@ -149,8 +159,8 @@ def read_page(query: CollectionQuery, rows: Sequence[Record], page_size: int | N
     token = None
     if more and chosen:
         left = None if remaining is None else remaining - limit
-        token = _encode_token(query, query.sort_values(chosen[-1]), left, page_size)
-    return Page(chosen, total, token)
+        token = _encode_token(query, query.sort_values(chosen[-1]), left, page_size, track)
+    return Page(chosen, total, token, track)
 
 
 def _sortable(value: Any) -> Any:
@@ -158,24 +168,42 @@ def _sortable(value: Any) -> Any:
 
 
 def _encode_token(query: CollectionQuery, values: SortValues, remaining: int | None,
-                  page_size: int) -> str:
+                  page_size: int, track: str | None = None) -> str:
     doc = {"f": query.fingerprint(), "v": [_encode_value(v) for v in values],
            "r": remaining, "p": page_size}
-    return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode().rstrip("=")
+    if track is not None:
+        doc["t"] = track
+    return encode_opaque(doc)
 
 
 def _decode_token(query: CollectionQuery,
-                  token: str) -> tuple[SortValues, int | None, int | None]:
+                  token: str) -> tuple[SortValues, int | None, int | None, str | None]:
     try:
-        padded = token + "=" * (-len(token) % 4)
-        doc = json.loads(base64.urlsafe_b64decode(padded))
+        doc = decode_opaque(token)
         values = tuple(_decode_value(v) for v in doc["v"])
         valid = doc["f"] == query.fingerprint() and len(values) == len(query.order)
+        track = doc.get("t")
+        if track is not None and not isinstance(track, str):
+            raise TypeError("bad change token")
     except (ValueError, KeyError, TypeError) as exc:
         raise errors.bad_query("The $skiptoken is not valid.") from exc
     if not valid:
         raise errors.bad_query("The $skiptoken was made for another $filter or $orderby.")
-    return values, doc.get("r"), doc.get("p")
+    return values, doc.get("r"), doc.get("p"), track
+
+
+def encode_opaque(doc: Mapping[str, Any]) -> str:
+    """JSON in URL-safe base64 without padding: the body of the emulator's skiptokens."""
+    return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode().rstrip("=")
+
+
+def decode_opaque(token: str) -> dict[str, Any]:
+    """The inverse of ``encode_opaque``; ValueError or TypeError when it is not one."""
+    padded = token + "=" * (-len(token) % 4)
+    doc = json.loads(base64.urlsafe_b64decode(padded))
+    if not isinstance(doc, dict):
+        raise TypeError("not a JSON object")
+    return doc
 
 
 def _encode_value(value: Any) -> Any:

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,7 +24,7 @@ from worker.emulator.auth import TOKEN_PATH
 from worker.emulator.faults import FaultInjector
 from worker.emulator.paths import SERVICE_PATH
 from worker.emulator.protocol import Request, Response
-from worker.emulator.store import Store
+from worker.emulator.store import DEFAULT_CHANGE_RETENTION, Store
 
 log = logging.getLogger(__name__)
 
@@ -216,15 +217,19 @@ class EmulatorServer:
 
     ``start()`` serves from a background thread (tests); ``serve_forever()`` blocks until
     ``stop()`` (the command). ``store``, ``faults`` and ``stats`` give tests in-process
-    control; ``base_url`` is what a client uses as its Dataverse service root."""
+    control; ``base_url`` is what a client uses as its Dataverse service root.
+    ``change_retention`` and ``change_tracking`` are ``Emulator``'s (change tracking)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
                  client_id: str | None = None, client_secret: str | None = None,
                  token_lifetime: float = 3600, sample_users: int = 0,
-                 data_file: str | os.PathLike[str] | None = None) -> None:
+                 data_file: str | os.PathLike[str] | None = None,
+                 change_retention: float | None = DEFAULT_CHANGE_RETENTION,
+                 change_tracking: bool | Iterable[str] = True) -> None:
         self.emulator = Emulator(client_id=client_id, client_secret=client_secret,
                                  token_lifetime=token_lifetime, sample_users=sample_users,
-                                 data_file=data_file)
+                                 data_file=data_file, change_retention=change_retention,
+                                 change_tracking=change_tracking)
         self._httpd = _HTTPServer((host, port), self.emulator)
         self.host = host
         self.port: int = self._httpd.server_address[1]
@@ -312,8 +317,11 @@ class EmulatorServer:
 def start_emulator(host: str = "127.0.0.1", port: int = 0, *, client_id: str | None = None,
                    client_secret: str | None = None, token_lifetime: float = 3600,
                    sample_users: int = 0,
-                   data_file: str | os.PathLike[str] | None = None) -> EmulatorServer:
+                   data_file: str | os.PathLike[str] | None = None,
+                   change_retention: float | None = DEFAULT_CHANGE_RETENTION,
+                   change_tracking: bool | Iterable[str] = True) -> EmulatorServer:
     """An emulator serving from a background thread; ``port=0`` picks a free port."""
     return EmulatorServer(host, port, client_id=client_id, client_secret=client_secret,
                           token_lifetime=token_lifetime, sample_users=sample_users,
-                          data_file=data_file).start()
+                          data_file=data_file, change_retention=change_retention,
+                          change_tracking=change_tracking).start()

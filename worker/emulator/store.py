@@ -4,15 +4,23 @@ One re-entrant lock guards everything: requests are short, and a ``$batch`` chan
 the lock for its whole length, which is what makes it atomic without any other machinery.
 Records are copy-on-write: a write stores a new dict and never mutates a stored one, so a
 reader may keep and render a record after releasing the lock, and the undo journal of a change
-set is just the list of the records it replaced."""
+set is just the list of the records it replaced.
+
+Change tracking (``Prefer: odata.track-changes``) rests on the global ``versionnumber``: a
+record changed since a position has a greater version, and every delete also takes the next
+version and is remembered, per set, as a tombstone (key, version, time). A ``ChangeToken`` is
+such a position plus the time it was taken; it expires when older than the retention, when
+the tombstones it would need were dropped (``expire_change_tokens``, ``clear``, ``load``), or
+when it names a position this store never had."""
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from worker.emulator import errors
@@ -22,6 +30,12 @@ from worker.emulator.values import Changes, record_from_json, record_to_json
 
 Record = dict[str, Any]
 Clock = Callable[[], datetime]
+Tombstone = tuple[int, datetime]  # (version of the delete, when)
+
+# Dataverse keeps change-tracking data for 7 days (Organization.ExpireChangeTrackingInDays).
+DEFAULT_CHANGE_RETENTION = 7 * 24 * 3600.0
+_TOKEN_TIME = "%m/%d/%Y %H:%M:%S"
+_TRIM_EVERY = 1024  # tombstones added to a set between two sweeps of expired ones
 
 
 def whole_seconds_utc() -> datetime:
@@ -42,11 +56,38 @@ def etag_matches(header: str, record: Record) -> bool:
                for tag in header.split(","))
 
 
-class Store:
-    """Records of every entity set by lower-case GUID, with alternate-key indexes and the
-    global ``versionnumber`` counter."""
+@dataclass(frozen=True)
+class ChangeToken:
+    """A position in the store's change sequence and the (UTC) time it was taken.
 
-    def __init__(self, schema: Schema, clock: Clock = whole_seconds_utc) -> None:
+    Its text is Dataverse's ``$deltatoken`` shape, ``<version>!<MM/dd/yyyy HH:mm:ss>``
+    (``919042!08/22/2017 08:10:44``); clients treat it as opaque."""
+
+    version: int
+    issued: datetime
+
+    def __str__(self) -> str:
+        return f"{self.version}!{self.issued.astimezone(UTC).strftime(_TOKEN_TIME)}"
+
+    @classmethod
+    def parse(cls, text: str) -> ChangeToken:
+        """The token ``str()`` made; ValueError for anything else."""
+        version, bang, issued = text.partition("!")
+        if not bang or not version.isdigit():
+            raise ValueError(f"not a change tracking token: {text!r}")
+        return cls(int(version), datetime.strptime(issued, _TOKEN_TIME).replace(tzinfo=UTC))
+
+
+class Store:
+    """Records of every entity set by lower-case GUID, with alternate-key indexes, the
+    global ``versionnumber`` counter and, for change tracking, the tombstones of deletes.
+
+    ``change_retention`` is how many seconds a change token stays valid (None: forever);
+    ``tracked`` the sets with change tracking enabled."""
+
+    def __init__(self, schema: Schema, clock: Clock = whole_seconds_utc, *,
+                 change_retention: float | None = DEFAULT_CHANGE_RETENTION,
+                 change_tracking: bool | Iterable[str] = True) -> None:
         self.schema = schema
         self.lock = threading.RLock()
         self._clock = clock
@@ -54,7 +95,18 @@ class Store:
         self._indexes: dict[str, dict[str, dict[Any, str]]] = {
             s.name: {alt: {} for alt in s.alternate_keys} for s in schema}
         self._version = 0
-        self._journal: list[tuple[str, str, Record | None]] | None = None
+        self._journal: list[tuple[str, str, Record | None, Tombstone | None]] | None = None
+        self.change_retention = change_retention
+        names = ([s.name for s in schema] if change_tracking is True
+                 else [] if change_tracking is False else list(change_tracking))
+        self._check_sets(names)
+        self.tracked: set[str] = set(names)
+        self._tombstones: dict[str, dict[str, Tombstone]] = {s.name: {} for s in schema}
+        self._trim_countdown: dict[str, int] = {s.name: _TRIM_EVERY for s in schema}
+        # The oldest valid token position per set, and the time before which no token of
+        # this store can have been issued.
+        self._token_floor: dict[str, int] = {s.name: 0 for s in schema}
+        self._tracking_since = clock()
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -142,6 +194,78 @@ class Store:
             self._store(entity_set, key, None)
             self._unlink(set_name, key)
 
+    # -- change tracking -----------------------------------------------------------------
+
+    def is_tracked(self, set_name: str) -> bool:
+        """Whether change tracking is enabled for the set."""
+        return set_name in self.tracked
+
+    def set_change_tracking(self, set_name: str, enabled: bool = True) -> None:
+        """Enable or disable change tracking for one set (disabling expires its tokens)."""
+        self._check_sets([set_name])
+        with self.lock:
+            if enabled:
+                self.tracked.add(set_name)
+            else:
+                self.tracked.discard(set_name)
+                self.expire_change_tokens(set_name)
+
+    def change_token(self) -> ChangeToken:
+        """The current position: every write so far is at or before it."""
+        with self.lock:
+            return ChangeToken(self._version, self._clock())
+
+    def check_change_token(self, set_name: str, token: ChangeToken) -> None:
+        """410 (Dataverse's ExpiredVersionStamp) unless ``token`` can still be answered."""
+        with self.lock:
+            now = self._clock()
+            too_old = (self.change_retention is not None
+                       and token.issued < now - timedelta(seconds=self.change_retention))
+            if (too_old or token.version < self._token_floor[set_name]
+                    or token.version > self._version or token.issued < self._tracking_since):
+                raise errors.change_token_expired()
+
+    def changes_since(self, set_name: str, since: int,
+                      upto: int) -> tuple[list[Record], list[tuple[int, str]]]:
+        """What changed in a set after version ``since`` up to ``upto`` (inclusive): the
+        current records with a version in that range, and the (version, key) of records
+        deleted in it and not there now; both in version order."""
+        with self.lock:
+            self._trim_tombstones(set_name)
+            table = self._tables[set_name]
+            changed = [r for r in table.values() if since < r["versionnumber"] <= upto]
+            deleted = [(version, key) for key, (version, _) in self._tombstones[set_name].items()
+                       if since < version <= upto and key not in table]
+        changed.sort(key=lambda r: r["versionnumber"])
+        deleted.sort()
+        return changed, deleted
+
+    def expire_change_tokens(self, *set_names: str) -> None:
+        """Make every change token issued so far (for these sets; all when none) expired, as
+        if the retention had passed: their next delta read answers 410."""
+        names = set_names or tuple(self._tables)
+        self._check_sets(names)
+        with self.lock:
+            self._version += 1  # tokens issued from now on are past the new floor
+            for name in names:
+                self._token_floor[name] = self._version
+                self._tombstones[name].clear()
+
+    def _check_sets(self, names: Iterable[str]) -> None:
+        unknown = sorted(set(names) - set(self._tables))
+        if unknown:
+            raise KeyError(f"no entity set {', '.join(unknown)} in the schema")
+
+    def _trim_tombstones(self, set_name: str) -> None:
+        """Forget deletes only expired tokens could ask about (older than the retention)."""
+        self._trim_countdown[set_name] = _TRIM_EVERY
+        if self.change_retention is None:
+            return
+        horizon = self._clock() - timedelta(seconds=self.change_retention)
+        tombstones = self._tombstones[set_name]
+        for key in [k for k, (_, when) in tombstones.items() if when < horizon]:
+            del tombstones[key]
+
     def _apply(self, entity_set: EntitySet, key: str, record: Record, changes: Changes) -> Record:
         record.update(changes.values)
         for attribute, (target_set, ref) in changes.binds.items():
@@ -183,12 +307,19 @@ class Store:
                 index.pop(_fold(old[name]), None)
             if record is not None and record.get(name) is not None:
                 index[_fold(record[name])] = key
+        tombstones = self._tombstones[entity_set.name]
         if self._journal is not None:
-            self._journal.append((entity_set.name, key, old))
+            self._journal.append((entity_set.name, key, old, tombstones.get(key)))
         if record is None:
-            table.pop(key, None)
+            if table.pop(key, None) is not None:
+                self._version += 1  # a delete is a change too: it takes the next version
+                tombstones[key] = (self._version, self._clock())
+                self._trim_countdown[entity_set.name] -= 1
+                if self._trim_countdown[entity_set.name] <= 0:
+                    self._trim_tombstones(entity_set.name)
         else:
             table[key] = record
+            tombstones.pop(key, None)  # created again: its record tells the story now
 
     def _unlink(self, set_name: str, key: str) -> None:
         """Clear lookups that pointed at a deleted record (Dataverse's "remove link")."""
@@ -217,8 +348,12 @@ class Store:
                 yield
             except BaseException:
                 journal, self._journal = self._journal, None
-                for set_name, key, old in reversed(journal):
+                for set_name, key, old, tombstone in reversed(journal):
                     self._store(self.schema[set_name], key, old)
+                    if tombstone is None:
+                        self._tombstones[set_name].pop(key, None)
+                    else:
+                        self._tombstones[set_name][key] = tombstone
                 raise
             finally:
                 self._journal = None
@@ -226,11 +361,13 @@ class Store:
     # -- whole-store operations -----------------------------------------------------------
 
     def clear(self) -> None:
+        """Remove every record (no tombstones: change tokens issued so far expire)."""
         with self.lock:
             for set_name, table in self._tables.items():
                 table.clear()
                 for index in self._indexes[set_name].values():
                     index.clear()
+            self.expire_change_tokens()
 
     def dump(self) -> dict[str, Any]:
         """Everything, as JSON-ready data (for ``--data-file`` and the admin endpoint)."""
@@ -240,10 +377,12 @@ class Store:
                 for name, table in self._tables.items()}}
 
     def load(self, doc: dict[str, Any]) -> None:
-        """Replace the content with a ``dump()``."""
+        """Replace the content with a ``dump()`` (tokens issued before expire: tombstones
+        are not saved)."""
         with self.lock:
             self.clear()
             self._version = max(self._version, int(doc.get("versionnumber", 0)))
+            self.expire_change_tokens()
             for set_name, rows in doc.get("sets", {}).items():
                 if set_name not in self.schema:
                     continue

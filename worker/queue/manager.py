@@ -373,12 +373,6 @@ class QueueManager:
                  ORDER BY e.priority, e.id
                 """)).mappings()]
 
-    def list_workers(self) -> list[dict[str, Any]]:
-        with translate_errors(), self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(sa.text(
-                "SELECT *, now() - heartbeat_at AS heartbeat_age FROM crmsync.workers "
-                "ORDER BY started_at")).mappings()]
-
     def delete_log_entries_before(self, conn: Connection, cutoff: datetime) -> int:
         return conn.execute(sa.text(
             "DELETE FROM crmsync.job_queue_log_entries "

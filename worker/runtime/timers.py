@@ -62,6 +62,3 @@ def _guarded(name: str, func: Callable[[], None]) -> Callable[[], None]:
 
     return tick
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -173,18 +173,3 @@ def clear_stamps(engine: Engine, mappings: Sequence[str]) -> None:
         conn.execute(sa.text(
             "UPDATE crmsync.couplings SET synced_values = NULL, remote_version = NULL, "
             "local_version = NULL WHERE mapping_name = ANY(:m)"), {"m": list(mappings)})
-
-
-def counts(engine: Engine) -> dict[str, dict[str, int]]:
-    """Per mapping: coupled, skipped, failed couplings (for status and metrics)."""
-    with translate_errors(), engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            """
-            SELECT mapping_name, count(*) AS total,
-                   count(*) FILTER (WHERE skipped) AS skipped,
-                   count(*) FILTER (WHERE NOT skipped AND (last_result_to = 'failure'
-                                    OR last_result_from = 'failure')) AS failed
-              FROM crmsync.couplings GROUP BY mapping_name
-            """)).mappings()
-        return {r["mapping_name"]: {"total": r["total"], "skipped": r["skipped"],
-                                    "failed": r["failed"]} for r in rows}
