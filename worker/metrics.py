@@ -155,7 +155,7 @@ class ClusterCollector(Collector):
         from worker.sync.capture import pending_change_age
 
         with self.engine.connect() as conn:
-            by_status = dict(conn.execute(sa.text(
+            by_status: dict[str, int] = dict(conn.execute(sa.text(
                 "SELECT status, count(*) FROM crmsync.job_queue_entries GROUP BY status")).all())
             skipped = conn.execute(sa.text(
                 "SELECT m.name, count(c.id) FILTER (WHERE c.skipped) FROM "

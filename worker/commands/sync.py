@@ -116,7 +116,7 @@ def _sync(args: argparse.Namespace) -> int:
 def _print_summaries(summaries: list[RunSummary]) -> None:
     header = ("mapping", "direction", "inserted", "modified", "deleted", "unchanged",
               "skipped", "failed", "coupled", "uncoupled")
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for s in summaries:
         if s.error and not s.passes:
             rows.append((s.mapping, f"FAILED: {s.error}"[:90], *[""] * 8))

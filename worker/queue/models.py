@@ -80,7 +80,7 @@ class JobQueueEntry:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> JobQueueEntry:
+    def from_row(cls, row: Mapping[Any, Any]) -> JobQueueEntry:
         return cls(
             id=row["id"],
             description=row["description"],

@@ -30,7 +30,9 @@ class StatusServer:
         except (ValueError, OSError) as exc:
             raise ConfigurationError(f"metrics address {address!r}: {exc}") from exc
         self._httpd.daemon_threads = True
-        self.address = f"{self._httpd.server_address[0]}:{self._httpd.server_address[1]}"
+        host_bound, port_bound = self._httpd.server_address[:2]
+        host_text = host_bound.decode() if isinstance(host_bound, bytes) else str(host_bound)
+        self.address = f"{host_text}:{port_bound}"
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         name="crmsync-http", daemon=True)
 

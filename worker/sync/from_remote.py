@@ -192,7 +192,7 @@ class _Chunk:
         with px.engine.connect() as conn:
             rows = px.local.fetch(conn, [c.local_id for c in cpl.values()
                                          if c.state is CouplingState.COUPLED])
-            reverse = {f.id: px.lookups.to_local(conn, f, [r.get(f.remote_read_name)
+            reverse = {f.id: px.lookups.to_local(conn, f, [r.get(f.remote_read_name or "")
                                                           for r in self.records])
                        for f in self.fields if f.lookup_mapping}
         for record in self.records:
@@ -438,7 +438,7 @@ def restore_local(px: PassContext, couplings: list[Coupling]) -> None:
     chunk = _Chunk(px, records)
     chunk.fields = fields
     with px.engine.connect() as conn:
-        reverse = {f.id: px.lookups.to_local(conn, f, [r.get(f.remote_read_name)
+        reverse = {f.id: px.lookups.to_local(conn, f, [r.get(f.remote_read_name or "")
                                                       for r in records])
                    for f in fields if f.lookup_mapping}
     for record in records:

@@ -72,7 +72,7 @@ class LocalTable:
 
     # -- reads -------------------------------------------------------------------------
     def fetch(self, conn: Connection, keys: Iterable[str],
-              where: sa.ColumnElement[bool] | None = None) -> dict[str, Mapping[str, Any]]:
+              where: sa.ColumnElement[bool] | None = None) -> dict[str, Any]:
         """Rows by key text (those that exist and match ``where``)."""
         values = [self.key_value(k) for k in keys]
         if not values:

@@ -96,7 +96,7 @@ def couple_by_match(sync: SyncEngine, name: str, *, create_missing: bool = False
 def _create(px: PassContext, keys: list[str]) -> Counter[str]:
     from worker.sync.to_remote import _Chunk
 
-    lengths = {}
+    lengths: dict[str, int] = {}
     for chunk in chunks(keys):
         _Chunk(px, chunk, set(), lengths).run()
     return px.counts

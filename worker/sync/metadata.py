@@ -38,9 +38,9 @@ def parse(xml_text: str) -> dict[str, EntitySetInfo]:
     for es in root.iter(f"{_EDM}EntitySet"):
         type_name = es.get("EntityType", "")
         info = EntitySetInfo(es.get("Name", ""), type_name)
-        et = types.get(type_name) or types.get(type_name.rsplit(".", 1)[-1])
-        if et is not None:
-            _fill(info, et, types)
+        found = types.get(type_name) or types.get(type_name.rsplit(".", 1)[-1])
+        if found is not None:
+            _fill(info, found, types)
         sets[info.name] = info
     return sets
 

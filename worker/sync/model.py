@@ -59,7 +59,7 @@ class FieldMapping:
     match_priority: int
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> FieldMapping:
+    def from_row(cls, row: Mapping[Any, Any]) -> FieldMapping:
         return cls(
             id=row["id"], local_column=row["local_column"],
             remote_property=row["remote_property"], direction=Direction(row["direction"]),
@@ -118,7 +118,7 @@ class TableMapping:
     depends_on: frozenset[str] = frozenset()
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], fields: tuple[FieldMapping, ...],
+    def from_row(cls, row: Mapping[Any, Any], fields: tuple[FieldMapping, ...],
                  depends_on: frozenset[str] = frozenset()) -> TableMapping:
         return cls(
             name=row["name"], local_table=row["local_table"], local_key=row["local_key"],
@@ -166,7 +166,7 @@ class Coupling:
     skipped: bool
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Coupling:
+    def from_row(cls, row: Mapping[Any, Any]) -> Coupling:
         return cls(
             id=row["id"], mapping_name=row["mapping_name"], local_id=row["local_id"],
             remote_id=row["remote_id"], state=CouplingState(row["state"]),

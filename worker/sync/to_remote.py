@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from worker.remote.batch import Operation, OperationResult
+from worker.remote.batch import Kind, Operation, OperationResult
 from worker.sync import capture
 from worker.sync import couplings as coupling_store
 from worker.sync.context import (
@@ -44,7 +44,7 @@ TO = Direction.TO_INTEGRATION
 class _Write:
     """A remote write waiting for its result."""
 
-    kind: str  # create | update | delete
+    kind: Kind
     key: str
     coupling: Coupling | None
     values: list[FieldValue]
@@ -277,7 +277,7 @@ class _Chunk:
         chosen = (w.values if w.written is None
                   else [v for v in w.values if v.field.key in w.written])
         return Operation(w.kind, self.px.remote, w.remote_id, _payload(self.px, chosen,
-                         create=w.kind == "create"), ref=n)  # type: ignore[arg-type]
+                         create=w.kind == "create"), ref=n)
 
     def _record(self, conn: Connection, w: _Write, result: OperationResult,
                 fresh: dict[str, Coupling]) -> None:
