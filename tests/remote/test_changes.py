@@ -107,6 +107,7 @@ def test_change_tracking_must_be_switched_on(service: str) -> None:
 
 
 def test_a_service_without_delta_links(emulator: EmulatorServer) -> None:
+    emulator.store.set_change_tracking("accounts", False)
     with client(emulator.base_url) as c, pytest.raises(RemoteProtocolError,
                                                        match="no @odata.deltaLink"):
         list(c.entity_set("accounts", "accountid").read_changes())

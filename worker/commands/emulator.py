@@ -38,6 +38,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="seed N system users with deterministic names (default 0)")
     parser.add_argument("--data-file", help="JSON file to load at start and save at exit "
                                             "(default: data in memory only)")
+    parser.add_argument("--change-retention-seconds", type=float, default=7 * 24 * 3600,
+                        help="how long change-tracking tokens stay valid (default 7 days, "
+                             "as on Dataverse)")
     parser.set_defaults(func=_serve)
 
 
@@ -51,7 +54,8 @@ def _serve(args: argparse.Namespace) -> int:
         server = EmulatorServer(args.host, args.port, client_id=args.client_id,
                                 client_secret=args.client_secret,
                                 token_lifetime=args.token_lifetime,
-                                sample_users=args.sample_users, data_file=args.data_file)
+                                sample_users=args.sample_users, data_file=args.data_file,
+                                change_retention=args.change_retention_seconds)
     except OSError as exc:
         raise ConfigurationError(f"crmsync emulator: cannot listen on {args.host}:{args.port}: "
                                  f"{exc.strerror or exc}") from exc
