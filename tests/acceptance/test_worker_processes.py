@@ -114,7 +114,7 @@ def test_three_workers_share_the_queue_without_double_runs(engine: Engine, spawn
     # Every entry ran about every 2 s for 20 s.
     per_entry = Counter(r.entry_id for r in rows if r.status == "success")
     assert len(per_entry) == 30
-    assert min(per_entry.values()) >= 6, per_entry
+    assert min(per_entry.values()) >= 5, per_entry
     assert max(per_entry.values()) <= 11, per_entry
     # No two runs of one category overlapped.
     for category in ("CAT-A", "CAT-B"):
