@@ -203,3 +203,19 @@ def test_erp_roles_write_mapped_tables_without_any_grant_on_crmsync(world: World
     finally:
         world.sql(f"DROP OWNED BY {role}")
         world.sql(f"DROP ROLE {role}")
+
+
+def test_a_row_the_erp_refuses_fails_alone(world: World) -> None:
+    add_customers(world, 3)
+    world.counts()
+    world.sql("ALTER TABLE erp_t.customer ALTER COLUMN city SET NOT NULL")
+    bad = world.remote_one("accounts", "accountnumber eq 'C0001'")
+    good = world.remote_one("accounts", "accountnumber eq 'C0002'")
+    world.patch("accounts", bad["accountid"], {"address1_city": None})
+    world.patch("accounts", good["accountid"], {"address1_city": "Fine"})
+    came = world.counts("CUSTOMER")[("CUSTOMER", "from")]
+    assert came["failed"] == 1 and came["modified"] == 1
+    message = world.scalar("SELECT message FROM crmsync.sync_job_errors")
+    assert 'null value in column "city"' in message
+    assert world.scalar("SELECT city FROM erp_t.customer WHERE no = 'C0002'") == "Fine"
+    assert world.scalar("SELECT city FROM erp_t.customer WHERE no = 'C0001'") == "City 1"
