@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import Engine
 
 from worker import __version__
-from worker.errors import DatabaseError, DatabaseUnavailable
+from worker.errors import DatabaseError, DatabaseUnavailable, JobError
 from worker.jobs import JobHandler, RunContext
 from worker.queue.manager import Claim, Outcome, QueueManager
 from worker.queue.models import JobKind, RunStatus
@@ -216,7 +216,7 @@ class Worker:
         )
         try:
             if handler is None:
-                raise DatabaseError(f"job_kind: no handler for {claim.entry.job_kind!r}")
+                raise JobError(f"job_kind: no handler for {claim.entry.job_kind!r}")
             result = handler(ctx)
             outcome = Outcome.success(result.message, result.changed)
         except Exception as exc:  # one failing run never kills the loop
