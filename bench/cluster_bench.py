@@ -58,13 +58,24 @@ def main() -> int:
                    (job_kind, run_interval, rerun_delay, category_code, parameters)
             SELECT 'cleanup', '2 seconds', '0 seconds',
                    CASE WHEN n % 5 = 0 THEN 'CAT-A' WHEN n % 5 = 1 THEN 'CAT-B' END,
-                   '{"sleep": 0.1}'::jsonb
+                   CASE WHEN n = :n - 1 THEN '{"sleep": 1.5}' ELSE '{"sleep": 0.1}' END::jsonb
               FROM generate_series(1, :n) n
             """), {"n": args.entries})
     start = time.monotonic()
     time.sleep(args.seconds / 2)
-    procs[0].kill()
-    procs[0].wait()
+    # Kill the worker that holds the slow entry, mid-run.
+    victim = None
+    while victim is None:
+        with engine.connect() as conn:
+            holder = conn.scalar(sa.text(
+                "SELECT locked_by FROM crmsync.job_queue_entries WHERE status = 'in_process' "
+                "AND parameters->>'sleep' = '1.5'"))
+        victim = next((p for p in procs if holder and p.pid == int(holder.split(":")[1])), None)
+        time.sleep(0.05)
+    victim.kill()
+    victim.wait()
+    procs.remove(victim)
+    procs.insert(0, victim)
     time.sleep(max(0, args.seconds - (time.monotonic() - start)))
     for p in procs[1:]:
         p.send_signal(signal.SIGTERM)
@@ -86,7 +97,8 @@ def main() -> int:
         overlaps += sum(1 for a, b in zip(runs, runs[1:], strict=False) if b[0] < a[1])
     lags = [(r.started_at - r.scheduled_for).total_seconds() for r in ok]
     print(f"workers={args.workers} entries={args.entries} interval=2s duration={args.seconds}s "
-          f"(worker 1 killed with SIGKILL at {args.seconds / 2:.0f}s, lease {args.lease}s)")
+          f"(the worker running the slow entry SIGKILLed at ~{args.seconds / 2:.0f}s, "
+          f"lease {args.lease}s)")
     print(f"runs: {len(rows)} total, {len(ok)} success, "
           f"{sum(r.status == 'abandoned' for r in rows)} abandoned, "
           f"{sum(r.status == 'error' for r in rows)} error")
