@@ -74,6 +74,11 @@ class Demo:
         rows = sum(t.inserted for t in summary.tables)
         self._say(f"sample ERP data loaded: {rows} rows in schema erp")
         setup_defaults(self.engine, interval=self.options.interval)
+        with self.engine.begin() as conn:
+            # NAV's 12-24 h inactivity holds would hide CRM-side edits for the rest of the
+            # demo (only ERP-side changes wake an entry); here a hold lasts 30 s.
+            conn.execute(sa.text("UPDATE crmsync.job_queue_entries "
+                                 "SET inactivity_timeout = interval '30 seconds'"))
         self._say(f"seven default mappings set up, each synchronized every "
                   f"{self.options.interval.total_seconds():.0f} s")
         hooks = MetricsHooks()

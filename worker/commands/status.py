@@ -86,7 +86,13 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _clock(value: datetime | None) -> str:
-    return value.astimezone().strftime("%H:%M:%S") if value else "-"
+    """Local time; with the date when it is not today (a 24 h inactivity hold)."""
+    if value is None:
+        return "-"
+    local = value.astimezone()
+    if local.date() != datetime.now().astimezone().date():
+        return local.strftime("%m-%d %H:%M")
+    return local.strftime("%H:%M:%S")
 
 
 def _json_default(value: object) -> object:
