@@ -17,23 +17,18 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from contextlib import closing
 from dataclasses import dataclass, field
 
-import requests
+from emulator_process import SERVICE, free_port, start_emulator
 
 from worker.remote.batch import Operation
 from worker.remote.client import ODataClient
 from worker.remote.config import load_connection
 
-SERVICE = "/api/data/v9.2"
 # Records per batch size by default: enough for a few seconds each on a laptop.
 DEFAULT_RECORDS = {1: 2000, 100: 10000, 1000: 20000, 0: 4000}
 
@@ -51,27 +46,6 @@ class Latencies:
 
     def throttled(self, seconds: float) -> None:
         pass
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_emulator(port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "worker", "--log-level", "WARNING", "emulator",
-               "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"http://127.0.0.1:{port}{SERVICE}/", timeout=1)
-            return process
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the emulator did not start")
 
 
 def run(url: str, batch_size: int, records: int, concurrency: int) -> dict[str, float]:

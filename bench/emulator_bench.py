@@ -24,42 +24,18 @@ import json
 import multiprocessing
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import closing
 from threading import Thread
 from urllib.parse import urlsplit
 
 import requests
+from emulator_process import SERVICE, free_port, start_emulator
 
-SERVICE = "/api/data/v9.2"
 SCENARIOS = ("get", "patch", "page")
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "worker", "--log-level", "WARNING", "emulator",
-               "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"http://127.0.0.1:{port}{SERVICE}/", timeout=1)
-            return process
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the emulator did not start")
 
 
 def seed(root: str, count: int) -> list[str]:
@@ -209,7 +185,7 @@ def main() -> int:
     root = options.url
     if root is None:
         port = free_port()
-        server = start_server(port)
+        server = start_emulator(port)
         root = f"http://127.0.0.1:{port}"
     try:
         ids = seed(root, options.records)

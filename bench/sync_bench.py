@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import requests
 import sqlalchemy as sa
+from emulator_process import SERVICE, free_port, start_emulator
 
 from worker.db import migrate
 from worker.db.engine import create_engine, normalize_url
@@ -27,12 +24,6 @@ from worker.sample.data import load_sample_data
 from worker.sample.defaults import setup_defaults
 from worker.sync.clients import Clients
 from worker.sync.engine import SyncEngine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def statements(engine: sa.engine.Engine) -> int:
@@ -57,17 +48,9 @@ def main() -> int:
     engine = create_engine(url, pool_size=8)
     migrate.upgrade(engine)
     port = free_port()
-    crm = subprocess.Popen([str(Path(sys.executable).with_name("crmsync")), "emulator",
-                            "--port", str(port), "--sample-users", "5"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base_url = f"http://127.0.0.1:{port}/api/data/v9.2"
+    crm = start_emulator(port, "--sample-users", "5")
+    base_url = f"http://127.0.0.1:{port}{SERVICE}"
     os.environ["CRMSYNC_CRM_URL"] = base_url
-    for _ in range(100):
-        try:
-            requests.get(base_url, timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
     try:
         t = time.perf_counter()
         load_sample_data(engine, customers=args.customers)
