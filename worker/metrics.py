@@ -166,33 +166,26 @@ class ClusterCollector(Collector):
             )).all()
             mappings = conn.scalars(sa.text(
                 "SELECT name FROM crmsync.integration_table_mappings WHERE enabled")).all()
-        entries = GaugeMetricFamily("crmsync_job_queue_entries",
-                                    "Job queue entries by status (cluster; aggregate with max)",
-                                    labels=["status"])
-        for status in EntryStatus:
-            entries.add_metric([status.value], float(by_status.get(status.value, 0)))
-        yield entries
-        skipped_family = GaugeMetricFamily(
-            "crmsync_skipped_couplings", "Couplings skipped after repeated failures "
-            "(cluster; aggregate with max)", labels=["mapping"])
-        for name, count in skipped:
-            skipped_family.add_metric([name], float(count))
-        yield skipped_family
-        lag = GaugeMetricFamily(
-            "crmsync_sync_lag_seconds", "Age of the oldest local change not yet read by the "
-            "mapping (cluster; aggregate with max)", labels=["mapping"])
-        ages = pending_change_age(self.engine)
-        for name in mappings:
-            lag.add_metric([name], ages.get(name, 0.0))
-        yield lag
-        beats = GaugeMetricFamily(
-            "crmsync_worker_heartbeat_age_seconds", "Seconds since each registered worker's "
-            "last heartbeat (cluster; aggregate with max)", labels=["worker"])
-        for worker_id, age in workers:
-            beats.add_metric([worker_id], float(age))
-        yield beats
+            ages = pending_change_age(conn)
+        yield _gauge("crmsync_job_queue_entries", "Job queue entries by status", "status",
+                     [(st.value, by_status.get(st.value, 0)) for st in EntryStatus])
+        yield _gauge("crmsync_skipped_couplings", "Couplings skipped after repeated failures",
+                     "mapping", skipped)
+        yield _gauge("crmsync_sync_lag_seconds",
+                     "Age of the oldest local change not yet read by the mapping", "mapping",
+                     [(name, ages.get(name, 0.0)) for name in mappings])
+        yield _gauge("crmsync_worker_heartbeat_age_seconds",
+                     "Seconds since each registered worker's last heartbeat", "worker", workers)
         yield GaugeMetricFamily("crmsync_workers", "Registered workers (cluster)",
                                 value=float(len(workers)))
+
+
+def _gauge(name: str, text: str, label: str, pairs: Any) -> GaugeMetricFamily:
+    """A cluster gauge family: every worker reports the same values (aggregate with max)."""
+    family = GaugeMetricFamily(name, f"{text} (cluster; aggregate with max)", labels=[label])
+    for value_label, value in pairs:
+        family.add_metric([str(value_label)], float(value))
+    return family
 
 
 def prime(engine: Engine) -> None:

@@ -175,9 +175,9 @@ def _prune(conn: Connection, table_name: str) -> None:
         """), {"t": table_name})
 
 
-def pending_change_age(engine: Engine) -> dict[str, float]:
-    """Per table: seconds since the oldest change not yet read by its mappings (sync lag)."""
-    with translate_errors(), engine.connect() as conn:
+def pending_change_age(conn: Connection) -> dict[str, float]:
+    """Per mapping: seconds since the oldest local change it has not read yet (sync lag)."""
+    with translate_errors():
         rows = conn.execute(sa.text(
             """
             SELECT m.name, extract(epoch FROM now() - min(c.changed_at)) AS age
