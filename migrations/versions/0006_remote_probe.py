@@ -15,11 +15,16 @@ branch_labels = None
 depends_on = None
 
 UPGRADE = r"""
-SELECT 1;
+-- How often the worker asks the CRM whether anything changed for a mapping whose entry is
+-- on inactivity hold (one $top=1 read). NULL: at the entry's run_interval.
+ALTER TABLE crmsync.integration_table_mappings
+    ADD COLUMN remote_probe_interval interval
+        CONSTRAINT integration_table_mappings_remote_probe_interval_must_be_positive
+        CHECK (remote_probe_interval > interval '0');
 """
 
 DOWNGRADE = r"""
-SELECT 1;
+ALTER TABLE crmsync.integration_table_mappings DROP COLUMN remote_probe_interval;
 """
 
 
