@@ -96,6 +96,10 @@ class ConnectionSettings:
     retry_cap: float = 60.0
     max_retry_after: float = 300.0
     dialect: Dialect = field(default_factory=Dialect)
+    # Push (Dataverse webhooks): off unless ``webhook = true`` and a webhook secret is set.
+    webhook: bool = False
+    webhook_header: str = "x-crmsync-webhook-key"
+    webhook_secret: Secret | None = None
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -190,6 +194,12 @@ def _http_url(raw: Any, where: str) -> str:
     return (text or "").rstrip("/")
 
 
+def _header_name(raw: Any, where: str) -> str:
+    if isinstance(raw, str) and re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", raw.strip()):
+        return raw.strip().lower()
+    raise ConfigurationError(f"{where}: expected an HTTP header name, got {raw!r}")
+
+
 # setting name -> parser. Secrets are handled apart (see _load_secret).
 _SETTINGS: dict[str, Parser] = {
     "url": _http_url,
@@ -208,6 +218,8 @@ _SETTINGS: dict[str, Parser] = {
     "retry_base": _number(0, 60),
     "retry_cap": _number(0, 3600),
     "max_retry_after": _number(0, 86400),
+    "webhook": _boolean,
+    "webhook_header": _header_name,
 }
 _DIALECT_SETTINGS: dict[str, Parser] = {
     "create_method": _choice("patch", "post"),
@@ -218,7 +230,7 @@ _DIALECT_SETTINGS: dict[str, Parser] = {
     "key_type": _choice("guid", "string", "int"),
     "annotations": _text,
 }
-_SECRETS = ("client_secret", "token")
+_SECRETS = ("client_secret", "token", "webhook_secret")
 _FILE_KEYS = {"dialect", *_SETTINGS, *_DIALECT_SETTINGS, *(f"{s}_file" for s in _SECRETS)}
 
 
@@ -320,6 +332,7 @@ class _Raw:
                 kwargs[key] = self.parsed(key, parser)
         kwargs["client_secret"] = self.secret("client_secret")
         kwargs["token"] = self.secret("token")
+        kwargs["webhook_secret"] = self.secret("webhook_secret")
         kwargs["dialect"] = self.dialect()
         if "auth" not in kwargs:
             kwargs["auth"] = ("bearer" if kwargs["token"] else
@@ -340,6 +353,10 @@ class _Raw:
 
     def check(self, s: ConnectionSettings) -> ConnectionSettings:
         """Rules across settings; fills the derived token URL and scope."""
+        if s.webhook and s.webhook_secret is None:
+            raise ConfigurationError(
+                f"{self.where('webhook')}: a webhook needs {self.prefix}WEBHOOK_SECRET, "
+                f"{self.prefix}WEBHOOK_SECRET_FILE or the credential {self.name}_webhook_secret")
         if s.auth == "bearer" and s.token is None:
             raise ConfigurationError(
                 f"{self.where('auth')}: bearer auth needs {self.prefix}TOKEN, "
