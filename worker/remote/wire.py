@@ -87,9 +87,10 @@ def annotations_preference(value: str | None) -> str | None:
 
 
 def parse_json(reply: Reply, method: str, url: str) -> Any:
-    """The JSON body of a reply; RemoteProtocolError when it is not JSON."""
+    """The JSON body of a reply; RemoteProtocolError when it is not JSON. Numbers with a
+    fraction or exponent are read as ``Decimal`` (exact digits, never through float)."""
     try:
-        return json.loads(reply.body)
+        return loads(reply.body)
     except (ValueError, UnicodeDecodeError):
         raise RemoteProtocolError("the response is not JSON", status=reply.status,
                                   method=method, path=urlsplit(url).path) from None
@@ -104,6 +105,11 @@ def key_value(key: str, key_type: KeyType) -> Any:
     return key
 
 
+def loads(text: str | bytes) -> Any:
+    """JSON with exact numbers: a number with a fraction or exponent is a ``Decimal``."""
+    return json.loads(text, parse_float=Decimal)
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, datetime):
         return filters.datetime_literal(value)
@@ -111,14 +117,30 @@ def _json_default(value: object) -> object:
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
-    if isinstance(value, Decimal):
-        # Exact for up to 15 significant digits (float repr round-trips), which covers
-        # Dataverse money and decimal columns.
-        return float(value)
     raise TypeError(f"cannot send a {type(value).__name__} as JSON")
 
 
+def number_literal(value: Decimal) -> str:
+    """A Decimal as a JSON number literal with its exact digits (``1E+2`` → ``100``)."""
+    if not value.is_finite():
+        raise ValueError(f"cannot send the non-finite number {value} as JSON")
+    return format(value, "f")
+
+
+def _encode(value: Any) -> str:
+    """Compact JSON of one value; Decimals become exact number literals (the json module
+    would need a float, which changes amounts beyond 15 significant digits)."""
+    if isinstance(value, Decimal):
+        return number_literal(value)
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{_encode(v)}"
+                              for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_encode(v) for v in value) + "]"
+    return json.dumps(value, default=_json_default, ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":"))
+
+
 def dumps(values: Mapping[str, Any]) -> bytes:
-    """A request body: compact UTF-8 JSON, datetimes as UTC ``Z``, UUIDs and Decimals."""
-    return json.dumps(values, default=_json_default, ensure_ascii=False,
-                      separators=(",", ":")).encode("utf-8")
+    """A request body: compact UTF-8 JSON, datetimes as UTC ``Z``, UUIDs, exact Decimals."""
+    return _encode(values).encode("utf-8")

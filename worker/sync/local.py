@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,6 +16,20 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from worker.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A column value the driver cannot load into Python (a date after year 9999,
+    ``'infinity'``): it stands in the row in place of the value, so the record that holds
+    it fails alone, naming the column, when it is used."""
+
+    column: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"column {self.column} holds {self.text!r}, which cannot be read"
+
 
 FILTER_OPERATORS = ("eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "like", "is_null",
                     "not_null")
@@ -27,7 +42,7 @@ class LocalTable:
                  mapping: str = "?") -> None:
         self.mapping = mapping
         try:
-            self.table = _reflect(engine, qualified_name)
+            self.table = _reflect(engine, qualified_name, key)
         except sa_exc.NoSuchTableError as exc:
             raise ConfigurationError(
                 f"mapping {mapping}: local_table {qualified_name} does not exist") from exc
@@ -45,11 +60,18 @@ class LocalTable:
         return length if isinstance(length, int) else None
 
     def key_value(self, text: str) -> Any:
-        """A coupling's local id (text) as a value of the key column's type."""
-        if isinstance(self.key.type, sa.Uuid):
-            return uuid.UUID(text)
-        python_type = _python_type(self.key)
-        return python_type(text) if python_type in (int,) else text
+        """A coupling's local id (text) as a value of the key column's type; a text that
+        is no such value (ids coupled under another local_key) is a configuration error."""
+        try:
+            if isinstance(self.key.type, sa.Uuid):
+                return uuid.UUID(text)
+            python_type = _python_type(self.key)
+            return python_type(text) if python_type in (int,) else text
+        except ValueError:
+            raise ConfigurationError(
+                f"mapping {self.mapping}: local_key {self.key.name}: the local id {text!r} is "
+                f"not a {self.key.type} value (was local_key changed after records were "
+                "coupled? see crmsync check)") from None
 
     def filter_clause(self, conditions: Sequence[Mapping[str, Any]]) -> sa.ColumnElement[bool]:
         """The mapping's local_filter as a WHERE clause: a list of {column, op, value},
@@ -80,7 +102,43 @@ class LocalTable:
         query = sa.select(self.table).where(self.key.in_(values))
         if where is not None:
             query = query.where(where)
-        return {str(row[self.key.name]): row for row in conn.execute(query).mappings()}
+        try:
+            return {str(row[self.key.name]): row for row in conn.execute(query).mappings()}
+        except sa_exc.DataError:
+            # A value the driver cannot load fails the whole result; read row by row so
+            # only the rows holding such a value carry Unreadable markers.
+            return self._fetch_one_by_one(conn, values, where)
+
+    def _fetch_one_by_one(self, conn: Connection, values: list[Any],
+                          where: sa.ColumnElement[bool] | None) -> dict[str, Any]:
+        rows: dict[str, Any] = {}
+        for value in values:
+            query = sa.select(self.table).where(self.key == value)
+            if where is not None:
+                query = query.where(where)
+            try:
+                row: Any = conn.execute(query).mappings().first()
+            except sa_exc.DataError:
+                row = self._read_column_by_column(conn, value)
+            if row is not None:
+                rows[str(row[self.key.name])] = row
+        return rows
+
+    def _read_column_by_column(self, conn: Connection, value: Any) -> dict[str, Any] | None:
+        """One row whose values do not all load: each column read alone, the ones that
+        fail replaced by an Unreadable holding the database's text of the value."""
+        texts = conn.execute(sa.select(*[sa.cast(c, sa.Text).label(c.name)
+                                         for c in self.table.c])
+                             .where(self.key == value)).mappings().first()
+        if texts is None:
+            return None
+        row: dict[str, Any] = {}
+        for column in self.table.c:
+            try:
+                row[column.name] = conn.scalar(sa.select(column).where(self.key == value))
+            except sa_exc.DataError:
+                row[column.name] = Unreadable(column.name, str(texts[column.name]))
+        return row
 
     def all_keys(self, conn: Connection, where: sa.ColumnElement[bool]) -> Iterator[str]:
         result = conn.execution_options(stream_results=True, yield_per=2000).execute(
@@ -132,13 +190,15 @@ class LocalTable:
 # Reflection costs a dozen catalog queries per table; a mapping run needs the same tables
 # several times (its own, lookup targets, the check). A reflected table is reused for
 # REFLECTION_TTL seconds, so a column added to an ERP table is seen within that time.
+# The cache is keyed by table and key column, so a mapping whose local_table or local_key
+# was changed reflects again at once.
 REFLECTION_TTL = 60.0
-_reflected: dict[tuple[str, str], tuple[float, sa.Table]] = {}
+_reflected: dict[tuple[str, str, str], tuple[float, sa.Table]] = {}
 _reflected_lock = threading.Lock()
 
 
-def _reflect(engine: Engine | Connection, qualified_name: str) -> sa.Table:
-    key = (engine.engine.url.render_as_string(hide_password=True), qualified_name)
+def _reflect(engine: Engine | Connection, qualified_name: str, key_column: str) -> sa.Table:
+    key = (engine.engine.url.render_as_string(hide_password=True), qualified_name, key_column)
     now = time.monotonic()
     with _reflected_lock:
         cached = _reflected.get(key)

@@ -1,20 +1,29 @@
 """Reading an OData service's ``$metadata`` (CSDL): entity sets, their properties, types,
-maximum lengths and navigation properties. Used by ``crmsync check`` and to cut text to the
-remote side's length."""
+facets (MaxLength, Precision, Scale) and navigation properties. Used by ``crmsync check``,
+to cut text to the remote side's length and to refuse numbers a property cannot hold."""
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from typing import Any
 
 _EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
 
 
 @dataclass(frozen=True)
 class PropertyInfo:
+    """One property; ``precision``/``scale`` None when the service leaves them open
+    (absent, or Dataverse's ``Scale="Variable"``)."""
+
     name: str
     type: str
     max_length: int | None = None
+    precision: int | None = None
+    scale: int | None = None
 
 
 @dataclass
@@ -53,9 +62,36 @@ def _fill(info: EntitySetInfo, et: ET.Element, types: dict[str, ET.Element]) -> 
     if key is not None:
         info.keys.extend(ref.get("Name", "") for ref in key.findall(f"{_EDM}PropertyRef"))
     for prop in et.findall(f"{_EDM}Property"):
-        length = prop.get("MaxLength")
         info.properties[prop.get("Name", "")] = PropertyInfo(
-            prop.get("Name", ""), prop.get("Type", ""),
-            int(length) if length and length.isdigit() else None)
+            prop.get("Name", ""), prop.get("Type", ""), _facet(prop, "MaxLength"),
+            _facet(prop, "Precision"), _facet(prop, "Scale"))
     for nav in et.findall(f"{_EDM}NavigationProperty"):
         info.navigation[nav.get("Name", "")] = nav.get("Type", "")
+
+
+def _facet(prop: ET.Element, name: str) -> int | None:
+    text = prop.get(name)
+    return int(text) if text and text.isdigit() else None
+
+
+# Parsed $metadata per client object, for the passes (which hold a client, not the
+# Clients registry). A service that does not answer is asked again after a minute.
+_RETRY_AFTER = 60.0
+_by_client: weakref.WeakKeyDictionary[Any, tuple[float, dict[str, EntitySetInfo]]] = \
+    weakref.WeakKeyDictionary()
+_by_client_lock = threading.Lock()
+
+
+def for_client(client: Any) -> dict[str, EntitySetInfo]:
+    """The entity sets of ``client``'s service (empty when it has no usable $metadata)."""
+    with _by_client_lock:
+        cached = _by_client.get(client)
+    if cached is not None and (cached[1] or time.monotonic() - cached[0] < _RETRY_AFTER):
+        return cached[1]
+    try:
+        sets = parse(client.metadata())
+    except Exception:  # a service without $metadata syncs without the property checks
+        sets = {}
+    with _by_client_lock:
+        _by_client[client] = (time.monotonic(), sets)
+    return sets

@@ -49,16 +49,45 @@ def same(a: Any, b: Any) -> bool:
     return canonical(a) == canonical(b)
 
 
+RULES = ("value_map", "before", "trim", "case", "max_length")
+
+
+class TransformError(ValueError):
+    """A transformation rule that is not well-formed (the message names the rule part)."""
+
+
 def constant(field_mapping: FieldMapping) -> Any:
-    """A constant value as the destination expects it: JSON when it parses (3, true), else
-    the text itself."""
+    """A constant value as the destination expects it: JSON when it parses (3, true, 12.50
+    as an exact Decimal), else the text itself."""
     text = field_mapping.constant_value
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_float=Decimal)
     except ValueError:
         return text
+
+
+def rule_problems(rule: Any) -> list[str]:
+    """What is wrong with a transformation rule (empty when it is well-formed)."""
+    if not isinstance(rule, Mapping):
+        return [f"transformation must be a JSON object of {', '.join(RULES)}, got {rule!r}"]
+    problems = [f"transformation: unknown rule {name!r} (rules: {', '.join(RULES)})"
+                for name in rule if name not in RULES]
+    checks = {
+        "value_map": (lambda v: isinstance(v, Mapping) and all(
+            isinstance(x, str | int | float | Decimal | bool) or x is None
+            for x in v.values()), "an object of value → value"),
+        "before": (lambda v: isinstance(v, str) and v != "", "a non-empty text"),
+        "trim": (lambda v: isinstance(v, bool), "true or false"),
+        "case": (lambda v: v in ("upper", "lower"), "'upper' or 'lower'"),
+        "max_length": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                       "a positive whole number"),
+    }
+    for name, (valid, expected) in checks.items():
+        if name in rule and not valid(rule[name]):
+            problems.append(f"transformation.{name} must be {expected}, got {rule[name]!r}")
+    return problems
 
 
 def transform(field_mapping: FieldMapping, value: Any, pass_direction: Direction,
@@ -67,8 +96,12 @@ def transform(field_mapping: FieldMapping, value: Any, pass_direction: Direction
 
     Rules (all optional, in this order): value_map (option sets; inverted for the
     remote-to-local direction), before (text before a separator), trim, case, max_length;
-    text is always cut to the destination's length (``max_length``)."""
+    text is always cut to the destination's length (``max_length``). A rule that is not
+    well-formed raises TransformError."""
     rule = field_mapping.transformation
+    problems = rule_problems(rule)
+    if problems:
+        raise TransformError("; ".join(problems))
     if "value_map" in rule and value is not None:
         table = {str(k): v for k, v in dict(rule["value_map"]).items()}
         if pass_direction is Direction.FROM_INTEGRATION:
