@@ -8,16 +8,18 @@ never faulted, so a test can always reach them.
 - ``POST /_admin/save``: write the ``--data-file`` now
 - ``POST /_admin/expire-change-tokens``: every change-tracking token issued so far expires
   (body ``{"sets": [...]}`` to limit it to some sets)
+- ``GET|POST|DELETE /_admin/webhooks``: list, add ``{"url": ..., "headers": {...}}``, remove
+  all (see ``webhooks``)
 """
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
-from worker.emulator import errors
+from worker.emulator import errors, jsoncodec
 from worker.emulator.protocol import Request, Response, error_response, json_response
 from worker.emulator.values import record_to_json
+from worker.emulator.webhooks import Webhook
 
 if TYPE_CHECKING:
     from worker.emulator.app import Emulator
@@ -44,6 +46,8 @@ class AdminApi:
                 return self._expire_change_tokens(request)
             if route == "faults":
                 return self._faults(request)
+            if route == "webhooks":
+                return self._webhooks(request)
             if route.startswith("records/") and request.method == "GET":
                 return self._records(route.removeprefix("records/"))
         except errors.ODataError as exc:
@@ -67,16 +71,35 @@ class AdminApi:
         if request.method != "POST":
             raise errors.ODataError(405, errors.QUERY_SYNTAX, "GET, POST or DELETE")
         try:
-            doc = json.loads(request.body or b"null")
+            doc = jsoncodec.loads(request.body or b"null")
             items = doc if isinstance(doc, list) else [doc]
             added = [faults.add_from_json(item).id for item in items]
         except (ValueError, TypeError, AttributeError) as exc:
             raise errors.bad_payload(f"Bad fault description: {exc}") from exc
         return json_response(201, {"added": added, "faults": faults.active()})
 
+    def _webhooks(self, request: Request) -> Response:
+        notifier = self.emulator.webhooks
+        if request.method == "DELETE":
+            notifier.clear()
+        elif request.method == "POST":
+            try:
+                doc = jsoncodec.loads(request.body or b"null")
+                if not isinstance(doc, dict) or not isinstance(doc.get("headers", {}), dict):
+                    raise TypeError('expected {"url": "http://...", "headers": {...}}')
+                notifier.add(Webhook(str(doc.get("url", "")), dict(doc.get("headers", {}))))
+            except (ValueError, TypeError) as exc:
+                raise errors.bad_payload(f"Bad webhook: {exc}") from exc
+        elif request.method != "GET":
+            raise errors.ODataError(405, errors.QUERY_SYNTAX, "GET, POST or DELETE")
+        status = 201 if request.method == "POST" else 200
+        return json_response(status, {"webhooks": [h.describe() for h in notifier.hooks],
+                                      "delivered": notifier.delivered,
+                                      "failed": notifier.failed})
+
     def _expire_change_tokens(self, request: Request) -> Response:
         try:
-            doc = json.loads(request.body or b"{}")
+            doc = jsoncodec.loads(request.body or b"{}")
             names = (doc.get("sets") or []) if isinstance(doc, dict) else None
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise TypeError("'sets' must be a list of entity set names")

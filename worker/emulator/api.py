@@ -9,6 +9,7 @@ from typing import Any
 from worker.emulator import changes, errors, query
 from worker.emulator.metadata import metadata_xml, service_document
 from worker.emulator.paths import BadKey, EntityRef, parse_resource
+from worker.emulator.profiles import Profile
 from worker.emulator.protocol import (
     ODATA_HEADERS,
     Request,
@@ -30,9 +31,10 @@ _ANONYMOUS_USER_ID = "4f4b1e0a-9f3c-4a52-9e43-0c0c5e0d0003"
 class DataApi:
     """Answers one data request (``path`` relative to the service root) from the store."""
 
-    def __init__(self, schema: Schema, store: Store) -> None:
+    def __init__(self, schema: Schema, store: Store, profile: Profile) -> None:
         self.schema = schema
         self.store = store
+        self.profile = profile
 
     def handle(self, request: Request, path: str) -> Response:
         if path in ("", "/"):
@@ -41,8 +43,8 @@ class DataApi:
         if path == "/$metadata":
             self._allow(request, "GET")
             return Response(200, [("Content-Type", "application/xml"), *ODATA_HEADERS],
-                            metadata_xml(self.schema))
-        if path == "/WhoAmI":
+                            metadata_xml(self.schema, self.profile.namespace))
+        if path == "/WhoAmI" and self.profile.who_am_i:
             self._allow(request, "GET")
             return json_response(200, self._who_am_i(request))
         try:
@@ -86,10 +88,13 @@ class DataApi:
             changes.refuse_untrackable_options(request.query)
         options = query.parse_query(entity_set, request.query)
         page_size = query.page_size_from(prefs)
+        if not self.profile.honours_maxpagesize:
+            page_size = None  # pages of the server's own size, whatever the client prefers
         with self.store.lock:  # the token's position is exactly the first page's snapshot
             token = str(self.store.change_token()) if tracking else None
             rows = self.store.scan(entity_set.name, options.predicate)
-        page = query.read_page(options, rows, page_size, skiptoken, track=token)
+        page = query.read_page(options, rows, page_size, skiptoken, track=token,
+                               default_size=self.profile.page_size)
         doc: dict[str, Any] = {"@odata.context": self._context(request, entity_set,
                                                                 options.select)}
         if options.count:
@@ -118,7 +123,8 @@ class DataApi:
 
     def _who_am_i(self, request: Request) -> dict[str, Any]:
         users = self.store.scan("systemusers", None) if "systemusers" in self.schema else []
-        first = min((u["systemuserid"] for u in users), default=_ANONYMOUS_USER_ID)
+        key = self.schema["systemusers"].key if users else ""
+        first = min((u[key] for u in users), default=_ANONYMOUS_USER_ID)
         return {"@odata.context": f"{request.service_root}/$metadata"
                                   "#Microsoft.Dynamics.CRM.WhoAmIResponse",
                 "BusinessUnitId": _BUSINESS_UNIT_ID, "UserId": first,
@@ -128,8 +134,20 @@ class DataApi:
 
     def _create(self, request: Request, entity_set: EntitySet) -> Response:
         changes = parse_body(entity_set, request.json())
-        record = self.store.create(entity_set.name, changes)
+        with self.store.lock:  # no write between the check and the create
+            if changes.key is not None and self.store.get(entity_set.name, changes.key):
+                raise self._duplicate_key(entity_set)
+            record = self.store.create(entity_set.name, changes)
         return self._write_response(request, entity_set, record, created=True)
+
+    def _duplicate_key(self, entity_set: EntitySet) -> errors.ODataError:
+        """A POST of an existing key: Dataverse's 412, or the profile's (a generic server's
+        primary-key violation, 500)."""
+        status = self.profile.duplicate_create_status
+        if status == 412:
+            return errors.duplicate(entity_set.entity_type)
+        return errors.ODataError(status, str(status), f"UNIQUE constraint failed: "
+                                                      f"{entity_set.name}.{entity_set.key}")
 
     def _upsert(self, request: Request, entity_set: EntitySet, ref: EntityRef) -> Response:
         changes = parse_body(entity_set, request.json())
@@ -156,7 +174,8 @@ class DataApi:
                         record: dict[str, Any], *, created: bool) -> Response:
         """204 with ``OData-EntityId``, or the record itself for ``return=representation``."""
         entity_id = f"{request.service_root}/{entity_set.name}({record[entity_set.key]})"
-        if request.preferences().get("return") == "representation":
+        if (self.profile.return_representation
+                and request.preferences().get("return") == "representation"):
             select = query.parse_select(entity_set, request.query.get("$select"))
             response = self._entity_response(request, entity_set, record, select,
                                              201 if created else 200)
@@ -187,11 +206,13 @@ class DataApi:
         selected = f"({','.join(select)})" if select else ""
         return f"{request.service_root}/$metadata#{entity_set.name}{selected}"
 
-    @staticmethod
-    def _next_link(request: Request, entity_set: EntitySet, token: str) -> str:
+    def _next_link(self, request: Request, entity_set: EntitySet, token: str) -> str:
         params = [(k, v) for k, v in request.query.items() if k != "$skiptoken"]
         params.append(("$skiptoken", token))
-        return collection_url(request, entity_set.name, params)
+        url = collection_url(request, entity_set.name, params)
+        if self.profile.relative_nextlinks:  # relative to the service root, as many send it
+            url = url.removeprefix(request.service_root + "/")
+        return url
 
 
 def _wants_annotations(prefs: dict[str, str]) -> bool:

@@ -3,7 +3,6 @@ endpoints or the data API, applying authentication and fault injection to data r
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.emulator import errors
+from worker.emulator import errors, jsoncodec
 from worker.emulator.admin import AdminApi
 from worker.emulator.api import DataApi
 from worker.emulator.auth import TOKEN_PATH, TokenIssuer, unauthorized
@@ -22,10 +21,12 @@ from worker.emulator.batch import BatchRunner
 from worker.emulator.faults import FaultInjector, FaultKind, Verdict
 from worker.emulator.metadata import NOTICE
 from worker.emulator.paths import SERVICE_PATH
+from worker.emulator.profiles import DATAVERSE, Profile, profile_named
 from worker.emulator.protocol import Request, Response, error_response, json_response
 from worker.emulator.schema import Schema
 from worker.emulator.seed import seed_sample_users
 from worker.emulator.store import DEFAULT_CHANGE_RETENTION, Store
+from worker.emulator.webhooks import Webhook, WebhookNotifier
 
 log = logging.getLogger(__name__)
 
@@ -79,30 +80,44 @@ class Stats:
 class Emulator:
     """Everything the emulator holds, and the routing of one request.
 
-    ``change_retention``: seconds a change-tracking token stays valid (Dataverse's default
-    is 7 days; None: forever); ``change_tracking``: True (every set), False, or the names of
-    the sets with change tracking enabled."""
+    ``profile``: the server imitated (``dataverse`` or ``odata``, see ``profiles``), with
+    ``page_size`` as its own page size; ``change_retention``: seconds a change-tracking
+    token stays valid (Dataverse's default is 7 days; None: forever); ``change_tracking``:
+    True (every set), False, or the names of the sets with change tracking enabled (None:
+    the profile's default); ``webhooks``: receivers called after every write."""
 
     def __init__(self, *, client_id: str | None = None, client_secret: str | None = None,
                  token_lifetime: float = 3600, sample_users: int = 0,
                  data_file: str | os.PathLike[str] | None = None,
                  schema: Schema | None = None,
                  change_retention: float | None = DEFAULT_CHANGE_RETENTION,
-                 change_tracking: bool | Iterable[str] = True) -> None:
-        self.schema = schema or Schema()
+                 change_tracking: bool | Iterable[str] | None = None,
+                 profile: str | Profile = DATAVERSE, page_size: int | None = None,
+                 webhooks: Iterable[Webhook] = ()) -> None:
+        self.profile = profile_named(profile).with_page_size(page_size)
+        self.schema = schema or self.profile.schema()
+        tracking = self.profile.change_tracking if change_tracking is None else change_tracking
         self.store = Store(self.schema, change_retention=change_retention,
-                           change_tracking=change_tracking)
+                           change_tracking=tracking)
+        self.webhooks = WebhookNotifier()
+        for hook in webhooks:
+            self.webhooks.add(hook)
+        self.store.add_listener(self._notify)
         self.faults = FaultInjector()
         self.auth = TokenIssuer(client_id, client_secret, token_lifetime)
         self.stats = Stats()
         self.sample_users = sample_users
         self.data_file = Path(data_file) if data_file else None
-        self.api = DataApi(self.schema, self.store)
-        self.batch = BatchRunner(self.store, self.dispatch_data)
+        self.api = DataApi(self.schema, self.store, self.profile)
+        self.batch = BatchRunner(self.store, self.dispatch_data,
+                                 absolute_urls=self.profile.absolute_batch_urls)
         self.admin = AdminApi(self)
         if self.data_file and self.data_file.exists():
-            self.store.load(json.loads(self.data_file.read_text()))
+            self.store.load(jsoncodec.loads(self.data_file.read_bytes()))
         seed_sample_users(self.store, sample_users)
+
+    def _notify(self, message: str, set_name: str, key: str) -> None:
+        self.webhooks.notify(message, self.schema[set_name].entity_type, key)
 
     def handle(self, request: Request) -> Outcome:
         path = request.path
@@ -147,6 +162,9 @@ class Emulator:
             return self.api.handle(request, path)
         except errors.ODataError as exc:
             return error_response(exc)
+        except RecursionError:  # the parsers are iterative or bounded; this is a safety net
+            log.warning("request too deeply nested", extra={"path": request.path})
+            return error_response(errors.bad_query("The request is nested too deeply."))
         except Exception:  # a bug in the emulator must not look like a dropped connection
             log.exception("emulator failed on a request", extra={"path": request.path})
             return error_response(errors.ODataError(500, errors.UNEXPECTED,
@@ -172,6 +190,6 @@ class Emulator:
         if self.data_file is None:
             return None
         temporary = self.data_file.with_suffix(self.data_file.suffix + ".tmp")
-        temporary.write_text(json.dumps(self.store.dump()))
+        temporary.write_text(jsoncodec.dumps(self.store.dump()))
         os.replace(temporary, self.data_file)
         return self.data_file

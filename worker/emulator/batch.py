@@ -4,18 +4,21 @@ Parts run in order. A change set runs under the store's ``atomic()`` block: when
 requests fails, every write of the change set is undone and the failing response is the change
 set's only answer. Without ``Prefer: odata.continue-on-error`` the batch stops at the first
 failure; with it every part gets its own answer. ``Content-ID`` values name created records:
-a later request may use ``$1`` as (the start of) its URL or as an ``@odata.bind`` value."""
+a later request may use ``$1`` as (the start of) its URL or as an ``@odata.bind`` value.
+
+Part URLs may be relative to the service root (``accounts(…)``), absolute paths
+(``/api/data/v9.2/accounts``) or absolute URLs; a server that takes relative ones only
+(``absolute_urls=False``, the generic OData profile) answers the others with a 404 part."""
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
-from worker.emulator import errors
+from worker.emulator import errors, jsoncodec
 from worker.emulator.paths import SERVICE_PATH
 from worker.emulator.protocol import Request, Response, error_response
 from worker.emulator.store import Store
@@ -44,9 +47,10 @@ class _ChangeSetFailed(Exception):
 class BatchRunner:
     """Runs one ``$batch`` request through ``dispatch`` (the data API without auth/faults)."""
 
-    def __init__(self, store: Store, dispatch: Dispatch) -> None:
+    def __init__(self, store: Store, dispatch: Dispatch, *, absolute_urls: bool = True) -> None:
         self.store = store
         self.dispatch = dispatch
+        self.absolute_urls = absolute_urls
 
     def run(self, request: Request) -> Response:
         boundary = _boundary(request.headers.get("content-type", ""))
@@ -95,7 +99,7 @@ class BatchRunner:
 
     def _one(self, batch: Request, part: _Part, references: dict[str, str]) -> Response:
         try:
-            request = _inner_request(batch, part.content, references)
+            request = _inner_request(batch, part.content, references, self.absolute_urls)
         except errors.ODataError as exc:
             return error_response(exc)
         if request.path.rstrip("/").endswith("/$batch"):
@@ -104,11 +108,13 @@ class BatchRunner:
         content_id = part.headers.get("content-id")
         entity_id = dict(response.headers).get("OData-EntityId")
         if content_id and entity_id:
-            references[content_id] = entity_id
+            # Kept relative to the service root, which every server takes.
+            references[content_id] = entity_id.removeprefix(batch.service_root + "/")
         return response
 
 
-def _inner_request(batch: Request, content: bytes, references: dict[str, str]) -> Request:
+def _inner_request(batch: Request, content: bytes, references: dict[str, str],
+                   absolute_urls: bool) -> Request:
     head, _, body = _partition(content)
     lines = head.decode("utf-8", "replace").splitlines()
     try:
@@ -117,7 +123,14 @@ def _inner_request(batch: Request, content: bytes, references: dict[str, str]) -
         raise errors.bad_query("A batch part does not start with an HTTP request line.") from exc
     headers = _headers(lines[1:])
     target = _resolve_reference(target, references)
-    url = urlsplit(target)
+    try:
+        url = urlsplit(target)
+    except ValueError as exc:
+        raise errors.bad_query(f"A batch part's URL does not parse: {exc}") from exc
+    if not absolute_urls and (url.scheme or url.netloc or url.path.startswith("/")):
+        raise errors.ODataError(404, errors.RESOURCE_NOT_FOUND,
+                                f"Invalid resource path '{target[:200]}': a batch part must "
+                                "address its resource relative to the service root.")
     path = url.path if url.path.startswith("/") else f"{SERVICE_PATH}/{url.path}"
     if body.strip() and references and "json" in headers.get("content-type", "json"):
         body = _bind_references(body, references)
@@ -136,7 +149,7 @@ def _resolve_reference(target: str, references: dict[str, str]) -> str:
 
 def _bind_references(body: bytes, references: dict[str, str]) -> bytes:
     try:
-        doc = json.loads(body)
+        doc = jsoncodec.loads(body)
     except ValueError:
         return body  # the data API reports the malformed body itself
     if not isinstance(doc, dict):
@@ -144,7 +157,7 @@ def _bind_references(body: bytes, references: dict[str, str]) -> bytes:
     for name, value in doc.items():
         if name.endswith(BIND_SUFFIX) and isinstance(value, str) and value.startswith("$"):
             doc[name] = references.get(value[1:], value)
-    return json.dumps(doc).encode()
+    return jsoncodec.dumps(doc).encode()
 
 
 def _boundary(content_type: str) -> str:

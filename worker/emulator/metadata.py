@@ -10,7 +10,7 @@ from worker.emulator.schema import EntitySet, Schema
 
 NOTICE = ("crmsync emulator: a local test double speaking the Dataverse Web API protocol, "
           "not a CRM. Data lives in memory and is not secured.")
-NAMESPACE = "Microsoft.Dynamics.CRM"
+NAMESPACE = "Microsoft.Dynamics.CRM"  # Dataverse's; a profile may name another
 _EDMX = "http://docs.oasis-open.org/odata/ns/edmx"
 _EDM = "http://docs.oasis-open.org/odata/ns/edm"
 
@@ -24,14 +24,15 @@ def service_document(schema: Schema, service_root: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=4)
-def metadata_xml(schema: Schema) -> bytes:
-    """The CSDL document: entity types with typed properties, keys and lookups as
-    navigation properties with their ``_x_value`` referential constraint."""
+def metadata_xml(schema: Schema, namespace: str = NAMESPACE) -> bytes:
+    """The CSDL document: entity types with typed properties (decimals with ``Precision``
+    and ``Scale``), keys, and lookups as navigation properties with the referential
+    constraint naming their foreign-key property (``_x_value``, or ``<nav>_ID``)."""
     ET.register_namespace("edmx", _EDMX)
     ET.register_namespace("", _EDM)
     root = ET.Element(f"{{{_EDMX}}}Edmx", Version="4.0")
     services = ET.SubElement(root, f"{{{_EDMX}}}DataServices")
-    csdl = ET.SubElement(services, f"{{{_EDM}}}Schema", Namespace=NAMESPACE, Alias="mscrm")
+    csdl = ET.SubElement(services, f"{{{_EDM}}}Schema", Namespace=namespace, Alias="mscrm")
     for entity_set in schema:
         _entity_type(csdl, schema, entity_set)
     container = ET.SubElement(csdl, f"{{{_EDM}}}EntityContainer", Name="System")
@@ -39,7 +40,7 @@ def metadata_xml(schema: Schema) -> bytes:
                   String=NOTICE)
     for entity_set in schema:
         element = ET.SubElement(container, f"{{{_EDM}}}EntitySet", Name=entity_set.name,
-                                EntityType=f"{NAMESPACE}.{entity_set.entity_type}")
+                                EntityType=f"{namespace}.{entity_set.entity_type}")
         for nav_name, (_, target) in entity_set.navigation.items():
             ET.SubElement(element, f"{{{_EDM}}}NavigationPropertyBinding", Path=nav_name,
                           Target=target)
@@ -55,6 +56,9 @@ def _entity_type(csdl: ET.Element, schema: Schema, entity_set: EntitySet) -> Non
         attrs = {"Name": prop.name, "Type": prop.type.value}
         if prop.max_length is not None:
             attrs["MaxLength"] = str(prop.max_length)
+        if prop.precision is not None and prop.scale is not None:
+            attrs["Precision"] = str(prop.precision)
+            attrs["Scale"] = str(prop.scale)
         if prop.name == entity_set.key:
             attrs["Nullable"] = "false"
         ET.SubElement(element, f"{{{_EDM}}}Property", attrs)

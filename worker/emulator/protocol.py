@@ -5,7 +5,6 @@ The HTTP server and the ``$batch`` reader both build a ``Request`` and send back
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from worker.emulator import jsoncodec
 from worker.emulator.errors import PAYLOAD_ERROR, ODataError
 from worker.emulator.paths import SERVICE_PATH
 
@@ -40,8 +40,9 @@ class Request:
         return self.root + SERVICE_PATH
 
     def json(self) -> Any:
+        """The body as JSON (numbers with a fraction as ``Decimal``); 400 when it is not."""
         try:
-            return json.loads(self.body or b"null")
+            return jsoncodec.loads(self.body or b"null")
         except ValueError as exc:
             raise ODataError(400, PAYLOAD_ERROR, f"The request body is not JSON: {exc}") from exc
 
@@ -77,7 +78,7 @@ def collection_url(request: Request, set_name: str,
 
 def json_response(status: int, doc: Any, headers: list[tuple[str, str]] | None = None,
                   content_type: str = JSON_TYPE) -> Response:
-    body = json.dumps(doc, separators=(",", ":")).encode()
+    body = jsoncodec.dumps(doc).encode()
     return Response(status, [("Content-Type", content_type), *ODATA_HEADERS,
                              *(headers or [])], body)
 

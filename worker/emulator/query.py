@@ -19,13 +19,13 @@ import heapq
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import cmp_to_key
 from typing import Any
 
-from worker.emulator import errors
+from worker.emulator import errors, jsoncodec
 from worker.emulator.filters import Predicate, parse_filter
-from worker.emulator.literals import parse_datetime
+from worker.emulator.literals import parse_date, parse_datetime
 from worker.emulator.schema import EntitySet
 
 DEFAULT_PAGE_SIZE = 5000
@@ -135,11 +135,13 @@ def _parse_top(text: str | None) -> int | None:
 
 
 def read_page(query: CollectionQuery, rows: Sequence[Record], page_size: int | None,
-              skiptoken: str | None, *, track: str | None = None) -> Page:
+              skiptoken: str | None, *, track: str | None = None,
+              default_size: int = DEFAULT_PAGE_SIZE) -> Page:
     """One page of ``rows`` (already filtered) after the position in ``skiptoken``.
 
     The page size is the request's ``Prefer``, else the one the token was made with (a client
-    that does not repeat the header keeps its page size), else Dataverse's default 5000.
+    that does not repeat the header keeps its page size), else the server's ``default_size``
+    (Dataverse's is 5000).
     ``track`` (a change token, for the first page of a tracked read) is handed on from page
     to page in the skiptoken and returned in ``Page.track``."""
     remaining = query.top
@@ -149,8 +151,11 @@ def read_page(query: CollectionQuery, rows: Sequence[Record], page_size: int | N
         cursor, remaining, token_page_size, track = _decode_token(query, skiptoken)
         page_size = page_size or token_page_size
         compare, after = query.compare, query.sort_values
-        candidates = [r for r in candidates if compare(after(r), cursor) > 0]
-    page_size = page_size or DEFAULT_PAGE_SIZE
+        try:
+            candidates = [r for r in candidates if compare(after(r), cursor) > 0]
+        except TypeError as exc:  # a forged token whose values are not of the sort's types
+            raise errors.bad_query("The $skiptoken is not valid.") from exc
+    page_size = page_size or default_size
     limit = page_size if remaining is None else min(page_size, remaining)
     key = cmp_to_key(query.compare)
     chosen = heapq.nsmallest(limit + 1, candidates, key=lambda r: key(query.sort_values(r)))
@@ -185,6 +190,10 @@ def _decode_token(query: CollectionQuery,
         track = doc.get("t")
         if track is not None and not isinstance(track, str):
             raise TypeError("bad change token")
+        for name in ("r", "p"):
+            if doc.get(name) is not None and (not isinstance(doc[name], int)
+                                              or isinstance(doc[name], bool) or doc[name] < 1):
+                raise TypeError(f"bad {name}")
     except (ValueError, KeyError, TypeError) as exc:
         raise errors.bad_query("The $skiptoken is not valid.") from exc
     if not valid:
@@ -194,24 +203,32 @@ def _decode_token(query: CollectionQuery,
 
 def encode_opaque(doc: Mapping[str, Any]) -> str:
     """JSON in URL-safe base64 without padding: the body of the emulator's skiptokens."""
-    return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode().rstrip("=")
+    return base64.urlsafe_b64encode(jsoncodec.dumps(doc).encode()).decode().rstrip("=")
 
 
 def decode_opaque(token: str) -> dict[str, Any]:
     """The inverse of ``encode_opaque``; ValueError or TypeError when it is not one."""
     padded = token + "=" * (-len(token) % 4)
-    doc = json.loads(base64.urlsafe_b64decode(padded))
+    doc = jsoncodec.loads(base64.urlsafe_b64decode(padded))
     if not isinstance(doc, dict):
         raise TypeError("not a JSON object")
     return doc
 
 
 def _encode_value(value: Any) -> Any:
-    return {"dt": value.isoformat()} if isinstance(value, datetime) else value
+    if isinstance(value, datetime):
+        return {"dt": value.isoformat()}
+    if isinstance(value, date):
+        return {"d": value.isoformat()}
+    return value
 
 
 def _decode_value(value: Any) -> Any:
-    return parse_datetime(value["dt"]) if isinstance(value, dict) else value
+    if isinstance(value, dict):
+        return parse_datetime(value["dt"]) if "dt" in value else parse_date(value["d"])
+    if isinstance(value, list):
+        raise TypeError("not a sort value")
+    return value
 
 
 def page_size_from(preferences: Mapping[str, str]) -> int | None:

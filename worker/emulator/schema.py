@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
@@ -28,6 +29,7 @@ class EdmType(StrEnum):
     DOUBLE = "Edm.Double"
     BOOLEAN = "Edm.Boolean"
     DATETIME = "Edm.DateTimeOffset"
+    DATE = "Edm.Date"
 
     @property
     def is_numeric(self) -> bool:
@@ -39,11 +41,14 @@ class Property:
     """One column of an entity set.
 
     ``server_set`` columns (key stamps, versions) are written by the store only;
-    ``computed_from`` columns are derived on every write (Dataverse's ``fullname``)."""
+    ``computed_from`` columns are derived on every write (Dataverse's ``fullname``).
+    ``precision`` and ``scale`` bound an ``Edm.Decimal`` (total and fractional digits)."""
 
     name: str
     type: EdmType
     max_length: int | None = None
+    precision: int | None = None
+    scale: int | None = None
     default: Any = None
     server_set: bool = False
     computed_from: tuple[str, ...] = ()
@@ -57,7 +62,8 @@ class Property:
 class Lookup:
     """A single-valued navigation property (a Dataverse lookup column).
 
-    ``attribute`` is the lookup's logical name, readable as ``_<attribute>_value``.
+    ``attribute`` is the lookup's logical name, readable as ``_<attribute>_value``, or as
+    ``read_as`` when that is given (a generic OData service's ``<nav>_ID``).
     ``targets`` maps each navigation property name usable in ``<name>@odata.bind`` to the
     entity set it points to: one entry for an ordinary lookup (named like the attribute),
     several for a polymorphic one (``parentcustomerid_account``, ``parentcustomerid_contact``).
@@ -65,10 +71,11 @@ class Lookup:
 
     attribute: str
     targets: Mapping[str, str]
+    read_as: str | None = None
 
     @property
     def value_name(self) -> str:
-        return f"_{self.attribute}_value"
+        return self.read_as or f"_{self.attribute}_value"
 
     @property
     def annotation_name(self) -> str:
@@ -84,8 +91,10 @@ def lookup(attribute: str, target_set: str) -> Lookup:
 class EntitySet:
     """An entity set (``accounts``) with its entity type (``account``) and columns.
 
-    The key, ``createdon``, ``modifiedon`` and ``versionnumber`` are added here so that
-    every set has them exactly as Dataverse does."""
+    The key, ``createdon``, the modified-on stamp (``modified_on``: ``modifiedon`` on
+    Dataverse) and ``versionnumber`` are added here so that every set has them.
+    ``keeps_microseconds``: date-times written by clients keep their fraction of a second
+    (Dataverse drops it)."""
 
     name: str
     entity_type: str
@@ -93,6 +102,8 @@ class EntitySet:
     columns: tuple[Property, ...]
     lookups: tuple[Lookup, ...] = ()
     alternate_keys: tuple[str, ...] = ()
+    modified_on: str = "modifiedon"
+    keeps_microseconds: bool = False  # Dataverse keeps date-times to the second
     properties: Mapping[str, Property] = field(init=False, repr=False)
     navigation: Mapping[str, tuple[Lookup, str]] = field(init=False, repr=False)
 
@@ -100,7 +111,7 @@ class EntitySet:
         stamps = (
             Property(self.key, EdmType.GUID),
             Property("createdon", EdmType.DATETIME, server_set=True),
-            Property("modifiedon", EdmType.DATETIME, server_set=True),
+            Property(self.modified_on, EdmType.DATETIME, server_set=True),
             Property("versionnumber", EdmType.INT64, server_set=True),
         )
         props = {p.name: p for p in (*stamps, *self.columns)}
@@ -124,7 +135,12 @@ def _int(name: str, default: int | None = None) -> Property:
 
 
 def _money(name: str) -> Property:
-    return Property(name, EdmType.DECIMAL)
+    """Dataverse's money: 19 digits, 4 of them after the point."""
+    return Property(name, EdmType.DECIMAL, precision=19, scale=4)
+
+
+def _decimal(name: str, precision: int, scale: int, default: Decimal | None = None) -> Property:
+    return Property(name, EdmType.DECIMAL, default=default, precision=precision, scale=scale)
 
 
 def _state() -> tuple[Property, Property]:
@@ -144,7 +160,7 @@ ENTITY_SETS: tuple[EntitySet, ...] = (
         "transactioncurrencies", "transactioncurrency", "transactioncurrencyid",
         columns=(
             _string("isocurrencycode", 5), _string("currencyname", 100),
-            _string("currencysymbol", 10), Property("exchangerate", EdmType.DECIMAL, default=1.0),
+            _string("currencysymbol", 10), _decimal("exchangerate", 23, 10, Decimal(1)),
             _int("currencyprecision", 2), *_state(),
         ),
         alternate_keys=("isocurrencycode",),
@@ -169,7 +185,7 @@ ENTITY_SETS: tuple[EntitySet, ...] = (
     EntitySet(
         "uoms", "uom", "uomid",
         columns=(
-            _string("name", 100), Property("quantity", EdmType.DECIMAL, default=1.0),
+            _string("name", 100), _decimal("quantity", 23, 5, Decimal(1)),
             Property("isschedulebaseuom", EdmType.BOOLEAN, default=False),
         ),
         lookups=(lookup("uomscheduleid", "uomschedules"), lookup("baseuom", "uoms")),
@@ -181,7 +197,10 @@ ENTITY_SETS: tuple[EntitySet, ...] = (
             _string("telephone1", 50), _string("telephone2", 50), _string("fax", 50),
             _string("emailaddress1", 100), _string("websiteurl", 200),
             _string("description", 2000), _money("creditlimit"), _int("customertypecode"),
-            *_state(),
+            _money("revenue"), _int("numberofemployees"),
+            Property("lastonholdtime", EdmType.DATETIME),
+            # A custom whole-number (BigInt) column, as an organisation adds them.
+            Property("new_externalsequence", EdmType.INT64), *_state(),
         ),
         lookups=(
             lookup("transactioncurrencyid", "transactioncurrencies"),
@@ -197,7 +216,8 @@ ENTITY_SETS: tuple[EntitySet, ...] = (
             _string("firstname", 50), _string("middlename", 50), _string("lastname", 50),
             Property("fullname", EdmType.STRING, 160, computed_from=("firstname", "lastname")),
             _string("emailaddress1", 100), _string("telephone1", 50),
-            _string("mobilephone", 50), _string("jobtitle", 100), *_address(), *_state(),
+            _string("mobilephone", 50), _string("jobtitle", 100), *_address(),
+            Property("birthdate", EdmType.DATE), *_state(),
         ),
         lookups=(
             Lookup("parentcustomerid", MappingProxyType({

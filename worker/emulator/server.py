@@ -23,8 +23,10 @@ from worker.emulator.app import Emulator, Outcome, Stats
 from worker.emulator.auth import TOKEN_PATH
 from worker.emulator.faults import FaultInjector
 from worker.emulator.paths import SERVICE_PATH
+from worker.emulator.profiles import Profile
 from worker.emulator.protocol import Request, Response
 from worker.emulator.store import DEFAULT_CHANGE_RETENTION, Store
+from worker.emulator.webhooks import Webhook, WebhookNotifier
 
 log = logging.getLogger(__name__)
 
@@ -217,19 +219,23 @@ class EmulatorServer:
 
     ``start()`` serves from a background thread (tests); ``serve_forever()`` blocks until
     ``stop()`` (the command). ``store``, ``faults`` and ``stats`` give tests in-process
-    control; ``base_url`` is what a client uses as its Dataverse service root.
-    ``change_retention`` and ``change_tracking`` are ``Emulator``'s (change tracking)."""
+    control; ``base_url`` is what a client uses as its service root. ``profile``
+    (``"dataverse"`` or ``"odata"``), ``page_size``, ``change_retention``,
+    ``change_tracking`` and ``webhooks`` are ``Emulator``'s."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
                  client_id: str | None = None, client_secret: str | None = None,
                  token_lifetime: float = 3600, sample_users: int = 0,
                  data_file: str | os.PathLike[str] | None = None,
                  change_retention: float | None = DEFAULT_CHANGE_RETENTION,
-                 change_tracking: bool | Iterable[str] = True) -> None:
+                 change_tracking: bool | Iterable[str] | None = None,
+                 profile: str | Profile = "dataverse", page_size: int | None = None,
+                 webhooks: Iterable[Webhook] = ()) -> None:
         self.emulator = Emulator(client_id=client_id, client_secret=client_secret,
                                  token_lifetime=token_lifetime, sample_users=sample_users,
                                  data_file=data_file, change_retention=change_retention,
-                                 change_tracking=change_tracking)
+                                 change_tracking=change_tracking, profile=profile,
+                                 page_size=page_size, webhooks=webhooks)
         self._httpd = _HTTPServer((host, port), self.emulator)
         self.host = host
         self.port: int = self._httpd.server_address[1]
@@ -254,6 +260,14 @@ class EmulatorServer:
     @property
     def admin_url(self) -> str:
         return self.root_url + "/_admin"
+
+    @property
+    def profile(self) -> Profile:
+        return self.emulator.profile
+
+    @property
+    def webhooks(self) -> WebhookNotifier:
+        return self.emulator.webhooks
 
     @property
     def store(self) -> Store:
@@ -303,6 +317,7 @@ class EmulatorServer:
                 self._thread.join()
             self._httpd.close_connections()
             self._httpd.server_close()
+            self.emulator.webhooks.close()
             self.emulator.save()
             self._stopped.set()
             self._stop_requested.set()
@@ -319,9 +334,12 @@ def start_emulator(host: str = "127.0.0.1", port: int = 0, *, client_id: str | N
                    sample_users: int = 0,
                    data_file: str | os.PathLike[str] | None = None,
                    change_retention: float | None = DEFAULT_CHANGE_RETENTION,
-                   change_tracking: bool | Iterable[str] = True) -> EmulatorServer:
+                   change_tracking: bool | Iterable[str] | None = None,
+                   profile: str | Profile = "dataverse", page_size: int | None = None,
+                   webhooks: Iterable[Webhook] = ()) -> EmulatorServer:
     """An emulator serving from a background thread; ``port=0`` picks a free port."""
     return EmulatorServer(host, port, client_id=client_id, client_secret=client_secret,
                           token_lifetime=token_lifetime, sample_users=sample_users,
                           data_file=data_file, change_retention=change_retention,
-                          change_tracking=change_tracking).start()
+                          change_tracking=change_tracking, profile=profile,
+                          page_size=page_size, webhooks=webhooks).start()

@@ -25,12 +25,13 @@ from typing import Any
 
 from worker.emulator import errors
 from worker.emulator.paths import EntityRef
-from worker.emulator.schema import LOOKUP_TARGET, EntitySet, Schema
+from worker.emulator.schema import EntitySet, Schema
 from worker.emulator.values import Changes, record_from_json, record_to_json
 
 Record = dict[str, Any]
 Clock = Callable[[], datetime]
 Tombstone = tuple[int, datetime]  # (version of the delete, when)
+Listener = Callable[[str, str, str], None]  # (message, set name, key)
 
 # Dataverse keeps change-tracking data for 7 days (Organization.ExpireChangeTrackingInDays).
 DEFAULT_CHANGE_RETENTION = 7 * 24 * 3600.0
@@ -96,6 +97,8 @@ class Store:
             s.name: {alt: {} for alt in s.alternate_keys} for s in schema}
         self._version = 0
         self._journal: list[tuple[str, str, Record | None, Tombstone | None]] | None = None
+        self._listeners: list[Listener] = []
+        self._held: list[tuple[str, str, str]] = []  # events of the open atomic() block
         self.change_retention = change_retention
         names = ([s.name for s in schema] if change_tracking is True
                  else [] if change_tracking is False else list(change_tracking))
@@ -160,7 +163,9 @@ class Store:
             record.update(alternate)
             record[entity_set.key] = key
             record["createdon"] = self._clock()
-            return self._apply(entity_set, key, record, changes)
+            record = self._apply(entity_set, key, record, changes)
+            self._changed("Create", set_name, key)
+            return record
 
     def upsert(self, set_name: str, key: str | None, changes: Changes, *,
                if_match: str | None = None, if_none_match: str | None = None,
@@ -183,7 +188,9 @@ class Store:
                 raise errors.duplicate(entity_set.entity_type)
             if if_match is not None and not etag_matches(if_match, current):
                 raise errors.version_mismatch()
-            return self._apply(entity_set, key or "", dict(current), changes), False
+            record = self._apply(entity_set, key or "", dict(current), changes)
+            self._changed("Update", set_name, record[entity_set.key])
+            return record, False
 
     def delete(self, set_name: str, key: str, *, if_match: str | None = None) -> None:
         entity_set = self.schema[set_name]
@@ -193,6 +200,23 @@ class Store:
                 raise errors.version_mismatch()
             self._store(entity_set, key, None)
             self._unlink(set_name, key)
+            self._changed("Delete", set_name, key)
+
+    # -- listeners -----------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(message, set_name, key)`` after each committed create, update
+        ("Update") or delete; a write inside ``atomic()`` is reported when the block
+        commits, and never when it is undone. Listeners run under the store's lock: they
+        must only hand the event on (to a queue), never wait."""
+        self._listeners.append(listener)
+
+    def _changed(self, message: str, set_name: str, key: str) -> None:
+        if self._journal is not None:
+            self._held.append((message, set_name, key))
+            return
+        for listener in self._listeners:
+            listener(message, set_name, key)
 
     # -- change tracking -----------------------------------------------------------------
 
@@ -268,27 +292,30 @@ class Store:
 
     def _apply(self, entity_set: EntitySet, key: str, record: Record, changes: Changes) -> Record:
         record.update(changes.values)
+        lookups = {lk.attribute: lk for lk in entity_set.lookups}
         for attribute, (target_set, ref) in changes.binds.items():
             target_key = self.resolve(ref) if ref is not None else None
             if ref is not None and (target_key is None
                                     or target_key not in self._tables[target_set]):
                 raise errors.not_found(self.schema[target_set].entity_type,
                                        target_key or str(dict(ref.alternate)))
-            record[f"_{attribute}_value"] = target_key
-            record[f"_{attribute}_value{LOOKUP_TARGET}"] = (
-                self.schema[target_set].entity_type if target_key else None)
+            lookup = lookups[attribute]
+            record[lookup.value_name] = target_key
+            if lookup.read_as is None:  # Dataverse names the target's type beside the id
+                record[lookup.annotation_name] = (
+                    self.schema[target_set].entity_type if target_key else None)
         for prop in entity_set.properties.values():
             if prop.computed_from:
                 parts = [record.get(name) for name in prop.computed_from]
                 record[prop.name] = " ".join(p for p in parts if p) or None
-        self._stamp(record)
+        self._stamp(entity_set, record)
         self._store(entity_set, key, record)
         return record
 
-    def _stamp(self, record: Record) -> None:
+    def _stamp(self, entity_set: EntitySet, record: Record) -> None:
         self._version += 1
         record["versionnumber"] = self._version
-        record["modifiedon"] = self._clock()
+        record[entity_set.modified_on] = self._clock()
 
     def _store(self, entity_set: EntitySet, key: str, record: Record | None) -> None:
         """Put (or remove, for None) one record, keeping the alternate-key indexes exact.
@@ -332,8 +359,10 @@ class Store:
                 if hits:
                     record = dict(other)
                     for lk in hits:
-                        record[lk.value_name] = record[lk.annotation_name] = None
-                    self._stamp(record)
+                        record[lk.value_name] = None
+                        if lk.read_as is None:
+                            record[lk.annotation_name] = None
+                    self._stamp(entity_set, record)
                     self._store(entity_set, other_key, record)
 
     @contextmanager
@@ -344,9 +373,11 @@ class Store:
                 yield
                 return
             self._journal = []
+            self._held = []
             try:
                 yield
             except BaseException:
+                self._held = []
                 journal, self._journal = self._journal, None
                 for set_name, key, old, tombstone in reversed(journal):
                     self._store(self.schema[set_name], key, old)
@@ -357,6 +388,9 @@ class Store:
                 raise
             finally:
                 self._journal = None
+            held, self._held = self._held, []
+            for message, set_name, key in held:
+                self._changed(message, set_name, key)
 
     # -- whole-store operations -----------------------------------------------------------
 

@@ -1,29 +1,38 @@
 """Conversion between the JSON of the Web API and the values the store keeps.
 
-The store keeps Python values (``str``, ``int``, ``float``, ``bool``, aware ``datetime``,
-lower-case GUID strings, ``None``); this module turns them into JSON and back. Request bodies
-are validated here against the schema, the way Dataverse validates them: unknown properties,
-wrong types and over-long strings are refused before anything is written."""
+The store keeps Python values (``str``, ``int``, ``Decimal``, ``bool``, aware ``datetime``,
+``date``, lower-case GUID strings, ``None``); this module turns them into JSON and back.
+Request bodies are validated here against the schema, the way Dataverse validates them:
+unknown properties, wrong types, over-long strings and numbers a property cannot hold are
+refused before anything is written (never truncated or rounded)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from worker.emulator import errors
-from worker.emulator.literals import format_datetime, normalize_guid, parse_datetime
+from worker.emulator.literals import (
+    format_date,
+    format_datetime,
+    normalize_guid,
+    parse_date,
+    parse_datetime,
+)
+from worker.emulator.numbers import DoesNotFit, check_decimal, check_integer
 from worker.emulator.paths import EntityRef, parse_entity_ref
 from worker.emulator.schema import LOOKUP_TARGET, EdmType, EntitySet, Property
 
-_INT32 = (-(2**31), 2**31 - 1)
 BIND_SUFFIX = "@odata.bind"
 
 
 @dataclass
 class Changes:
-    """A validated request body: column values, and lookups to (re)point or clear."""
+    """A validated request body: column values, and lookups to (re)point or clear
+    (``binds``: lookup attribute -> (target set, reference or None))."""
 
     values: dict[str, Any] = field(default_factory=dict)
     binds: dict[str, tuple[str, EntityRef | None]] = field(default_factory=dict)
@@ -43,8 +52,8 @@ def parse_body(entity_set: EntitySet, body: Any) -> Changes:
         elif name == entity_set.key:
             key = normalize_guid(raw) if isinstance(raw, str) else None
             if key is None:
-                raise errors.bad_payload(f"Cannot convert the literal '{raw}' to the expected "
-                                         "type 'Edm.Guid'.")
+                raise errors.bad_payload(f"Cannot convert the literal '{_shown(raw)}' to the "
+                                         f"expected type 'Edm.Guid' of property '{name}'.")
             changes.key = key
         else:
             prop = entity_set.properties.get(name)
@@ -70,7 +79,7 @@ def _parse_bind(entity_set: EntitySet, nav_name: str, raw: Any, changes: Changes
     ref = parse_entity_ref(raw) if isinstance(raw, str) else None
     if ref is None or ref.set_name != target_set:
         raise errors.bad_payload(
-            f"The value '{raw}' of {nav_name}@odata.bind is not a reference to "
+            f"The value '{_shown(raw)}' of {nav_name}@odata.bind is not a reference to "
             f"{target_set}: expected /{target_set}(<id>).")
     changes.binds[lookup.attribute] = (target_set, ref)
 
@@ -79,42 +88,67 @@ def coerce(entity_set: EntitySet, prop: Property, raw: Any) -> Any:
     """The stored value for ``raw`` given as ``prop`` in a JSON body."""
     if raw is None:
         return None
+    try:
+        value = _convert(entity_set, prop, raw)
+    except DoesNotFit as exc:
+        raise errors.bad_payload(f"{exc} ({entity_set.entity_type})") from None
+    if value is None:
+        raise errors.bad_payload(f"Cannot convert the literal '{_shown(raw)}' to the expected "
+                                 f"type '{prop.type.value}' of property '{prop.name}'.")
+    return value
+
+
+def _convert(entity_set: EntitySet, prop: Property, raw: Any) -> Any:
+    """The stored value, or None when ``raw`` is not of the property's type."""
     kind = prop.type
+    number = isinstance(raw, int | Decimal) and not isinstance(raw, bool)
     if kind is EdmType.STRING and isinstance(raw, str):
-        if prop.max_length is not None and len(raw) > prop.max_length:
-            raise errors.ODataError(
-                400, errors.STRING_TOO_LONG,
-                f"A validation error occurred. The length of the '{prop.name}' attribute of the "
-                f"'{entity_set.entity_type}' entity exceeded the maximum allowed length of "
-                f"'{prop.max_length}'.")
-        return raw
+        return _string(entity_set, prop, raw)
     if kind is EdmType.BOOLEAN and isinstance(raw, bool):
         return raw
-    if kind in (EdmType.INT32, EdmType.INT64) and _is_int(raw):
-        if kind is EdmType.INT32 and not _INT32[0] <= raw <= _INT32[1]:
-            raise errors.bad_payload(f"The value {raw} of '{prop.name}' is out of range.")
-        return raw
-    if kind in (EdmType.DECIMAL, EdmType.DOUBLE) and (
-            _is_int(raw) or isinstance(raw, float)):
-        return float(raw)
+    if kind in (EdmType.INT32, EdmType.INT64) and number:
+        return check_integer(prop, raw)
+    if kind in (EdmType.DECIMAL, EdmType.DOUBLE) and number:
+        return check_decimal(prop, raw)
     if kind is EdmType.GUID and isinstance(raw, str) and normalize_guid(raw):
         return raw.lower()
     if kind is EdmType.DATETIME and isinstance(raw, str):
         try:
-            return parse_datetime(raw).replace(microsecond=0)
+            value = parse_datetime(raw)
         except ValueError:
-            pass
-    raise errors.bad_payload(f"Cannot convert the literal '{raw}' to the expected type "
-                             f"'{kind.value}' of property '{prop.name}'.")
+            return None
+        return value if entity_set.keeps_microseconds else value.replace(microsecond=0)
+    if kind is EdmType.DATE and isinstance(raw, str):
+        try:
+            return parse_date(raw)
+        except ValueError:
+            return None
+    return None
 
 
-def _is_int(raw: Any) -> bool:
-    return isinstance(raw, int) and not isinstance(raw, bool)
+def _string(entity_set: EntitySet, prop: Property, raw: str) -> str:
+    if prop.max_length is not None and len(raw) > prop.max_length:
+        raise errors.ODataError(
+            400, errors.STRING_TOO_LONG,
+            f"A validation error occurred. The length of the '{prop.name}' attribute of the "
+            f"'{entity_set.entity_type}' entity exceeded the maximum allowed length of "
+            f"'{prop.max_length}'.")
+    return raw
+
+
+def _shown(raw: Any) -> str:
+    """A client's value in a message, cut short: a message must stay one readable line."""
+    text = str(raw) if not isinstance(raw, dict | list) else type(raw).__name__
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def to_json(value: Any) -> Any:
-    """A stored value as JSON."""
-    return format_datetime(value) if isinstance(value, datetime) else value
+    """A stored value as JSON (``Decimal`` stays one: the encoder writes its digits)."""
+    if isinstance(value, datetime):
+        return format_datetime(value)
+    if isinstance(value, date):
+        return format_date(value)
+    return value
 
 
 def render(entity_set: EntitySet, record: Mapping[str, Any], select: Iterable[str] | None,
@@ -126,7 +160,7 @@ def render(entity_set: EntitySet, record: Mapping[str, Any], select: Iterable[st
     names = entity_set.properties if select is None else (entity_set.key, *select)
     for name in names:
         value = record.get(name)
-        out[name] = format_datetime(value) if isinstance(value, datetime) else value
+        out[name] = to_json(value)
         if annotations and name.startswith("_") and value is not None:
             annotation = name + LOOKUP_TARGET
             out[annotation] = record.get(annotation)
@@ -143,7 +177,12 @@ def record_from_json(entity_set: EntitySet, doc: Mapping[str, Any]) -> dict[str,
     record = entity_set.blank_record()
     for name, value in doc.items():
         prop = entity_set.properties.get(name)
-        if prop is not None and prop.type is EdmType.DATETIME and isinstance(value, str):
-            value = parse_datetime(value)
+        if prop is not None and isinstance(value, str):
+            if prop.type is EdmType.DATETIME:
+                value = parse_datetime(value)
+            elif prop.type is EdmType.DATE:
+                value = parse_date(value)
+        elif prop is not None and prop.type is EdmType.DECIMAL and isinstance(value, int):
+            value = Decimal(value)
         record[name] = value
     return record
