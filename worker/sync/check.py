@@ -4,6 +4,7 @@ of a broken mapping fails with the same messages."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -12,10 +13,14 @@ from sqlalchemy.engine import Engine
 from worker.errors import ConfigurationError, CrmsyncError
 from worker.sync import mappings as mapping_store
 from worker.sync.clients import Clients
+from worker.sync.compat import lookup_problem, to_local_problem, to_remote_problem
 from worker.sync.local import LocalTable, forget_reflections
-from worker.sync.metadata import EntitySetInfo
-from worker.sync.model import FieldMapping, TableMapping
+from worker.sync.metadata import EntitySetInfo, PropertyInfo
+from worker.sync.model import Direction, FieldMapping, TableMapping
 from worker.sync.order import topological_order
+from worker.sync.transfer import rule_problems
+
+TO, FROM = Direction.TO_INTEGRATION, Direction.FROM_INTEGRATION
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,10 @@ def check_mapping(engine: Engine, clients: Clients, name: str, *,
     remote = _remote(clients, mapping, add)
     if table is not None:
         _check_local_table(engine, mapping, table, add)
+        _check_key(engine, mapping, table, add)
     for f in mapping.fields:
         _check_field(engine, mapping, f, table, remote, add)
+    _check_overlaps(engine, mapping, add)
     if probe_filters and mapping.remote_filter and remote is not None:
         try:
             client = clients.get(mapping.connection_name)
@@ -145,6 +152,13 @@ def _check_field(engine: Engine, mapping: TableMapping, f: FieldMapping,
         if f.lookup_mapping and bind and bind not in remote.navigation:
             add(where, f"remote_bind_property {bind!r} is not a navigation property of "
                        f"{mapping.entity_set}")
+    for problem in rule_problems(f.transformation):
+        add(where, problem)
+    column = table.table.c.get(f.local_column or "") if table is not None else None
+    prop = remote.properties.get(f.remote_property or "") if remote is not None else None
+    value_mapped = not isinstance(f.transformation, Mapping) or "value_map" in f.transformation
+    if column is not None and prop is not None and not f.lookup_mapping and not value_mapped:
+        _check_types(mapping, f, column, prop, add)
     if f.lookup_mapping:
         _check_lookup(engine, mapping, f, where, add)
 
@@ -160,6 +174,16 @@ def _check_lookup(engine: Engine, mapping: TableMapping, f: FieldMapping, where:
     column = f.lookup_local_column or target.local_key
     if column not in table.table.c:
         add(where, f"lookup_local_column {column!r} is not a column of {target.local_table}")
+    elif f.local_column:
+        try:
+            own = LocalTable(engine, mapping.local_table, mapping.local_key, mapping.name)
+        except ConfigurationError:
+            own = None  # reported as the mapping's own local_table / local_key problem
+        if own is not None and f.local_column in own.table.c:
+            problem = lookup_problem(own.table.c[f.local_column], table.table.c[column],
+                                     target.local_table, _runs(mapping, f, FROM))
+            if problem:
+                add(where, problem)
     if target.name not in _ancestors(engine, mapping.name):
         add(where, f"looks up {target.name} but does not depend on it: add the dependency "
                    f"so that {target.name} is synchronized first")
@@ -180,3 +204,116 @@ def _ancestors(engine: Engine, name: str) -> set[str]:
             seen.add(parent)
             todo.extend(deps.get(parent, ()))
     return seen
+
+
+def _runs(mapping: TableMapping, f: FieldMapping, direction: Direction) -> bool:
+    return mapping.direction.runs(direction) and f.direction.runs(direction)
+
+
+def _check_types(mapping: TableMapping, f: FieldMapping, column: sa.Column,
+                 prop: PropertyInfo, add) -> None:  # type: ignore[no-untyped-def]
+    """The local column's type against the remote property's EDM type, in each direction
+    the field runs."""
+    problems = []
+    if _runs(mapping, f, TO):
+        problems.append(to_remote_problem(column, prop))
+    if _runs(mapping, f, FROM):
+        problems.append(to_local_problem(prop, column))
+    for problem in dict.fromkeys(p for p in problems if p):
+        add(f"field {f.label}", problem)
+
+
+_OWN_ID_LENGTH = 36  # the text of a UUID, the id crmsync chooses for a new local record
+
+
+def _check_key(engine: Engine, mapping: TableMapping, table: LocalTable, add) -> None:  # type: ignore[no-untyped-def]
+    """The local key against what creates and couplings need."""
+    key = table.key
+    creates_locally = mapping.direction.runs(FROM) and not mapping.sync_only_coupled
+    if creates_locally and not table.chooses_own_keys() and not _has_default(key):
+        length = getattr(key.type, "length", None)
+        why = (f"{str(key.type).lower()} is shorter than the {_OWN_ID_LENGTH}-character ids "
+               "crmsync chooses" if isinstance(length, int) else
+               f"crmsync cannot choose {str(key.type).lower()} values")
+        add("local_key", f"{key.name!r} has no default and {why} for records created from "
+                         "the CRM: give it a default (e.g. a number series), use a uuid or "
+                         "text key, or set sync_only_coupled")
+    _check_coupled_ids(engine, mapping, table, add)
+
+
+def _has_default(column: sa.Column) -> bool:
+    return column.server_default is not None or column.identity is not None \
+        or (column.autoincrement is True)
+
+
+def _check_coupled_ids(engine: Engine, mapping: TableMapping, table: LocalTable,
+                       add) -> None:  # type: ignore[no-untyped-def]
+    """Couplings made under another local_key: their local ids are not values of the key
+    (or name no row by it, but rows by another column)."""
+    with engine.connect() as conn:
+        ids = conn.scalars(sa.text(
+            "SELECT local_id FROM crmsync.couplings WHERE mapping_name = :m "
+            "AND state = 'coupled' ORDER BY id DESC LIMIT 20"), {"m": mapping.name}).all()
+        if not ids:
+            return
+        advice = ("was local_key changed after records were coupled? set it back, or "
+                  "uncouple the mapping's records and couple them again")
+        try:
+            values = [table.key_value(i) for i in ids]
+        except ConfigurationError:
+            add("local_key", f"coupled local ids such as {ids[0]!r} are not "
+                             f"{str(table.key.type).lower()} values of {table.key.name!r}: "
+                             + advice)
+            return
+        if conn.scalar(sa.select(sa.func.count()).where(table.key.in_(values))):
+            return
+        for column in table.table.c:
+            if column is table.key:
+                continue
+            text = sa.cast(column, sa.Text)
+            if conn.scalar(sa.select(sa.func.count()).where(text.in_(ids))):
+                add("local_key", f"the coupled local ids (such as {ids[0]!r}) are values of "
+                                 f"column {column.name!r}, not of local_key "
+                                 f"{table.key.name!r}: " + advice)
+                return
+
+
+def _check_overlaps(engine: Engine, mapping: TableMapping, add) -> None:  # type: ignore[no-untyped-def]
+    """Another enabled mapping reading the same entity set or table with an overlapping
+    filter: each would take the other's records for its own."""
+    with engine.connect() as conn:
+        others = conn.execute(sa.text(
+            "SELECT name, connection_name, entity_set, remote_filter, local_table, "
+            "local_filter, direction FROM crmsync.integration_table_mappings "
+            "WHERE enabled AND name <> :n ORDER BY name"), {"n": mapping.name}).mappings().all()
+    for other in others:
+        reads = Direction(other["direction"])
+        if (mapping.direction.runs(FROM) and reads.runs(FROM)
+                and other["connection_name"] == mapping.connection_name
+                and other["entity_set"] == mapping.entity_set):
+            why = _overlap(mapping.remote_filter, other["remote_filter"], other["name"])
+            if why:
+                add("remote_filter", f"mapping {other['name']} reads {mapping.entity_set} "
+                                     f"too and {why}: each would import the other's records; "
+                                     "give both filters that exclude each other")
+        if (mapping.direction.runs(TO) and reads.runs(TO)
+                and other["local_table"] == mapping.local_table):
+            why = _overlap(list(mapping.local_filter) or None, other["local_filter"] or None,
+                           other["name"])
+            if why:
+                add("local_filter", f"mapping {other['name']} reads {mapping.local_table} "
+                                    f"too and {why}: each would send the other's records; "
+                                    "give both filters that exclude each other")
+
+
+def _overlap(mine: object, theirs: object, other: str) -> str | None:
+    """Why two filters overlap, when it is certain: one absent, or both the same."""
+    if not mine and not theirs:
+        return "neither has a filter"
+    if not mine:
+        return "this mapping has no filter"
+    if not theirs:
+        return f"{other} has no filter"
+    if mine == theirs:
+        return "their filters are identical"
+    return None

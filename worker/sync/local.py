@@ -175,8 +175,12 @@ class LocalTable:
         return str(conn.scalar(sa.insert(self.table).values(row).returning(self.key)))
 
     def chooses_own_keys(self) -> bool:
-        """Whether crmsync can pick a new row's key itself (UUID or text keys)."""
-        return isinstance(self.key.type, sa.Uuid | sa.String)
+        """Whether crmsync can pick a new row's key itself: a UUID key, or a text key long
+        enough for a UUID's text; other keys are left to the table's default."""
+        if isinstance(self.key.type, sa.Uuid):
+            return True
+        length = getattr(self.key.type, "length", None)
+        return isinstance(self.key.type, sa.String) and (length is None or length >= 36)
 
     def update(self, conn: Connection, key: str, values: Mapping[str, Any]) -> None:
         if values:
