@@ -39,14 +39,18 @@ def _quoted(conn: Connection, qualified: str) -> str:
     return f"{prep.quote(schema)}.{prep.quote(table)}"
 
 
-def triggers_present(conn: Connection, qualified: str) -> bool:
+def triggers_present(conn: Connection, qualified: str, key: str | None = None) -> bool:
+    """Whether the capture triggers are on the table (and, given ``key``, log that key
+    column: a mapping whose local_key changed gets its triggers made again)."""
     schema, _, table = qualified.partition(".")
     found = conn.scalar(sa.text(
         """
         SELECT count(*) FROM pg_trigger t
           JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = :s AND c.relname = :t AND t.tgname LIKE 'crmsync_capture_%'
-        """), {"s": schema, "t": table})
+           AND (CAST(:k AS text) IS NULL
+                OR t.tgargs = convert_to(CAST(:k AS text), 'UTF8') || '\\x00'::bytea)
+        """), {"s": schema, "t": table, "k": key})
     return found == len(TRIGGERS)
 
 
@@ -54,7 +58,7 @@ def install(conn: Connection, mapping: TableMapping) -> bool:
     """Create the capture triggers on the mapping's table (idempotent). Returns True when
     they were missing: changes made before are unknown, so the mapping's local watermark
     is cleared and the next pass scans the whole table."""
-    if triggers_present(conn, mapping.local_table):
+    if triggers_present(conn, mapping.local_table, mapping.local_key):
         mapping_store.set_triggers_installed(conn, mapping.name, True)
         return False
     LocalTable(conn, mapping.local_table, mapping.local_key, mapping.name)  # validates
