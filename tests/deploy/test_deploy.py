@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
 
 import worker.metrics
-from worker import __version__
+from worker import __version__, settings
 from worker.cli import build_parser
 from worker.metrics import REGISTRY, ClusterCollector
 from worker.queue.manager import QueueManager
@@ -96,7 +96,9 @@ def run_defaults(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> dict[s
         monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return vars(build_parser().parse_args(["run"]))
+    args = build_parser().parse_args(["run"])
+    settings.resolve(args, settings.WORKER)  # flag, else variable, else default
+    return vars(args)
 
 
 def blank_strings(expr: str) -> str:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from worker.commands.common import open_engine
+from worker.commands.output import print_table
 from worker.db.engine import translate_errors
 from worker.queue.manager import QueueManager
 
@@ -130,14 +130,6 @@ def _run_now(args: argparse.Namespace) -> int:
             "WHERE id = ANY(:ids)"), {"ids": args.ids}).rowcount
     print(f"{changed} entries due now")
     return 0
-
-
-def print_table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for n, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def _stamp(value: datetime | None) -> str:

@@ -9,7 +9,9 @@ import signal
 from datetime import timedelta
 from types import FrameType
 
+from worker import settings
 from worker.commands.common import open_engine
+from worker.errors import ConfigurationError
 from worker.jobs import load_handlers
 from worker.metrics import MetricsHooks, install_cluster_collector, prime
 from worker.runtime.http import StatusServer
@@ -21,34 +23,20 @@ log = logging.getLogger(__name__)
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("run", help="run the worker: claim and run due job queue entries")
-    env = os.environ.get
-    parser.add_argument("--concurrency", type=int, default=int(env("CRMSYNC_CONCURRENCY", "4")),
-                        help="runs at the same time in this process (default 4)")
-    parser.add_argument("--lease-seconds", type=float,
-                        default=float(env("CRMSYNC_LEASE_SECONDS", "60")),
-                        help="a run whose worker is silent this long is rescued (default 60)")
-    parser.add_argument("--poll-interval", type=float,
-                        default=float(env("CRMSYNC_POLL_INTERVAL", "2")),
-                        help="seconds between polls when no notification arrives (default 2)")
-    parser.add_argument("--shutdown-timeout", type=float,
-                        default=float(env("CRMSYNC_SHUTDOWN_TIMEOUT", "30")),
-                        help="on SIGTERM, wait this long for running jobs (default 30)")
-    parser.add_argument("--change-delay", type=float,
-                        default=float(env("CRMSYNC_CHANGE_DELAY", "30")),
-                        help="a change to a mapped table makes its entry due within this many "
-                             "seconds (NAV: 30)")
-    parser.add_argument("--metrics-address", default=env("CRMSYNC_METRICS_ADDRESS",
-                                                         "127.0.0.1:9465"),
-                        help="host:port of /metrics, /healthz and /readyz "
-                             "(default 127.0.0.1:9465; empty: off)")
-    parser.add_argument("--identity", default=env("CRMSYNC_WORKER_ID"),
-                        help="worker identity (default host:pid:start)")
+    settings.add_options(parser, settings.WORKER)
+    parser.add_argument("--embedded", action="store_true",
+                        help="allow the embedded PostgreSQL under $CRMSYNC_HOME when "
+                             "CRMSYNC_DATABASE_URL is unset (one worker on one host only)")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.concurrency < 1:
-        raise SystemExit("crmsync run: --concurrency must be at least 1")
+    settings.resolve(args, settings.WORKER)
+    if not settings.Settings.from_env().database_url and not args.embedded:
+        raise ConfigurationError(
+            "CRMSYNC_DATABASE_URL: not set: the worker needs the shared database; set "
+            "CRMSYNC_DATABASE_URL=postgresql://user@host:5432/db, or pass --embedded to run "
+            "on the embedded PostgreSQL under $CRMSYNC_HOME")
     engine = open_engine(pool_size=args.concurrency + 3)
     handlers = load_handlers(os.environ.get("CRMSYNC_PLUGINS", "").split(","))
     config = WorkerConfig(

@@ -10,7 +10,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from worker.commands.common import open_engine
-from worker.commands.entries import print_table
+from worker.commands.output import print_table
 from worker.db.engine import translate_errors
 from worker.errors import ConfigurationError
 from worker.sample import data, defaults

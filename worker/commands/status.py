@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from worker.commands.common import open_engine
-from worker.commands.entries import print_table
+from worker.commands.output import print_table
 from worker.db.engine import translate_errors
 
 _ENTRIES = sa.text(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import sqlalchemy as sa
@@ -53,14 +54,41 @@ def translate_errors() -> Iterator[None]:
     statement itself is wrong; the message carries the constraint name)."""
     try:
         yield
-    except sa_exc.OperationalError as exc:
-        raise DatabaseUnavailable(_first_line(exc)) from exc
-    except sa_exc.InterfaceError as exc:
-        raise DatabaseUnavailable(_first_line(exc)) from exc
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        raise DatabaseUnavailable(describe_unavailable(exc)) from exc
     except sa_exc.DBAPIError as exc:
         if exc.connection_invalidated:
-            raise DatabaseUnavailable(_first_line(exc)) from exc
+            raise DatabaseUnavailable(describe_unavailable(exc)) from exc
         raise DatabaseError(describe_db_error(exc)) from exc
+
+
+# libpq's words for why a connection failed -> what to do about it.
+_ADVICE = (
+    ("does not exist", "create it (createdb) or correct CRMSYNC_DATABASE_URL"),
+    ("connection refused", "is PostgreSQL running there? check CRMSYNC_DATABASE_URL"),
+    ("resolve host", "check the host name in CRMSYNC_DATABASE_URL"),
+    ("could not translate host name", "check the host name in CRMSYNC_DATABASE_URL"),
+    ("timeout expired", "no answer within 5 s; check the host and port of "
+                        "CRMSYNC_DATABASE_URL and the firewall"),
+    ("password authentication failed", "check the user and its password (pgpass)"),
+    ("No such file or directory", "no server on that socket; is PostgreSQL running? "
+                                  "check CRMSYNC_DATABASE_URL"),
+)
+
+
+def describe_unavailable(exc: sa_exc.DBAPIError) -> str:
+    """Why the database cannot be used, without libpq's 'connection to server at …'
+    preamble, and what to do about it."""
+    text = " ".join(str(exc.orig or exc).split())
+    text = re.sub(r"^\(.*?\)\s*", "", text)
+    text = re.sub(r"\[SQL:.*$|\(Background on this error.*$", "", text).strip()
+    text = re.sub(r"^connection failed: ", "", text)
+    text = re.sub(r'^connection to server (at|on) .*? failed: (FATAL: )?', "", text) or text
+    text = re.sub(r"Connection refused\b.*$", "connection refused", text)
+    for marker, advice in _ADVICE:
+        if marker.lower() in text.lower():
+            return f"{text.rstrip('.')}: {advice}"
+    return text or type(exc.orig or exc).__name__
 
 
 def describe_db_error(exc: sa_exc.DBAPIError) -> str:

@@ -69,5 +69,6 @@ def require_current(engine: Engine) -> None:
     if current != head:
         state = "empty" if current is None else f"at revision {current}"
         raise SchemaOutOfDate(
-            f"the crmsync schema is {state}, this version needs {head}: run `crmsync db upgrade`"
+            f"the crmsync schema is {state}, this version needs {head}: run `crmsync db upgrade` "
+            "with this CRMSYNC_DATABASE_URL"
         )

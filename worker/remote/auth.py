@@ -22,13 +22,15 @@ from worker.remote.classify import (
     TRANSIENT_EXCEPTIONS,
     Outcome,
     classify,
+    describe_failure,
     parse_error_body,
     parse_retry_after,
+    unreachable,
 )
-from worker.remote.config import ConnectionSettings
-from worker.remote.errors import RemoteAuthError
+from worker.remote.config import ConnectionSettings, foreground
+from worker.remote.errors import RemoteAuthError, origin_of
 from worker.remote.retry import RetryPolicy
-from worker.remote.secrets import Secret
+from worker.remote.secrets import Secret, scrub
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +152,14 @@ class ClientCredentials:
                     self._token_url, data=form, timeout=self._timeout,
                     headers={"Accept": "application/json"}, allow_redirects=False)
             except TRANSIENT_EXCEPTIONS as exc:
-                delay = self._policy.delay(attempt)
+                delay = None if foreground() and unreachable(exc) else self._policy.delay(attempt)
                 if delay is None:
                     raise RemoteAuthError(
-                        f"token endpoint unreachable ({type(exc).__name__})",
-                        method="POST", path=_path(self._token_url)) from None
+                        f"token endpoint unreachable: {describe_failure(exc)} "
+                        f"({type(exc).__name__}) after {attempt} attempt(s): check token_url "
+                        f"or tenant of connection {self._connection!r}",
+                        method="POST", path=_path(self._token_url),
+                        origin=origin_of(self._token_url)) from None
                 self._sleep(delay)
                 continue
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -188,10 +193,16 @@ class ClientCredentials:
 
     def _refusal(self, response: requests.Response) -> RemoteAuthError:
         code, message = parse_error_body(response.content)
+        if message is None and code is None and response.content:
+            # Not an OAuth2 error document: show the start of what came back (a proxy's
+            # page, or a form echo), scrubbed like everything else.
+            message = response.content[:300].decode("utf-8", "replace").strip() or None
         text = message or response.reason or "token request refused"
-        text = text.replace(self._client_secret.reveal(), "***")
-        return RemoteAuthError(text, status=response.status_code, code=code,
-                               method="POST", path=_path(self._token_url))
+        known = [self._client_secret.reveal()]
+        return RemoteAuthError(scrub(text, known), status=response.status_code,
+                               code=scrub(code, known) if code else None,
+                               method="POST", path=_path(self._token_url),
+                               origin=origin_of(self._token_url))
 
 
 def _path(url: str) -> str:

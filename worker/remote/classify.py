@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import enum
 import json
+import socket
+import ssl
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -64,6 +67,57 @@ def classify(
     return Outcome.FATAL
 
 
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and everything it wraps (requests → urllib3 → socket), outermost first."""
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        wrapped = [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
+        for attr in ("reason", "__cause__", "__context__"):
+            value = getattr(current, attr, None)
+            if isinstance(value, BaseException):
+                wrapped.append(value)
+        pending.extend(wrapped)
+
+
+def describe_failure(error: BaseException | None) -> str:
+    """What prevented a response, in words an operator acts on: ``connection refused``,
+    ``host name not resolved``, ``TLS failed (…)``, ``timed out …``."""
+    if error is None:
+        return "no response"
+    causes = list(_causes(error))
+    for cause in causes:
+        if isinstance(cause, socket.gaierror) or type(cause).__name__ == "NameResolutionError":
+            return "host name not resolved"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+    if any(isinstance(c, requests.exceptions.SSLError | ssl.SSLError) for c in causes):
+        detail = next((str(c) for c in reversed(causes) if isinstance(c, ssl.SSLError)), "")
+        return f"TLS failed ({detail})" if detail else "TLS failed"
+    if any(isinstance(c, requests.ConnectTimeout) for c in causes):
+        return "timed out connecting (connect_timeout)"
+    if any(isinstance(c, requests.Timeout | TimeoutError) for c in causes):
+        return "timed out waiting for the response (read_timeout)"
+    for cause in causes:
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset by the server"
+    if any(type(c).__name__ == "RemoteDisconnected" for c in causes):
+        return "the server closed the connection without answering"
+    return f"no response ({type(error).__name__})"
+
+
+def unreachable(error: BaseException | None) -> bool:
+    """The address cannot be reached at all (refused, unresolvable, TLS refused): waiting a
+    few seconds rarely changes that, so a command in the foreground reports it at once."""
+    text = describe_failure(error)
+    return text in ("connection refused", "host name not resolved") or text.startswith("TLS")
+
+
 def status_class(status: int | None) -> str:
     """``"2xx"`` … ``"5xx"`` for a status, ``"error"`` when no response arrived (a label
     of low cardinality for metrics)."""
@@ -94,6 +148,21 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - now).total_seconds())
 
 
+def _inner_messages(err: dict[str, object]) -> list[str]:
+    """The messages of an OData error's ``details`` and of its ``innererror`` (not its
+    stack trace), which often say which field was wrong."""
+    found: list[str] = []
+    details = err.get("details")
+    for detail in details if isinstance(details, list) else []:
+        if isinstance(detail, dict) and detail.get("message"):
+            target = f"{detail['target']}: " if detail.get("target") else ""
+            found.append(f"{target}{detail['message']}")
+    inner = err.get("innererror")
+    if isinstance(inner, dict) and inner.get("message"):
+        found.append(str(inner["message"]))
+    return found
+
+
 def parse_error_body(body: bytes | str | None) -> tuple[str | None, str | None]:
     """``(code, message)`` from an OData error body (``{"error": {"code", "message"}}``)
     or an OAuth2 one (``{"error": "invalid_client", "error_description": …}``).
@@ -109,8 +178,11 @@ def parse_error_body(body: bytes | str | None) -> tuple[str | None, str | None]:
     err = doc.get("error")
     if isinstance(err, dict):
         code, message = err.get("code"), err.get("message")
-        return (str(code) if code not in (None, "") else None,
-                str(message) if message not in (None, "") else None)
+        text = str(message) if message not in (None, "") else None
+        extra = [m for m in _inner_messages(err) if m != text]
+        if extra:
+            text = "; ".join([text or "error", *extra])
+        return (str(code) if code not in (None, "") else None, text)
     if isinstance(err, str):
         description = doc.get("error_description")
         return err, str(description) if description else None

@@ -234,6 +234,73 @@ _SECRETS = ("client_secret", "token", "webhook_secret")
 _FILE_KEYS = {"dialect", *_SETTINGS, *_DIALECT_SETTINGS, *(f"{s}_file" for s in _SECRETS)}
 
 
+# ---------------------------------------------------------------------------- process mode
+
+_foreground = False
+
+
+def set_foreground(on: bool) -> None:
+    """Mark this process as a foreground command (``check``, ``sync``, ``couple`` …): a
+    refused or unresolvable address then fails at once instead of being retried with
+    backoff, which only the long-running worker needs."""
+    global _foreground
+    _foreground = on
+
+
+def foreground() -> bool:
+    return _foreground
+
+
+# ---------------------------------------------------------------------------- the file
+
+# Top-level tables a configuration file may have; anything else (a typo such as
+# ``[connection.crm]``) is refused.
+SECTIONS = {"connections": "[connections.<name>]: one table per remote service"}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The parsed TOML document, its top-level tables checked. Raises ConfigurationError
+    naming the file (and line, for a syntax error)."""
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigurationError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigurationError(f"config file {str(path)!r} is a directory") from None
+    except OSError as exc:
+        raise ConfigurationError(f"config file {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"config file {str(path)!r}: not UTF-8 text (byte {exc.start}); "
+            "save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"config file {str(path)!r}: {exc}") from None
+    for key, value in doc.items():
+        if key not in SECTIONS:
+            known = ", ".join(SECTIONS.values())
+            raise ConfigurationError(
+                f"config file {str(path)!r}: unknown section or key {key!r}; expected {known}")
+        if not isinstance(value, dict):
+            raise ConfigurationError(
+                f"config file {str(path)!r}: {key} must be a table ({SECTIONS[key]}), "
+                f"got {value!r}")
+    return doc
+
+
+def validate_file(path: str | Path) -> None:
+    """Check every connection of the file as far as the file alone allows (keys and
+    values; secrets and the environment are looked at when the connection is used)."""
+    doc = read_config_file(Path(path))
+    for name in doc.get("connections", {}):
+        raw = _Raw(name, {})
+        raw.read_document(doc, Path(path))
+        for key, parser in (*_SETTINGS.items(), *_DIALECT_SETTINGS.items(),
+                            ("dialect", _choice(*DIALECTS))):
+            if key in raw.values:
+                raw.parsed(key, parser)
+
+
 # ---------------------------------------------------------------------------- loading
 
 def env_prefix(name: str) -> str:
@@ -274,15 +341,9 @@ class _Raw:
         self.values: dict[str, tuple[Any, str]] = {}
 
     def read_file(self, path: Path) -> None:
-        try:
-            with path.open("rb") as fh:
-                doc = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigurationError(f"config file {str(path)!r} does not exist") from None
-        except OSError as exc:
-            raise ConfigurationError(f"config file {str(path)!r}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigurationError(f"config file {str(path)!r}: {exc}") from None
+        self.read_document(read_config_file(path), path)
+
+    def read_document(self, doc: dict[str, Any], path: Path) -> None:
         section = doc.get("connections", {}).get(self.name)
         if section is None:
             return

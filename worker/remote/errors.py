@@ -4,7 +4,21 @@ or a request body."""
 
 from __future__ import annotations
 
-from worker.errors import CrmsyncError
+from urllib.parse import urlsplit
+
+from worker.errors import EXIT_REMOTE, CrmsyncError
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host:port`` of a URL, the port written out even when it is the default."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return f"{parts.scheme}://{parts.hostname or ''}"
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}:{port}"
 
 
 class RemoteError(CrmsyncError):
@@ -12,8 +26,11 @@ class RemoteError(CrmsyncError):
 
     ``status`` is the HTTP status (None when no response arrived), ``code`` the service's
     error code (Dataverse: ``0x8004…``; None when it sent none) and ``message`` its message.
-    ``str()`` of the error names the request (method and path, never the query or a header).
+    ``origin`` is ``scheme://host:port`` of the service. ``str()`` of the error names the
+    request (method, origin and path, never the query or a header).
     """
+
+    exit_status = EXIT_REMOTE
 
     def __init__(
         self,
@@ -23,8 +40,10 @@ class RemoteError(CrmsyncError):
         code: str | None = None,
         method: str | None = None,
         path: str | None = None,
+        origin: str | None = None,
     ) -> None:
         self.status = status
+        self.origin = origin
         self.code = code
         self.message = message
         self.method = method
@@ -34,7 +53,8 @@ class RemoteError(CrmsyncError):
     def _render(self) -> str:
         parts: list[str] = []
         if self.method or self.path:
-            parts.append(f"{self.method or ''} {self.path or ''}".strip() + ":")
+            target = f"{self.origin or ''}{self.path or ''}"
+            parts.append(f"{self.method or ''} {target}".strip() + ":")
         if self.status is not None:
             parts.append(f"HTTP {self.status}")
         if self.code:
@@ -46,7 +66,8 @@ class RemoteError(CrmsyncError):
         # Keyword-only arguments do not survive the default pickling of exceptions.
         return (
             _rebuild,
-            (type(self), self.message, self.status, self.code, self.method, self.path),
+            (type(self), self.message, self.status, self.code, self.method, self.path,
+             self.origin),
         )
 
 
@@ -57,8 +78,9 @@ def _rebuild(
     code: str | None,
     method: str | None,
     path: str | None,
+    origin: str | None = None,
 ) -> RemoteError:
-    return cls(message, status=status, code=code, method=method, path=path)
+    return cls(message, status=status, code=code, method=method, path=path, origin=origin)
 
 
 class RemoteNotFound(RemoteError):

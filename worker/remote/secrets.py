@@ -6,13 +6,39 @@ database row — and is held in a :class:`Secret`, whose ``repr``/``str`` is ``*
 from __future__ import annotations
 
 import hmac
+import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 from worker.errors import ConfigurationError
 
 MASK = "***"
+
+# Credentials by their shape, whoever's they are: ``Bearer <token>``, and a value after a
+# credential-like key in a form body (``client_secret=…&``), a query, JSON (``"token": "…"``)
+# or prose (``password: …``).
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{4,}")
+_KEYED = re.compile(
+    r"(?i)\b(client_secret|client_assertion|assertion|access_token|refresh_token|id_token"
+    r"|password|passwd|secret|token|api[_-]?key)"
+    r"(\\?\"?\s*[=:]\s*\\?\"?)([^&\s\"'\\,;]+)")
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every known secret (as written, form- or URL-encoded, JSON-escaped)
+    and every credential-shaped value replaced by ``***``. For anything a service sends
+    back that may reach output, logs or database rows."""
+    for secret in secrets:
+        if not secret:
+            continue
+        for form in {secret, quote_plus(secret), quote(secret, safe=""),
+                     json.dumps(secret)[1:-1]}:
+            text = text.replace(form, MASK)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    return _KEYED.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
 
 
 class Secret:

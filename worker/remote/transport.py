@@ -6,6 +6,9 @@ A request is retried when :func:`~worker.remote.classify.classify` says so and t
 is idempotent (every request the client builds is: reads, creates with a client-chosen
 key, updates and deletes with preconditions). 429 is retried even for a request that is
 not, because the service did not act on it. One 401 leads to a new token and one more try.
+In a foreground command (:func:`~worker.remote.config.foreground`) an address that refuses
+connections or does not resolve fails at once; the worker keeps backing off, since a
+service that restarts refuses connections for a while.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from worker.remote.classify import (
     TRANSIENT_EXCEPTIONS,
     Outcome,
     classify,
+    describe_failure,
     parse_error_body,
     parse_retry_after,
     status_class,
+    unreachable,
 )
-from worker.remote.config import ConnectionSettings
+from worker.remote.config import ConnectionSettings, foreground
 from worker.remote.errors import (
     RemoteAuthError,
     RemoteConflict,
@@ -40,9 +45,11 @@ from worker.remote.errors import (
     RemoteNotFound,
     RemoteThrottled,
     RemoteUnavailable,
+    origin_of,
 )
 from worker.remote.observer import RequestObserver, SafeObserver
 from worker.remote.retry import RetryPolicy, ThrottleGate
+from worker.remote.secrets import scrub
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +147,8 @@ class Transport:
             try:
                 reply = self._exchange(method, url, body, headers, authorization)
             except TRANSIENT_EXCEPTIONS as exc:
-                if not idempotent:
-                    raise self._no_response(exc, method, path, attempt) from None
+                if not idempotent or (foreground() and unreachable(exc)):
+                    raise self._no_response(exc, method, url, attempt) from None
                 self._back_off(method, url, attempt, error=exc)
                 continue
             if reply.status in accept:
@@ -174,20 +181,27 @@ class Transport:
         if delay is None:
             if reply is not None:
                 raise self.error(reply, method, url, Outcome.RETRIABLE)
-            raise self._no_response(error, method, path, attempt) from None
+            raise self._no_response(error, method, url, attempt) from None
         log.warning("remote request failed, retrying", extra={
-            "connection": self.settings.name, "method": method, "path": path,
-            "status": reply.status if reply is not None else None,
-            "error": type(error).__name__ if error is not None else None,
+            "connection": self.settings.name, "method": method, "origin": origin_of(url),
+            "path": path, "status": reply.status if reply is not None else None,
+            "error": describe_failure(error) if error is not None else None,
             "attempt": attempt, "delay": round(delay, 3)})
         self.sleep(delay)
 
-    @staticmethod
-    def _no_response(error: BaseException | None, method: str, path: str,
+    def _no_response(self, error: BaseException | None, method: str, url: str,
                      attempt: int) -> RemoteUnavailable:
-        kind = type(error).__name__ if error is not None else "no reply"
-        return RemoteUnavailable(f"no response ({kind}) after {attempt} attempt(s)",
-                                 method=method, path=path)
+        """'connection refused', 'host name not resolved', … with the attempts made and
+        what to check (the connection's URL setting)."""
+        what = describe_failure(error)
+        if error is not None and type(error).__name__ not in what:
+            what += f" ({type(error).__name__})"
+        advice = ("is the service running at that address? "
+                  if what.startswith("connection refused") else "")
+        return RemoteUnavailable(
+            f"{what} after {attempt} attempt(s): {advice}check the URL of connection "
+            f"{self.settings.name!r}", method=method, path=urlsplit(url).path,
+            origin=origin_of(url))
 
     def _exchange(
         self,
@@ -233,29 +247,33 @@ class Transport:
             "connection": self.settings.name, "method": method, "path": path,
             "status": reply.status, "retry_after": retry_after, "attempt": attempt})
         if delay is None:
-            raise self.error(reply, method, path, Outcome.THROTTLED)
+            raise self.error(reply, method, path, Outcome.THROTTLED,
+                             origin=origin_of(self.settings.url))
 
     def error(self, reply: Reply, method: str, url: str, outcome: Outcome | None = None,
-              *, cls: type[RemoteError] | None = None) -> RemoteError:
+              *, cls: type[RemoteError] | None = None,
+              origin: str | None = None) -> RemoteError:
         """The RemoteError for a refused request, with the service's code and message
         (secrets scrubbed). Its class follows the outcome: throttled → RemoteThrottled,
         retriable → RemoteUnavailable, 401 → RemoteAuthError, 404 → RemoteNotFound,
         412 → RemoteConflict; ``cls`` overrides the choice."""
         code, message = parse_error_body(reply.body)
         message = self.scrub(message or _reason(reply.status))
+        code = self.scrub(code) if code is not None else None
         if outcome is None:
             outcome = classify(reply.status, retry_after=parse_retry_after(
                 reply.headers.get("Retry-After")))
         if cls is None:
             cls = _ERROR_CLASSES.get(outcome) or _FATAL_CLASSES.get(reply.status, RemoteError)
+        if origin is None and urlsplit(url).netloc:
+            origin = origin_of(url)
         return cls(message, status=reply.status, code=code, method=method,
-                   path=urlsplit(url).path)
+                   path=urlsplit(url).path, origin=origin)
 
     def scrub(self, text: str) -> str:
-        for secret in self.auth.secrets():
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        """``text`` without this connection's secrets (raw or form-encoded) and without
+        anything shaped like a credential (see :func:`worker.remote.secrets.scrub`)."""
+        return scrub(text, self.auth.secrets())
 
 
 _ERROR_CLASSES: dict[Outcome, type[RemoteError]] = {
