@@ -126,7 +126,9 @@ def _number(value: Any, kind: str) -> Decimal:
 def fits(number: Decimal, precision: int | None, scale: int | None, what: str) -> None:
     """Refuse a number with more decimals than ``scale`` or more whole digits than
     ``precision - scale`` (trailing zeros of the fraction do not count)."""
-    sign, digits, exponent = number.normalize().as_tuple() if number else (0, (0,), 0)
+    if not number:
+        return
+    _, digits, exponent = number.normalize().as_tuple()
     assert isinstance(exponent, int)
     decimals = max(0, -exponent)
     whole_digits = max(0, len(digits) + exponent)
