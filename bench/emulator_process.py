@@ -20,10 +20,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_emulator(port: int, *extra: str) -> subprocess.Popen[bytes]:
-    """Start ``crmsync emulator --port PORT EXTRA…`` and wait until it answers."""
+def start_emulator(port: int, *extra: str,
+                   profile: str = "dataverse") -> subprocess.Popen[bytes]:
+    """Start ``crmsync emulator --port PORT --profile PROFILE EXTRA…`` and wait until it
+    answers (``profile``: ``dataverse`` or ``odata``, the generic OData v4 server)."""
     command = [sys.executable, "-m", "worker", "--log-level", "WARNING", "emulator",
-               "--port", str(port), *extra]
+               "--port", str(port), "--profile", profile, *extra]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

@@ -1,5 +1,5 @@
-"""``crmsync emulator``: a local Dataverse-compatible Web API server for demos, tests and
-benchmarks. A test double, not a CRM."""
+"""``crmsync emulator``: a local Dataverse-compatible (or generic OData v4) Web API server
+for demos, tests and benchmarks. A test double, not a CRM."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import signal
 from types import FrameType
 
 from worker.emulator.auth import TOKEN_PATH
+from worker.emulator.profiles import PROFILES
 from worker.emulator.server import EmulatorServer
+from worker.emulator.webhooks import Webhook, parse_header
 from worker.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--change-retention-seconds", type=float, default=7 * 24 * 3600,
                         help="how long change-tracking tokens stay valid (default 7 days, "
                              "as on Dataverse)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="dataverse",
+                        help="the server imitated: dataverse (default) or odata, a generic "
+                             "OData v4 service (key ID, modifiedAt, POST creates, a duplicate "
+                             "key answered 500, its own page size, relative $batch URLs only)")
+    parser.add_argument("--page-size", type=int, metavar="N",
+                        help="the server's own page size (default: 5000 for dataverse, "
+                             "1000 for odata, which ignores odata.maxpagesize)")
+    parser.add_argument("--webhook", action="append", default=[], metavar="URL",
+                        help="POST a Dataverse-style execution context to URL after every "
+                             "create, update and delete (repeatable)")
+    parser.add_argument("--webhook-header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="a header sent with every webhook call, e.g. a shared secret "
+                             "(repeatable)")
     parser.set_defaults(func=_serve)
 
 
@@ -50,12 +65,18 @@ def _serve(args: argparse.Namespace) -> int:
     if args.token_lifetime < 1 or args.sample_users < 0:
         raise ConfigurationError("crmsync emulator: --token-lifetime must be at least 1 and "
                                  "--sample-users not negative")
+    webhooks = _webhooks(args)
+    if args.page_size is not None and not 1 <= args.page_size <= 5000:
+        raise ConfigurationError(f"crmsync emulator: --page-size {args.page_size}: expected "
+                                 "1-5000")
     try:
         server = EmulatorServer(args.host, args.port, client_id=args.client_id,
                                 client_secret=args.client_secret,
                                 token_lifetime=args.token_lifetime,
                                 sample_users=args.sample_users, data_file=args.data_file,
-                                change_retention=args.change_retention_seconds)
+                                change_retention=args.change_retention_seconds,
+                                profile=args.profile, page_size=args.page_size,
+                                webhooks=webhooks)
     except OSError as exc:
         raise ConfigurationError(f"crmsync emulator: cannot listen on {args.host}:{args.port}: "
                                  f"{exc.strerror or exc}") from exc
@@ -75,19 +96,37 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhooks(args: argparse.Namespace) -> list[Webhook]:
+    """The ``--webhook`` receivers, each with every ``--webhook-header``."""
+    try:
+        headers = dict(parse_header(text) for text in args.webhook_header)
+        if headers and not args.webhook:
+            raise ValueError("--webhook-header needs a --webhook")
+        return [Webhook(url, headers) for url in args.webhook]
+    except ValueError as exc:
+        raise ConfigurationError(f"crmsync emulator: {exc}") from exc
+
+
 def _banner(server: EmulatorServer, args: argparse.Namespace) -> str:
     auth = (f"on: client id {args.client_id!r}, tokens valid {args.token_lifetime} s"
             if args.client_id else "off (any request is accepted)")
     data = (f"in memory, loaded from and saved to {args.data_file}" if args.data_file
             else "in memory only (lost at exit)")
+    kind = ("the Dataverse Web API" if server.profile.name == "dataverse"
+            else "a generic OData v4 service")
     lines = [
-        "crmsync emulator: a local TEST DOUBLE of the Dataverse Web API. It is NOT a CRM.",
+        f"crmsync emulator: a local TEST DOUBLE of {kind}. It is NOT a CRM.",
+        f"  profile        {server.profile.name} (pages of {server.profile.page_size})",
         f"  service root   {server.base_url}",
         f"  token endpoint {server.root_url}{TOKEN_PATH}",
         f"  authentication {auth}",
-        f"  admin          {server.admin_url}/stats | /reset | /faults | /records/<set>",
+        f"  admin          {server.admin_url}/stats | /reset | /faults | /webhooks"
+        " | /records/<set>",
         f"  data           {data}; {args.sample_users} sample users",
     ]
+    for hook in server.webhooks.hooks:
+        lines.append(f"  webhook        {hook.address} (headers: "
+                     f"{', '.join(sorted(hook.headers)) or 'none'})")
     if not _is_loopback(args.host):
         lines.append(f"  WARNING: listening on {args.host}: anyone who can reach this port can "
                      "read and change the data.")

@@ -154,6 +154,8 @@ class Emulator:
     def dispatch_data(self, request: Request) -> Response:
         """A data request, without authentication and faults (also used by ``$batch``)."""
         path = request.path[len(SERVICE_PATH):]
+        if not request.path.startswith(SERVICE_PATH):  # a $batch part outside the service
+            return error_response(errors.no_segment(request.path.strip("/")[:200]))
         try:
             if path == "/$batch":
                 if request.method != "POST":

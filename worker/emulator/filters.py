@@ -12,15 +12,23 @@ Grammar (lowest precedence first), the subset of OData v4 that Dataverse clients
                 | 2026-11-25T10:00:00Z | 2026-11-25 | GUID
 
 Operand types are checked while parsing, so ``accountid eq 'x'`` is a 400 as on Dataverse.
-String comparisons ignore case, as Dataverse's database collation does.
+String comparisons ignore case, as Dataverse's database collation does. Numbers are exact
+(``Decimal``), as the stored values are.
+
+Nothing a client sends can exhaust the stack: ``and``/``or`` chains of any length are parsed
+and evaluated as flat lists, a run of ``not`` is counted rather than recursed into, and
+parentheses and function calls nest at most ``MAX_DEPTH`` deep (a 400 beyond).
 """
 
 from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from worker.emulator import errors
@@ -29,6 +37,10 @@ from worker.emulator.schema import EdmType, EntitySet
 
 Record = Mapping[str, Any]
 Predicate = Callable[[Record], bool]
+
+MAX_DEPTH = 100  # parentheses and function calls; each level costs a few stack frames
+_MAX_DIGITS = 40  # an integer literal longer than this cannot match any stored number
+_MAX_EXPONENT = 1000
 
 _TOKEN = re.compile(r"""
     (?P<ws>\s+)
@@ -56,7 +68,7 @@ _LITERAL_WORDS: dict[str, tuple[str, Any]] = {
 _EDM_KIND = {
     EdmType.STRING: "string", EdmType.GUID: "guid", EdmType.BOOLEAN: "bool",
     EdmType.DATETIME: "datetime", EdmType.INT32: "number", EdmType.INT64: "number",
-    EdmType.DECIMAL: "number", EdmType.DOUBLE: "number",
+    EdmType.DECIMAL: "number", EdmType.DOUBLE: "number", EdmType.DATE: "datetime",
 }
 
 
@@ -97,7 +109,7 @@ def tokenize(text: str) -> list[Token]:
         if kind == "string":
             value = raw[1:-1].replace("''", "'")
         elif kind == "number":
-            value = float(raw) if any(c in raw for c in ".eE") else int(raw)
+            value = _number(raw, match.start())
         elif kind == "guid":
             value = raw.lower()
         elif kind in ("datetime", "date"):
@@ -126,6 +138,7 @@ class _Parser:
     def __init__(self, text: str, entity_set: EntitySet) -> None:
         self.tokens = tokenize(text)
         self.index = 0
+        self.depth = 0
         self.entity_set = entity_set
 
     @property
@@ -154,37 +167,40 @@ class _Parser:
         return lambda record: bool(evaluate(record))
 
     def parse_or(self) -> _Expr:
-        left = self.parse_and()
-        while self.at_word("or"):
-            position = self.advance().position
-            right = self.parse_and()
-            left = self.logical(left, right, position, is_or=True)
-        return left
+        return self.chain("or", self.parse_and, any)
 
     def parse_and(self) -> _Expr:
-        left = self.parse_unary()
-        while self.at_word("and"):
-            position = self.advance().position
-            right = self.parse_unary()
-            left = self.logical(left, right, position, is_or=False)
-        return left
+        return self.chain("and", self.parse_unary, all)
 
-    def logical(self, left: _Expr, right: _Expr, position: int, *, is_or: bool) -> _Expr:
-        self.require_bool(left, position)
-        self.require_bool(right, position)
-        lf, rf = left.evaluate, right.evaluate
-        if is_or:
-            return _Expr("bool", lambda r: lf(r) or rf(r))
-        return _Expr("bool", lambda r: lf(r) and rf(r))
+    def chain(self, word: str, parse_term: Callable[[], _Expr],
+              combine: Callable[[Iterable[Any]], bool]) -> _Expr:
+        """``term (word term)*`` as one flat list (no nesting, whatever its length)."""
+        first = parse_term()
+        terms = [first]
+        while self.at_word(word):
+            position = self.advance().position
+            self.require_bool(terms[-1], position)
+            terms.append(parse_term())
+            self.require_bool(terms[-1], position)
+        if len(terms) == 1:
+            return first
+        evaluators = tuple(t.evaluate for t in terms)
+        return _Expr("bool", lambda r: combine(e(r) for e in evaluators))
 
     def parse_unary(self) -> _Expr:
-        if self.at_word("not"):
+        """``not* comparison``: the run of ``not`` is counted, not recursed into."""
+        negations, position = 0, self.current.position
+        while self.at_word("not"):
             position = self.advance().position
-            operand = self.parse_unary()
-            self.require_bool(operand, position)
-            inner = operand.evaluate
-            return _Expr("bool", lambda r: not inner(r))
-        return self.parse_comparison()
+            negations += 1
+        operand = self.parse_comparison()
+        if not negations:
+            return operand
+        self.require_bool(operand, position)
+        if negations % 2 == 0:
+            return _Expr("bool", operand.evaluate)
+        inner = operand.evaluate
+        return _Expr("bool", lambda r: not inner(r))
 
     def parse_comparison(self) -> _Expr:
         left = self.parse_operand()
@@ -220,7 +236,8 @@ class _Parser:
         token = self.current
         if token.kind == "punct" and token.text == "(":
             self.advance()
-            expr = self.parse_or()
+            with self.nested(token):
+                expr = self.parse_or()
             self.expect(")")
             return expr
         if token.kind == "name":
@@ -248,14 +265,18 @@ class _Parser:
         name, kind = prop.name, _EDM_KIND[prop.type]
         if kind == "string":
             return _Expr(kind, lambda r: None if (v := r.get(name)) is None else v.casefold())
+        if prop.type is EdmType.DATE:  # compared as midnight UTC, like a date literal
+            return _Expr(kind, lambda r: None if (v := r.get(name)) is None
+                         else datetime(v.year, v.month, v.day, tzinfo=UTC))
         return _Expr(kind, lambda r: r.get(name))
 
     def function(self, token: Token) -> _Expr:
         self.expect("(")
-        args = [self.parse_or()]
-        while self.current.text == ",":
-            self.advance()
-            args.append(self.parse_or())
+        with self.nested(token):
+            args = [self.parse_or()]
+            while self.current.text == "," and self.current.kind == "punct":
+                self.advance()
+                args.append(self.parse_or())
         self.expect(")")
         if len(args) != 2 or any(a.kind not in ("string", "null") for a in args):
             raise FilterError(f"{token.text} takes two string arguments", token.position)
@@ -270,9 +291,36 @@ class _Parser:
 
         return _Expr("bool", evaluate)
 
+    @contextmanager
+    def nested(self, token: Token) -> Iterator[None]:
+        """One level of parentheses; refused beyond ``MAX_DEPTH``."""
+        if self.depth >= MAX_DEPTH:
+            raise FilterError(f"the expression nests more than {MAX_DEPTH} levels deep",
+                              token.position)
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
     def require_bool(self, expr: _Expr, position: int) -> None:
         if expr.kind != "bool":
             raise FilterError(f"a boolean expression is required, found {expr.kind}", position)
+
+
+def _number(raw: str, position: int) -> int | Decimal:
+    """A numeric literal, exactly (``Decimal`` with a fraction or exponent)."""
+    if any(c in raw for c in ".eE"):
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:
+            raise FilterError(f"'{raw[:40]}' is not a number", position) from None
+        if not value.is_finite() or abs(value.adjusted()) > _MAX_EXPONENT:
+            raise FilterError(f"'{raw[:40]}' is out of range", position)
+        return value
+    if len(raw.lstrip("-")) > _MAX_DIGITS:
+        raise FilterError(f"'{raw[:40]}...' has more than {_MAX_DIGITS} digits", position)
+    return int(raw)
 
 
 def compile_filter(text: str, entity_set: EntitySet) -> Predicate:
@@ -286,4 +334,5 @@ def parse_filter(text: str, entity_set: EntitySet) -> Predicate:
         return compile_filter(text, entity_set)
     except FilterError as exc:
         where = f" at position {exc.position}" if exc.position is not None else ""
-        raise errors.bad_query(f"Syntax error: {exc}{where} in '{text}'.") from exc
+        shown = text if len(text) <= 200 else text[:200] + "..."
+        raise errors.bad_query(f"Syntax error: {exc}{where} in '{shown}'.") from exc

@@ -17,6 +17,7 @@ import base64
 import hashlib
 import heapq
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -29,6 +30,7 @@ from worker.emulator.literals import parse_date, parse_datetime
 from worker.emulator.schema import EntitySet
 
 DEFAULT_PAGE_SIZE = 5000
+_DIGITS = re.compile(r"[0-9]{1,18}")
 MAX_PAGE_SIZE = 5000
 _UNSUPPORTED = {
     "$skip": "The query parameter $skip is not supported",
@@ -108,8 +110,14 @@ def parse_query(entity_set: EntitySet, params: Mapping[str, str]) -> CollectionQ
         select=parse_select(entity_set, params.get("$select")),
         order=_parse_orderby(entity_set, params.get("$orderby", "")),
         top=_parse_top(params.get("$top")),
-        count=params.get("$count", "false").lower() == "true",
+        count=_parse_count(params.get("$count")),
     )
+
+
+def _parse_count(text: str | None) -> bool:
+    if text is None or text.lower() in ("true", "false"):
+        return text is not None and text.lower() == "true"
+    raise errors.bad_query(f"Invalid value '{text[:40]}' for $count: true or false.")
 
 
 def _parse_orderby(entity_set: EntitySet, text: str) -> tuple[tuple[str, bool], ...]:
@@ -129,8 +137,9 @@ def _parse_orderby(entity_set: EntitySet, text: str) -> tuple[tuple[str, bool], 
 def _parse_top(text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.isdigit():
-        raise errors.bad_query(f"Invalid value '{text}' for $top: a non-negative integer.")
+    if not _DIGITS.fullmatch(text):
+        raise errors.bad_query(f"Invalid value '{text[:40]}' for $top: a non-negative "
+                               "integer.")
     return int(text)
 
 
@@ -236,7 +245,7 @@ def page_size_from(preferences: Mapping[str, str]) -> int | None:
     raw = preferences.get("odata.maxpagesize")
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise errors.bad_query(f"Invalid odata.maxpagesize '{raw}'.")
+    if not _DIGITS.fullmatch(raw) or int(raw) < 1:
+        raise errors.bad_query(f"Invalid odata.maxpagesize '{raw[:40]}'.")
     return min(int(raw), MAX_PAGE_SIZE)
 

@@ -15,16 +15,18 @@ import threading
 import time
 from collections.abc import Iterable
 from email.utils import formatdate
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from worker.emulator import errors
 from worker.emulator.app import Emulator, Outcome, Stats
 from worker.emulator.auth import TOKEN_PATH
 from worker.emulator.faults import FaultInjector
 from worker.emulator.paths import SERVICE_PATH
 from worker.emulator.profiles import Profile
-from worker.emulator.protocol import Request, Response
+from worker.emulator.protocol import Request, Response, error_response
 from worker.emulator.store import DEFAULT_CHANGE_RETENTION, Store
 from worker.emulator.webhooks import Webhook, WebhookNotifier
 
@@ -108,6 +110,17 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version
 
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """An HTTP-level refusal (bad request line or headers, a URL over 64 KiB, an
+        unknown method) in the OData error shape, closing the connection: what follows
+        on it cannot be trusted to start a request."""
+        self.close_connection = True
+        reason = message or HTTPStatus(code).phrase
+        error = errors.ODataError(code, errors.QUERY_SYNTAX if code < 500 else errors.UNEXPECTED,
+                                  reason)
+        self._send(error_response(error))
+
     def do_GET(self) -> None:
         self._serve()
 
@@ -117,8 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
         except ValueError as exc:
-            self.close_connection = True
-            self._send(Response(400, [("Content-Type", "text/plain")], str(exc).encode()))
+            self.send_error(400, f"The request body cannot be read: {exc}")
             return
         target = self.path
         if not target.startswith("/"):  # absolute-form request target
@@ -154,6 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
         while True:
             line = self.rfile.readline(1024)
             length = int(line.split(b";", 1)[0].strip() or b"0", 16)
+            if length < 0:
+                raise ValueError("bad chunk size")
             if length == 0:
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
