@@ -11,16 +11,18 @@ outcome, method, status class — never a record id.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter as CounterType
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from worker import __version__
 from worker.queue.manager import Claim, Outcome, Rescued
@@ -66,15 +68,30 @@ HEARTBEAT_AGE = Gauge("crmsync_worker_last_heartbeat_age_seconds",
 RUNNING = Gauge("crmsync_worker_running_jobs", "Runs in progress in this process",
                 registry=REGISTRY)
 
+CHANGE_TO_SYNC = Histogram(
+    "crmsync_change_to_sync_seconds",
+    "Time from a change's commit (ERP) or modified-on (CRM) to the end of the pass that "
+    "carried it", ["mapping", "direction"], registry=REGISTRY,
+    buckets=(1, 2.5, 5, 10, 20, 30, 45, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600,
+             24 * 3600))
+PROBES = Counter("crmsync_remote_probes_total",
+                 "Remote probes of entries on inactivity hold, by result (nothing, changed, "
+                 "error)", ["mapping", "result"], registry=REGISTRY)
+WEBHOOK_CALLS = Counter("crmsync_webhook_calls_total",
+                        "Webhook calls from the CRM, by connection and HTTP status answered",
+                        ["connection", "status"], registry=REGISTRY)
+
 RESULTS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "coupled",
            "uncoupled")
 
 
 class MetricsHooks(RunHooks):
-    """Job queue runs → metrics."""
+    """Job queue runs → metrics. With ``engine``, also the freshness of what sync runs
+    carried (``crmsync_change_to_sync_seconds``, a few short queries per run)."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine | None = None) -> None:
         self._last_heartbeat: float | None = None
+        self._freshness = Freshness(engine) if engine is not None else None
         BUILD_INFO.labels(__version__).set(1)
         HEARTBEAT_AGE.set_function(lambda: self.heartbeat_age() or 0.0)
 
@@ -82,6 +99,8 @@ class MetricsHooks(RunHooks):
         lag = (claim.started_at - claim.scheduled_for).total_seconds()
         START_LAG.labels(claim.entry.job_kind.value).observe(max(lag, 0.0))
         RUNNING.inc()
+        if self._freshness is not None:
+            self._freshness.run_started(claim)
 
     def run_finished(self, claim: Claim, outcome: Outcome, seconds: float) -> None:
         entry = claim.entry
@@ -89,6 +108,8 @@ class MetricsHooks(RunHooks):
         JOB_RUNS.labels(entry.job_kind.value, mapping, outcome.status.value).inc()
         JOB_DURATION.labels(entry.job_kind.value, mapping).observe(seconds)
         RUNNING.dec()
+        if self._freshness is not None:
+            self._freshness.run_finished(claim)
 
     def run_rescued(self, rescued: Rescued) -> None:
         RESCUED.inc()
@@ -99,6 +120,97 @@ class MetricsHooks(RunHooks):
 
     def heartbeat_age(self) -> float | None:
         return None if self._last_heartbeat is None else time.monotonic() - self._last_heartbeat
+
+
+_PENDING_LOCAL = sa.text(
+    """
+    SELECT m.name, extract(epoch FROM min(c.changed_at)) AS changed
+      FROM crmsync.integration_table_mappings m
+      JOIN crmsync.local_changes c ON c.table_name = m.local_table
+     WHERE (m.name = :name OR CAST(:name AS text) IS NULL) AND m.enabled
+       AND m.change_capture = 'trigger' AND m.local_snapshot IS NOT NULL
+       AND c.xid >= pg_snapshot_xmin(CAST(m.local_snapshot AS pg_snapshot))
+       AND NOT pg_visible_in_snapshot(c.xid, CAST(m.local_snapshot AS pg_snapshot))
+     GROUP BY m.name, c.row_key
+     LIMIT 100000
+    """)
+_REMOTE_INCREMENTAL = sa.text(
+    "SELECT name FROM crmsync.integration_table_mappings "
+    "WHERE (name = :name OR CAST(:name AS text) IS NULL) AND enabled "
+    "AND (remote_modified_since IS NOT NULL OR delta_link IS NOT NULL)")
+_PASSES = sa.text(
+    """
+    SELECT id, mapping_name, direction, extract(epoch FROM finished_at) AS finished
+      FROM crmsync.sync_jobs
+     WHERE job_queue_log_entry_id = :log AND finished_at IS NOT NULL
+       AND (message IS NULL OR message NOT LIKE 'failed:%')
+    """)
+_REMOTE_CARRIED = sa.text(
+    "SELECT extract(epoch FROM j.finished_at - c.remote_modified_on) "
+    "FROM crmsync.couplings c JOIN crmsync.sync_jobs j ON j.id = c.last_job_from "
+    "WHERE j.id = :job AND c.mapping_name = j.mapping_name "
+    "AND c.remote_modified_on IS NOT NULL")
+
+
+@dataclass
+class _Pending:
+    local: dict[str, list[float]] = field(default_factory=dict)  # mapping -> change times
+    remote: set[str] = field(default_factory=set)  # mappings whose CRM read is incremental
+
+
+class Freshness:
+    """``crmsync_change_to_sync_seconds``: when a sync run starts, the commit times of the
+    local changes its local→remote passes will carry are noted (the change log is pruned
+    once read); when it ends, each successful pass observes pass end minus change time:
+    the noted local times, and the CRM modified-on of each record a remote→local pass
+    wrote. Full synchronizations and first reads carry old records, not changes: left out."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._pending: dict[int, _Pending] = {}
+        self._lock = threading.Lock()
+
+    def run_started(self, claim: Claim) -> None:
+        entry = claim.entry
+        if entry.job_kind.value not in ("sync_mapping", "sync_all_modified") \
+                or entry.parameters.get("full"):
+            return
+        pending = _Pending()
+        try:
+            with self.engine.connect() as conn:
+                for name, changed in conn.execute(_PENDING_LOCAL, {"name": entry.mapping_name}):
+                    pending.local.setdefault(name, []).append(float(changed))
+                pending.remote = set(conn.scalars(_REMOTE_INCREMENTAL,
+                                                  {"name": entry.mapping_name}))
+        except Exception as exc:  # a metric never fails a run
+            log.debug("freshness: change times unavailable", extra={"error": str(exc)})
+            return
+        with self._lock:
+            self._pending[claim.log_id] = pending
+
+    def run_finished(self, claim: Claim) -> None:
+        with self._lock:
+            pending = self._pending.pop(claim.log_id, None)
+        if pending is None:
+            return
+        try:
+            with self.engine.connect() as conn:
+                for job in conn.execute(_PASSES, {"log": claim.log_id}).all():
+                    self._observe(conn, job, pending)
+        except Exception as exc:
+            log.debug("freshness: passes unavailable", extra={"error": str(exc)})
+
+    @staticmethod
+    def _observe(conn: Connection, job: Any, pending: _Pending) -> None:
+        histogram = CHANGE_TO_SYNC.labels(job.mapping_name, job.direction)
+        if job.direction == Direction.TO_INTEGRATION.value:
+            ages = [float(job.finished) - t for t in pending.local.get(job.mapping_name, ())]
+        elif job.mapping_name in pending.remote:
+            ages = [float(a) for a in conn.scalars(_REMOTE_CARRIED, {"job": job.id})]
+        else:
+            ages = []
+        for age in ages:
+            histogram.observe(max(age, 0.0))
 
 
 class PassMetrics:
@@ -203,6 +315,7 @@ def prime(engine: Engine) -> None:
             if direction is not Direction.BIDIRECTIONAL:
                 for result in RESULTS:
                     RECORDS.labels(name, direction.value, result)
+                CHANGE_TO_SYNC.labels(name, direction.value)
 
 
 def install_cluster_collector(engine: Engine) -> ClusterCollector:

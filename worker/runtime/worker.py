@@ -26,6 +26,7 @@ from worker.queue.manager import Claim, Outcome, QueueManager
 from worker.queue.models import JobKind, RunStatus
 from worker.runtime.hooks import RunHooks
 from worker.runtime.listener import CHANNEL, LOCAL_CHANGE_CHANNEL, Listener
+from worker.runtime.probe import Prober
 from worker.runtime.timers import Timers
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,14 @@ class WorkerConfig:
     shutdown_timeout: float = 30.0
     # NAV pulls a sync entry forward to now + 30 s when a mapped local table changes.
     change_wake_delay: timedelta = timedelta(seconds=30)
+    # Ask the CRM whether anything changed for entries on inactivity hold (runtime/probe.py).
+    remote_probe: bool = False
 
     @property
     def heartbeat_interval(self) -> float:
-        return max(self.lease.total_seconds() / 4, 0.2)
+        # At most a minute: other workers forget a worker silent for 5 minutes and rescue
+        # the runs of a worker they do not know.
+        return min(max(self.lease.total_seconds() / 4, 0.2), 60.0)
 
     @property
     def forget_workers_after(self) -> timedelta:
@@ -106,6 +111,8 @@ class Worker:
         self._listener = Listener(_conninfo(engine), self._on_notify, self._stop,
                                   (CHANNEL, LOCAL_CHANGE_CHANNEL))
         self._changed_tables: set[str] = set()
+        self.prober = Prober(engine, self.config.change_wake_delay) \
+            if self.config.remote_probe else None
         self._backoff = _Backoff()
         self.database_ok = False
         self.last_heartbeat: float | None = None
@@ -120,6 +127,8 @@ class Worker:
         self._timers.every("reaper", cfg.reap_interval, self._reap)
         self._timers.start()
         self._listener.start()
+        if self.prober is not None:
+            self.prober.start()
         self.started.set()
         self._notify_hooks("worker_started", self.id)
         log.info("worker started", extra={"worker": self.id, "concurrency": cfg.concurrency})
@@ -165,6 +174,8 @@ class Worker:
         if channel == LOCAL_CHANGE_CHANNEL and payload:
             with self._lock:
                 self._changed_tables.add(payload)
+        elif self.prober is not None:
+            self.prober.invalidate()  # entries changed: the probes' cache is stale
         self._wake.set()
 
     def _pull_forward_changed(self) -> None:
@@ -177,6 +188,7 @@ class Worker:
     def _dispatch(self) -> None:
         try:
             self._pull_forward_changed()
+            self.manager.reschedule()
             while not self._stop.is_set() and self.running_count() < self.config.concurrency:
                 claim = self.manager.claim_next(self.id, self.config.lease)
                 if claim is None:
@@ -186,6 +198,10 @@ class Worker:
             self._database_back()
         except DatabaseUnavailable as exc:
             self._database_lost(exc)
+            return
+        except Exception:  # one bad statement never kills the loop; entries record their own
+            log.exception("dispatch failed; retrying at the next wake-up")
+            self._stop.wait(self.config.poll_interval)
             return
         if next_due is not None and next_due > datetime.now(UTC):
             self._timers.wake_at(next_due, self._wake.set)
@@ -219,7 +235,7 @@ class Worker:
                 raise JobError(f"job_kind: no handler for {claim.entry.job_kind!r}")
             result = handler(ctx)
             outcome = Outcome.success(result.message, result.changed)
-        except Exception as exc:  # one failing run never kills the loop
+        except BaseException as exc:  # one failing run never kills the loop nor its record
             outcome = Outcome.failure(exc)
         with self._lock:
             if run.detached:
@@ -240,7 +256,7 @@ class Worker:
                 if self._stop.is_set() and time.monotonic() > run.deadline:
                     break
                 time.sleep(backoff.next())
-            except DatabaseError as exc:
+            except Exception as exc:  # the lease expires and the reaper gives the run back
                 log.error("could not record run outcome",
                           extra={**_fields(claim), "error": str(exc)})
                 break
@@ -322,6 +338,8 @@ class Worker:
                 log.error("could not release run; its lease will expire",
                           extra={**_fields(run.claim), "error": str(exc)})
         self._timers.shutdown()
+        if self.prober is not None:
+            self.prober.stop()
         with contextlib.suppress(DatabaseUnavailable, DatabaseError):
             self.manager.unregister(self.id)
         self._listener.join(timeout=3)

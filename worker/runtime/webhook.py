@@ -1,0 +1,205 @@
+"""Push: ``POST /webhooks/dataverse/<connection>`` on the worker's HTTP listener accepts the
+call a Dataverse webhook (service endpoint) makes after a create, update or delete, and wakes
+at once the entries of the mappings that read that table.
+
+Off unless the connection sets ``webhook = true`` and a ``webhook_secret`` (kept like the
+other secrets: environment, secret file or systemd credential; never logged). A call must
+carry the secret in the configured header (Dataverse "HttpHeader" authentication) or as the
+``code`` query parameter ("WebhookKey"); a bad or missing secret is answered 401 and wakes
+nothing. The request thread only checks and parses (body at most 64 KiB) and queues the
+table's logical name; a consumer thread resolves it to entity sets (the service's
+``$metadata``) and mappings and pulls their entries forward (a short UPDATE whose NOTIFY
+wakes every worker), so the answer, 202, comes at once and no sync runs on that thread."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import queue
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from worker.db.engine import translate_errors
+from worker.errors import ConfigurationError
+from worker.metrics import WEBHOOK_CALLS
+from worker.remote.config import ConnectionSettings, load_connection
+from worker.runtime.probe import pull_forward
+
+if TYPE_CHECKING:
+    from worker.sync.clients import Clients
+
+log = logging.getLogger(__name__)
+
+PATH_PREFIX = "/webhooks/dataverse/"
+MAX_BODY = 64 * 1024
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,99}")
+_LOGICAL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+
+    @classmethod
+    def of(cls, status: int, text: str) -> Answer:
+        return cls(status, json.dumps({"status": status, "message": text}).encode() + b"\n")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One webhook request as the HTTP handler saw it."""
+
+    connection: str
+    query: Mapping[str, list[str]]
+    headers: Mapping[str, str]
+    content_length: str | None
+    read_body: Callable[[int], bytes]
+
+
+class WebhookReceiver:
+    """Checks webhook calls on the request thread; wakes entries on its own thread."""
+
+    def __init__(self, engine: Engine, *, clients: Clients | None = None,
+                 settings: Callable[[str], ConnectionSettings] = load_connection) -> None:
+        self.engine = engine
+        self._clients = clients
+        self._settings = settings
+        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=10_000)
+        self._thread = threading.Thread(target=self._consume, name="crmsync-webhook",
+                                        daemon=True)
+
+    @property
+    def clients(self) -> Clients:
+        if self._clients is None:
+            from worker.jobs.sync import CLIENTS
+
+            self._clients = CLIENTS
+        return self._clients
+
+    def start(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(5)
+
+    # -- the request thread --------------------------------------------------------------
+    def handle(self, call: Call) -> Answer:
+        answer, entity = self._check(call)
+        WEBHOOK_CALLS.labels(call.connection if answer.status != 404 else "",
+                             str(answer.status)).inc()
+        if entity is not None:
+            try:
+                self._queue.put_nowait((call.connection, entity))
+            except queue.Full:
+                return Answer.of(503, "too many calls waiting; try again")
+            log.debug("webhook call accepted",
+                      extra={"connection": call.connection, "entity": entity})
+        return answer
+
+    def _check(self, call: Call) -> tuple[Answer, str | None]:
+        settings = self._enabled(call.connection)
+        if settings is None:
+            return Answer.of(404, "not found"), None
+        if not _authentic(call, settings):
+            log.warning("webhook call refused: bad or missing secret",
+                        extra={"connection": call.connection})
+            return Answer.of(401, "bad or missing webhook secret"), None
+        if call.content_length is None or not call.content_length.isdigit():
+            return Answer.of(411, "Content-Length required"), None
+        if int(call.content_length) > MAX_BODY:
+            return Answer.of(413, f"body larger than {MAX_BODY} bytes"), None
+        try:
+            doc = json.loads(call.read_body(int(call.content_length)))
+        except (ValueError, OSError):
+            return Answer.of(400, "body: expected a JSON object"), None
+        entity = doc.get("PrimaryEntityName") if isinstance(doc, dict) else None
+        if not isinstance(entity, str) or not _LOGICAL_NAME.fullmatch(entity):
+            return Answer.of(400, "PrimaryEntityName: expected a table's logical name"), None
+        return Answer.of(202, "accepted"), entity.lower()
+
+    def _enabled(self, connection: str) -> ConnectionSettings | None:
+        if not _NAME.fullmatch(connection):
+            return None
+        try:
+            settings = self._settings(connection)
+        except ConfigurationError as exc:
+            log.warning("webhook call for a connection whose configuration fails",
+                        extra={"connection": connection, "error": str(exc)})
+            return None
+        return settings if settings.webhook and settings.webhook_secret is not None else None
+
+    # -- the consumer thread -------------------------------------------------------------
+    def _consume(self) -> None:
+        while True:
+            item = self._queue.get()
+            calls: set[tuple[str, str]] = set()
+            while item is not None:
+                calls.add(item)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            for connection, entity in sorted(calls):
+                try:
+                    self._wake(connection, entity)
+                except Exception as exc:  # the next call or the schedule catches up
+                    log.warning("webhook wake failed", extra={
+                        "connection": connection, "entity": entity, "error": str(exc)})
+            if item is None:
+                return
+
+    def _wake(self, connection: str, entity: str) -> None:
+        sets = entity_sets(self.clients, connection, entity)
+        with translate_errors(), self.engine.begin() as conn:
+            names = list(conn.scalars(sa.text(
+                "SELECT name FROM crmsync.integration_table_mappings "
+                "WHERE connection_name = :c AND lower(entity_set) = ANY(:sets) AND enabled "
+                "AND direction IN ('from_integration', 'bidirectional')"),
+                {"c": connection, "sets": sets}))
+            woken = pull_forward(conn, names, timedelta(0)) if names else 0
+        log.info("webhook: entries woken", extra={
+            "connection": connection, "entity": entity, "mappings": names, "entries": woken})
+
+
+def _authentic(call: Call, settings: ConnectionSettings) -> bool:
+    assert settings.webhook_secret is not None
+    expected = settings.webhook_secret.reveal().encode()
+    offered = call.headers.get(settings.webhook_header)
+    if offered is None:
+        codes = call.query.get("code") or []
+        offered = codes[0] if len(codes) == 1 else None
+    return offered is not None and hmac.compare_digest(offered.encode(), expected)
+
+
+def entity_sets(clients: Clients, connection: str, logical_name: str) -> list[str]:
+    """The entity sets (lower case) whose entity type is ``logical_name``, from the
+    service's ``$metadata``; Dataverse's plural when it cannot be read."""
+    try:
+        info = clients.metadata(connection)
+    except Exception as exc:
+        log.debug("webhook: $metadata unavailable", extra={"error": str(exc)})
+        info = {}
+    found = [name.lower() for name, es in info.items()
+             if es.entity_type.rsplit(".", 1)[-1].lower() == logical_name]
+    return found or [plural(logical_name)]
+
+
+def plural(logical_name: str) -> str:
+    """Dataverse's default entity set name: account → accounts, currency → currencies."""
+    if logical_name.endswith("y") and logical_name[-2:-1] not in tuple("aeiou"):
+        return logical_name[:-1] + "ies"
+    if logical_name.endswith(("s", "x", "ch", "sh")):
+        return logical_name + "es"
+    return logical_name + "s"
