@@ -36,6 +36,8 @@ from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 DEMO_DATABASE = "crmsync_demo"
+# The CRM's customers (what the CUSTOMER mapping reads); vendors and others are left alone.
+CUSTOMER_ACCOUNTS = "statecode eq 0 and customertypecode eq 3"
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,8 @@ class Demo:
     def _edit_remote_account(self, rng: random.Random) -> None:
         assert self.crm is not None
         accounts = requests.get(f"{self.crm.base_url}/accounts",
-                                params={"$select": "accountid,name", "$top": "50"},
+                                params={"$select": "accountid,name", "$top": "50",
+                                        "$filter": CUSTOMER_ACCOUNTS},
                                 timeout=10).json()["value"]
         if not accounts:
             return
@@ -221,7 +224,8 @@ class Demo:
     def _add_remote_contact(self, rng: random.Random) -> None:
         assert self.crm is not None
         accounts = requests.get(f"{self.crm.base_url}/accounts",
-                                params={"$select": "accountid,name", "$top": "20"},
+                                params={"$select": "accountid,name", "$top": "20",
+                                        "$filter": CUSTOMER_ACCOUNTS},
                                 timeout=10).json()["value"]
         if not accounts:
             return

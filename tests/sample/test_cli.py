@@ -72,11 +72,11 @@ def test_overwrite_and_bad_arguments(database_url: str, engine: Engine,
     assert main(["setup-defaults", "--interval", "45 minutes"]) == 0
     assert main(["setup-defaults", "--overwrite"]) == 0
     assert "job queue entries restored: 7" in capsys.readouterr().out  # back to 30 minutes
-    assert main(["setup-defaults", "--interval", "0 minutes"]) == 1
+    assert main(["setup-defaults", "--interval", "0 minutes"]) == 2
     assert "positive" in capsys.readouterr().err
-    assert main(["setup-defaults", "--interval", "soon"]) == 1
+    assert main(["setup-defaults", "--interval", "soon"]) == 2
     assert "interval" in capsys.readouterr().err
-    assert main(["sample-data", "--customers", "-3"]) == 1
+    assert main(["sample-data", "--customers", "-3"]) == 2
     assert "--customers" in capsys.readouterr().err
-    assert main(["sample-data", "--salespeople", "0"]) == 1
+    assert main(["sample-data", "--salespeople", "0"]) == 2
     assert _scalar(engine, "SELECT to_regclass('erp.customer') IS NULL") is True

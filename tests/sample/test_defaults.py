@@ -47,8 +47,16 @@ def test_creates_the_seven_mappings_in_the_seeds_order(engine: Engine) -> None:
         "ITEM-PRODUCT": "bidirectional"}
     assert not any(m.sync_only_coupled for m in mappings.values())
     assert {m.update_conflict.value for m in mappings.values()} == {"none"}
-    assert mappings["RESOURCE-PRODUCT"].remote_filter == "producttypecode eq 3"
-    assert mappings["ITEM-PRODUCT"].remote_filter == "producttypecode eq 1"
+    # NAV's filters: active records only, customers only, contacts of a company only.
+    assert {name: m.remote_filter for name, m in mappings.items()} == {
+        "CURRENCY": "statecode eq 0", "SALESPEOPLE": "isdisabled eq false",
+        "UNITOFMEASURE": "statecode eq 0",
+        "CUSTOMER": "statecode eq 0 and customertypecode eq 3",
+        "CONTACTS": "statecode eq 0 and _parentcustomerid_value ne null",
+        "RESOURCE-PRODUCT": "producttypecode eq 3 and statecode eq 0",
+        "ITEM-PRODUCT": "producttypecode eq 1 and statecode eq 0"}
+    constant = [f for f in customer.fields if f.remote_property == "customertypecode"]
+    assert constant and constant[0].constant_value == "3"  # creates accounts as customers
 
 
 def test_dependencies(engine: Engine) -> None:
@@ -167,7 +175,8 @@ def test_overwrite_restores_the_defaults_but_keeps_status_and_ids(engine: Engine
                              "WHERE name IN ('CUSTOMER', 'CONTACTS') ORDER BY name")
     contacts, customer_row = customer
     # The filter changed back, so CUSTOMER reads everything again; CONTACTS keeps its mark.
-    assert customer_row["remote_filter"] is None and customer_row["remote_modified_since"] is None
+    assert customer_row["remote_filter"] == "statecode eq 0 and customertypecode eq 3"
+    assert customer_row["remote_modified_since"] is None
     assert contacts["remote_modified_since"] is not None
     assert customer_row["enabled"] is False
     entry = _rows(engine, "SELECT * FROM crmsync.job_queue_entries "

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from worker.emulator import EmulatorServer, start_emulator
+from worker.emulator.seed import SAMPLE_ACCOUNTS, SAMPLE_CONTACTS
 from worker.sample import data
 from worker.sample.defaults import setup_defaults
 from worker.sync.check import check_all
@@ -62,8 +63,10 @@ def test_sync_all_on_a_fresh_install_creates_everything(sync: SyncEngine,
     assert failed == 0
     assert _count(crm, "transactioncurrencies") == len(data.CURRENCIES)
     assert _count(crm, "uomschedules") == len(data.UNITS)
-    assert _count(crm, "accounts") == CUSTOMERS
-    assert _count(crm, "contacts") == len(sample.contacts)
+    customers = "&$filter=statecode eq 0 and customertypecode eq 3"
+    assert _count(crm, "accounts", customers) == CUSTOMERS  # created as customers
+    assert _count(crm, "accounts") == CUSTOMERS + len(SAMPLE_ACCOUNTS)
+    assert _count(crm, "contacts") == len(sample.contacts) + len(SAMPLE_CONTACTS)
     assert _count(crm, "products", "&$filter=producttypecode eq 3") == len(data.RESOURCES)
     assert _count(crm, "products", "&$filter=producttypecode eq 1") == len(data.ITEMS)
     # The users are not duplicated: the sample salespeople were coupled by e-mail, and the
@@ -74,6 +77,14 @@ def test_sync_all_on_a_fresh_install_creates_everything(sync: SyncEngine,
         assert conn.scalar(sa.text(
             "SELECT count(*) FROM crmsync.couplings WHERE mapping_name = 'SALESPEOPLE'")) \
             == USERS
+    # The CRM's vendors, competitor, partner, inactive account and contacts without a
+    # company stayed out of the ERP (NAV's default filters).
+    with sync.engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM erp.customer")) == CUSTOMERS
+        assert conn.scalar(sa.text("SELECT count(*) FROM erp.contact")) == len(sample.contacts)
+        assert conn.scalar(sa.text(
+            "SELECT count(*) FROM erp.customer WHERE name = ANY(:names)"),
+            {"names": [a["name"] for a in SAMPLE_ACCOUNTS]}) == 0
     again = sync.run_all()
     changed = {s.mapping: dict(s.counts) for s in again
                if any(s.counts.get(k) for k in ("inserted", "modified", "failed"))}

@@ -1,5 +1,5 @@
-"""Sync commands: ``sync``, ``jobs``, ``errors``, ``retry-skipped``, ``couple``,
-``uncouple``, ``check`` and ``mappings`` (list / enable / disable)."""
+"""Sync commands: ``sync``, ``jobs``, ``retry-skipped``, ``couple``, ``uncouple`` and
+``check`` (``errors`` and ``mappings`` have modules of their own)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,10 @@ import sys
 from collections import Counter
 from datetime import datetime
 
-import sqlalchemy as sa
-
 from worker.commands.common import open_engine
 from worker.commands.entries import print_table
-from worker.db.engine import translate_errors
-from worker.sync import capture, joblog
 from worker.sync import couplings as coupling_store
+from worker.sync import joblog
 from worker.sync import mappings as mapping_store
 from worker.sync.engine import RunSummary, SyncEngine
 from worker.sync.model import Direction
@@ -39,12 +36,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_jobs)
 
-    p = commands.add_parser("errors", help="recent record errors of synchronization jobs")
-    p.add_argument("mapping", nargs="?")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_errors)
-
     p = commands.add_parser("retry-skipped", help="let skipped records be synchronized again")
     p.add_argument("mapping", nargs="?")
     p.set_defaults(func=_retry_skipped)
@@ -62,14 +53,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("check", help="validate every mapping against database and CRM")
     p.set_defaults(func=_check)
-
-    p = commands.add_parser("mappings", help="list, enable or disable mappings")
-    actions = p.add_subparsers(dest="mappings_command", required=True, metavar="ACTION")
-    actions.add_parser("list", help="the mappings").set_defaults(func=_list_mappings)
-    for name, enabled in (("enable", True), ("disable", False)):
-        sub = actions.add_parser(name, help=f"{name} mappings and their change-capture triggers")
-        sub.add_argument("names", nargs="+")
-        sub.set_defaults(func=_set_enabled, enabled=enabled)
 
 
 class _Progress:
@@ -145,19 +128,6 @@ def _jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _errors(args: argparse.Namespace) -> int:
-    rows = joblog.errors(open_engine(), mapping=args.mapping, limit=args.limit)
-    if args.json:
-        print(json.dumps(rows, default=str, indent=2))
-        return 0
-    table = [("job", "mapping", "direction", "at", "local id", "remote id", "message")]
-    table += [(str(r["job_id"]), r["mapping_name"], r["direction"], _stamp(r["created_at"]),
-               r["local_id"] or "", r["remote_id"] or "", r["message"][:100])
-              for r in reversed(rows)]
-    print_table(table)
-    return 0
-
-
 def _retry_skipped(args: argparse.Namespace) -> int:
     n = coupling_store.retry_skipped(open_engine(), args.mapping)
     print(f"{n} skipped records will be synchronized again")
@@ -193,38 +163,6 @@ def _check(args: argparse.Namespace) -> int:
     if not problems:
         print("every enabled mapping is valid")
     return 1 if problems else 0
-
-
-def _list_mappings(args: argparse.Namespace) -> int:
-    engine = open_engine()
-    with translate_errors(), engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            """
-            SELECT m.name, m.enabled, m.local_table, m.entity_set, m.direction,
-                   m.sync_only_coupled, m.triggers_installed,
-                   (SELECT string_agg(depends_on, ',' ORDER BY depends_on)
-                      FROM crmsync.integration_table_mapping_dependencies d
-                     WHERE d.mapping_name = m.name) AS depends_on,
-                   (SELECT count(*) FROM crmsync.couplings c WHERE c.mapping_name = m.name)
-                       AS couplings
-              FROM crmsync.integration_table_mappings m ORDER BY m.created_at, m.name
-            """)).mappings().all()
-    table = [("mapping", "enabled", "local", "remote", "direction", "only coupled", "triggers",
-              "depends on", "couplings")]
-    table += [(r["name"], str(r["enabled"]), r["local_table"] or "", r["entity_set"] or "",
-               r["direction"], str(r["sync_only_coupled"]), str(r["triggers_installed"]),
-               r["depends_on"] or "", str(r["couplings"])) for r in rows]
-    print_table(table)
-    return 0
-
-
-def _set_enabled(args: argparse.Namespace) -> int:
-    engine = open_engine()
-    for name in args.names:
-        mapping = mapping_store.load(engine, name)
-        print(f"{name}: {'enabled' if args.enabled else 'disabled'}, "
-              f"{capture.set_enabled(engine, mapping, args.enabled)}")
-    return 0
 
 
 def _stamp(value: datetime | None) -> str:

@@ -1,5 +1,7 @@
-"""The seed's seven default integration table mappings, as data, and ``setup_defaults``,
-which writes them into the configuration tables with one recurring job queue entry each.
+"""The seed's seven default integration table mappings — a mapping document shipped with
+crmsync (``worker/sample/defaults.toml``, the format of docs/mappings.md) — and
+``setup_defaults``, which writes them into the configuration tables with one recurring job
+queue entry each.
 
 The mappings follow NAV's "CRM Setup Defaults" (codeunit 5334) on the sample schema ``erp``:
 CURRENCY, SALESPEOPLE, UNITOFMEASURE, CUSTOMER, CONTACTS, RESOURCE-PRODUCT, ITEM-PRODUCT.
@@ -19,7 +21,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import timedelta
+from importlib import resources
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -27,6 +31,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from worker.db.engine import translate_errors
+from worker.sync import documents
+from worker.sync.documents import MappingDoc
 
 Direction = Literal["to_integration", "from_integration", "bidirectional"]
 TO: Direction = "to_integration"
@@ -96,131 +102,49 @@ class TableMappingSpec:
     local_key: str = "id"
     change_capture: str = "trigger"
     remote_modified_on: str = "modifiedon"
+    business_key_column: str | None = None
 
     @property
     def description(self) -> str:
         return f"{self.name} - Dynamics CRM synchronization job"
 
 
-def _lookup(local: str, remote: str, mapping: str, column: str, *, bind: str | None = None,
-            not_null: bool = False) -> FieldMappingSpec:
-    return FieldMappingSpec(local, remote, lookup_mapping=mapping, lookup_local_column=column,
-                            remote_bind_property=bind or remote, not_null=not_null)
+# The default mappings are a mapping document shipped with crmsync (docs/mappings.md).
+DOCUMENT = "defaults.toml"
 
 
-def _match(local: str, remote: str, direction: Direction = BOTH) -> FieldMappingSpec:
-    return FieldMappingSpec(local, remote, direction, use_for_matching=True, match_priority=1)
+def default_document() -> str:
+    """The text of the shipped mapping document of the seven defaults."""
+    return resources.files("worker.sample").joinpath(DOCUMENT).read_text(encoding="utf-8")
 
 
-# Inactivity timeouts are NAV's: 720 minutes, except 1440 for SALESPEOPLE and ITEM-PRODUCT.
-_12H, _24H = timedelta(minutes=720), timedelta(minutes=1440)
-# NAV (and BC) put the customer and contact entries in one job queue category, so the two
-# never run at the same time (contacts look up customers).
-CUSTOMER_CATEGORY = "CRM-CUST"
+def _field_spec(values: Mapping[str, Any]) -> FieldMappingSpec:
+    names = {f.name for f in dataclass_fields(FieldMappingSpec)}
+    return FieldMappingSpec(**{k: v for k, v in values.items() if k in names})
 
 
-def _product_fields(name_column: str, product_type: int) -> tuple[FieldMappingSpec, ...]:
-    return (
-        _match("no", "productnumber"),
-        FieldMappingSpec(name_column, "name"),
-        FieldMappingSpec("unit_price", "price"),
-        FieldMappingSpec("unit_cost", "standardcost"),
-        _lookup("base_unit_of_measure", "defaultuomscheduleid", "UNITOFMEASURE", "code"),
-        # producttypecode: 1 Sales Inventory, 3 Services.
-        FieldMappingSpec(None, "producttypecode", TO, constant_value=str(product_type)),
-    )
+def _mapping_spec(doc: MappingDoc) -> TableMappingSpec:
+    c = doc.columns
+    entry = (doc.entries or ({},))[0]
+    schedule = ScheduleSpec(
+        inactivity_timeout=entry.get("inactivity_timeout") or timedelta(minutes=720),
+        category_code=entry.get("category_code"),
+        max_attempts=entry.get("max_attempts", 10),
+        rerun_delay=entry.get("rerun_delay", timedelta(seconds=30)))
+    return TableMappingSpec(
+        doc.name, c["local_table"], c["entity_set"], c["remote_key"], c["direction"],
+        fields=tuple(_field_spec(f) for f in doc.fields), schedule=schedule,
+        depends_on=doc.depends_on, remote_filter=c["remote_filter"],
+        sync_only_coupled=c["sync_only_coupled"],
+        update_conflict_resolution=c["update_conflict_resolution"],
+        deletion_conflict_resolution=c["deletion_conflict_resolution"],
+        local_key=c["local_key"], change_capture=c["change_capture"],
+        remote_modified_on=c["remote_modified_on"],
+        business_key_column=c["business_key_column"])
 
 
-DEFAULT_MAPPINGS: tuple[TableMappingSpec, ...] = (
-    TableMappingSpec(
-        "CURRENCY", "erp.currency", "transactioncurrencies", "transactioncurrencyid", TO,
-        fields=(
-            # Matching couples the CRM's base currency instead of creating it a second time.
-            _match("code", "isocurrencycode"),
-            FieldMappingSpec("description", "currencyname"),
-            FieldMappingSpec("symbol", "currencysymbol"),
-            FieldMappingSpec("exchange_rate", "exchangerate", TO),
-            FieldMappingSpec(None, "currencyprecision", TO, constant_value="2"),
-        ),
-        schedule=ScheduleSpec(_12H),
-    ),
-    TableMappingSpec(
-        "SALESPEOPLE", "erp.salesperson", "systemusers", "systemuserid", FROM,
-        fields=(
-            FieldMappingSpec("name", "fullname", FROM),
-            _match("email", "internalemailaddress", FROM),
-            # The code of a salesperson created from a user. It cannot come from
-            # internalemailaddress as well (one field mapping per remote property), so it
-            # comes from domainname, the user's sign-in name (UPN), normally the same
-            # address; the sample salespeople use the same rule (data.salesperson_code).
-            FieldMappingSpec("code", "domainname", FROM,
-                             transformation=dict(SALESPERSON_CODE_RULE)),
-            FieldMappingSpec("phone_no", "mobilephone", FROM),
-            FieldMappingSpec("job_title", "title", FROM),
-        ),
-        # NAV: IsDisabled = false (and IsLicensed = true, which the emulator does not have).
-        remote_filter="isdisabled eq false",
-        schedule=ScheduleSpec(_24H),
-    ),
-    TableMappingSpec(
-        "UNITOFMEASURE", "erp.unit_of_measure", "uomschedules", "uomscheduleid", TO,
-        fields=(
-            # NAV maps Code to BaseUoMName and names the schedule after it on insert; one
-            # field mapping per local column, so crmsync maps the code to the schedule name.
-            _match("code", "name"),
-            FieldMappingSpec("description", "description"),
-        ),
-        schedule=ScheduleSpec(_12H),
-    ),
-    TableMappingSpec(
-        "CUSTOMER", "erp.customer", "accounts", "accountid", BOTH,
-        depends_on=("CURRENCY", "SALESPEOPLE"),
-        fields=(
-            _match("no", "accountnumber"),
-            FieldMappingSpec("name", "name"),
-            FieldMappingSpec("address", "address1_line1"),
-            FieldMappingSpec("city", "address1_city"),
-            FieldMappingSpec("post_code", "address1_postalcode"),
-            FieldMappingSpec("country_region_code", "address1_country"),
-            FieldMappingSpec("phone_no", "telephone1"),
-            FieldMappingSpec("email", "emailaddress1"),
-            FieldMappingSpec("home_page", "websiteurl"),
-            _lookup("currency_code", "transactioncurrencyid", "CURRENCY", "code"),
-            _lookup("salesperson_code", "ownerid", "SALESPEOPLE", "code", not_null=True),
-            FieldMappingSpec("credit_limit_lcy", "creditlimit"),
-        ),
-        schedule=ScheduleSpec(_12H, CUSTOMER_CATEGORY),
-    ),
-    TableMappingSpec(
-        "CONTACTS", "erp.contact", "contacts", "contactid", BOTH,
-        depends_on=("CUSTOMER",),
-        fields=(
-            FieldMappingSpec("first_name", "firstname"),
-            FieldMappingSpec("surname", "lastname"),
-            _match("email", "emailaddress1"),
-            FieldMappingSpec("phone_no", "telephone1"),
-            FieldMappingSpec("mobile_phone_no", "mobilephone"),
-            FieldMappingSpec("job_title", "jobtitle"),
-            _lookup("customer_no", "parentcustomerid", "CUSTOMER", "no",
-                    bind="parentcustomerid_account"),
-        ),
-        schedule=ScheduleSpec(_12H, CUSTOMER_CATEGORY),
-    ),
-    TableMappingSpec(
-        "RESOURCE-PRODUCT", "erp.resource", "products", "productid", BOTH,
-        depends_on=("UNITOFMEASURE",),
-        fields=_product_fields("name", 3),
-        remote_filter="producttypecode eq 3",
-        schedule=ScheduleSpec(_12H),
-    ),
-    TableMappingSpec(
-        "ITEM-PRODUCT", "erp.item", "products", "productid", BOTH,
-        depends_on=("UNITOFMEASURE",),
-        fields=_product_fields("description", 1),
-        remote_filter="producttypecode eq 1",
-        schedule=ScheduleSpec(_24H),
-    ),
-)
+DEFAULT_MAPPINGS: tuple[TableMappingSpec, ...] = tuple(
+    _mapping_spec(doc) for doc in documents.parse(default_document()))
 
 
 @dataclass(frozen=True)
@@ -285,6 +209,7 @@ _MAPPING_COLUMNS = (
     "description", "local_table", "local_key", "change_capture", "connection_name",
     "entity_set", "remote_key", "remote_modified_on", "direction", "remote_filter",
     "sync_only_coupled", "update_conflict_resolution", "deletion_conflict_resolution",
+    "business_key_column",
 )
 # Restoring any of these changes which records a pass reads, so the restored mapping's
 # high-water marks are cleared: its next run reads every record (NAV's full sync).

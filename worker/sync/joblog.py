@@ -26,6 +26,9 @@ class RecordError:
     remote_id: str | None
     message: str
     detail: str | None = None
+    # The record's business key (customer no ...); filled from the mapping's
+    # business_key_column by ``add`` when the caller does not know it.
+    business_key: str | None = None
 
 
 def start(engine: Engine, mapping: str, direction: Direction, log_entry_id: int | None,
@@ -47,11 +50,47 @@ def add(conn: Connection, job_id: int, counts: Counter[str],
         conn.execute(sa.text(f"UPDATE crmsync.sync_jobs SET {sets} WHERE id = :id"),
                      {"id": job_id, **increments})
     if errors:
+        keys = business_keys(conn, job_id, [e.local_id for e in errors
+                                            if e.local_id and e.business_key is None])
         conn.execute(sa.text(
-            "INSERT INTO crmsync.sync_job_errors (job_id, local_id, remote_id, message, detail) "
-            "VALUES (:job, :l, :r, :m, :d)"),
-            [{"job": job_id, "l": e.local_id, "r": e.remote_id, "m": e.message, "d": e.detail}
+            "INSERT INTO crmsync.sync_job_errors "
+            "(job_id, local_id, remote_id, message, detail, business_key) "
+            "VALUES (:job, :l, :r, :m, :d, :b)"),
+            [{"job": job_id, "l": e.local_id, "r": e.remote_id, "m": e.message, "d": e.detail,
+              "b": e.business_key if e.business_key is not None else keys.get(e.local_id or "")}
              for e in errors])
+
+
+def business_keys(conn: Connection, job_id: int, local_ids: Sequence[str]) -> dict[str, str]:
+    """The business keys of a chunk's failed records by local id: one query for the
+    mapping's settings, one for the keys. Never fails the caller's transaction: a key that
+    cannot be read (table changed, record gone) is simply not shown."""
+    if not local_ids:
+        return {}
+    found = conn.execute(sa.text(
+        """
+        SELECT m.local_table, m.local_key, m.business_key_column,
+               format_type(a.atttypid, NULL) AS key_type
+          FROM crmsync.sync_jobs j
+          JOIN crmsync.integration_table_mappings m ON m.name = j.mapping_name
+          LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(m.local_table)
+                                  AND a.attname = m.local_key AND NOT a.attisdropped
+         WHERE j.id = :job
+        """), {"job": job_id}).first()
+    if found is None or not found.business_key_column or not found.key_type:
+        return {}
+    quote = conn.dialect.identifier_preparer.quote
+    table = ".".join(quote(part) for part in found.local_table.split(".", 1))
+    key, shown = quote(found.local_key), quote(found.business_key_column)
+    # The ids are cast to the key's type (not the key to text) so the key's index is used.
+    query = sa.text(f"SELECT CAST({key} AS text), CAST({shown} AS text) FROM {table} "
+                    f"WHERE {key} = ANY(CAST(:ids AS {found.key_type}[]))")
+    try:
+        with conn.begin_nested():
+            rows = conn.execute(query, {"ids": list(dict.fromkeys(local_ids))}).all()
+    except sa.exc.DBAPIError:
+        return {}
+    return {str(k): str(v) for k, v in rows if v is not None}
 
 
 def finish(engine: Engine, job_id: int, message: str | None = None) -> dict[str, Any]:
@@ -69,16 +108,21 @@ def recent(engine: Engine, *, mapping: str | None = None, limit: int = 30) -> li
             "ORDER BY id DESC LIMIT :n"), {"m": mapping, "n": limit}).mappings()]
 
 
-def errors(engine: Engine, *, mapping: str | None = None,
+def errors(engine: Engine, *, mapping: str | None = None, record: str | None = None,
            limit: int = 50) -> list[dict[str, Any]]:
+    """The latest error rows, newest first; ``record`` matches the business key, the local
+    id or the remote id."""
     with translate_errors(), engine.connect() as conn:
         return [dict(r) for r in conn.execute(sa.text(
             """
-            SELECT e.*, j.mapping_name, j.direction
+            SELECT e.id, e.job_id, j.mapping_name, j.direction, e.created_at, e.business_key,
+                   e.local_id, e.remote_id, e.message, e.detail
               FROM crmsync.sync_job_errors e JOIN crmsync.sync_jobs j ON j.id = e.job_id
-             WHERE CAST(:m AS text) IS NULL OR j.mapping_name = :m
+             WHERE (CAST(:m AS text) IS NULL OR j.mapping_name = :m)
+               AND (CAST(:r AS text) IS NULL OR e.business_key = :r OR e.local_id = :r
+                    OR lower(e.remote_id) = lower(:r))
              ORDER BY e.id DESC LIMIT :n
-            """), {"m": mapping, "n": limit}).mappings()]
+            """), {"m": mapping, "r": record, "n": limit}).mappings()]
 
 
 def delete_older_than(conn: Connection, cutoff: datetime) -> str:

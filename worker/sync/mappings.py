@@ -1,15 +1,21 @@
 """Every query on the mapping configuration tables: integration table mappings, their
-dependencies and their field mappings, and the high-water marks kept on the mapping row."""
+dependencies and their field mappings, the high-water marks kept on the mapping row, and
+reading and applying a mapping document (with the job queue entries it states)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from worker.db.engine import translate_errors
 from worker.errors import ConfigurationError
+from worker.sync.document_plan import SCOPE_COLUMNS, Change, Plan
+from worker.sync.documents import ENTRY_COLUMNS, FIELD_COLUMNS, MAPPING_COLUMNS, MappingDoc
 from worker.sync.model import FieldMapping, TableMapping
 
 
@@ -30,6 +36,17 @@ def load(engine: Engine, name: str) -> TableMapping:
         return _load(conn, name)
 
 
+def load_in(conn: Connection, name: str) -> TableMapping:
+    """``load`` in the caller's transaction."""
+    return _load(conn, name)
+
+
+def triggers_installed(conn: Connection, name: str) -> bool:
+    return bool(conn.scalar(sa.text(
+        "SELECT triggers_installed FROM crmsync.integration_table_mappings WHERE name = :n"),
+        {"n": name}))
+
+
 def _load(conn: Connection, name: str) -> TableMapping:
     row = conn.execute(sa.text(
         "SELECT * FROM crmsync.integration_table_mappings WHERE name = :n"),
@@ -46,6 +63,16 @@ def _load(conn: Connection, name: str) -> TableMapping:
     if missing:
         raise ConfigurationError(f"mapping {name}: {', '.join(missing)} not set")
     return TableMapping.from_row(row, fields, depends)
+
+
+def require_exists(engine: Engine, name: str) -> None:
+    """MappingNotFound (a one-line configuration error) unless mapping ``name`` exists."""
+    with translate_errors(), engine.connect() as conn:
+        found = conn.scalar(sa.text(
+            "SELECT 1 FROM crmsync.integration_table_mappings WHERE name = :n"), {"n": name})
+    if found is None:
+        raise MappingNotFound(f"mapping {name!r} does not exist; crmsync mappings list "
+                              "shows the mappings")
 
 
 def dependencies(engine: Engine) -> dict[str, set[str]]:
@@ -66,9 +93,20 @@ def dependencies(engine: Engine) -> dict[str, set[str]]:
 def save_local_snapshot(conn: Connection, name: str, snapshot: str) -> None:
     conn.execute(sa.text(
         "UPDATE crmsync.integration_table_mappings "
-        "SET local_snapshot = CAST(:s AS text), updated_at = now(), local_watermark = "
+        "SET local_snapshot = CAST(:s AS text), updated_at = now(), "
+        "local_pass_snapshot = NULL, local_pass_done_key = NULL, local_watermark = "
         "CAST(CAST(pg_snapshot_xmin(CAST(CAST(:s AS text) AS pg_snapshot)) AS text) AS bigint) "
         "WHERE name = :n"), {"n": name, "s": snapshot})
+
+
+def save_local_pass_progress(conn: Connection, name: str, snapshot: str | None,
+                             done_key: str | None) -> None:
+    """The snapshot a local→remote pass reads up to and the last key it finished (both
+    None once the pass completed)."""
+    conn.execute(sa.text(
+        "UPDATE crmsync.integration_table_mappings "
+        "SET local_pass_snapshot = :s, local_pass_done_key = :k WHERE name = :n"),
+        {"n": name, "s": snapshot, "k": done_key})
 
 
 def save_local_modified_since(conn: Connection, name: str, stamp: datetime) -> None:
@@ -110,3 +148,148 @@ def set_triggers_installed(conn: Connection, name: str, installed: bool) -> None
     conn.execute(sa.text(
         "UPDATE crmsync.integration_table_mappings SET triggers_installed = :i WHERE name = :n"),
         {"n": name, "i": installed})
+
+
+# -- the mapping document (crmsync mappings export / apply) ---------------------------------
+def read_documents(conn: Connection, names: Sequence[str] | None = None, *,
+                   entries: bool = False) -> list[MappingDoc]:
+    """The stored mappings (all, or ``names`` in that order) as normalized document values;
+    field mappings and entries carry their row id as ``_id``."""
+    rows = conn.execute(sa.text(
+        "SELECT * FROM crmsync.integration_table_mappings ORDER BY created_at, name"
+    )).mappings().all()
+    by_name = {r["name"]: r for r in rows}
+    if names is not None:
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise MappingNotFound(f"no mapping {', '.join(map(repr, unknown))}; "
+                                  f"crmsync mappings list shows them")
+        rows = [by_name[n] for n in dict.fromkeys(names)]
+    return [_read_document(conn, row, entries) for row in rows]
+
+
+def _read_document(conn: Connection, row: Mapping[Any, Any], entries: bool) -> MappingDoc:
+    name = row["name"]
+    fields = tuple(
+        {**{c: f.get(c) for c in FIELD_COLUMNS}, "_id": f["id"]}
+        for f in conn.execute(sa.text(
+            "SELECT * FROM crmsync.integration_field_mappings WHERE mapping_name = :n "
+            "ORDER BY id"), {"n": name}).mappings())
+    depends = tuple(conn.scalars(sa.text(
+        "SELECT depends_on FROM crmsync.integration_table_mapping_dependencies "
+        "WHERE mapping_name = :n ORDER BY depends_on"), {"n": name}))
+    found = None
+    if entries:
+        found = tuple(
+            {**{c: e[c] for c in ENTRY_COLUMNS}, "_id": e["id"]}
+            for e in conn.execute(sa.text(
+                "SELECT * FROM crmsync.job_queue_entries WHERE job_kind = 'sync_mapping' "
+                "AND mapping_name = :n ORDER BY id"), {"n": name}).mappings())
+    columns = {c: row.get(c) for c in MAPPING_COLUMNS}
+    columns["local_filter"] = list(columns["local_filter"] or [])
+    return MappingDoc(name, columns, depends, fields, found)
+
+
+def apply_plan(conn: Connection, plan: Plan) -> None:
+    """Execute a plan in the caller's transaction, in its order: mappings first (so
+    dependencies and lookups can name them), removed mappings last."""
+    position = 0
+    for change in plan.changes:
+        if change.kind == "mapping" and change.op == "+":
+            _insert_mapping(conn, change, position)
+            position += 1
+        elif change.kind == "mapping" and change.op == "~":
+            _update_mapping(conn, change)
+        elif change.kind == "dependency":
+            _dependency(conn, change)
+        elif change.kind == "field":
+            _field(conn, change)
+        elif change.kind == "entry":
+            _entry(conn, change)
+        elif change.kind == "mapping" and change.op == "-":
+            conn.execute(sa.text(
+                "DELETE FROM crmsync.integration_table_mappings WHERE name = :n"),
+                {"n": change.mapping})
+
+
+def _params(values: Mapping[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    return {c: json.dumps(values[c]) if _is_json(c) else values[c] for c in columns}
+
+
+def _is_json(column: str) -> bool:
+    return column in ("local_filter", "transformation", "parameters")
+
+
+def _placeholder(column: str) -> str:
+    return f"CAST(:{column} AS jsonb)" if _is_json(column) else f":{column}"
+
+
+def _insert_mapping(conn: Connection, change: Change, position: int) -> None:
+    columns = list(MAPPING_COLUMNS)
+    # Creation stamps a microsecond apart list the mappings in the document's order.
+    conn.execute(sa.text(
+        f"INSERT INTO crmsync.integration_table_mappings (name, {', '.join(columns)}, "
+        f"created_at) VALUES (:name, {', '.join(_placeholder(c) for c in columns)}, "
+        "clock_timestamp() + :position * interval '1 microsecond')"),
+        {"name": change.mapping, "position": position, **_params(change.values, columns)})
+
+
+def _update_mapping(conn: Connection, change: Change) -> None:
+    columns = [name for name, _, _ in change.differences]
+    sets = ", ".join(f"{c} = {_placeholder(c)}" for c in columns)
+    if any(c in SCOPE_COLUMNS for c in columns):
+        sets += (", local_watermark = NULL, local_snapshot = NULL, local_modified_since = NULL"
+                 ", remote_modified_since = NULL, delta_link = NULL")
+    conn.execute(sa.text(
+        f"UPDATE crmsync.integration_table_mappings SET {sets}, updated_at = now() "
+        "WHERE name = :name"), {"name": change.mapping, **_params(change.values, columns)})
+
+
+def _dependency(conn: Connection, change: Change) -> None:
+    statement = (
+        "INSERT INTO crmsync.integration_table_mapping_dependencies (mapping_name, depends_on) "
+        "VALUES (:n, :p)" if change.op == "+" else
+        "DELETE FROM crmsync.integration_table_mapping_dependencies "
+        "WHERE mapping_name = :n AND depends_on = :p")
+    conn.execute(sa.text(statement), {"n": change.mapping, "p": change.values["depends_on"]})
+
+
+def _field(conn: Connection, change: Change) -> None:
+    columns = list(FIELD_COLUMNS)
+    if change.op == "-":
+        conn.execute(sa.text("DELETE FROM crmsync.integration_field_mappings WHERE id = :id"),
+                     {"id": change.row_id})
+    elif change.op == "~":
+        changed = [name for name, _, _ in change.differences]
+        conn.execute(sa.text(
+            "UPDATE crmsync.integration_field_mappings SET "
+            + ", ".join(f"{c} = {_placeholder(c)}" for c in changed) + " WHERE id = :id"),
+            {"id": change.row_id, **_params(change.values, changed)})
+    else:
+        conn.execute(sa.text(
+            f"INSERT INTO crmsync.integration_field_mappings (mapping_name, "
+            f"{', '.join(columns)}) VALUES (:mapping, "
+            f"{', '.join(_placeholder(c) for c in columns)})"),
+            {"mapping": change.mapping, **_params(change.values, columns)})
+
+
+def _entry(conn: Connection, change: Change) -> None:
+    """Job queue entries of the document's mappings: the schedule columns only; status,
+    attempts and the next run stay the worker's."""
+    columns = list(ENTRY_COLUMNS)
+    if change.op == "-":
+        conn.execute(sa.text("DELETE FROM crmsync.job_queue_entries WHERE id = :id"),
+                     {"id": change.row_id})
+    elif change.op == "~":
+        changed = [name for name, _, _ in change.differences]
+        conn.execute(sa.text(
+            "UPDATE crmsync.job_queue_entries SET "
+            + ", ".join(f"{c} = {_placeholder(c)}" for c in changed)
+            + ", updated_at = now() WHERE id = :id"),
+            {"id": change.row_id, **_params(change.values, changed)})
+    else:
+        conn.execute(sa.text(
+            f"INSERT INTO crmsync.job_queue_entries (job_kind, mapping_name, "
+            f"{', '.join(columns)}) VALUES ('sync_mapping', :mapping, "
+            f"{', '.join(_placeholder(c) for c in columns)})"),
+            {"mapping": change.mapping, **_params(change.values, columns)})
