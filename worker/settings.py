@@ -67,6 +67,16 @@ def seconds(lo: float, hi: float) -> Parser:
     return parse
 
 
+def switch(raw: str, where: str) -> bool:
+    """on/off (also true/false, yes/no, 1/0)."""
+    value = raw.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise ConfigurationError(f"{where}: expected on or off, got {raw!r}")
+
+
 def address(raw: str, where: str) -> str:
     """``host:port`` with a port 0-65535 (0: any free port); empty: off."""
     if not raw.strip():
@@ -151,6 +161,9 @@ WORKER = (
             "(empty: off)"),
     Setting("identity", "--identity", "CRMSYNC_WORKER_ID", "", text,
             "worker identity (default host:pid:start)"),
+    Setting("remote_probe", "--remote-probe", "CRMSYNC_REMOTE_PROBE", "on", switch,
+            "on or off: ask the CRM whether anything changed for entries on inactivity hold "
+            "(one small read per entry per run interval)"),
 )
 
 

@@ -16,6 +16,7 @@ from worker.jobs import load_handlers
 from worker.metrics import MetricsHooks, install_cluster_collector, prime
 from worker.runtime.http import StatusServer
 from worker.runtime.systemd import SystemdHooks
+from worker.runtime.webhook import WebhookReceiver
 from worker.runtime.worker import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,18 @@ def _run(args: argparse.Namespace) -> int:
         reap_interval=max(min(args.lease_seconds / 2, 10.0), 0.5),
         shutdown_timeout=args.shutdown_timeout,
         change_wake_delay=timedelta(seconds=args.change_delay),
+        remote_probe=args.remote_probe,
     )
-    metrics_hooks = MetricsHooks()
+    metrics_hooks = MetricsHooks(engine)
     worker = Worker(engine, handlers, config, identity=args.identity,
                     hooks=[metrics_hooks, SystemdHooks()])
     server = None
     if args.metrics_address:
         install_cluster_collector(engine)
         prime(engine)
-        server = StatusServer(args.metrics_address, worker.health, worker.readiness).start()
+        webhooks = WebhookReceiver(engine).start()  # answers only connections that enable it
+        server = StatusServer(args.metrics_address, worker.health, worker.readiness,
+                              webhooks=webhooks).start()
         log.info("metrics endpoint", extra={"url": f"{server.url}/metrics"})
     install_signal_handlers(worker)
     try:

@@ -1,0 +1,117 @@
+"""Push: the emulator calls the worker's webhook endpoint after each CRM write (as a
+Dataverse service endpoint would); the entries of the mappings that read that table wake at
+once from their 12-hour hold. A bad or missing secret is refused with 401 and wakes nothing;
+the secret never reaches a log line."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+import requests
+
+from tests.freshness.conftest import account_id, put_on_hold, status
+from tests.queue.test_worker import wait_for
+from tests.sync.conftest import World
+from worker.jobs import load_handlers
+from worker.runtime.http import StatusServer
+from worker.runtime.webhook import MAX_BODY, WebhookReceiver, plural
+from worker.runtime.worker import Worker, WorkerConfig
+
+SECRET = "s3cret-webhook-key"
+CALL = {"MessageName": "Update", "PrimaryEntityName": "account",
+        "PrimaryEntityId": "00000000-0000-0000-0000-000000000001",
+        "OperationCreatedOn": "2026-11-26T10:00:00Z", "OrganizationName": "emulator",
+        "Depth": 1}
+
+
+@dataclass
+class Listener:
+    url: str
+    worker: Worker
+
+
+@pytest.fixture
+def listener(synced: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[Listener]:
+    monkeypatch.setenv("CRMSYNC_CRM_WEBHOOK", "true")
+    monkeypatch.setenv("CRMSYNC_CRM_WEBHOOK_SECRET", SECRET)
+    put_on_hold(synced, "1 hour")
+    worker = Worker(synced.engine, load_handlers(), WorkerConfig(poll_interval=1.0))
+    receiver = WebhookReceiver(synced.engine).start()
+    server = StatusServer("127.0.0.1:0", worker.health, worker.readiness,
+                          webhooks=receiver).start()
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    assert worker.started.wait(10)
+    yield Listener(f"{server.url}/webhooks/dataverse/crm", worker)
+    worker.stop(immediately=True)
+    thread.join(10)
+    server.stop()
+    receiver.stop()
+
+
+def on_hold_for_hours(world: World) -> bool:
+    hours = world.scalar("SELECT extract(epoch FROM next_run_at - now()) / 3600 "
+                         "FROM crmsync.job_queue_entries WHERE mapping_name = 'CUSTOMER'")
+    return status(world) == "on_hold_inactivity" and hours > 11
+
+
+def test_the_emulators_webhook_call_wakes_the_entry_at_once(
+        synced: World, listener: Listener, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    reply = requests.post(f"{synced.emulator.admin_url}/webhooks", json={
+        "url": listener.url, "headers": {"X-Crmsync-Webhook-Key": SECRET}}, timeout=10)
+    assert reply.status_code in (200, 201), reply.text
+    synced.patch("accounts", account_id(synced, "C0003"), {"address1_city": "Pushed"})
+    wait_for(lambda: synced.scalar(
+        "SELECT city FROM erp_t.customer WHERE no = 'C0003'") == "Pushed", timeout=15)
+    assert not [r for r in caplog.records if SECRET in r.getMessage() or SECRET in str(
+        r.__dict__)]
+
+
+@pytest.mark.parametrize("headers,query", [
+    ({}, ""),
+    ({"X-Crmsync-Webhook-Key": "wrong"}, ""),
+    ({}, "?code=wrong"),
+])
+def test_a_bad_or_missing_secret_is_refused_and_wakes_nothing(
+        synced: World, listener: Listener, headers: dict[str, str], query: str) -> None:
+    reply = requests.post(listener.url + query, json=CALL, headers=headers, timeout=10)
+    assert reply.status_code == 401
+    assert SECRET not in reply.text
+    # A good call afterwards is taken: the refusal was not a broken endpoint.
+    ok = requests.post(listener.url + "?code=" + SECRET, json={**CALL, "PrimaryEntityName":
+                                                               "contact"}, timeout=10)
+    assert ok.status_code == 202
+    assert on_hold_for_hours(synced)  # nothing reads contacts here: still on hold
+
+
+def test_the_webhook_key_as_query_parameter_wakes_the_entry(synced: World,
+                                                             listener: Listener) -> None:
+    reply = requests.post(listener.url + "?code=" + SECRET, json=CALL, timeout=10)
+    assert reply.status_code == 202
+    wait_for(lambda: status(synced) != "on_hold_inactivity", timeout=10)
+
+
+def test_refusals_name_what_is_wrong(synced: World, listener: Listener) -> None:
+    key = {"X-Crmsync-Webhook-Key": SECRET}
+    big = requests.post(listener.url, data=b"x" * (MAX_BODY + 1), headers=key, timeout=10)
+    assert big.status_code == 413
+    bad = requests.post(listener.url, data=b"{not json", headers=key, timeout=10)
+    assert bad.status_code == 400
+    nameless = requests.post(listener.url, json={"MessageName": "Update"}, headers=key,
+                             timeout=10)
+    assert nameless.status_code == 400 and "PrimaryEntityName" in nameless.text
+    other = requests.post(listener.url.replace("/crm", "/other"), json=CALL, headers=key,
+                          timeout=10)
+    assert other.status_code == 404  # no such connection, or its webhook is off
+    assert on_hold_for_hours(synced)
+
+
+def test_dataverse_entity_set_names() -> None:
+    assert [plural(n) for n in ("account", "transactioncurrency", "systemuser", "address")] \
+        == ["accounts", "transactioncurrencies", "systemusers", "addresses"]
