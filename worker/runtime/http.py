@@ -34,6 +34,8 @@ class _QuietServer(ThreadingHTTPServer):
     """socketserver prints the traceback of every failed request to stderr; here a
     disconnect is one quiet log line and anything else one error line with its traceback."""
 
+    request_queue_size = 64  # socketserver's 5 drops the SYNs of a burst of scrapes
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
         if isinstance(error, _DISCONNECTS):
