@@ -18,7 +18,9 @@ from worker.sync.local import LocalTable, forget_reflections
 from worker.sync.metadata import EntitySetInfo, PropertyInfo
 from worker.sync.model import Direction, FieldMapping, TableMapping
 from worker.sync.order import topological_order
-from worker.sync.transfer import rule_problems
+from worker.sync.transfer import constant, rule_problems
+from worker.sync.values import ValueRefused
+from worker.sync.values import to_remote as to_remote_value
 
 TO, FROM = Direction.TO_INTEGRATION, Direction.FROM_INTEGRATION
 
@@ -159,6 +161,11 @@ def _check_field(engine: Engine, mapping: TableMapping, f: FieldMapping,
     value_mapped = not isinstance(f.transformation, Mapping) or "value_map" in f.transformation
     if column is not None and prop is not None and not f.lookup_mapping and not value_mapped:
         _check_types(mapping, f, column, prop, add)
+    if f.local_column is None and f.constant_value is not None and prop is not None:
+        try:
+            to_remote_value(constant(f), prop)
+        except ValueRefused as exc:
+            add(where, f"constant_value {f.constant_value!r}: {exc}")
     if f.lookup_mapping:
         _check_lookup(engine, mapping, f, where, add)
 

@@ -41,6 +41,8 @@ from worker.sync.transfer import (
     new_snapshot,
     transform,
 )
+from worker.sync.values import to_local as to_local_value
+from worker.sync.values import unreadable_message, value_failure
 
 log = logging.getLogger(__name__)
 FROM = Direction.FROM_INTEGRATION
@@ -217,6 +219,11 @@ class _Chunk:
             row = rows.get(coupling.local_id)
             if row is None:
                 self._local_deleted(coupling, record, values)
+                continue
+            unreadable = unreadable_message(px.mapping.local_table, coupling.local_id, row,
+                                            self.fields)
+            if unreadable is not None:
+                self._fail(coupling, record, unreadable)
                 continue
             self._update(coupling, record, values, row)
         self._apply()
@@ -410,23 +417,35 @@ def local_values(px: PassContext, fields: list[FieldMapping], record: dict[str, 
     out = []
     for f in fields:
         assert f.local_column is not None
-        if f.remote_property is None:
-            value = constant(f)
-            out.append(FieldValue(f, value, value))
-            continue
-        source = record.get(f.remote_read_name or f.remote_property)
-        if f.lookup_mapping:
-            source = source.lower() if isinstance(source, str) else source
-            wanted = reverse[f.id].get(source) if source else None
-            if source and wanted is None and not f.clear_value_on_failed_sync:
-                target = px.lookups.target(f)
-                raise RecordFailed(
-                    f"{f.remote_property} {source} must be coupled to a record in "
-                    f"{target.mapping.local_table} (mapping {target.mapping.name})")
-        else:
-            wanted = transform(f, source, FROM, px.local.max_length(f.local_column))
-        out.append(FieldValue(f, source, wanted))
+        try:
+            out.append(_local_value(px, f, record, reverse))
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise RecordFailed(value_failure(
+                px.mapping.entity_set, record.get(px.mapping.remote_key), f, exc)) from None
     return out
+
+
+def _local_value(px: PassContext, f: FieldMapping, record: dict[str, Any],
+                 reverse: dict[int, dict[str, object]]) -> FieldValue:
+    """One field's local value: transformed, then converted to the column's type (a value
+    the column cannot hold raises ValueRefused instead of failing the chunk's write)."""
+    assert f.local_column is not None
+    column = px.local.table.c[f.local_column]
+    if f.remote_property is None:
+        value = constant(f)
+        return FieldValue(f, value, to_local_value(value, column))
+    source = record.get(f.remote_read_name or f.remote_property)
+    if f.lookup_mapping:
+        source = source.lower() if isinstance(source, str) else source
+        wanted = reverse[f.id].get(source) if source else None
+        if source and wanted is None and not f.clear_value_on_failed_sync:
+            target = px.lookups.target(f)
+            raise RecordFailed(
+                f"{f.remote_property} {source} must be coupled to a record in "
+                f"{target.mapping.local_table} (mapping {target.mapping.name})")
+        return FieldValue(f, source, wanted)
+    wanted = transform(f, source, FROM, px.local.max_length(f.local_column))
+    return FieldValue(f, source, to_local_value(wanted, column))
 
 
 def restore_local(px: PassContext, couplings: list[Coupling]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from worker.remote.batch import Kind, Operation, OperationResult
-from worker.sync import capture
+from worker.sync import capture, metadata
 from worker.sync import couplings as coupling_store
 from worker.sync.context import (
     PassContext,
@@ -26,8 +26,9 @@ from worker.sync.context import (
     unchanged_snapshot,
     unique,
 )
-from worker.sync.local import mark_own_writes
+from worker.sync.local import Unreadable, mark_own_writes
 from worker.sync.lookups import uncoupled_message
+from worker.sync.metadata import PropertyInfo
 from worker.sync.model import Coupling, CouplingState, DeletionConflict, Direction, FieldMapping
 from worker.sync.transfer import (
     FieldValue,
@@ -36,6 +37,8 @@ from worker.sync.transfer import (
     new_snapshot,
     transform,
 )
+from worker.sync.values import ValueRefused, value_failure
+from worker.sync.values import to_remote as to_remote_value
 
 TO = Direction.TO_INTEGRATION
 
@@ -126,21 +129,36 @@ class _Chunk:
 
     # -- decisions -----------------------------------------------------------------------
     def _values(self, row: Any, lookups: dict[int, dict[str, str]]) -> list[FieldValue]:
+        """The remote values of one local row; any field that cannot be read, transformed
+        or converted to its property's type fails this record alone, naming the field."""
+        properties = self._properties()
         out = []
         for f in self.fields:
             if f.remote_property is None:
                 continue
-            if f.local_column is None:
-                value = constant(f)
-                out.append(FieldValue(f, value, value))
-                continue
-            source = row[f.local_column]
-            if f.lookup_mapping:
-                wanted = self._lookup(f, source, lookups[f.id])
-            else:
-                wanted = transform(f, source, TO, self.max_lengths.get(f.remote_property))
-            out.append(FieldValue(f, source, wanted))
+            try:
+                out.append(self._value(f, row, lookups, properties.get(f.remote_property)))
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                raise RecordFailed(value_failure(
+                    self.px.mapping.local_table, row[self.px.local.key.name], f, exc)) from None
         return out
+
+    def _value(self, f: FieldMapping, row: Any, lookups: dict[int, dict[str, str]],
+               prop: PropertyInfo | None) -> FieldValue:
+        if f.local_column is None:
+            value = constant(f)
+            return FieldValue(f, value, to_remote_value(value, prop))
+        source = row[f.local_column]
+        if isinstance(source, Unreadable):
+            raise ValueRefused(str(source))
+        if f.lookup_mapping:
+            return FieldValue(f, source, self._lookup(f, source, lookups[f.id]))
+        wanted = transform(f, source, TO, self.max_lengths.get(f.remote_property or ""))
+        return FieldValue(f, source, to_remote_value(wanted, prop))
+
+    def _properties(self) -> dict[str, PropertyInfo]:
+        info = metadata.for_client(self.px.client).get(self.px.mapping.entity_set)
+        return info.properties if info is not None else {}
 
     def _lookup(self, f: FieldMapping, source: Any, resolved: dict[str, str]) -> str | None:
         if source in (None, ""):
