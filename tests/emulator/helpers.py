@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import queue
 import re
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import requests
@@ -13,6 +16,7 @@ from worker.emulator import EmulatorServer
 from worker.emulator.values import Changes
 
 GUID = re.compile(r"\(([0-9a-f-]{36})\)$")
+WAIT = 10.0  # seconds a test waits for a webhook call it expects (a bound, not a measurement)
 
 
 def entity_key(response: requests.Response) -> str:
@@ -85,3 +89,37 @@ def batch(parts: list[str | list[str]]) -> tuple[str, bytes]:
 def batch_statuses(response: requests.Response) -> list[int]:
     """The status of every answered request in a $batch response, in order."""
     return [int(code) for code in re.findall(r"^HTTP/1\.1 (\d{3})", response.text, re.M)]
+
+
+class Receiver:
+    """A webhook receiver: every call's headers and JSON body land on ``calls``; while
+    ``hold`` is clear, the receiver keeps the caller waiting for its answer."""
+
+    def __init__(self) -> None:
+        self.calls: queue.Queue[tuple[dict[str, str], dict[str, Any]]] = queue.Queue()
+        self.hold = threading.Event()
+        self.hold.set()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.calls.put((dict(self.headers), json.loads(body)))
+                receiver.hold.wait(WAIT)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def next_call(self) -> tuple[dict[str, str], dict[str, Any]]:
+        return self.calls.get(timeout=WAIT)
+
+    def close(self) -> None:
+        self.hold.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()

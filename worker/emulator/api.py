@@ -50,7 +50,8 @@ class DataApi:
         try:
             resource = parse_resource(path[1:])
         except BadKey as exc:
-            raise errors.bad_query(f"Bad key in '{path}': {exc}") from exc
+            shown = path if len(path) <= 200 else path[:200] + "..."
+            raise errors.bad_query(f"Bad key in '{shown}': {str(exc)[:200]}") from exc
         if resource is None or resource.set_name not in self.schema:
             raise errors.no_segment(path[1:].split("(")[0].split("/")[0])
         entity_set = self.schema[resource.set_name]

@@ -24,13 +24,13 @@ class DoesNotFit(ValueError):
 def check_integer(prop: Property, value: int | Decimal) -> int:
     """``value`` as an ``int`` within the property's range."""
     if isinstance(value, Decimal):
-        if value != value.to_integral_value():
-            raise DoesNotFit(f"The value {value} of '{prop.name}' has decimals; "
+        if not value.is_finite() or value != value.to_integral_value():
+            raise DoesNotFit(f"The value {_shown(value)} of '{prop.name}' has decimals; "
                              f"{prop.type.value} holds whole numbers.")
         value = int(value)
     low, high = INT_RANGES[prop.type]
     if not low <= value <= high:
-        raise DoesNotFit(f"The value {value} of '{prop.name}' is out of range for "
+        raise DoesNotFit(f"The value {_shown(value)} of '{prop.name}' is out of range for "
                          f"{prop.type.value} ({low} to {high}).")
     return value
 
@@ -42,19 +42,25 @@ def check_decimal(prop: Property, value: int | Decimal) -> Decimal:
         return number
     decimals = _significant_decimals(number)
     if decimals > prop.scale:
-        raise DoesNotFit(f"The value {value} of '{prop.name}' has {decimals} decimals; the "
-                         f"property holds at most {prop.scale} (Edm.Decimal, Precision "
-                         f"{prop.precision}, Scale {prop.scale}).")
+        raise DoesNotFit(f"The value {_shown(value)} of '{prop.name}' has {decimals} "
+                         f"decimals; the property holds at most {prop.scale} (Edm.Decimal, "
+                         f"Precision {prop.precision}, Scale {prop.scale}).")
     integer_digits = max(number.adjusted() + 1, 0) if number else 0
     if integer_digits > prop.precision - prop.scale:
-        raise DoesNotFit(f"The value {value} of '{prop.name}' has {integer_digits} digits "
-                         f"before the point; the property holds at most "
+        raise DoesNotFit(f"The value {_shown(value)} of '{prop.name}' has {integer_digits} "
+                         f"digits before the point; the property holds at most "
                          f"{prop.precision - prop.scale} (Edm.Decimal, Precision "
                          f"{prop.precision}, Scale {prop.scale}).")
     exponent = number.as_tuple().exponent
     if isinstance(exponent, int) and -exponent > prop.scale:
         number = number.quantize(Decimal(1).scaleb(-prop.scale))  # only zeros are dropped
     return number
+
+
+def _shown(value: int | Decimal) -> str:
+    """A number in a message: in full up to 60 digits (every digit matters in an amount)."""
+    text = format(value, "f") if isinstance(value, Decimal) else str(value)
+    return text if len(text) <= 60 else f"{text[:20]}...{text[-20:]} ({len(text)} characters)"
 
 
 def _significant_decimals(number: Decimal) -> int:

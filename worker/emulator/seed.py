@@ -84,6 +84,7 @@ def _seed_other_records(store: Store) -> None:
             changes = Changes(values=fields, key=key)
             if "_parent" in values:
                 parent = sample_record_id("accounts", int(str(values["_parent"])))
-                changes.binds["parentcustomerid"] = (
-                    "accounts", EntityRef("accounts", parent))
+                # Named by navigation property, which both server profiles share.
+                lookup, _ = store.schema["contacts"].navigation["parentcustomerid_account"]
+                changes.binds[lookup.attribute] = ("accounts", EntityRef("accounts", parent))
             store.create("contacts", changes)
