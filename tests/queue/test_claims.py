@@ -145,18 +145,29 @@ def test_concurrent_claimers_never_share_an_entry(engine: Engine) -> None:
     assert sorted(claimed) == ids
 
 
-def test_expired_lease_is_rescued_as_abandoned_and_counts_an_attempt(engine: Engine) -> None:
-    entry_id = insert_entry(engine, rerun_delay="0 seconds")
+INFO = {"hostname": "h", "pid": 1, "version": "t", "concurrency": 1}
+
+
+def test_expired_lease_is_rescued_due_at_once_without_counting_an_attempt(
+    engine: Engine,
+) -> None:
+    entry_id = insert_entry(engine, rerun_delay="30 seconds")
     queue = QueueManager(engine)
-    claim = queue.claim_next("dead-worker", timedelta(milliseconds=200))
+    queue.heartbeat("dead-worker", INFO, timedelta(seconds=1), [])
+    claim = queue.claim_next("dead-worker", timedelta(seconds=1))
     assert claim is not None
     assert queue.rescue_abandoned(timedelta(minutes=5)) == []  # lease still valid
-    time.sleep(0.3)
+    time.sleep(1.1)
     (rescued,) = queue.rescue_abandoned(timedelta(minutes=5))
     assert (rescued.entry_id, rescued.worker_id) == (entry_id, "dead-worker")
     row = entry_row(engine, entry_id)
-    assert (row.status, row.attempts, row.locked_by) == ("ready", 1, None)
-    (logged,) = log_rows(engine)
+    # The worker failed, not the job: the same occurrence is due again at once.
+    assert (row.status, row.attempts, row.locked_by) == ("ready", 0, None)
+    assert row.next_run_at == claim.scheduled_for and row.due_in <= timedelta(0)
+    assert "dead-worker stopped renewing its lease" in row.last_error
+    again = queue.claim_next("w2", LEASE)
+    assert again is not None and again.scheduled_for == claim.scheduled_for
+    logged = log_rows(engine)[0]
     assert logged.status == "abandoned"
     assert "dead-worker" in logged.error_message
     # The late worker's outcome is not recorded over the rescue.
@@ -164,10 +175,21 @@ def test_expired_lease_is_rescued_as_abandoned_and_counts_an_attempt(engine: Eng
     assert log_rows(engine)[0].status == "abandoned"
 
 
+def test_a_run_of_an_unregistered_worker_is_rescued(engine: Engine) -> None:
+    """A row set to in_process by hand, with a lease far in the future, is not stuck."""
+    entry_id = insert_entry(engine, status="in_process", locked_by="nobody",
+                            lease_expires_at="2999-01-01")
+    (rescued,) = QueueManager(engine).rescue_abandoned(timedelta(minutes=5))
+    assert rescued.entry_id == entry_id
+    row = entry_row(engine, entry_id)
+    assert (row.status, row.locked_by, row.lease_expires_at) == ("ready", None, None)
+
+
 def test_heartbeat_keeps_a_long_run_leased(engine: Engine) -> None:
     insert_entry(engine)
     queue = QueueManager(engine)
-    info = {"hostname": "h", "pid": 1, "version": "t", "concurrency": 1}
+    info = INFO
+    queue.heartbeat("w1", info, timedelta(milliseconds=300), [])
     claim = queue.claim_next("w1", timedelta(milliseconds=300))
     assert claim is not None
     for _ in range(4):

@@ -59,7 +59,7 @@ def test_worker_rides_out_a_database_restart(server: Server) -> None:
     migrate.upgrade(engine)
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO crmsync.job_queue_entries (job_kind, run_interval) "
-                             "VALUES ('cleanup', '0.3 seconds')"))
+                             "VALUES ('cleanup', '1 second')"))
     handlers = load_handlers()
     scripted_handlers.register(handlers)
     worker = Worker(engine, handlers, WorkerConfig(poll_interval=0.5, reap_interval=1.0))

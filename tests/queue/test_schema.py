@@ -31,8 +31,10 @@ def add_mappings(engine: Engine, *names: str) -> None:
 @pytest.mark.parametrize(
     ("values", "constraint"),
     [
-        ({"run_interval": "0 seconds"}, "job_queue_entries_run_interval_must_be_positive"),
-        ({"run_interval": "-5 minutes"}, "job_queue_entries_run_interval_must_be_positive"),
+        ({"run_interval": "0 seconds"},
+         "job_queue_entries_run_interval_must_be_1_second_to_366_days"),
+        ({"run_interval": "-5 minutes"},
+         "job_queue_entries_run_interval_must_be_1_second_to_366_days"),
         ({"status": "sleeping"}, "job_queue_entries_status_must_be_known"),
         ({"time_zone": "Mars/Olympus_Mons"}, "job_queue_entries_time_zone_must_be_iana_name"),
         ({"run_on_weekdays": [1, 8]}, "job_queue_entries_run_on_weekdays_must_be_iso_1_to_7"),
@@ -42,7 +44,7 @@ def add_mappings(engine: Engine, *names: str) -> None:
         ({"job_kind": "sync_mapping"},
          "job_queue_entries_mapping_name_set_exactly_for_sync_mapping"),
         ({"job_kind": "reboot"}, "job_queue_entries_job_kind_must_be_known"),
-        ({"max_attempts": 0}, "job_queue_entries_max_attempts_must_be_positive"),
+        ({"max_attempts": 0}, "job_queue_entries_max_attempts_must_be_1_to_100"),
         ({"rerun_delay": "2 hours"}, "job_queue_entries_rerun_delay_must_be_0_to_1_hour"),
         ({"starting_time": "08:00", "ending_time": "08:00"},
          "job_queue_entries_time_window_must_not_be_empty"),

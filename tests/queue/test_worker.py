@@ -65,17 +65,17 @@ def test_a_new_row_runs_within_two_seconds_through_notify(engine: Engine, start_
 
 
 def test_recurring_entry_runs_at_its_interval(engine: Engine, start_worker) -> None:
-    entry_id = insert_entry(engine, run_interval="0.5 seconds")
+    entry_id = insert_entry(engine, run_interval="1 second")  # the shortest allowed
     start_worker()
-    time.sleep(3.2)
+    time.sleep(3.5)
     runs = scalar(engine, "SELECT count(*) FROM crmsync.job_queue_log_entries "
                           "WHERE entry_id = :id AND status = 'success'", id=entry_id)
-    assert 4 <= runs <= 8  # type: ignore[operator]
+    assert 3 <= runs <= 6  # type: ignore[operator]
     gaps = scalar(engine, """
         SELECT array_agg(extract(epoch FROM scheduled_for - lag) ORDER BY scheduled_for)
           FROM (SELECT scheduled_for, lag(scheduled_for) OVER (ORDER BY scheduled_for)
                   FROM crmsync.job_queue_log_entries) s WHERE lag IS NOT NULL""")
-    assert all(abs(float(g) - 0.5) < 1e-6 for g in gaps)  # type: ignore[union-attr]
+    assert all(abs(float(g) - 1.0) < 1e-6 for g in gaps)  # type: ignore[union-attr]
 
 
 def test_concurrency_limit_is_respected(engine: Engine, start_worker) -> None:
@@ -105,7 +105,7 @@ def test_job_timeout_fails_the_run(engine: Engine, start_worker) -> None:
 def test_sync_that_changed_nothing_goes_on_hold_until_the_timeout(engine: Engine,
                                                                   start_worker) -> None:
     entry_id = insert_entry(engine, parameters='{"changed": false}',
-                            inactivity_timeout="1.5 seconds", run_interval="0.2 seconds")
+                            inactivity_timeout="2 seconds", run_interval="1 second")
     start_worker()
     wait_for(lambda: scalar(engine, "SELECT status FROM crmsync.job_queue_entries "
                                     "WHERE id = :id", id=entry_id) == "on_hold_inactivity")

@@ -9,6 +9,7 @@ weekdays and the daily time window. Intervals that are whole days are added in w
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,6 +18,7 @@ from worker.errors import JobError
 from worker.queue.models import EntryStatus, JobQueueEntry, Schedule
 
 MAX_BACKOFF = timedelta(hours=1)
+MAX_ATTEMPTS = 100  # the database's bound on max_attempts (revision 0004)
 _DAY = timedelta(days=1)
 
 
@@ -46,7 +48,7 @@ def next_allowed(schedule: Schedule, at: datetime) -> datetime:
         for start, end in _allowed_intervals(schedule, day, tz):
             if end > at:
                 return max(start, at)
-    raise AssertionError("run_on_weekdays is never empty (the database checks it)")
+    raise JobError(f"run_on_weekdays: no allowed day in {sorted(schedule.run_on_weekdays)}")
 
 
 def is_allowed(schedule: Schedule, at: datetime) -> bool:
@@ -101,14 +103,42 @@ def next_run_after(schedule: Schedule, scheduled_for: datetime, now: datetime) -
         return None
     tz = zone(schedule)
     interval = schedule.run_interval
-    candidate = _add(scheduled_for, interval, 1, tz)
-    if candidate <= now:
-        missed = (now - scheduled_for) // interval
-        candidate = _add(scheduled_for, interval, missed + 1, tz)
-        while candidate <= now:  # wall-clock days can be 23 h long
-            missed += 1
+    if interval <= timedelta(0):
+        raise JobError(f"run_interval: {interval} is not positive")
+    with _overflow_names("run_interval", interval):
+        candidate = _add(scheduled_for, interval, 1, tz)
+        if candidate <= now:
+            missed = (now - scheduled_for) // interval
             candidate = _add(scheduled_for, interval, missed + 1, tz)
+            while candidate <= now:  # wall-clock days can be 23 h long
+                missed += 1
+                candidate = _add(scheduled_for, interval, missed + 1, tz)
     return _bounded(schedule, candidate)
+
+
+def rescheduled(
+    schedule: Schedule, last_scheduled_for: datetime | None, planned: datetime | None,
+    now: datetime,
+) -> datetime | None:
+    """The next run after a user changed the schedule (or restarted the entry): one interval
+    after the last run, or at once when that is past; an entry that never ran keeps its
+    planned first run. Then into the weekdays, window, earliest start; None when expired."""
+    if last_scheduled_for is None or not schedule.recurring or schedule.run_interval is None:
+        candidate = max(planned or now, now)
+    else:
+        with _overflow_names("run_interval", schedule.run_interval):
+            candidate = max(_add(last_scheduled_for, schedule.run_interval, 1,
+                                 zone(schedule)), now)
+    return _bounded(schedule, candidate)
+
+
+@contextmanager
+def _overflow_names(column: str, value: object) -> Iterator[None]:
+    """Date arithmetic past year 9999 becomes a JobError naming the column at fault."""
+    try:
+        yield
+    except (OverflowError, ValueError) as exc:
+        raise JobError(f"{column}: {value} takes the next run beyond the year 9999") from exc
 
 
 def _bounded(schedule: Schedule, candidate: datetime) -> datetime | None:
@@ -140,7 +170,8 @@ def after_success(
     if following is None:
         return Decision(EntryStatus.FINISHED, None, 0, None)
     if changed is False and entry.inactivity_timeout is not None:
-        wake = _bounded(entry.schedule, now + entry.inactivity_timeout)
+        with _overflow_names("inactivity_timeout", entry.inactivity_timeout):
+            wake = _bounded(entry.schedule, now + entry.inactivity_timeout)
         if wake is None:
             return Decision(EntryStatus.FINISHED, None, 0, None)
         return Decision(EntryStatus.ON_HOLD_INACTIVITY, max(wake, following), 0, None)
@@ -148,11 +179,12 @@ def after_success(
 
 
 def after_failure(entry: JobQueueEntry, now: datetime, error: str) -> Decision:
-    """A run failed (or was abandoned by a dead worker)."""
-    attempts = entry.attempts + 1
-    if attempts >= entry.retry.max_attempts:
+    """A run failed."""
+    attempts = min(entry.attempts + 1, entry.retry.max_attempts, MAX_ATTEMPTS)
+    if attempts >= min(entry.retry.max_attempts, MAX_ATTEMPTS):
         return Decision(EntryStatus.ERROR, None, attempts, error)
-    retry_at = _bounded(entry.schedule, now + entry.retry.rerun_delay + backoff(attempts))
+    with _overflow_names("rerun_delay", entry.retry.rerun_delay):
+        retry_at = _bounded(entry.schedule, now + entry.retry.rerun_delay + backoff(attempts))
     if retry_at is None:
         return Decision(EntryStatus.FINISHED, None, attempts, error)
     return Decision(EntryStatus.READY, retry_at, attempts, error)
