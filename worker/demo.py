@@ -1,7 +1,10 @@
 """``crmsync demo``: the first five minutes. With nothing configured it starts the embedded
 PostgreSQL and the local Dataverse-compatible emulator, loads the sample ERP data, sets up
 the seed's seven mappings with short intervals, runs a worker and shows what happens, while
-a small script edits records on both sides so the user sees changes flow."""
+a small script edits records on both sides so the user sees changes flow.
+
+The entries keep NAV's 12-hour inactivity holds: ERP edits wake them through the change
+triggers, CRM edits through the emulator's webhook calls (push) and the remote probe."""
 
 from __future__ import annotations
 
@@ -9,9 +12,11 @@ import collections
 import logging
 import os
 import random
+import secrets
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,6 +34,7 @@ from worker.errors import ConfigurationError
 from worker.jobs import load_handlers
 from worker.metrics import MetricsHooks, install_cluster_collector
 from worker.runtime.http import StatusServer
+from worker.runtime.webhook import PATH_PREFIX, WebhookReceiver
 from worker.runtime.worker import Worker, WorkerConfig
 from worker.sample.data import load_sample_data
 from worker.sample.defaults import DEFAULT_MAPPINGS, setup_defaults
@@ -59,36 +65,43 @@ class Demo:
         self.crm: EmulatorServer | None = None
         self.worker: Worker | None = None
         self.status: StatusServer | None = None
+        self.webhooks: WebhookReceiver | None = None
         self.database_url = ""
         self.worker_thread: threading.Thread | None = None
         self.shown_jobs: set[int] = set()
 
     # -- set-up --------------------------------------------------------------------------
     def start(self) -> None:
+        # pgserver asks platformdirs for a runtime dir when imported, which warns when
+        # XDG_RUNTIME_DIR is unset; its fallback is fine.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         self._say("starting the embedded PostgreSQL (first start takes a few seconds)")
         self.database_url = _fresh_database(Settings.from_env())
-        self.engine = create_engine(self.database_url, pool_size=8)
+        self.engine = create_engine(self.database_url, pool_size=10)
         migrate.upgrade(self.engine)
         self.crm = _start_crm(self.options.crm_port)
         os.environ["CRMSYNC_CRM_URL"] = self.crm.base_url
         os.environ["CRMSYNC_CRM_AUTH"] = "none"
+        os.environ["CRMSYNC_CRM_WEBHOOK"] = "true"
+        os.environ["CRMSYNC_CRM_WEBHOOK_SECRET"] = secrets.token_urlsafe(24)
         summary = load_sample_data(self.engine, customers=self.options.customers)
         rows = sum(t.inserted for t in summary.tables)
         self._say(f"sample ERP data loaded: {rows} rows in schema erp")
         setup_defaults(self.engine, interval=self.options.interval)
-        with self.engine.begin() as conn:
-            # NAV's 12-24 h inactivity holds would hide CRM-side edits for the rest of the
-            # demo (only ERP-side changes wake an entry); here a hold lasts 30 s.
-            conn.execute(sa.text("UPDATE crmsync.job_queue_entries "
-                                 "SET inactivity_timeout = interval '30 seconds'"))
         self._say(f"seven default mappings set up, each synchronized every "
-                  f"{self.options.interval.total_seconds():.0f} s")
-        hooks = MetricsHooks()
+                  f"{self.options.interval.total_seconds():.0f} s; after a run that changed "
+                  "nothing an entry is on hold for 12 hours (NAV's inactivity timeout) until "
+                  "an edit wakes it")
+        hooks = MetricsHooks(self.engine)
         self.worker = Worker(self.engine, load_handlers(), WorkerConfig(
             concurrency=2, poll_interval=1.0, change_wake_delay=timedelta(seconds=2),
-            shutdown_timeout=10.0), hooks=[hooks])
+            shutdown_timeout=10.0, remote_probe=True), hooks=[hooks])
         install_cluster_collector(self.engine)
-        self.status = _start_status(self.options.metrics_address, self.worker)
+        self.webhooks = WebhookReceiver(self.engine).start()
+        self.status = _start_status(self.options.metrics_address, self.worker, self.webhooks)
+        self._connect_push()
+        if not sys.stdout.isatty():
+            self._print_header()
         self.worker_thread = threading.Thread(target=self.worker.run, name="demo-worker",
                                               daemon=True)
         self.worker_thread.start()
@@ -116,6 +129,8 @@ class Demo:
         synced = self._synced_mappings() if self.engine is not None else set()
         if self.status is not None:
             self.status.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()
         if self.crm is not None:
             self.crm.stop()
         expected = [m.name for m in DEFAULT_MAPPINGS]
@@ -146,18 +161,36 @@ class Demo:
                           f"{job.modified}, deleted {job.deleted}, failed {job.failed}")
         if tty:
             print("\x1b[2J\x1b[H", end="")
-            print("crmsync demo — ERP tables in PostgreSQL ↔ a local Dataverse-compatible "
-                  "test server (Ctrl-C stops)")
-            print(f"  CRM (emulator):  {self.crm.base_url}/accounts")
-            if self.status is not None:
-                print(f"  metrics:         {self.status.url}/metrics")
-            print(f"  database:        {_redacted(self.database_url)}  (schemas erp, crmsync)")
+            self._print_header()
             print()
             print_table(entry_rows(status["entries"]))
             print("\nrecent events:")
             for event in self.events:
                 print(f"  {event}")
             sys.stdout.flush()
+
+    def _print_header(self) -> None:
+        assert self.crm is not None
+        print("crmsync demo — ERP tables in PostgreSQL ↔ a local Dataverse-compatible "
+              "test server (Ctrl-C stops)")
+        print(f"  CRM (emulator):  {self.crm.base_url}/accounts")
+        if self.status is not None:
+            print(f"  metrics:         {self.status.url}/metrics")
+        print(f"  database:        {_redacted(self.database_url)}  (schemas erp, crmsync)",
+              flush=True)
+
+    def _connect_push(self) -> None:
+        """The emulator calls the worker's webhook after each CRM write, as a Dataverse
+        service endpoint would (the key travels in a header, never on screen)."""
+        assert self.crm is not None
+        if self.status is None:
+            self._say("no HTTP listener: CRM edits reach the ERP through the remote probe")
+            return
+        requests.post(f"{self.crm.admin_url}/webhooks", timeout=10, json={
+            "url": f"{self.status.url}{PATH_PREFIX}crm",
+            "headers": {"x-crmsync-webhook-key": os.environ["CRMSYNC_CRM_WEBHOOK_SECRET"]}})
+        self._say("CRM edits are pushed to the worker (webhook) and probed for at each "
+                  "run interval")
 
     def _synced_mappings(self) -> set[str]:
         assert self.engine is not None
@@ -269,14 +302,15 @@ def _start_crm(port: int) -> EmulatorServer:
         return start_emulator(port=0, sample_users=5)
 
 
-def _start_status(address: str, worker: Worker) -> StatusServer | None:
+def _start_status(address: str, worker: Worker,
+                  webhooks: WebhookReceiver) -> StatusServer | None:
     if not address:
         return None
     try:
-        return StatusServer(address, worker.health, worker.readiness).start()
+        return StatusServer(address, worker.health, worker.readiness, webhooks).start()
     except ConfigurationError:
         host = address.rpartition(":")[0] or "127.0.0.1"
-        return StatusServer(f"{host}:0", worker.health, worker.readiness).start()
+        return StatusServer(f"{host}:0", worker.health, worker.readiness, webhooks).start()
 
 
 def _redacted(url: str) -> str:
