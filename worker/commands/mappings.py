@@ -52,7 +52,8 @@ def _export(args: argparse.Namespace) -> int:
     text = document_apply.export(open_engine(), args.names, entries=args.entries)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
-        print(f"wrote {text.count('[mappings.')} mappings to {clean(args.output)}")
+        count = sum(line.startswith("[mappings.") for line in text.splitlines())
+        print(f"wrote {count} mappings to {clean(args.output)}")
     else:
         sys.stdout.write(text)
     return 0

@@ -190,8 +190,9 @@ def _held_engine(engine: Engine) -> Iterator[tuple[Engine, _HeldConnection]]:
     that connection's proxy (``arm`` after the writes, ``finish`` to end it)."""
     raw = engine.raw_connection()
     held = _HeldConnection(raw.driver_connection)
+    # use_native_hstore=False: the dialect would hand the proxy to psycopg's TypeInfo.
     scratch = sa.create_engine(engine.url, poolclass=StaticPool, creator=lambda: held,
-                               pool_reset_on_return=None)
+                               pool_reset_on_return=None, use_native_hstore=False)
     try:
         yield scratch, held
     finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Any
 
 from worker.sync.documents import (
@@ -179,6 +179,8 @@ def _label(f: Mapping[str, Any]) -> str:
 def _show(v: Any) -> str:
     if isinstance(v, timedelta):
         return repr(format_interval(v))
+    if isinstance(v, time):
+        return repr(v.isoformat(timespec="minutes" if not v.second else "seconds"))
     if v is None:
         return "(none)"
     return repr(v)

@@ -206,10 +206,15 @@ def apply_plan(conn: Connection, plan: Plan) -> None:
             _field(conn, change)
         elif change.kind == "entry":
             _entry(conn, change)
-        elif change.kind == "mapping" and change.op == "-":
-            conn.execute(sa.text(
-                "DELETE FROM crmsync.integration_table_mappings WHERE name = :n"),
-                {"n": change.mapping})
+    removed = [c.mapping for c in plan.changes if c.kind == "mapping" and c.op == "-"]
+    if removed:
+        # Their field mappings first: they may look up each other.
+        conn.execute(sa.text(
+            "DELETE FROM crmsync.integration_field_mappings WHERE mapping_name = ANY(:n)"),
+            {"n": removed})
+        conn.execute(sa.text(
+            "DELETE FROM crmsync.integration_table_mappings WHERE name = ANY(:n)"),
+            {"n": removed})
 
 
 def _params(values: Mapping[str, Any], columns: Sequence[str]) -> dict[str, Any]:
