@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 
 from worker import __version__, logs, settings
 from worker.commands.output import clean
-from worker.db.engine import describe_db_error, describe_unavailable
+from worker.db.engine import describe_db_error, describe_unavailable, normalize_url, redacted
 from worker.errors import (
     EXIT_DATABASE,
     EXIT_INTERNAL,
@@ -136,15 +136,24 @@ def report(exc: BaseException) -> int:
     return status
 
 
+def _database() -> str:
+    """The database the settings point at, for an error that escaped open_engine."""
+    url = os.environ.get("CRMSYNC_DATABASE_URL")
+    try:
+        return f"database {redacted(normalize_url(url))}" if url else "database"
+    except Exception:  # noqa: BLE001 - a URL bad enough to fail here was refused earlier
+        return "database"
+
+
 def describe(exc: BaseException) -> tuple[int, str]:
     """The exit status and the message of an exception: the project's own errors say what
     they are; a few foreign ones that escaped a translation are named here."""
     if isinstance(exc, CrmsyncError):
         return exc.exit_status, str(exc) or type(exc).__name__
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
-        return EXIT_DATABASE, f"database: {describe_unavailable(exc)}"
+        return EXIT_DATABASE, f"{_database()}: {describe_unavailable(exc)}"
     if isinstance(exc, sa_exc.DBAPIError):
-        return EXIT_USAGE, f"database: {describe_db_error(exc)}"
+        return EXIT_USAGE, f"{_database()}: {describe_db_error(exc)}"
     if isinstance(exc, requests.RequestException):
         url = getattr(exc.request, "url", None)
         where = origin_of(url) if isinstance(url, str) else "CRM connection"

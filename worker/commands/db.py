@@ -7,6 +7,7 @@ import argparse
 from worker.commands.common import open_engine
 from worker.db import migrate
 from worker.db.engine import translate_errors
+from worker.errors import EXIT_DATABASE, EXIT_OK
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -33,4 +34,4 @@ def _current(args: argparse.Namespace) -> int:
         current = migrate.current_revision(engine)
     head = migrate.head_revision()
     print(f"applied: {current or '(none)'}\nexpected: {head}")
-    return 0 if current == head else 1
+    return EXIT_OK if current == head else EXIT_DATABASE

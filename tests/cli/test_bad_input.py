@@ -1,0 +1,232 @@
+"""Every sub-command of the installed ``crmsync``, run in a subprocess against a database that
+does not answer, one that does not exist and one that is not upgraded, and with each bad
+process setting or configuration file: one line ``crmsync: error: <object>: <what>`` on
+stderr, no traceback, and the documented exit status."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.acceptance.conftest import ROOT, crmsync_executable
+from worker.cli import build_parser
+from worker.errors import EXIT_DATABASE, EXIT_USAGE
+
+DEFAULTS_DOCUMENT = ROOT / "worker" / "sample" / "defaults.toml"
+
+# Arguments that make each command's own arguments valid, so what fails is the database or
+# the setting under test. A new command with required arguments must be added here.
+ARGUMENTS: dict[str, list[str]] = {
+    "entries add": ["--kind", "cleanup"],
+    "entries hold": ["1"],
+    "entries restart": ["1"],
+    "entries run-now": ["1"],
+    "entries edit": ["1", "--priority", "5"],
+    "entries remove": ["1"],
+    "sync": ["--all"],
+    "couple": ["--match", "CUSTOMER"],
+    "uncouple": ["CUSTOMER"],
+    "mappings enable": ["CURRENCY"],
+    "mappings disable": ["CURRENCY"],
+    "mappings apply": [str(DEFAULTS_DOCUMENT)],
+    "demo": ["--duration", "1", "--crm-port", "0", "--metrics-address", ""],
+}
+NO_DATABASE = {"emulator"}  # serves HTTP only
+OWN_DATABASE = {"demo"}  # creates its own database on the server it is given
+
+
+def leaf_commands(parser: argparse.ArgumentParser, prefix: str = "") -> Iterator[str]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield prefix
+        return
+    for name, sub in subs[0].choices.items():
+        yield from leaf_commands(sub, f"{prefix} {name}".strip())
+
+
+COMMANDS = list(leaf_commands(build_parser()))
+DATABASE_COMMANDS = [c for c in COMMANDS if c not in NO_DATABASE]
+
+
+def crmsync(args: Sequence[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([crmsync_executable(), *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def base_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMSYNC_")}
+    env.update({"CRMSYNC_DATABASE_URL": database_url, "CRMSYNC_HOME": str(tmp_path / "home"),
+                "CRMSYNC_CRM_URL": "http://127.0.0.1:9/api/data/v9.2",
+                "CRMSYNC_LOG_FORMAT": "text", "PYTHONPATH": str(ROOT)})
+    return env
+
+
+def error_line(done: subprocess.CompletedProcess, status: int) -> str:
+    """The one error line of a failed command, after checking there is exactly one, no
+    traceback, and the exit status."""
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output, output
+    errors = [line for line in done.stderr.splitlines() if line.startswith("crmsync: error: ")]
+    assert len(errors) == 1, output
+    assert done.returncode == status, output
+    return errors[0]
+
+
+def test_every_command_with_required_arguments_is_covered() -> None:
+    parser = build_parser()
+    for command in COMMANDS:
+        if command in ARGUMENTS or command in NO_DATABASE:
+            continue
+        try:
+            parser.parse_args(command.split())
+        except SystemExit:
+            pytest.fail(f"crmsync {command} needs arguments: add it to ARGUMENTS")
+
+
+@pytest.fixture(scope="module")
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # nothing listens there once closed
+
+
+@pytest.mark.parametrize("command", DATABASE_COMMANDS)
+def test_database_that_does_not_answer(command: str, closed_port: int, tmp_path: Path) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{closed_port}/crmsync"
+    done = crmsync([*command.split(), *ARGUMENTS.get(command, [])],
+                   base_env(tmp_path, url), tmp_path)
+    line = error_line(done, EXIT_DATABASE)
+    assert f"database postgresql+psycopg://postgres@127.0.0.1:{closed_port}/crmsync" in line
+    assert "connection refused" in line and "CRMSYNC_DATABASE_URL" in line
+
+
+@pytest.mark.parametrize("command", DATABASE_COMMANDS)
+def test_database_that_does_not_exist(command: str, admin_url: str, tmp_path: Path) -> None:
+    url = admin_url.rsplit("/", 1)[0] + "/crmsync_no_such_database"
+    done = crmsync([*command.split(), *ARGUMENTS.get(command, [])],
+                   base_env(tmp_path, url), tmp_path)
+    line = error_line(done, EXIT_DATABASE)
+    assert 'database "crmsync_no_such_database" does not exist' in line
+    assert "createdb" in line
+
+
+@pytest.fixture(scope="module")
+def not_upgraded_url(admin_url: str) -> Iterator[str]:
+    name = f"crmsync_cli_empty_{os.getpid()}"
+    with psycopg.connect(admin_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield admin_url.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(admin_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("command", [c for c in DATABASE_COMMANDS
+                                     if c not in OWN_DATABASE and c != "db upgrade"])
+def test_database_not_upgraded(command: str, not_upgraded_url: str, tmp_path: Path) -> None:
+    done = crmsync([*command.split(), *ARGUMENTS.get(command, [])],
+                   base_env(tmp_path, not_upgraded_url), tmp_path)
+    if command == "db current":  # it reports the revisions, and says they differ
+        assert "applied: (none)" in done.stdout and done.returncode == EXIT_DATABASE
+        return
+    line = error_line(done, EXIT_DATABASE)
+    assert "the crmsync schema is empty" in line and "crmsync db upgrade" in line
+
+
+# ------------------------------------------------------------------ bad settings
+
+TOML_FILES: dict[str, bytes] = {
+    "connections-not-a-table": b"connections = 5\n",
+    "not-utf8": b'[connections.crm]\nurl = "http://crm\xff\xfe.example"\n',
+    "unknown-section": b'[connection.crm]\nurl = "http://crm.example/api"\n',
+    "syntax": b"[connections.crm\nurl = 1\n",
+    "unknown-key": b'[connections.crm]\nurl = "http://crm.example/api"\npagesize = 5\n',
+    "zero-count": b'[connections.crm]\nurl = "http://crm.example/api"\npage_size = 0\n',
+    "negative-duration": b'[connections.crm]\nurl = "http://crm.example/api"\n'
+                         b"connect_timeout = -1\n",
+    "connection-not-a-table": b'[connections]\ncrm = "http://crm.example/api"\n',
+}
+
+# (environment, flags, text the error line must contain)
+BAD_SETTINGS: list[tuple[dict[str, str], list[str], str]] = [
+    ({"CRMSYNC_CONCURRENCY": "abc"}, [], "CRMSYNC_CONCURRENCY: expected a whole number"),
+    ({"CRMSYNC_CONCURRENCY": "0"}, [], "CRMSYNC_CONCURRENCY: expected a whole number 1-256"),
+    ({"CRMSYNC_LEASE_SECONDS": "-5"}, [], "CRMSYNC_LEASE_SECONDS: expected a number of sec"),
+    ({"CRMSYNC_LEASE_SECONDS": "soon"}, [], "CRMSYNC_LEASE_SECONDS"),
+    ({"CRMSYNC_POLL_INTERVAL": "-1"}, [], "CRMSYNC_POLL_INTERVAL: expected a number of sec"),
+    ({"CRMSYNC_POLL_INTERVAL": "fast"}, [], "CRMSYNC_POLL_INTERVAL"),
+    ({"CRMSYNC_SHUTDOWN_TIMEOUT": "-30"}, [], "CRMSYNC_SHUTDOWN_TIMEOUT"),
+    ({"CRMSYNC_CHANGE_DELAY": "0"}, [], "CRMSYNC_CHANGE_DELAY"),
+    ({"CRMSYNC_LOG_LEVEL": "LOUD"}, [], "CRMSYNC_LOG_LEVEL: expected one of DEBUG"),
+    ({"CRMSYNC_LOG_FORMAT": "xml"}, [], "CRMSYNC_LOG_FORMAT: expected auto, json or text"),
+    ({"CRMSYNC_METRICS_ADDRESS": "127.0.0.1:99999"}, [], "CRMSYNC_METRICS_ADDRESS"),
+    ({"CRMSYNC_DATABASE_URL": "mysql://u@h/db"}, [], "CRMSYNC_DATABASE_URL: expected a Postg"),
+    ({"CRMSYNC_CONFIG": "/nonexistent/crmsync.toml"}, [], "does not exist"),
+    ({}, ["--log-level", "LOUD"], "--log-level: expected one of"),
+    ({}, ["--log-format", "xml"], "--log-format"),
+    *[({"CRMSYNC_CONFIG": f"@{name}"}, [], "") for name in TOML_FILES],
+]
+TOML_NEEDLES = {
+    "connections-not-a-table": "connections must be a table",
+    "not-utf8": "not UTF-8",
+    "unknown-section": "unknown section or key 'connection'",
+    "syntax": "line 1",
+    "unknown-key": "unknown setting 'pagesize'",
+    "zero-count": "page_size: expected an integer 1-5000, got 0",
+    "negative-duration": "connect_timeout: expected a number of seconds",
+    "connection-not-a-table": "expected a table",
+}
+
+
+@pytest.mark.parametrize("case", range(len(BAD_SETTINGS)))
+def test_bad_setting_is_one_line_for_any_command(case: int, closed_port: int,
+                                                 tmp_path: Path) -> None:
+    """Process settings and the configuration file are checked before any command runs;
+    each case runs another command (they all go through the same check)."""
+    env_changes, flags, needle = BAD_SETTINGS[case]
+    command = COMMANDS[case % len(COMMANDS)]
+    env = base_env(tmp_path, f"postgresql://postgres@127.0.0.1:{closed_port}/crmsync")
+    for name, value in env_changes.items():
+        if value.startswith("@"):
+            path = tmp_path / "crmsync.toml"
+            path.write_bytes(TOML_FILES[value[1:]])
+            needle = TOML_NEEDLES[value[1:]]
+            value = str(path)
+        env[name] = value
+    done = crmsync([*flags, *command.split(), *ARGUMENTS.get(command, [])], env, tmp_path)
+    line = error_line(done, EXIT_USAGE)
+    assert needle in line, line
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--concurrency", "-1"), ("--lease-seconds", "0"), ("--poll-interval", "-2"),
+    ("--shutdown-timeout", "-1"), ("--change-delay", "x"), ("--metrics-address", "h:99999"),
+])
+def test_bad_worker_flags(flag: str, value: str, closed_port: int, tmp_path: Path) -> None:
+    env = base_env(tmp_path, f"postgresql://postgres@127.0.0.1:{closed_port}/crmsync")
+    line = error_line(crmsync(["run", f"{flag}={value}"], env, tmp_path), EXIT_USAGE)
+    assert line.startswith(f"crmsync: error: {flag}: expected"), line
+
+
+def test_usage_errors_are_one_line(tmp_path: Path) -> None:
+    env = base_env(tmp_path, "postgresql://postgres@127.0.0.1:9/crmsync")
+    line = error_line(crmsync(["nosuch"], env, tmp_path), EXIT_USAGE)
+    assert "invalid choice: 'nosuch'" in line and "crmsync --help" in line
+    line = error_line(crmsync(["run", "--concurrency"], env, tmp_path), EXIT_USAGE)
+    assert line.startswith("crmsync: error: run: argument --concurrency")
+
+
+def test_traceback_only_at_debug(closed_port: int, tmp_path: Path) -> None:
+    env = base_env(tmp_path, f"postgresql://postgres@127.0.0.1:{closed_port}/crmsync")
+    done = crmsync(["--log-level", "debug", "status"], env, tmp_path)
+    assert done.returncode == EXIT_DATABASE
+    assert "Traceback" in done.stderr
+    assert done.stderr.rstrip().splitlines()[-1].startswith("crmsync: error: database ")
