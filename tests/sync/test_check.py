@@ -129,3 +129,12 @@ def test_a_mapping_that_only_writes_to_the_set_does_not_overlap(world: World) ->
               "entity_set, remote_key, direction) VALUES ('EXPORT', 'erp_t.export', "
               "'accounts', 'accountid', 'to_integration')")
     assert _problems(world) == []
+
+
+def test_a_key_of_a_type_couplings_cannot_store_is_reported(world: World) -> None:
+    world.sql("ALTER TABLE erp_t.customer ADD COLUMN since date UNIQUE")
+    world.sql("UPDATE crmsync.integration_table_mappings SET local_key = 'since' "
+              "WHERE name = 'CUSTOMER'")
+    assert _problems(world) == [
+        "mapping CUSTOMER: local_key: 'since' is date: a local key must be a uuid, text or "
+        "integer column (couplings store it as text)"]

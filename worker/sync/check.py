@@ -13,7 +13,12 @@ from sqlalchemy.engine import Engine
 from worker.errors import ConfigurationError, CrmsyncError
 from worker.sync import mappings as mapping_store
 from worker.sync.clients import Clients
-from worker.sync.compat import lookup_problem, to_local_problem, to_remote_problem
+from worker.sync.compat import (
+    column_kind,
+    lookup_problem,
+    to_local_problem,
+    to_remote_problem,
+)
 from worker.sync.local import LocalTable, forget_reflections
 from worker.sync.metadata import EntitySetInfo, PropertyInfo
 from worker.sync.model import Direction, FieldMapping, TableMapping
@@ -236,6 +241,10 @@ _OWN_ID_LENGTH = 36  # the text of a UUID, the id crmsync chooses for a new loca
 def _check_key(engine: Engine, mapping: TableMapping, table: LocalTable, add) -> None:  # type: ignore[no-untyped-def]
     """The local key against what creates and couplings need."""
     key = table.key
+    if column_kind(key) not in ("uuid", "text", "integer"):
+        add("local_key", f"{key.name!r} is {str(key.type).lower()}: a local key must be a "
+                         "uuid, text or integer column (couplings store it as text)")
+        return
     creates_locally = mapping.direction.runs(FROM) and not mapping.sync_only_coupled
     if creates_locally and not table.chooses_own_keys() and not _has_default(key):
         length = getattr(key.type, "length", None)
