@@ -91,7 +91,7 @@ def coerce(entity_set: EntitySet, prop: Property, raw: Any) -> Any:
     try:
         value = _convert(entity_set, prop, raw)
     except DoesNotFit as exc:
-        raise errors.bad_payload(f"{exc} ({entity_set.entity_type})") from None
+        raise errors.bad_payload(str(exc)) from None
     if value is None:
         raise errors.bad_payload(f"Cannot convert the literal '{_shown(raw)}' to the expected "
                                  f"type '{prop.type.value}' of property '{prop.name}'.")
