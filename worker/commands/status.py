@@ -19,6 +19,7 @@ _ENTRIES = sa.text(
     """
     SELECT e.id, e.job_kind, e.mapping_name, e.status, e.run_interval, e.next_run_at,
            e.attempts, e.max_attempts, e.last_error, e.category_code, e.locked_by,
+           e.waiting_reason,
            l.started_at AS last_run_at, l.status AS last_outcome,
            COALESCE(j.inserted, 0) AS inserted, COALESCE(j.modified, 0) AS modified,
            COALESCE(j.deleted, 0) AS deleted, COALESCE(j.unchanged, 0) AS unchanged,
@@ -64,7 +65,8 @@ def entry_rows(entries: list[dict[str, Any]]) -> list[tuple[str, ...]]:
         rows.append((str(e["id"]), e["mapping_name"] or e["job_kind"], e["status"],
                      _clock(e["last_run_at"]), e["last_outcome"] or "-", counts,
                      _clock(e["next_run_at"]), f"{e['attempts']}/{e['max_attempts']}",
-                     (e["last_error"] or "")[:50]))
+                     ((e["status"] == "waiting" and e["waiting_reason"])
+                      or e["last_error"] or "")[:50]))
     return rows
 
 

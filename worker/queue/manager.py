@@ -91,9 +91,8 @@ _CANDIDATES = sa.text(
           JOIN crmsync.integration_table_mapping_dependencies d ON d.mapping_name = a.ancestor
     ), failed_parents AS (
         SELECT a.mapping_name,
-               string_agg(a.ancestor || ' (' || j.direction || ' pass, sync job ' || j.id
-                          || ' ' || j.status || ')', ', ' ORDER BY a.ancestor, j.direction)
-                   AS parents
+               string_agg(a.ancestor || ' sync job ' || j.id || ' ' || j.status, ', '
+                          ORDER BY a.ancestor, j.direction) AS parents
           FROM ancestors a
          CROSS JOIN (VALUES ('to_integration'), ('from_integration')) AS dir (direction)
          CROSS JOIN LATERAL (
@@ -615,13 +614,14 @@ def _reraise_if_unavailable(exc: BaseException) -> None:
 
 
 def _wait_reason(row: sa.RowMapping) -> str | None:
+    """Why an entry must not start now (shown by status and entries list), or None. A
+    failed parent holds its children until its next run succeeds."""
     if row["failed_parents"]:
-        return (f"waiting: parent mapping {row['failed_parents']} failed; runs after the "
-                "parent's next successful run")
+        return f"waiting for parent: {row['failed_parents']}"
     if row["category_busy"]:
-        return f"waiting: category {row['category_code']} has an entry running"
+        return f"waiting for category {row['category_code']}"
     if row["mapping_busy"]:
-        return "waiting: another entry is synchronizing this mapping"
+        return "waiting: mapping running in another entry"
     if row["dependency_busy"]:
-        return "waiting: a parent mapping is running or due first"
+        return "waiting for parent: running or due first"
     return None
