@@ -7,6 +7,7 @@ import queue
 import re
 import threading
 import uuid
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -39,7 +40,8 @@ def seed_accounts(server: EmulatorServer, count: int) -> list[str]:
     for n in range(count):
         record = server.store.create("accounts", Changes(values={
             "name": f"Account {n:05d}", "accountnumber": f"C{n:05d}",
-            "address1_city": ("Berlin", "Hamburg", "Munich")[n % 3], "creditlimit": n * 10.0}))
+            "address1_city": ("Berlin", "Hamburg", "Munich")[n % 3],
+            "creditlimit": Decimal(n * 10)}))
         keys.append(record["accountid"])
     return keys
 
