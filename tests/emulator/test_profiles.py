@@ -234,3 +234,18 @@ def test_both_profiles_serve_the_same_sets_and_names(
     record = emulator_session.get(f"{emulator.base_url}/accounts({key})").json()
     assert (record[key_name], record["name"], record["address1_city"]) == (key, "A", "Berlin")
     assert emulator.profile.name == emulator_profile
+
+
+def test_a_duplicate_key_in_a_change_set_fails_it_whole_with_a_500_part(
+        emulator_odata: EmulatorServer, odata_session: requests.Session) -> None:
+    existing, new = str(uuid.uuid4()), str(uuid.uuid4())
+    post(odata_session, emulator_odata, "accounts", {"ID": existing, "name": "there"})
+    content_type, body = batch([[
+        http_part("POST", "accounts", {"ID": new, "name": "new"}),
+        http_part("POST", "accounts", {"ID": existing, "name": "again"}),
+    ]])
+    response = odata_session.post(f"{emulator_odata.base_url}/$batch", data=body,
+                                  headers={"Content-Type": content_type})
+    assert response.status_code == 200
+    assert batch_statuses(response) == [500]
+    assert [r["name"] for r in emulator_odata.store.scan("accounts", None)] == ["there"]
