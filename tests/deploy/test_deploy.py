@@ -53,7 +53,7 @@ METRIC = re.compile(r"\bcrmsync_[a-z0-9_]+\b")
 TARGET_LABELS = frozenset({"job", "instance"})
 AGGREGATIONS = frozenset({"sum", "min", "max", "avg", "count", "group", "stddev", "stdvar",
                           "topk", "bottomk", "quantile", "count_values"})
-SECRETS = ("client_secret", "token")
+SECRETS = ("client_secret", "token", "webhook_secret")
 
 # (series name -> label names, names of the cluster gauges)
 Scraped = tuple[dict[str, frozenset[str]], frozenset[str]]
@@ -302,6 +302,18 @@ def test_every_alert_has_for_severity_summary_and_description() -> None:
                         r"^\s*severity: (critical|warning)\s*$", r"^\s*summary: ",
                         r"^\s*description: "):
             assert re.search(pattern, block, re.MULTILINE), f"{name}: no {pattern}"
+
+
+def test_freshness_is_on_the_dashboard_and_alerted_on_its_p95() -> None:
+    """crmsync_change_to_sync_seconds: a panel of its quantiles, an alert on its p95."""
+    metric = "crmsync_change_to_sync_seconds_bucket"
+    panels = [p for p in dashboard()["panels"]
+              if any(metric in t["expr"] for t in p.get("targets", []))]
+    assert panels and any("histogram_quantile(0.95" in t["expr"]
+                          for t in panels[0]["targets"])
+    alerts = [e for e in rule_exprs() if metric in e]
+    assert len(alerts) == 1 and alerts[0].startswith("histogram_quantile(0.95")
+    assert "direction" in alerts[0] and "mapping" in alerts[0]
 
 
 PROMTOOL = shutil.which("promtool")
