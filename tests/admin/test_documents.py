@@ -189,6 +189,8 @@ def test_a_mapping_that_will_create_nothing_is_pointed_out(defaults: Admin,
     out = admin.ok("mappings", "apply", str(document))
     assert "note: mapping VENDOR will create nothing: sync_only_coupled = true and no " \
            "record is coupled" in out
+    # crmsync check says so too, whatever else it finds.
+    assert "note: mapping VENDOR will create nothing" in admin.run("check").stdout
     assert admin.sql("SELECT column_default FROM information_schema.columns WHERE "
                      "table_name = 'integration_table_mappings' AND "
                      "column_name = 'sync_only_coupled'") == [("false",)]

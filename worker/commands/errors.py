@@ -51,6 +51,10 @@ def _errors(args: argparse.Namespace) -> int:
     wrap = max(40, shutil.get_terminal_size((100, 24)).columns - 4)
     for r in reversed(rows):
         print(_heading(r))
+        ids = ", ".join(f"{side} {r[f'{side}_id']}" for side in ("local", "remote")
+                        if r[f"{side}_id"])
+        if ids:
+            print(clean(f"    ids: {ids}"))
         for line in textwrap.wrap(clean(r["message"]), wrap, break_long_words=True,
                                   break_on_hyphens=False) or [""]:
             print(f"    {line}")
@@ -59,11 +63,9 @@ def _errors(args: argparse.Namespace) -> int:
 
 def _heading(r: dict[str, Any]) -> str:
     record = r["business_key"] or r["local_id"] or r["remote_id"] or "?"
-    ids = ", ".join(f"{side} {r[f'{side}_id']}" for side in ("local", "remote")
-                    if r[f"{side}_id"])
     return clean(f"{_stamp(r['created_at'])}  {r['mapping_name']} "
-                 f"{_ARROW.get(r['direction'], r['direction'])}  record {record}"
-                 + (f"  ({ids})" if ids else "") + f"  job {r['job_id']}")
+                 f"{_ARROW.get(r['direction'], r['direction'])}  record {record}  "
+                 f"job {r['job_id']}")
 
 
 def _as_json(r: dict[str, Any]) -> dict[str, Any]:

@@ -162,6 +162,8 @@ def _check(args: argparse.Namespace) -> int:
         print(p)
     if not problems:
         print("every enabled mapping is valid")
+    for note in mapping_store.creating_nothing(sync.engine):
+        print(note)
     return 1 if problems else 0
 
 

@@ -68,7 +68,7 @@ def apply(engine: Engine, text: str, *, dry_run: bool = False, prune: bool = Fal
         problems = _check(held, docs)
         if problems:
             raise DocumentInvalid(problems)
-        notes = _notes(conn, docs, changes)
+        notes = _notes(held, conn, docs, changes)
         applied = not dry_run and not changes.empty
         proxy.finish(commit=applied)
         return Outcome(changes, applied, notes)
@@ -161,17 +161,11 @@ def _path(doc: MappingDoc, where: str) -> str:
     return where
 
 
-def _notes(conn: Connection, docs: Sequence[MappingDoc], changes: Plan) -> list[str]:
-    notes = []
-    for doc in docs:
-        if not doc.columns["sync_only_coupled"] or not doc.columns["enabled"]:
-            continue
-        coupled = conn.scalar(sa.text(
-            "SELECT count(*) FROM crmsync.couplings WHERE mapping_name = :n"), {"n": doc.name})
-        if not coupled:
-            notes.append(f"note: mapping {doc.name} will create nothing: sync_only_coupled = "
-                         "true and no record is coupled (couple with crmsync couple --match "
-                         f"{doc.name}, or set sync_only_coupled = false)")
+def _notes(held: Engine, conn: Connection, docs: Sequence[MappingDoc],
+           changes: Plan) -> list[str]:
+    named = {f"mapping {doc.name} " for doc in docs}
+    notes = [n for n in mapping_store.creating_nothing(held)
+             if any(name in n for name in named)]
     for c in changes.changes:
         if c.kind == "mapping" and c.op == "~" and any(
                 name in ("local_key", "local_table") for name, _, _ in c.differences):

@@ -75,6 +75,20 @@ def require_exists(engine: Engine, name: str) -> None:
                               "shows the mappings")
 
 
+def creating_nothing(engine: Engine) -> list[str]:
+    """Notes for enabled mappings that will create nothing: only coupled records are
+    synchronized (NAV's "Synch. Only Coupled Records") and none is coupled yet."""
+    with translate_errors(), engine.connect() as conn:
+        names = conn.scalars(sa.text(
+            "SELECT m.name FROM crmsync.integration_table_mappings m "
+            "WHERE m.enabled AND m.sync_only_coupled AND NOT EXISTS "
+            "(SELECT 1 FROM crmsync.couplings c WHERE c.mapping_name = m.name) "
+            "ORDER BY m.created_at, m.name")).all()
+    return [f"note: mapping {name} will create nothing: sync_only_coupled = true and no "
+            f"record is coupled (couple with crmsync couple --match {name}, or set "
+            "sync_only_coupled = false)" for name in names]
+
+
 def dependencies(engine: Engine) -> dict[str, set[str]]:
     """Enabled mappings (in creation order) with the enabled mappings they depend on."""
     with translate_errors(), engine.connect() as conn:
