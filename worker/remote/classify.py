@@ -100,9 +100,9 @@ def describe_failure(error: BaseException | None) -> str:
         detail = next((str(c) for c in reversed(causes) if isinstance(c, ssl.SSLError)), "")
         return f"TLS failed ({detail})" if detail else "TLS failed"
     if any(isinstance(c, requests.ConnectTimeout) for c in causes):
-        return "timed out connecting (connect_timeout)"
+        return "timed out connecting (ConnectTimeout)"
     if any(isinstance(c, requests.Timeout | TimeoutError) for c in causes):
-        return "timed out waiting for the response (read_timeout)"
+        return "timed out waiting for the response (ReadTimeout)"
     for cause in causes:
         if isinstance(cause, ConnectionResetError):
             return "connection reset by the server"

@@ -194,10 +194,12 @@ class Transport:
         """'connection refused', 'host name not resolved', … with the attempts made and
         what to check (the connection's URL setting)."""
         what = describe_failure(error)
-        if error is not None and type(error).__name__ not in what:
-            what += f" ({type(error).__name__})"
-        advice = ("is the service running at that address? "
-                  if what.startswith("connection refused") else "")
+        advice = ""
+        if what.startswith("connection refused"):
+            advice = "is the service running at that address? "
+        elif what.startswith("timed out"):
+            advice = (f"no answer within connect_timeout {self.settings.connect_timeout:g} s / "
+                      f"read_timeout {self.settings.read_timeout:g} s; ")
         return RemoteUnavailable(
             f"{what} after {attempt} attempt(s): {advice}check the URL of connection "
             f"{self.settings.name!r}", method=method, path=urlsplit(url).path,
