@@ -78,8 +78,8 @@ def test_retries_run_out_with_the_service_message() -> None:
         t.send("PATCH", URL + "(1)")
     assert (info.value.status, info.value.code, info.value.message) == (
         500, "0x80040216", "Generic SQL error.")
-    assert str(info.value) == \
-        "PATCH http://127.0.0.1:9/api/data/v9.2/accounts(1): HTTP 500 [0x80040216] Generic SQL error."
+    assert str(info.value) == ("PATCH http://127.0.0.1:9/api/data/v9.2/accounts(1): "
+                               "HTTP 500 [0x80040216] Generic SQL error.")
     assert len(sleeps) == 3
 
 
