@@ -55,6 +55,25 @@ def test_money_round_trips_with_every_digit(emulator: EmulatorServer,
     assert emulator.store.require("accounts", key)["creditlimit"] == Decimal(literal)
 
 
+@pytest.mark.parametrize("literal", ["9999999999999999.99", "-9999999999999999.99", "0.01"])
+@pytest.mark.parametrize("emulator_profile", ["dataverse", "odata"], indirect=True)
+def test_numeric_18_2_round_trips_at_its_limits(emulator: EmulatorServer,
+                                                emulator_session: requests.Session,
+                                                literal: str) -> None:
+    created = post_raw(emulator_session, emulator, "accounts", f'{{"new_balance": {literal}}}')
+    assert created.status_code == 204, created.text
+    key = created.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+    response = emulator_session.get(f"{emulator.base_url}/accounts({key})",
+                                    params={"$select": "new_balance"})
+    assert f'"new_balance":{literal}' in response.text
+    found = emulator_session.get(f"{emulator.base_url}/accounts", params={
+        "$filter": f"new_balance eq {literal}", "$select": "new_balance"}).json()["value"]
+    assert len(found) == 1
+    too_big = post_raw(emulator_session, emulator, "accounts",
+                       '{"new_balance": 99999999999999999.99}')
+    assert too_big.status_code == 400 and "'new_balance'" in too_big.text
+
+
 @pytest.mark.parametrize(("prop", "literal", "said"), [
     ("creditlimit", "9999999999999999.99", "16 digits before the point"),  # numeric(18,2) max
     ("creditlimit", "1000000000000000", "at most 15"),

@@ -199,8 +199,11 @@ ENTITY_SETS: tuple[EntitySet, ...] = (
             _string("description", 2000), _money("creditlimit"), _int("customertypecode"),
             _money("revenue"), _int("numberofemployees"),
             Property("lastonholdtime", EdmType.DATETIME),
-            # A custom whole-number (BigInt) column, as an organisation adds them.
-            Property("new_externalsequence", EdmType.INT64), *_state(),
+            # Custom columns, as an organisation adds them: a whole number (BigInt), and a
+            # decimal shaped like an ERP's numeric(18,2) (wider than Dataverse's own decimal
+            # columns allow: a test double of both profiles carries it to test exactness).
+            Property("new_externalsequence", EdmType.INT64), _decimal("new_balance", 18, 2),
+            *_state(),
         ),
         lookups=(
             lookup("transactioncurrencyid", "transactioncurrencies"),
