@@ -123,7 +123,7 @@ def _constraints() -> str:
     lines = ["ALTER TABLE crmsync.job_queue_entries"]
     parts = [f"    ADD CONSTRAINT job_queue_entries_{column}_must_be_in_1970_to_2999 "
              f"CHECK (crmsync.is_schedulable_instant({column}))" for column in INSTANTS]
-    parts += [f"    ADD CONSTRAINT job_queue_entries_{column}_must_be_1_second_to_366_days "
+    parts += [f"    ADD CONSTRAINT job_queue_entries_{column}_must_be_1s_to_366_days "
               f"CHECK (crmsync.is_schedulable_interval({column}))" for column in INTERVALS]
     parts += [
         "    DROP CONSTRAINT job_queue_entries_run_interval_must_be_positive",
@@ -220,7 +220,7 @@ END $$;
 
 def _downgrade_constraints() -> str:
     drops = [f"    DROP CONSTRAINT job_queue_entries_{c}_must_be_in_1970_to_2999" for c in INSTANTS]
-    drops += [f"    DROP CONSTRAINT job_queue_entries_{c}_must_be_1_second_to_366_days"
+    drops += [f"    DROP CONSTRAINT job_queue_entries_{c}_must_be_1s_to_366_days"
               for c in INTERVALS]
     drops += [
         "    DROP CONSTRAINT job_queue_entries_max_attempts_must_be_1_to_100",

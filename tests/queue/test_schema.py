@@ -32,9 +32,9 @@ def add_mappings(engine: Engine, *names: str) -> None:
     ("values", "constraint"),
     [
         ({"run_interval": "0 seconds"},
-         "job_queue_entries_run_interval_must_be_1_second_to_366_days"),
+         "job_queue_entries_run_interval_must_be_1s_to_366_days"),
         ({"run_interval": "-5 minutes"},
-         "job_queue_entries_run_interval_must_be_1_second_to_366_days"),
+         "job_queue_entries_run_interval_must_be_1s_to_366_days"),
         ({"status": "sleeping"}, "job_queue_entries_status_must_be_known"),
         ({"time_zone": "Mars/Olympus_Mons"}, "job_queue_entries_time_zone_must_be_iana_name"),
         ({"run_on_weekdays": [1, 8]}, "job_queue_entries_run_on_weekdays_must_be_iso_1_to_7"),

@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import datetime
 
 from worker.commands.common import open_engine
-from worker.commands.entries import print_table
+from worker.commands.output import clean, print_table
 from worker.sync import couplings as coupling_store
 from worker.sync import joblog
 from worker.sync import mappings as mapping_store
@@ -143,7 +143,7 @@ def _couple(args: argparse.Namespace) -> int:
           f"without match {len(result.unmatched)}"
           + (f", created {result.created.get('inserted', 0)}" if args.create_missing else ""))
     for local_id, candidates in result.ambiguous:
-        print(f"  ambiguous: {local_id} matches {', '.join(candidates)}")
+        print(clean(f"  ambiguous: {local_id} matches {', '.join(candidates)}"))
     return 0
 
 
@@ -159,11 +159,11 @@ def _check(args: argparse.Namespace) -> int:
     sync = SyncEngine(open_engine())
     problems = check_all(sync.engine, sync.clients)
     for p in problems:
-        print(p)
+        print(clean(p))
     if not problems:
         print("every enabled mapping is valid")
     for note in mapping_store.creating_nothing(sync.engine):
-        print(note)
+        print(clean(note))
     return 1 if problems else 0
 
 

@@ -13,11 +13,15 @@ from worker.jobs import RunContext, RunResult
 from worker.queue.manager import QueueManager
 from worker.sync import joblog
 
+MAX_DAYS = 36500  # a century: any longer keeps everything, and date arithmetic stays finite
+
 
 def cleanup(ctx: RunContext) -> RunResult:
     days = ctx.entry.parameters.get("days", 30)
-    if not isinstance(days, int | float) or isinstance(days, bool) or days < 0:
-        raise JobError(f"parameters.days: expected a number of days >= 0, got {days!r}")
+    if (not isinstance(days, int | float) or isinstance(days, bool)
+            or not 0 <= days <= MAX_DAYS):
+        raise JobError(f"parameters.days: expected a number of days from 0 to {MAX_DAYS}, "
+                       f"got {days!r}")
     with ctx.engine.begin() as conn:
         cutoff = conn.scalar(sa.text("SELECT now()")) - timedelta(days=days)
         sync_jobs = joblog.delete_older_than(conn, cutoff)

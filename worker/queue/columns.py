@@ -47,7 +47,7 @@ RULES: dict[str, tuple[str, str]] = {
     **{f"job_queue_entries_{c}_must_be_in_1970_to_2999": (c, _INSTANT) for c in (
         "earliest_start_at", "expires_at", "next_run_at", "lease_expires_at", "running_since",
         "scheduled_for", "created_at", "updated_at")},
-    **{f"job_queue_entries_{c}_must_be_1_second_to_366_days": (c, _INTERVAL)
+    **{f"job_queue_entries_{c}_must_be_1s_to_366_days": (c, _INTERVAL)
        for c in ("run_interval", "inactivity_timeout", "job_timeout")},
     "job_queue_entries_rerun_delay_must_be_0_to_1_hour":
         ("rerun_delay", "must be between 0 seconds and 1 hour"),
