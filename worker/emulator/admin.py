@@ -14,21 +14,43 @@ never faulted, so a test can always reach them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from worker.emulator import errors, jsoncodec
+from worker.emulator.faults import FaultInjector
 from worker.emulator.protocol import Request, Response, error_response, json_response
+from worker.emulator.schema import Schema
+from worker.emulator.store import Store
 from worker.emulator.values import record_to_json
-from worker.emulator.webhooks import Webhook
+from worker.emulator.webhooks import Webhook, WebhookNotifier
 
-if TYPE_CHECKING:
-    from worker.emulator.app import Emulator
+
+class StatsSource(Protocol):
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+class Administered(Protocol):
+    """What the admin endpoints reach into: the ``Emulator`` (a protocol, so that this module
+    does not import the one that routes requests to it)."""
+
+    schema: Schema
+    store: Store
+    faults: FaultInjector
+    webhooks: WebhookNotifier
+
+    @property
+    def stats(self) -> StatsSource: ...
+
+    def reset(self) -> None: ...
+
+    def save(self) -> Path | None: ...
 
 
 class AdminApi:
     """Answers ``/_admin/`` requests for one emulator."""
 
-    def __init__(self, emulator: Emulator) -> None:
+    def __init__(self, emulator: Administered) -> None:
         self.emulator = emulator
 
     def handle(self, request: Request) -> Response:
