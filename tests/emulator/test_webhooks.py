@@ -131,3 +131,16 @@ def test_the_odata_profile_calls_with_the_same_shape(receiver: Receiver) -> None
     assert (call["MessageName"], call["PrimaryEntityName"], call["PrimaryEntityId"]) == (
         "Create", "product", key)
     assert headers["X-Key"] == "k"
+
+
+def test_sample_data_calls_no_webhook_at_start_or_reset(receiver: Receiver) -> None:
+    server = start_emulator_for("dataverse", sample_users=3, webhooks=[Webhook(receiver.url)])
+    try:
+        requests.post(f"{server.admin_url}/reset")
+        key = requests.post(f"{server.base_url}/contacts", json={"lastname": "First"}).headers[
+            "OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+        _, call = receiver.next_call()
+    finally:
+        server.stop()
+    assert (call["MessageName"], call["PrimaryEntityId"]) == ("Create", key)
+    assert server.store.count("systemusers") == 3

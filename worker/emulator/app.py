@@ -103,6 +103,7 @@ class Emulator:
         for hook in webhooks:
             self.webhooks.add(hook)
         self.store.add_listener(self._notify)
+        self._seeding = False  # sample data is there "before", and calls no webhook
         self.faults = FaultInjector()
         self.auth = TokenIssuer(client_id, client_secret, token_lifetime)
         self.stats = Stats()
@@ -114,10 +115,18 @@ class Emulator:
         self.admin = AdminApi(self)
         if self.data_file and self.data_file.exists():
             self.store.load(jsoncodec.loads(self.data_file.read_bytes()))
-        seed_sample_users(self.store, sample_users)
+        self._seed()
+
+    def _seed(self) -> None:
+        self._seeding = True
+        try:
+            seed_sample_users(self.store, self.sample_users)
+        finally:
+            self._seeding = False
 
     def _notify(self, message: str, set_name: str, key: str) -> None:
-        self.webhooks.notify(message, self.schema[set_name].entity_type, key)
+        if not self._seeding:
+            self.webhooks.notify(message, self.schema[set_name].entity_type, key)
 
     def handle(self, request: Request) -> Outcome:
         path = request.path
@@ -181,11 +190,12 @@ class Emulator:
         return error_response(errors.ODataError(verdict.status or 500, code, message, headers))
 
     def reset(self) -> None:
-        """Empty store, no faults, zeroed counters, sample users seeded again."""
+        """Empty store, no faults, zeroed counters, sample users seeded again (webhooks
+        stay configured)."""
         self.faults.clear()
         self.stats.reset()
         self.store.clear()
-        seed_sample_users(self.store, self.sample_users)
+        self._seed()
 
     def save(self) -> Path | None:
         """Write the data file (atomically: a crash leaves the previous one intact)."""
