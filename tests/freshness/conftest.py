@@ -16,13 +16,13 @@ HOLD = """INSERT INTO crmsync.job_queue_entries
                  ('sync_mapping', 'CUSTOMER', :interval, '12 hours', 2)"""
 
 
-def status(world: World, mapping: str = "CUSTOMER") -> str:
-    return str(world.scalar("SELECT status FROM crmsync.job_queue_entries "
+def status(w: World, mapping: str = "CUSTOMER") -> str:
+    return str(w.scalar("SELECT status FROM crmsync.job_queue_entries "
                             "WHERE mapping_name = :m", m=mapping))
 
 
 @pytest.fixture
-def synced(world: World) -> Iterator[World]:
+def synced(world: World) -> Iterator[World]:  # noqa: F811 (the fixture imported above)
     """Five customers synchronized both ways; nothing pending on either side."""
     add_customers(world, 5)
     world.counts()
@@ -30,13 +30,13 @@ def synced(world: World) -> Iterator[World]:
     yield world
 
 
-def put_on_hold(world: World, interval: str = "2 seconds") -> None:
+def put_on_hold(w: World, interval: str = "2 seconds") -> None:
     """Entries as NAV creates them, already on their 12-hour inactivity hold."""
-    world.sql(HOLD, interval=interval)
-    world.sql("UPDATE crmsync.job_queue_entries SET status = 'on_hold_inactivity', "
+    w.sql(HOLD, interval=interval)
+    w.sql("UPDATE crmsync.job_queue_entries SET status = 'on_hold_inactivity', "
               "next_run_at = now() + interval '12 hours'")
-    wait_for(lambda: status(world) == "on_hold_inactivity")
+    wait_for(lambda: status(w) == "on_hold_inactivity")
 
 
-def account_id(world: World, number: str) -> str:
-    return str(world.remote_one("accounts", f"accountnumber eq '{number}'")["accountid"])
+def account_id(w: World, number: str) -> str:
+    return str(w.remote_one("accounts", f"accountnumber eq '{number}'")["accountid"])

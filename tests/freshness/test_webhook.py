@@ -9,7 +9,6 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 
 import pytest
 import requests
@@ -17,9 +16,11 @@ import requests
 from tests.freshness.conftest import account_id, put_on_hold, status
 from tests.queue.test_worker import wait_for
 from tests.sync.conftest import World
+from worker.errors import ConfigurationError
 from worker.jobs import load_handlers
+from worker.remote.config import load_connection
 from worker.runtime.http import StatusServer
-from worker.runtime.webhook import MAX_BODY, WebhookReceiver, plural
+from worker.runtime.webhook import MAX_BODY, Call, WebhookReceiver, plural
 from worker.runtime.worker import Worker, WorkerConfig
 
 SECRET = "s3cret-webhook-key"
@@ -115,3 +116,17 @@ def test_refusals_name_what_is_wrong(synced: World, listener: Listener) -> None:
 def test_dataverse_entity_set_names() -> None:
     assert [plural(n) for n in ("account", "transactioncurrency", "systemuser", "address")] \
         == ["accounts", "transactioncurrencies", "systemusers", "addresses"]
+
+
+def test_the_endpoint_is_off_unless_the_connection_enables_it(synced: World) -> None:
+    receiver = WebhookReceiver(synced.engine)  # CRMSYNC_CRM_WEBHOOK is not set
+    call = Call("crm", {"code": [SECRET]}, {}, "2", lambda n: b"{}")
+    assert receiver.handle(call).status == 404
+
+
+def test_a_webhook_without_a_secret_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load_connection(env={"CRMSYNC_CRM_URL": "https://crm.example.com/api/data/v9.2",
+                             "CRMSYNC_CRM_WEBHOOK": "true"})
+    assert str(caught.value).startswith("CRMSYNC_CRM_WEBHOOK: a webhook needs "
+                                        "CRMSYNC_CRM_WEBHOOK_SECRET")
