@@ -63,6 +63,7 @@ MAPPING_COLUMNS: dict[str, Column] = {
     "sync_only_coupled": Column("bool", False, always=True),
     "update_conflict_resolution": Column("text", "none", UPDATE_CONFLICTS, always=True),
     "deletion_conflict_resolution": Column("text", "none", DELETION_CONFLICTS, always=True),
+    "remote_probe_interval": Column("interval"),
 }
 FIELD_COLUMNS: dict[str, Column] = {
     "local_column": Column("text"),

@@ -200,8 +200,14 @@ def _read_document(conn: Connection, row: Mapping[Any, Any], entries: bool) -> M
                 "SELECT * FROM crmsync.job_queue_entries WHERE job_kind = 'sync_mapping' "
                 "AND mapping_name = :n ORDER BY id"), {"n": name}).mappings())
     columns = {c: row.get(c) for c in MAPPING_COLUMNS}
-    columns["local_filter"] = list(columns["local_filter"] or [])
+    # JSON objects come back with their keys reordered: show each condition as written.
+    columns["local_filter"] = [
+        {k: c[k] for k in sorted(c, key=lambda k: (_FILTER_ORDER.get(k, 9), k))}
+        if isinstance(c, dict) else c for c in columns["local_filter"] or []]
     return MappingDoc(name, columns, depends, fields, found)
+
+
+_FILTER_ORDER = {"column": 0, "op": 1, "value": 2}
 
 
 def apply_plan(conn: Connection, plan: Plan) -> None:
