@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.acceptance.conftest import ROOT, crmsync_executable
+from tests.acceptance.conftest import ROOT
+from tests.cli.helpers import base_env, closed_port, crmsync, error_line
 from worker.cli import build_parser
 from worker.errors import EXIT_DATABASE, EXIT_USAGE
 
@@ -54,30 +54,6 @@ COMMANDS = list(leaf_commands(build_parser()))
 DATABASE_COMMANDS = [c for c in COMMANDS if c not in NO_DATABASE]
 
 
-def crmsync(args: Sequence[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([crmsync_executable(), *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
-
-
-def base_env(tmp_path: Path, database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMSYNC_")}
-    env.update({"CRMSYNC_DATABASE_URL": database_url, "CRMSYNC_HOME": str(tmp_path / "home"),
-                "CRMSYNC_CRM_URL": "http://127.0.0.1:9/api/data/v9.2",
-                "CRMSYNC_LOG_FORMAT": "text", "PYTHONPATH": str(ROOT)})
-    return env
-
-
-def error_line(done: subprocess.CompletedProcess, status: int) -> str:
-    """The one error line of a failed command, after checking there is exactly one, no
-    traceback, and the exit status."""
-    output = done.stdout + done.stderr
-    assert "Traceback" not in output, output
-    errors = [line for line in done.stderr.splitlines() if line.startswith("crmsync: error: ")]
-    assert len(errors) == 1, output
-    assert done.returncode == status, output
-    return errors[0]
-
-
 def test_every_command_with_required_arguments_is_covered() -> None:
     parser = build_parser()
     for command in COMMANDS:
@@ -89,13 +65,9 @@ def test_every_command_with_required_arguments_is_covered() -> None:
             pytest.fail(f"crmsync {command} needs arguments: add it to ARGUMENTS")
 
 
-@pytest.fixture(scope="module")
-def closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])  # nothing listens there once closed
+@pytest.fixture(scope="module", name="closed_port")
+def closed_port_fixture() -> int:
+    return closed_port()
 
 
 @pytest.mark.parametrize("command", DATABASE_COMMANDS)

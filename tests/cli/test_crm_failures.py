@@ -5,31 +5,14 @@ address; a failed pass leaves its job row with the message."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tests.cli.test_bad_input import base_env, crmsync, error_line
+from tests.cli.helpers import base_env, closed_port, crmsync, error_line
 from worker.errors import EXIT_OK, EXIT_REMOTE
-
-
-@pytest.fixture
-def configured(database_url: str, tmp_path: Path) -> dict[str, str]:
-    env = base_env(tmp_path, database_url)
-    for args in (["sample-data", "--customers", "2"], ["setup-defaults"]):
-        done = crmsync(args, env, tmp_path)
-        assert done.returncode == EXIT_OK, done.stdout + done.stderr
-    return env
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 ADDRESSES = {
     "refused": ("http://127.0.0.1:{port}/api/data/v9.2", "http://127.0.0.1:{port}",
