@@ -218,7 +218,9 @@ def _check_consistency(reader: _Reader, docs: Sequence[MappingDoc]) -> None:
             reader.fail(f"{path}.depends_on", "a mapping cannot depend on itself")
         seen: dict[tuple[str, str], int] = {}
         for n, f in enumerate(doc.fields):
-            _check_field(reader, f"{path}.fields[{n}]", f)
+            here = f"{path}.fields[{n}]"
+            if not any(p == here or p.startswith(here + ".") for p, _ in reader.problems):
+                _check_field(reader, here, f)  # a value already refused would only echo
             for side in ("local_column", "remote_property"):
                 if f[side] is not None and (side, f[side]) in seen:
                     reader.fail(f"{path}.fields[{n}].{side}",
@@ -321,33 +323,40 @@ _CLOCK = re.compile(r"^(\d+):(\d{2})(?::(\d{2}(?:\.\d+)?))?$")
 
 
 def parse_interval(raw: Any) -> timedelta:
-    """``"30 minutes"``, ``"1 day 2 hours"``, ``"90 seconds"`` or ``"00:30:00"``."""
+    """``"30 minutes"``, ``"1 day 2 hours"``, ``"90 seconds"``, ``"0.5 seconds"`` or
+    ``"00:30:00"`` (exact to the microsecond)."""
     if isinstance(raw, str):
         clock = _CLOCK.match(raw.strip())
         if clock:
             return timedelta(hours=int(clock[1]), minutes=int(clock[2]),
-                             seconds=float(clock[3] or 0))
-        total, position = 0.0, 0
+                             microseconds=_micro(clock[3] or "0"))
+        total, position = 0, 0
         for part in _INTERVAL_PART.finditer(raw):
             if part.start() != position:
                 break
-            total += float(part[1]) * _UNITS[part[2]]
+            total += _micro(part[1]) * _UNITS[part[2]]
             position = part.end()
         if position == len(raw) and position > 0:
-            return timedelta(seconds=total)
+            return timedelta(microseconds=total)
     raise ValueError(f"expected an interval like \"30 minutes\" or \"1 day 2 hours\", "
                      f"got {raw!r}")
 
 
+def _micro(number: str) -> int:
+    """Microseconds in ``number`` seconds, without float rounding."""
+    return int(Decimal(number) * 1_000_000)
+
+
 def format_interval(value: timedelta) -> str:
-    seconds = value.total_seconds()
+    micro = (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
     parts = []
     for unit in ("day", "hour", "minute"):
-        count, seconds = divmod(seconds, _UNITS[unit])
+        count, micro = divmod(micro, _UNITS[unit] * 1_000_000)
         if count:
-            parts.append(f"{int(count)} {unit}{'s' if count != 1 else ''}")
-    if seconds or not parts:
-        shown = f"{seconds:g}"
+            parts.append(f"{count} {unit}{'s' if count != 1 else ''}")
+    if micro or not parts:
+        whole, fraction = divmod(micro, 1_000_000)
+        shown = f"{whole}.{fraction:06d}".rstrip("0").rstrip(".")
         parts.append(f"{shown} second{'s' if shown != '1' else ''}")
     return " ".join(parts)
 
