@@ -15,11 +15,38 @@ branch_labels = None
 depends_on = None
 
 UPGRADE = r"""
-SELECT 1;
+-- A pass's outcome as a state: 'running' while it runs, 'success', 'failed' (ended by a
+-- connection- or mapping-level failure, not by failing records) or 'abandoned' (its process
+-- died; closed when the mapping next runs). The queue holds the entries of child mappings
+-- while a parent's latest pass failed.
+ALTER TABLE crmsync.sync_jobs
+    ADD COLUMN status text NOT NULL DEFAULT 'running'
+        CONSTRAINT sync_jobs_status_must_be_known
+        CHECK (status IN ('running', 'success', 'failed', 'abandoned'));
+UPDATE crmsync.sync_jobs
+   SET status = CASE WHEN message LIKE 'failed:%' THEN 'failed' ELSE 'success' END
+ WHERE finished_at IS NOT NULL;
+CREATE INDEX sync_jobs_mapping_direction_latest
+    ON crmsync.sync_jobs (mapping_name, direction, id DESC);
+
+-- How a lookup is read back when the service does not follow Dataverse's
+-- `_<property>_value` convention (a generic OData v4 service exposes e.g. `currency_ID`).
+ALTER TABLE crmsync.integration_field_mappings ADD COLUMN remote_read_property text;
+
+-- Progress of an interrupted local→remote pass: the snapshot it reads up to and the last
+-- local key it finished (keys are worked in order). The next pass resumes after that key
+-- instead of starting again from the top.
+ALTER TABLE crmsync.integration_table_mappings
+    ADD COLUMN local_pass_snapshot text,
+    ADD COLUMN local_pass_done_key text;
 """
 
 DOWNGRADE = r"""
-SELECT 1;
+ALTER TABLE crmsync.integration_table_mappings
+    DROP COLUMN local_pass_snapshot, DROP COLUMN local_pass_done_key;
+ALTER TABLE crmsync.integration_field_mappings DROP COLUMN remote_read_property;
+DROP INDEX crmsync.sync_jobs_mapping_direction_latest;
+ALTER TABLE crmsync.sync_jobs DROP COLUMN status;
 """
 
 

@@ -1,6 +1,11 @@
 """A small two-mapping world for engine tests: ``erp_t.currency`` → transactioncurrencies
 (to CRM) and ``erp_t.customer`` ↔ accounts (bidirectional, with a currency lookup), against
-a real database and the emulator over HTTP."""
+a real database and the emulator over HTTP.
+
+The emulator imitates Dataverse unless a test parametrizes ``emulator_profile`` (see
+tests/fixtures/emulator.py): with ``odata`` the mappings use the generic service's key
+``ID``, its ``modifiedAt`` and its ``<nav>_ID`` lookups, and the connection the ``odata``
+dialect with ``$batch`` on. ``World.rid`` and ``World.lookup`` read records either way."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -31,10 +37,12 @@ CREATE TABLE erp_t.customer (
 INSERT INTO erp_t.currency (code, description, symbol)
      VALUES ('EUR', 'Euro', '€'), ('USD', 'US Dollar', '$'), ('GBP', 'Pound', '£');
 INSERT INTO crmsync.integration_table_mappings
-       (name, local_table, entity_set, remote_key, direction, sync_only_coupled)
-VALUES ('CURRENCY', 'erp_t.currency', 'transactioncurrencies', 'transactioncurrencyid',
-        'to_integration', false),
-       ('CUSTOMER', 'erp_t.customer', 'accounts', 'accountid', 'bidirectional', false);
+       (name, local_table, entity_set, remote_key, remote_modified_on, direction,
+        sync_only_coupled)
+VALUES ('CURRENCY', 'erp_t.currency', 'transactioncurrencies', '{currency_key}',
+        '{modified_on}', 'to_integration', false),
+       ('CUSTOMER', 'erp_t.customer', 'accounts', '{account_key}', '{modified_on}',
+        'bidirectional', false);
 INSERT INTO crmsync.integration_table_mapping_dependencies VALUES ('CUSTOMER', 'CURRENCY');
 INSERT INTO crmsync.integration_field_mappings (mapping_name, local_column, remote_property)
 VALUES ('CURRENCY', 'code', 'isocurrencycode'), ('CURRENCY', 'description', 'currencyname'),
@@ -42,9 +50,13 @@ VALUES ('CURRENCY', 'code', 'isocurrencycode'), ('CURRENCY', 'description', 'cur
        ('CUSTOMER', 'no', 'accountnumber'), ('CUSTOMER', 'name', 'name'),
        ('CUSTOMER', 'city', 'address1_city'), ('CUSTOMER', 'phone_no', 'telephone1');
 INSERT INTO crmsync.integration_field_mappings
-       (mapping_name, local_column, remote_property, lookup_mapping, lookup_local_column)
-VALUES ('CUSTOMER', 'currency_code', 'transactioncurrencyid', 'CURRENCY', 'code');
+       (mapping_name, local_column, remote_property, lookup_mapping, lookup_local_column,
+        remote_read_property)
+VALUES ('CUSTOMER', 'currency_code', 'transactioncurrencyid', 'CURRENCY', 'code',
+        {currency_read});
 """
+KEYS = {"accounts": "accountid", "transactioncurrencies": "transactioncurrencyid",
+        "contacts": "contactid"}
 
 
 @dataclass
@@ -52,6 +64,18 @@ class World:
     engine: Engine
     emulator: EmulatorServer
     sync_engine: SyncEngine
+    profile: str = "dataverse"
+
+    def key(self, entity_set: str) -> str:
+        return "ID" if self.profile == "odata" else KEYS[entity_set]
+
+    def rid(self, record: dict[str, Any], entity_set: str = "accounts") -> str:
+        """The key of a remote record, whatever the server calls it."""
+        return str(record[self.key(entity_set)])
+
+    def lookup(self, record: dict[str, Any], prop: str) -> Any:
+        """A lookup's value read back (``_x_value`` on Dataverse, ``x_ID`` elsewhere)."""
+        return record.get(f"{prop}_ID" if self.profile == "odata" else f"_{prop}_value")
 
     def sql(self, statement: str, **params: Any) -> Any:
         with self.engine.begin() as conn:
@@ -77,10 +101,18 @@ class World:
 
     def remote(self, entity_set: str, **params: str) -> list[dict[str, Any]]:
         query = {f"${k}": v for k, v in params.items()}
-        reply = requests.get(f"{self.emulator.base_url}/{entity_set}", params=query,
-                             headers={"Prefer": "odata.maxpagesize=5000"}, timeout=10)
-        reply.raise_for_status()
-        return reply.json()["value"]
+        url: str | None = f"{self.emulator.base_url}/{entity_set}"
+        records: list[dict[str, Any]] = []
+        while url:  # every page, whatever size the server chose
+            reply = requests.get(url, params=query, timeout=10,
+                                 headers={"Prefer": "odata.maxpagesize=5000"})
+            reply.raise_for_status()
+            doc = reply.json()
+            records.extend(doc["value"])
+            link = doc.get("@odata.nextLink")
+            url = urljoin(f"{self.emulator.base_url}/", link) if link else None
+            query = {}
+        return records
 
     def remote_one(self, entity_set: str, filter: str) -> dict[str, Any]:
         (record,) = self.remote(entity_set, filter=filter)
@@ -106,18 +138,31 @@ class World:
 
 
 @pytest.fixture
-def crm_env(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
+def crm_env(emulator: EmulatorServer, emulator_profile: str,
+            monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
     monkeypatch.setenv("CRMSYNC_CRM_URL", emulator.base_url)
     monkeypatch.delenv("CRMSYNC_CONFIG", raising=False)
+    if emulator_profile == "odata":
+        monkeypatch.setenv("CRMSYNC_CRM_DIALECT", "odata")
+        monkeypatch.setenv("CRMSYNC_CRM_BATCH", "true")
     return emulator
 
 
+def world_schema(profile: str) -> str:
+    odata = profile == "odata"
+    return SCHEMA.format(
+        currency_key="ID" if odata else KEYS["transactioncurrencies"],
+        account_key="ID" if odata else KEYS["accounts"],
+        modified_on="modifiedAt" if odata else "modifiedon",
+        currency_read="'transactioncurrencyid_ID'" if odata else "NULL")
+
+
 @pytest.fixture
-def world(engine: Engine, crm_env: EmulatorServer) -> Iterator[World]:
+def world(engine: Engine, crm_env: EmulatorServer, emulator_profile: str) -> Iterator[World]:
     with engine.begin() as conn:
-        conn.exec_driver_sql(SCHEMA)
+        conn.exec_driver_sql(world_schema(emulator_profile))
     clients = Clients()
-    yield World(engine, crm_env, SyncEngine(engine, clients))
+    yield World(engine, crm_env, SyncEngine(engine, clients), emulator_profile)
     clients.close()
 
 

@@ -139,8 +139,16 @@ def test_check_names_the_mapping_and_field_of_each_problem(world: World) -> None
     for line in expected:
         assert line in problems, (line, problems)
     assert any(p.startswith("mapping CURRENCY: remote_filter:") for p in problems)
-    # A run of a broken mapping fails with the same message; the others go on.
+    # A run of a broken mapping fails with the same message and leaves a failed job; a
+    # mapping that depends on it is held back (its lookups would fail); the others go on.
     summaries = {s.mapping: s for s in world.sync()}
     assert "local_table erp_t.currencies does not exist" in (summaries["CURRENCY"].error or "")
-    assert "'nmae' is not a column" in (summaries["CUSTOMER"].error or "")
+    assert summaries["CUSTOMER"].held_back
+    assert "CURRENCY (which it depends on) failed" in (summaries["CUSTOMER"].error or "")
     assert summaries["ORPHAN"].error and "widgets" in summaries["ORPHAN"].error
+    statuses = world.sql("SELECT mapping_name, status, message FROM crmsync.sync_jobs")
+    assert {(r.mapping_name, r.status) for r in statuses} == {("CURRENCY", "failed"),
+                                                             ("ORPHAN", "failed")}
+    world.sql("DELETE FROM crmsync.integration_table_mapping_dependencies")
+    (customer,) = world.sync("CUSTOMER")
+    assert "'nmae' is not a column" in (customer.error or "")

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from worker.commands.common import open_engine
 from worker.commands.output import clean, print_table
+from worker.errors import EXIT_INTERNAL, EXIT_OK, EXIT_RECORDS_FAILED
 from worker.sync import couplings as coupling_store
 from worker.sync import joblog
 from worker.sync import mappings as mapping_store
@@ -93,7 +94,18 @@ def _sync(args: argparse.Namespace) -> int:
         progress.done()
         sync.clients.close()
     _print_summaries(summaries)
-    return 1 if any(s.error for s in summaries) else 0
+    return sync_exit_status(summaries)
+
+
+def sync_exit_status(summaries: list[RunSummary]) -> int:
+    """0 all synced; the error's status (2 configuration, 3 database, 4 CRM connection)
+    when a mapping run failed; 1 when records failed or a mapping was held back."""
+    for s in summaries:
+        if s.error and not s.held_back:
+            return s.exit_status or EXIT_INTERNAL
+    if any(s.held_back or s.counts["failed"] for s in summaries):
+        return EXIT_RECORDS_FAILED
+    return EXIT_OK
 
 
 def _print_summaries(summaries: list[RunSummary]) -> None:
@@ -102,11 +114,14 @@ def _print_summaries(summaries: list[RunSummary]) -> None:
     rows: list[tuple[str, ...]] = [header]
     for s in summaries:
         if s.error and not s.passes:
-            rows.append((s.mapping, f"FAILED: {s.error}"[:90], *[""] * 8))
+            rows.append((s.mapping, "HELD BACK" if s.held_back else "FAILED", *[""] * 8))
         for p in s.passes:
             rows.append((s.mapping, p.direction.value,
                          *(str(p.counts.get(k, 0)) for k in header[2:])))
     print_table(rows)
+    for s in summaries:  # whole messages, never cut
+        if s.error:
+            print(clean(f"{s.mapping}: {s.error}"))
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -114,16 +129,16 @@ def _jobs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, default=str, indent=2))
         return 0
-    header = ("job", "mapping", "direction", "started", "seconds", "ins", "mod", "del",
-              "unch", "skip", "fail", "coup", "message")
+    header = ("job", "mapping", "direction", "started", "seconds", "status", "ins", "mod",
+              "del", "unch", "skip", "fail", "coup", "message")
     table = [header]
     for r in reversed(rows):
         took = (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
         table.append((str(r["id"]), r["mapping_name"], r["direction"], _stamp(r["started_at"]),
-                      f"{took:.1f}" if took is not None else "running",
+                      f"{took:.1f}" if took is not None else "", r["status"],
                       *(str(r[k]) for k in ("inserted", "modified", "deleted", "unchanged",
                                             "skipped", "failed", "coupled")),
-                      (r["message"] or "")[:60]))
+                      r["message"] or ""))
     print_table(table)
     return 0
 

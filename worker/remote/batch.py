@@ -8,9 +8,17 @@ unless a record appears twice among the operations; then they go one after the o
 its operations apply in the order given. Parts are matched to operations by ``Content-ID``
 (echoed by the service) or, failing that, by position (OData returns parts in request
 order). Parts answered with a retriable status (429, 5xx) and parts the service skipped are
-sent again in a later batch; the writes are idempotent, so that is safe. Connection-level
-failures (retries of the whole $batch exhausted, credentials refused) raise instead of
-failing every record: nothing is wrong with the records.
+sent again in a later batch; the writes are idempotent, so that is safe. Part URLs are
+relative to the service root (``accounts(…)``): every OData v4 service resolves those, while
+some refuse absolute ones.
+
+Connection-level failures (retries exhausted with no answer, throttling, credentials
+refused) are not failures of a record: the operations they hit come back with
+``unknown=True`` (the write may or may not have been applied), the operations not sent yet
+after one come back ``unknown`` too, and every result the service did answer is returned
+as it is, so the caller can record what was confirmed before it ends the pass
+(:func:`connection_failure`). A request answered with the same 5xx every time while other
+requests of the call succeed is that record's failure, not the connection's.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -89,6 +97,7 @@ class OperationResult:
     error: CrmsyncError | None = None
     already_existed: bool = False
     already_gone: bool = False
+    unknown: bool = False
 
     @classmethod
     def written(cls, op: Operation, result: WriteResult) -> OperationResult:
@@ -97,9 +106,33 @@ class OperationResult:
                    already_existed=result.already_existed, already_gone=result.already_gone)
 
     @classmethod
-    def failed(cls, op: Operation, error: CrmsyncError) -> OperationResult:
+    def failed(cls, op: Operation, error: CrmsyncError, *,
+               unknown: bool = False) -> OperationResult:
         status = error.status if isinstance(error, RemoteError) else None
-        return cls(ref=op.ref, key=op.key, ok=False, status=status, error=error)
+        return cls(ref=op.ref, key=op.key, ok=False, status=status, error=error,
+                   unknown=unknown)
+
+    @classmethod
+    def not_answered(cls, op: Operation, error: CrmsyncError) -> OperationResult:
+        """Not sent, or sent in a request that got no usable answer, because of the
+        connection-level ``error``: its outcome is unknown."""
+        return cls(ref=op.ref, key=op.key, ok=False, status=None, error=error, unknown=True)
+
+    @property
+    def transient(self) -> bool:
+        """Failed for a reason on the service's side that may pass (429, 5xx, no answer):
+        retried by later passes, never a reason to skip the record."""
+        return not self.ok and (self.unknown or self.status is None or self.status >= 500
+                                or self.status == 429)
+
+
+def connection_failure(results: Sequence[OperationResult]) -> CrmsyncError | None:
+    """The connection-level failure that hit some of ``results``, if any: the caller
+    records every other result, then raises it to end the pass."""
+    for result in results:
+        if result.unknown and result.error is not None:
+            return result.error
+    return None
 
 
 def run_batch(client: ODataClient, operations: Sequence[Operation]) -> list[OperationResult]:
@@ -119,20 +152,37 @@ def run_batch(client: ODataClient, operations: Sequence[Operation]) -> list[Oper
         _run_batched(client, ops, calls, results, ordered)
     else:
         _run_single(client, ops, calls, results, ordered)
-    assert all(r is not None for r in results)
-    return [r for r in results if r is not None]
+    done = [r for r in results if r is not None]
+    assert len(done) == len(ops)
+    return _answered_failures_are_records(done)
+
+
+def _answered_failures_are_records(results: list[OperationResult]) -> list[OperationResult]:
+    """A request of its own (no $batch) that the service answered with a 5xx on every
+    attempt is the failure of its record when other requests of the same call went
+    through: the service is up, and that record is what it refuses."""
+    if not any(r.ok for r in results):
+        return results
+    return [replace(r, unknown=False) if r.unknown and r.status is not None
+            and r.status >= 500 and not isinstance(r.error, RemoteThrottled) else r
+            for r in results]
 
 
 def _run_single(client: ODataClient, ops: list[Operation], calls: dict[int, Call],
                 results: list[OperationResult | None], ordered: bool) -> None:
+    down: list[CrmsyncError] = []  # the first connection-level failure stops the sending
+
     def one(i: int) -> tuple[int, OperationResult]:
         call = calls[i]
+        if down:
+            return i, OperationResult.not_answered(ops[i], down[0])
         try:
             reply = client.transport.send(call.method, call.url, body=call.body,
                                           headers=call.headers, accept=call.accept)
             return i, OperationResult.written(ops[i], call.interpret(reply))
-        except CONNECTION_ERRORS:
-            raise
+        except CONNECTION_ERRORS as exc:
+            down.append(exc)
+            return i, OperationResult.failed(ops[i], exc, unknown=True)
         except RemoteError as exc:
             return i, OperationResult.failed(ops[i], exc)
 
@@ -146,15 +196,29 @@ def _run_batched(client: ODataClient, ops: list[Operation], calls: dict[int, Cal
     policy = client.transport.policy
     pending = sorted(calls)
     attempt = 0
+    down: list[CrmsyncError] = []  # the first connection-level failure stops the sending
+
+    def send(chunk: list[int]) -> list[tuple[int, Reply | None]] | CrmsyncError:
+        if down:
+            return down[0]
+        try:
+            return _send_chunk(client, chunk, calls)
+        except CONNECTION_ERRORS as exc:
+            down.append(exc)
+            return exc
+
     while pending:
         attempt += 1
         chunks = [pending[i:i + settings.batch_size]
                   for i in range(0, len(pending), settings.batch_size)]
-        rounds = _parallel(client, lambda chunk: _send_chunk(client, chunk, calls), chunks,
-                           ordered)
+        rounds = _parallel(client, send, chunks, ordered)
         again: list[int] = []
         pause, throttled = 0.0, False
-        for chunk_replies in rounds:
+        for chunk, chunk_replies in zip(chunks, rounds, strict=True):
+            if isinstance(chunk_replies, CrmsyncError):
+                for i in chunk:
+                    results[i] = OperationResult.not_answered(ops[i], chunk_replies)
+                continue
             for i, reply in chunk_replies:
                 outcome, retry_after = _outcome(calls[i], reply)
                 if outcome in (Outcome.THROTTLED, Outcome.RETRIABLE):
@@ -165,6 +229,10 @@ def _run_batched(client: ODataClient, ops: list[Operation], calls: dict[int, Cal
                         throttled = throttled or outcome is Outcome.THROTTLED
                         continue
                 results[i] = _interpret(client, ops[i], calls[i], reply, outcome)
+        if again and down:
+            for i in again:
+                results[i] = OperationResult.not_answered(ops[i], down[0])
+            again = []
         if again:
             log.warning("batch parts to send again", extra={
                 "connection": settings.name, "operations": len(again),
@@ -209,7 +277,8 @@ def _send_chunk(client: ODataClient, chunk: list[int],
     numbered = [(str(n), calls[i]) for n, i in enumerate(chunk, start=1)]
     url = f"{client.base_url}/$batch"
     try:
-        envelope = client.transport.send("POST", url, body=encode_batch(numbered, boundary),
+        envelope = client.transport.send("POST", url,
+                                         body=encode_batch(numbered, boundary, client.base_url),
                                          headers={
             "Content-Type": f"multipart/mixed; boundary={boundary}",
             "Accept": "multipart/mixed",
@@ -244,18 +313,21 @@ def _parallel(client: ODataClient, fn: Callable[[T], R], items: list[T],
 
 # ---------------------------------------------------------------------------- wire format
 
-def encode_batch(calls: Sequence[tuple[str, Call]], boundary: str) -> bytes:
+def encode_batch(calls: Sequence[tuple[str, Call]], boundary: str,
+                 service_root: str | None = None) -> bytes:
     """The multipart/mixed body of a $batch: one ``application/http`` part per call, each
-    with its Content-ID, absolute request URL, headers and body."""
+    with its Content-ID, request URL (relative to ``service_root`` when it is under it),
+    headers and body."""
     out = bytearray()
     for content_id, call in calls:
+        target = relative_url(call.url, service_root)
         head = [
             f"--{boundary}",
             "Content-Type: application/http",
             "Content-Transfer-Encoding: binary",
             f"Content-ID: {content_id}",
             "",
-            f"{call.method} {call.url} HTTP/1.1",
+            f"{call.method} {target} HTTP/1.1",
             *(f"{name}: {value}" for name, value in call.headers.items()),
             "",
             "",
@@ -266,6 +338,15 @@ def encode_batch(calls: Sequence[tuple[str, Call]], boundary: str) -> bytes:
         out += b"\r\n"
     out += f"--{boundary}--\r\n".encode()
     return bytes(out)
+
+
+def relative_url(url: str, service_root: str | None) -> str:
+    """``url`` relative to the service root (``accounts(…)?…``) when it lies under it."""
+    if service_root:
+        root = service_root.rstrip("/") + "/"
+        if url.startswith(root):
+            return url[len(root):]
+    return url
 
 
 @dataclass(frozen=True)

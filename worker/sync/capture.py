@@ -107,14 +107,21 @@ def set_enabled(engine: Engine, mapping: TableMapping, enabled: bool) -> str:
         return "triggers removed" if remove(conn, mapping) else "triggers kept (table shared)"
 
 
+def _no_progress(conn: Connection, key: str) -> None:
+    return None
+
+
 @dataclass
 class LocalChanges:
-    """What a pass must look at on the local side, and how to advance the mark after."""
+    """What a pass must look at on the local side (keys in order), how to record that the
+    keys up to one are done (so a killed pass is resumed after it), and how to advance the
+    mark at the end."""
 
     keys: list[str]
     deleted: set[str]
     commit_mark: Callable[[Connection], None]
     full_scan: bool
+    commit_progress: Callable[[Connection, str], None] = _no_progress
 
 
 def collect(conn: Connection, mapping: TableMapping, table: LocalTable,
@@ -122,17 +129,22 @@ def collect(conn: Connection, mapping: TableMapping, table: LocalTable,
     if mapping.change_capture == "modified_at":
         return _collect_modified_at(conn, mapping, table, where, full=full)
     install(conn, mapping)  # a mapping enabled by plain SQL gets its triggers here
-    previous = conn.scalar(sa.text(
-        "SELECT local_snapshot FROM crmsync.integration_table_mappings WHERE name = :n"),
-        {"n": mapping.name})
-    current = str(conn.scalar(sa.text("SELECT CAST(pg_current_snapshot() AS text)")))
+    previous, current, done = _pass_snapshots(conn, mapping.name, full=full)
 
     def commit_mark(c: Connection) -> None:
         mapping_store.save_local_snapshot(c, mapping.name, current)
         _prune(c, mapping.local_table)
 
+    def commit_progress(c: Connection, key: str) -> None:
+        mapping_store.save_local_pass_progress(c, mapping.name, current, key)
+
+    def after_done(keys: list[str]) -> list[str]:
+        ordered = sorted(keys)
+        return ordered if done is None else [k for k in ordered if k > done]
+
     if full or previous is None:
-        return LocalChanges(list(table.all_keys(conn, where)), set(), commit_mark, True)
+        return LocalChanges(after_done(list(table.all_keys(conn, where))), set(),
+                            commit_mark, True, commit_progress)
     # Changes visible now and not at the previous read: committed since, whatever their
     # transaction's age. Both snapshots are explicit, so a transaction committing while this
     # query runs is left for the next read instead of being half-counted.
@@ -146,9 +158,24 @@ def collect(conn: Connection, mapping: TableMapping, table: LocalTable,
            AND pg_visible_in_snapshot(xid, CAST(:cur AS pg_snapshot))
          ORDER BY row_key, id DESC
         """), {"t": mapping.local_table, "prev": previous, "cur": current}).all()
-    keys = [k for k, _ in rows]
+    keys = after_done([k for k, _ in rows])
     deleted = {k for k, op in rows if op == "D"}
-    return LocalChanges(keys, deleted, commit_mark, False)
+    return LocalChanges(keys, deleted, commit_mark, False, commit_progress)
+
+
+def _pass_snapshots(conn: Connection, name: str, *, full: bool
+                    ) -> tuple[str | None, str, str | None]:
+    """(previous pass's snapshot, this pass's snapshot, last key already done). A pass
+    that was interrupted left its snapshot and progress: its successor takes both over and
+    goes on after the last key done; a full pass starts over."""
+    previous, unfinished, done = conn.execute(sa.text(
+        "SELECT local_snapshot, local_pass_snapshot, local_pass_done_key "
+        "FROM crmsync.integration_table_mappings WHERE name = :n"), {"n": name}).one()
+    if unfinished is not None and not full:
+        return previous, unfinished, done
+    current = str(conn.scalar(sa.text("SELECT CAST(pg_current_snapshot() AS text)")))
+    mapping_store.save_local_pass_progress(conn, name, current, None)
+    return previous, current, None
 
 
 def _collect_modified_at(conn: Connection, mapping: TableMapping, table: LocalTable,
@@ -180,7 +207,10 @@ def _prune(conn: Connection, table_name: str) -> None:
 
 
 def pending_change_age(conn: Connection) -> dict[str, float]:
-    """Per mapping: seconds since the oldest local change it has not read yet (sync lag)."""
+    """Per mapping: seconds since the oldest local change that is committed, visible and
+    not yet read by a pass (sync lag). A change the last pass read is not pending even when
+    an old transaction elsewhere keeps the snapshot's xmin (and so the watermark) behind
+    it."""
     with translate_errors():
         rows = conn.execute(sa.text(
             """
@@ -190,6 +220,9 @@ def pending_change_age(conn: Connection) -> dict[str, float]:
              WHERE m.enabled AND m.change_capture = 'trigger'
                AND (m.local_watermark IS NULL
                     OR c.xid >= CAST(CAST(m.local_watermark AS text) AS xid8))
+               AND pg_visible_in_snapshot(c.xid, pg_current_snapshot())
+               AND (m.local_snapshot IS NULL
+                    OR NOT pg_visible_in_snapshot(c.xid, CAST(m.local_snapshot AS pg_snapshot)))
              GROUP BY m.name
             """)).all()
     return {name: float(age or 0) for name, age in rows}

@@ -25,7 +25,13 @@ T = TypeVar("T")
 
 
 class RecordFailed(Exception):
-    """One record cannot be synchronized; the pass logs it and goes on."""
+    """One record cannot be synchronized; the pass logs it and goes on. ``transient``:
+    the cause may pass by itself (a referenced record not coupled *yet*, the service
+    refusing for a while), so the record is retried by every pass and never skipped."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass
@@ -53,11 +59,13 @@ class PassContext:
 
     def fail(self, conn: Connection, coupling: Coupling | None, message: str, *,
              local_id: str | None = None, remote_id: str | None = None,
-             detail: str | None = None) -> None:
-        """Log one record's failure; the same error twice in a row skips the coupling."""
+             detail: str | None = None, transient: bool = False) -> None:
+        """Log one record's failure; the same error twice in a row skips the coupling,
+        unless the failure is ``transient`` (see :class:`RecordFailed`)."""
         self._pending["failed"] += 1
         if coupling is not None:
-            coupling_store.record_failure(conn, coupling, self.direction, self.job_id, message)
+            coupling_store.record_failure(conn, coupling, self.direction, self.job_id, message,
+                                          may_skip=not transient)
             local_id, remote_id = coupling.local_id, coupling.remote_id
         self._errors.append(joblog.RecordError(local_id, remote_id, message, detail))
 

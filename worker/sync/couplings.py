@@ -63,6 +63,20 @@ def add_intent(conn: Connection, mapping: str, local_id: str, remote_id: str,
         {"m": mapping, "l": local_id, "r": remote_id, "s": state.value}))
 
 
+def save_intent_snapshots(conn: Connection, mapping: str,
+                          snapshots: dict[str, dict[str, Any]]) -> None:
+    """The values about to be sent by the creates of records in flight (by local id). Not
+    a synced snapshot: used only when a later pass finds the record in the service, to
+    tell which fields changed on which side since."""
+    if not snapshots:
+        return
+    conn.execute(sa.text(
+        "UPDATE crmsync.couplings SET synced_values = CAST(:s AS jsonb) "
+        "WHERE mapping_name = :m AND local_id = :l AND state = 'creating_remote'"),
+        [{"m": mapping, "l": key, "s": json.dumps(snapshot)}
+         for key, snapshot in snapshots.items()])
+
+
 def add_coupled(conn: Connection, mapping: str, local_id: str, remote_id: str) -> int:
     return add_intent(conn, mapping, local_id, remote_id, CouplingState.COUPLED)
 
@@ -96,11 +110,13 @@ def record_successes(conn: Connection, direction: Direction, job_id: int,
 
 
 def record_failure(conn: Connection, coupling: Coupling, direction: Direction, job_id: int,
-                   message: str) -> bool:
+                   message: str, *, may_skip: bool = True) -> bool:
     """Mark the coupling failed in this direction. The same error as last time in a row
-    marks it skipped (excluded until ``crmsync retry-skipped``). Returns skipped."""
+    marks it skipped (excluded until ``crmsync retry-skipped``), unless ``may_skip`` is
+    false (a failure that may pass by itself). Returns skipped."""
     suffix = _suffix(direction)
-    skipped = coupling.last_result(direction) == "failure" and coupling.last_error == message
+    skipped = may_skip and coupling.last_result(direction) == "failure" \
+        and coupling.last_error == message
     conn.execute(sa.text(
         f"""
         UPDATE crmsync.couplings

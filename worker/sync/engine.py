@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -44,6 +45,8 @@ class RunSummary:
     mapping: str
     passes: list[PassResult] = field(default_factory=list)
     error: str | None = None
+    held_back: bool = False  # not run: a mapping it depends on failed
+    exit_status: int | None = None  # of the error that ended the run (worker.errors)
 
     @property
     def counts(self) -> Counter[str]:
@@ -115,10 +118,15 @@ class SyncEngine:
         ok = False
         try:
             with self._exclusive(name):
-                require_valid(self.engine, self.clients, name)
+                joblog.close_abandoned(self.engine, name)
+                # Validation runs inside the first pass, so a mapping or connection that
+                # fails it leaves a failed job with the message.
+                validate: Callable[[], None] | None = partial(
+                    require_valid, self.engine, self.clients, name)
                 for direction in _passes(mapping.direction):
                     result = self._run_pass(mapping, direction, log_entry_id, full,
-                                            check_cancelled, on_progress)
+                                            check_cancelled, on_progress, validate)
+                    validate = None
                     summary.passes.append(result)
                     mapping = mappings.load(self.engine, name)
             ok = True
@@ -147,21 +155,32 @@ class SyncEngine:
         summaries = []
         for name in order:
             check_cancelled()
+            waiting_for = joblog.failed_parents(self.engine, name)
+            if waiting_for:
+                message = (f"not run: {', '.join(waiting_for)} (which it depends on) failed in "
+                           "its last run; it runs once that mapping succeeds")
+                log.warning("mapping held back", extra={"mapping": name, "error": message})
+                summaries.append(RunSummary(name, error=message, held_back=True))
+                continue
             try:
                 summaries.append(self.run_mapping(
                     name, log_entry_id=log_entry_id, full=full,
                     check_cancelled=check_cancelled, on_progress=on_progress))
             except CrmsyncError as exc:
                 log.warning("mapping run failed", extra={"mapping": name, "error": str(exc)})
-                summaries.append(RunSummary(name, error=str(exc)))
+                summaries.append(RunSummary(name, error=str(exc),
+                                            exit_status=exc.exit_status))
         return summaries
 
     # -- internals ---------------------------------------------------------------------
     def _run_pass(self, mapping: TableMapping, direction: Direction, log_entry_id: int | None,
                   full: bool, check_cancelled: Callable[[], None],
-                  on_progress: Progress | None) -> PassResult:
+                  on_progress: Progress | None,
+                  validate: Callable[[], None] | None = None) -> PassResult:
         job_id = joblog.start(self.engine, mapping.name, direction, log_entry_id)
         try:
+            if validate is not None:
+                validate()
             px = self._context(mapping, direction, job_id, check_cancelled, on_progress)
             if direction is Direction.TO_INTEGRATION:
                 lengths = self.clients.max_lengths(mapping.connection_name, mapping.entity_set)
@@ -170,7 +189,7 @@ class SyncEngine:
                 from_remote.run(px, full=full)
         except Exception as exc:
             message = str(exc) or type(exc).__name__
-            row = joblog.finish(self.engine, job_id, f"failed: {message}")
+            row = joblog.fail(self.engine, job_id, message)
             self._observe("pass_finished", mapping.name, direction,
                           Counter({k: row[k] for k in joblog.COUNTERS}), message)
             log.warning("sync pass failed", extra={"mapping": mapping.name,

@@ -18,7 +18,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from worker.db.engine import describe_db_error
-from worker.remote.batch import Operation
+from worker.remote.batch import Operation, connection_failure
 from worker.remote.client import parse_datetime
 from worker.remote.errors import RemoteDeltaExpired
 from worker.sync import couplings as coupling_store
@@ -58,7 +58,7 @@ def run(px: PassContext, *, full: bool) -> None:
                                             select=px.remote_select()))
         _drop_vanished_intents(px, retry, found)
         for chunk in chunks(found):
-            _Chunk(px, chunk).run()
+            _Chunk(px, chunk, count_seen=full).run()
     if px.client.settings.dialect.change_tracking and not mapping.remote_filter:
         _run_change_tracking(px, full=full)
         return
@@ -68,12 +68,15 @@ def run(px: PassContext, *, full: bool) -> None:
                                            filter=mapping.remote_filter, overlap=OVERLAP)
     for chunk in chunks(stream):
         px.check_cancelled()
-        _Chunk(px, chunk).run()
+        _Chunk(px, chunk, count_seen=full).run()
         stamps = [parse_datetime(r.get(mapping.remote_modified_on)) for r in chunk]
         newest = max([s for s in stamps if s] + ([newest] if newest else []), default=None)
-    if newest is not None:
-        with px.engine.begin() as conn:
-            mapping_store.save_remote_modified_since(conn, mapping.name, newest)
+        if newest is not None:
+            # Records come in (modified-on, key) order and the next read overlaps by a
+            # second, deduplicated by stored versions: the mark may advance per chunk, so
+            # a pass that is killed is resumed about where it stopped.
+            with px.engine.begin() as conn:
+                mapping_store.save_remote_modified_since(conn, mapping.name, newest)
 
 
 def _run_change_tracking(px: PassContext, *, full: bool) -> None:
@@ -172,12 +175,16 @@ class _LocalWrite:
 
 
 class _Chunk:
-    def __init__(self, px: PassContext, records: list[dict[str, Any]]) -> None:
+    def __init__(self, px: PassContext, records: list[dict[str, Any]], *,
+                 count_seen: bool = False) -> None:
         self.px = px
         self.records = records
+        # A full pass counts the records it found already in sync as unchanged; an
+        # incremental one does not count its overlap re-reads and echoes.
+        self.count_seen = count_seen
         self.fields = [f for f in px.mapping.fields_for(FROM) if f.local_column]
         self.writes: list[_LocalWrite] = []
-        self.failures: list[tuple[Coupling | None, dict[str, Any], str]] = []
+        self.failures: list[tuple[Coupling | None, dict[str, Any], str, bool]] = []
         self.successes: list[coupling_store.Success] = []
         self.uncouple: list[int] = []
         self.remote_deletes: list[Coupling] = []
@@ -202,12 +209,16 @@ class _Chunk:
             if coupling is not None and coupling.skipped:
                 px.count("skipped")
                 continue
+            if coupling is not None and coupling.state is CouplingState.CREATING_REMOTE:
+                continue  # a create of the local→remote pass still in flight: it reconciles
             if _already_synced(coupling, record):
+                if self.count_seen:
+                    px.count("unchanged")
                 continue  # the overlap re-read, or the echo of crmsync's own write
             try:
                 values = local_values(px, self.fields, record, reverse)
             except RecordFailed as exc:
-                self._fail(coupling, record, str(exc))
+                self._fail(coupling, record, str(exc), transient=exc.transient)
                 continue
             if coupling is None or coupling.state is CouplingState.CREATING_LOCAL:
                 if coupling is None and px.mapping.sync_only_coupled:
@@ -297,11 +308,12 @@ class _Chunk:
                        f"the coupled local record {px.mapping.local_table} {coupling.local_id} "
                        "was deleted; deletion_conflict_resolution is none")
 
-    def _fail(self, coupling: Coupling | None, record: dict[str, Any], message: str) -> None:
+    def _fail(self, coupling: Coupling | None, record: dict[str, Any], message: str, *,
+              transient: bool = False) -> None:
         if coupling is None and self.px.mapping.sync_only_coupled:
             self.px.count("skipped")
             return
-        self.failures.append((coupling, record, message))
+        self.failures.append((coupling, record, message, transient))
 
     def _success(self, coupling: Coupling, record: dict[str, Any],
                  snapshot: dict[str, Any]) -> coupling_store.Success:
@@ -316,7 +328,7 @@ class _Chunk:
             mark_own_writes(conn)
             for write in self.writes:
                 self._write(conn, write)
-            for coupling, record, message in self.failures:
+            for coupling, record, message, transient in self.failures:
                 if coupling is None:
                     local_id = new_id() if px.local.chooses_own_keys() else None
                     if local_id is not None:
@@ -324,7 +336,8 @@ class _Chunk:
                                                   self._rid(record), CouplingState.CREATING_LOCAL)
                         coupling = coupling_store.by_local_ids(
                             conn, px.mapping.name, [local_id])[local_id]
-                px.fail(conn, coupling, message, remote_id=self._rid(record))
+                px.fail(conn, coupling, message, remote_id=self._rid(record),
+                        transient=transient)
             coupling_store.record_successes(conn, FROM, px.job_id, self.successes)
             px.count("uncoupled", coupling_store.delete(conn, self.uncouple))
             px.flush(conn)
@@ -399,9 +412,12 @@ class _Chunk:
                 if result.ok:
                     coupling_store.delete(conn, [coupling.id])
                     px.count("deleted")
-                else:
-                    px.fail(conn, coupling, str(result.error))
+                elif not result.unknown:
+                    px.fail(conn, coupling, str(result.error), transient=result.transient)
             px.flush(conn)
+        failure = connection_failure(results)
+        if failure is not None:
+            raise failure
 
 
 def _already_synced(coupling: Coupling | None, record: dict[str, Any]) -> bool:
@@ -442,7 +458,8 @@ def _local_value(px: PassContext, f: FieldMapping, record: dict[str, Any],
             target = px.lookups.target(f)
             raise RecordFailed(
                 f"{f.remote_property} {source} must be coupled to a record in "
-                f"{target.mapping.local_table} (mapping {target.mapping.name})")
+                f"{target.mapping.local_table} (mapping {target.mapping.name})",
+                transient=True)
         return FieldValue(f, source, wanted)
     wanted = transform(f, source, FROM, px.local.max_length(f.local_column))
     return FieldValue(f, source, to_local_value(wanted, column))
@@ -465,7 +482,7 @@ def restore_local(px: PassContext, couplings: list[Coupling]) -> None:
         try:
             values = local_values(px, fields, record, reverse)
         except RecordFailed as exc:
-            chunk.failures.append((coupling, record, str(exc)))
+            chunk.failures.append((coupling, record, str(exc), exc.transient))
             continue
         chunk.writes.append(_LocalWrite("restore", record, coupling, values, coupling.local_id))
     chunk._apply()

@@ -93,12 +93,61 @@ def business_keys(conn: Connection, job_id: int, local_ids: Sequence[str]) -> di
     return {str(k): str(v) for k, v in rows if v is not None}
 
 
-def finish(engine: Engine, job_id: int, message: str | None = None) -> dict[str, Any]:
+def finish(engine: Engine, job_id: int, message: str | None = None, *,
+           failed: bool = False) -> dict[str, Any]:
+    """Close a job: 'failed' when a connection- or mapping-level failure ended the pass
+    (what the pass confirmed before is recorded all the same), else 'success'."""
     with translate_errors(), engine.begin() as conn:
         row = conn.execute(sa.text(
-            "UPDATE crmsync.sync_jobs SET finished_at = now(), message = :msg "
-            "WHERE id = :id RETURNING *"), {"id": job_id, "msg": message}).mappings().one()
+            "UPDATE crmsync.sync_jobs SET finished_at = now(), message = :msg, status = :st "
+            "WHERE id = :id RETURNING *"),
+            {"id": job_id, "msg": message, "st": "failed" if failed else "success"}
+        ).mappings().one()
         return dict(row)
+
+
+def fail(engine: Engine, job_id: int, message: str) -> dict[str, Any]:
+    """Close a job ended by a connection- or mapping-level failure: status 'failed', the
+    message, and an error row (with no record) that says it, so `crmsync errors` shows it.
+    What the pass confirmed before the failure is already recorded."""
+    with translate_errors(), engine.begin() as conn:
+        add(conn, job_id, Counter(), [RecordError(None, None, f"pass failed: {message}")])
+    return finish(engine, job_id, f"failed: {message}", failed=True)
+
+
+def close_abandoned(engine: Engine, mapping: str) -> int:
+    """Jobs of ``mapping`` still 'running' although no process runs the mapping (the
+    caller holds the mapping's run lock): their process died. Marked 'abandoned'."""
+    with translate_errors(), engine.begin() as conn:
+        return conn.execute(sa.text(
+            "UPDATE crmsync.sync_jobs SET status = 'abandoned', finished_at = now(), "
+            "message = coalesce(message || '; ', '') || 'abandoned: the process running this "
+            "pass stopped before it finished; the next run resumed the work' "
+            "WHERE mapping_name = :m AND status = 'running'"), {"m": mapping}).rowcount
+
+
+def failed_parents(engine: Engine, mapping: str) -> list[str]:
+    """The mappings ``mapping`` depends on (transitively) whose latest pass in some
+    direction failed or was abandoned: running the child now would fail its lookups."""
+    with translate_errors(), engine.connect() as conn:
+        return list(conn.execute(sa.text(
+            """
+            WITH RECURSIVE parents(name) AS (
+                SELECT depends_on FROM crmsync.integration_table_mapping_dependencies
+                 WHERE mapping_name = :m
+                UNION
+                SELECT d.depends_on FROM crmsync.integration_table_mapping_dependencies d
+                  JOIN parents p ON d.mapping_name = p.name)
+            SELECT p.name FROM parents p
+             WHERE EXISTS (
+                SELECT 1 FROM (SELECT DISTINCT ON (direction) status
+                                 FROM crmsync.sync_jobs j
+                                WHERE j.mapping_name = p.name AND j.job_type = 'synchronization'
+                                  AND j.status <> 'running'
+                                ORDER BY direction, id DESC) latest
+                 WHERE latest.status IN ('failed', 'abandoned'))
+             ORDER BY p.name
+            """), {"m": mapping}).scalars())
 
 
 def recent(engine: Engine, *, mapping: str | None = None, limit: int = 30) -> list[dict[str, Any]]:

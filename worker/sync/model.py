@@ -57,6 +57,7 @@ class FieldMapping:
     use_for_matching: bool
     case_sensitive_matching: bool
     match_priority: int
+    remote_read_property: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> FieldMapping:
@@ -70,6 +71,7 @@ class FieldMapping:
             not_null=row["not_null"], use_for_matching=row["use_for_matching"],
             case_sensitive_matching=row["case_sensitive_matching"],
             match_priority=row["match_priority"],
+            remote_read_property=row.get("remote_read_property"),
         )
 
     @property
@@ -83,9 +85,12 @@ class FieldMapping:
 
     @property
     def remote_read_name(self) -> str | None:
-        """The property to read: a lookup is read back as ``_<property>_value``."""
+        """The property to read: ``remote_read_property`` when set, else a lookup is read
+        back as ``_<property>_value`` (Dataverse's convention)."""
         if self.remote_property is None:
             return None
+        if self.remote_read_property:
+            return self.remote_read_property
         if self.lookup_mapping:
             return f"_{self.remote_property}_value"
         return self.remote_property

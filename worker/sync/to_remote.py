@@ -1,10 +1,19 @@
 """The local→remote pass (NAV: ToIntegrationTable) of one mapping run.
 
 Order of work: couplings that failed last time (not skipped) and creates still in flight,
-then the local records changed since the last pass. Per chunk of records: read the coupled
-remote records in a few requests, decide per record, commit the ids of new remote records
-(so a crash can neither duplicate nor orphan them), send the writes as $batch, and record
-results, counters and errors in one local transaction."""
+then the local records changed since the last pass, in key order. Per chunk of records: read
+the coupled remote records in a few requests, decide per record, commit the ids of new
+remote records (so a crash can neither duplicate nor orphan them), send the writes as
+$batch, and record results, counters and errors in one local transaction; then the chunk's
+last key is committed as the pass's progress, so a pass that is killed is resumed after it.
+
+Nothing is assumed about a write whose outcome is not known. A create still in flight from
+an earlier pass (its answer lost: a crash, a timeout) is first read back: when the service
+has it, it is compared field by field with what it should hold and only the differences are
+sent, as an update; only the missing ones are created. A create answered "already exists"
+is read back and reconciled the same way. A snapshot is stored only of values the service
+confirmed or was read to hold. When the connection fails in the middle of a chunk, what the
+service confirmed is recorded before the pass ends; the rest is retried by the next pass."""
 
 from __future__ import annotations
 
@@ -13,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from worker.remote.batch import Kind, Operation, OperationResult
+from worker.remote.batch import Kind, Operation, OperationResult, connection_failure
 from worker.sync import capture, metadata
 from worker.sync import couplings as coupling_store
 from worker.sync.context import (
@@ -55,6 +64,15 @@ class _Write:
     left: set[str] | None = None
     remote_id: str = ""
     deletes_local: bool = False
+    reconciled: bool = False  # a create whose outcome was unknown, compared and completed
+
+
+@dataclass(frozen=True)
+class _Failure:
+    coupling: Coupling | None
+    key: str
+    message: str
+    transient: bool = False
 
 
 def run(px: PassContext, *, full: bool, max_lengths: dict[str, int]) -> None:
@@ -62,10 +80,16 @@ def run(px: PassContext, *, full: bool, max_lengths: dict[str, int]) -> None:
     with px.engine.begin() as conn:
         retry = coupling_store.to_retry(conn, mapping.name, TO)
         changes = capture.collect(conn, mapping, px.local, px.where, full=full)
-    keys = unique([c.local_id for c in retry] + changes.keys)
-    for chunk in chunks(keys):
+    first = unique(c.local_id for c in retry)
+    for chunk in chunks(first):
         px.check_cancelled()
         _Chunk(px, chunk, changes.deleted, max_lengths).run()
+    done = set(first)
+    for chunk in chunks(k for k in changes.keys if k not in done):
+        px.check_cancelled()
+        _Chunk(px, chunk, changes.deleted, max_lengths).run()
+        with px.engine.begin() as conn:
+            changes.commit_progress(conn, chunk[-1])
     with px.engine.begin() as conn:
         changes.commit_mark(conn)
 
@@ -80,7 +104,10 @@ class _Chunk:
         self.fields = px.mapping.fields_for(TO)
         self.writes: list[_Write] = []
         self.intents: list[tuple[str, str]] = []  # (local id, chosen remote id)
-        self.failures: list[tuple[Coupling | None, str, str]] = []  # coupling, key, message
+        self.failures: list[_Failure] = []
+        # Creates answered "already exists", or refused by the service (a 5xx): read back,
+        # then reconciled when the service has the record, else failed with the message.
+        self.existing: list[tuple[_Write, str | None]] = []
         self.successes: list[coupling_store.Success] = []
         self.uncouple: list[int] = []
         self.local_deletes: list[tuple[str, int]] = []
@@ -98,8 +125,10 @@ class _Chunk:
             lookups = {f.id: px.lookups.to_remote(conn, f, [r[f.local_column]
                                                              for r in rows.values()])
                        for f in self.fields if f.lookup_mapping and f.local_column}
-        remote_ids = [c.remote_id for k, c in cpl.items()
-                      if k in rows and c.state is CouplingState.COUPLED and not c.skipped]
+        # Coupled records are read to compare; creates still in flight from an earlier
+        # pass are read to learn whether the service has them (their answer was lost).
+        remote_ids = [c.remote_id for k, c in cpl.items() if k in rows and not c.skipped
+                      and c.state in (CouplingState.COUPLED, CouplingState.CREATING_REMOTE)]
         current = _by_key(px, px.remote.read_by_keys(remote_ids, select=px.remote_select())
                           if remote_ids else [])
         for key in self.keys:
@@ -115,12 +144,16 @@ class _Chunk:
             try:
                 values = self._values(row, lookups)
             except RecordFailed as exc:
-                self._fail_record(coupling, key, str(exc))
+                self._fail_record(coupling, key, str(exc), transient=exc.transient)
+                continue
+            record = current.get(coupling.remote_id.lower()) if coupling else None
+            if coupling is not None and coupling.state is CouplingState.CREATING_REMOTE \
+                    and record is not None:
+                self._update(coupling, key, values, record, reconciled=True)
                 continue
             if coupling is None or coupling.state is CouplingState.CREATING_REMOTE:
                 self._create(coupling, key, values)
                 continue
-            record = current.get(coupling.remote_id.lower())
             if record is None:
                 self._remote_deleted(coupling, key, values)
                 continue
@@ -165,7 +198,10 @@ class _Chunk:
             return None
         remote_id = resolved.get(str(source))
         if remote_id is None and not f.clear_value_on_failed_sync:
-            raise RecordFailed(uncoupled_message(f, source, self.px.lookups.target(f)))
+            # Retried by every pass and never skipped: the referenced record may be
+            # coupled by its own mapping's next run.
+            raise RecordFailed(uncoupled_message(f, source, self.px.lookups.target(f)),
+                               transient=True)
         return remote_id
 
     def _create(self, coupling: Coupling | None, key: str, values: list[FieldValue]) -> None:
@@ -181,7 +217,12 @@ class _Chunk:
         self.writes.append(_Write("create", key, coupling, values, None, set(), remote_id))
 
     def _update(self, coupling: Coupling, key: str, values: list[FieldValue],
-                record: dict[str, Any]) -> None:
+                record: dict[str, Any], *, reconciled: bool = False) -> None:
+        """Write what differs. ``reconciled``: a create whose outcome was not known, found
+        in the service. Its coupling's snapshot is then the values that create sent (stored
+        before sending): a field the CRM holds otherwise was changed there since and is
+        left for the remote→local pass; a field the ERP changed since is sent. With no
+        snapshot (values of an earlier attempt unknown), the ERP's values win."""
         px = self.px
         values = [replace(v, current=_remote_value(record, v.field)) for v in values]
         plan = plan_coupled(px, coupling, values)
@@ -190,7 +231,7 @@ class _Chunk:
             return
         left = {f.key for f in plan.left_for_other_pass}
         if not plan.writes:
-            px.count("unchanged")
+            px.count("inserted" if reconciled else "unchanged")
             snapshot = unchanged_snapshot(px, coupling, values, left)
             if snapshot is not None:
                 # With remote changes left for the remote→local pass, the stored version
@@ -199,7 +240,7 @@ class _Chunk:
                 self.successes.append(coupling_store.Success(coupling.id, version, None, snapshot))
             return
         self.writes.append(_Write("update", key, coupling, values, set(plan.writes), left,
-                                  coupling.remote_id))
+                                  coupling.remote_id, reconciled=reconciled))
 
     def _local_deleted(self, coupling: Coupling) -> None:
         policy = self.px.mapping.deletion_conflict
@@ -241,7 +282,8 @@ class _Chunk:
                               f"the coupled record {px.mapping.entity_set}({coupling.remote_id}) "
                               "was deleted; deletion_conflict_resolution is none")
 
-    def _fail_record(self, coupling: Coupling | None, key: str, message: str) -> None:
+    def _fail_record(self, coupling: Coupling | None, key: str, message: str, *,
+                     transient: bool = False) -> None:
         if coupling is None:
             if self.px.mapping.sync_only_coupled:
                 self.px.count("skipped")
@@ -250,21 +292,12 @@ class _Chunk:
             # that it is retried first next time and skipped when it fails the same way.
             remote_id = new_id()
             self.intents.append((key, remote_id))
-        self.failures.append((coupling, key, message))
+        self.failures.append(_Failure(coupling, key, message, transient))
 
     # -- sending and recording ----------------------------------------------------------
     def _send(self) -> None:
         px = self.px
-        if self.intents:
-            with px.engine.begin() as conn:
-                for key, remote_id in self.intents:
-                    coupling_store.add_intent(conn, px.mapping.name, key, remote_id,
-                                              CouplingState.CREATING_REMOTE)
-        if self.restores:
-            with px.engine.begin() as conn:
-                for coupling_id, remote_id in self.restores:
-                    coupling_store.set_remote_id(conn, coupling_id, remote_id,
-                                                 CouplingState.CREATING_REMOTE)
+        self._commit_intents()
         ops = [self._operation(n, w) for n, w in enumerate(self.writes)]
         results = px.client.batch(ops) if ops else []
         with px.engine.begin() as conn:
@@ -272,8 +305,9 @@ class _Chunk:
                                                 [k for k, _ in self.intents])
             for result in results:
                 self._record(conn, self.writes[result.ref], result, fresh)
-            for coupling, key, message in self.failures:
-                px.fail(conn, coupling or fresh.get(key), message, local_id=key)
+            for f in self.failures:
+                px.fail(conn, f.coupling or fresh.get(f.key), f.message, local_id=f.key,
+                        transient=f.transient)
             coupling_store.record_successes(conn, TO, px.job_id, self.successes)
             px.count("uncoupled", coupling_store.delete(conn, self.uncouple))
             coupling_store.delete(conn, self.uncouple_quietly)
@@ -284,10 +318,55 @@ class _Chunk:
                 coupling_store.delete(conn, [cid for _, cid in self.local_deletes])
                 px.count("deleted", len(self.local_deletes))
             px.flush(conn)
+        if self.existing:
+            self._reconcile_existing()
         if self.restore_locals:
             from worker.sync.from_remote import restore_local
 
             restore_local(px, self.restore_locals)
+        failure = connection_failure(results)
+        if failure is not None:
+            raise failure  # after recording what the service confirmed
+
+    def _commit_intents(self) -> None:
+        """The ids of records about to be created, and the values sent, committed before
+        they are sent: a later pass that finds the record reconciles against them."""
+        px = self.px
+        creates = {w.key: w for w in self.writes if w.kind == "create"}
+        if not creates and not self.intents:
+            return
+        with px.engine.begin() as conn:
+            for key, remote_id in self.intents:
+                coupling_store.add_intent(conn, px.mapping.name, key, remote_id,
+                                          CouplingState.CREATING_REMOTE)
+            for coupling_id, remote_id in self.restores:
+                coupling_store.set_remote_id(conn, coupling_id, remote_id,
+                                             CouplingState.CREATING_REMOTE)
+            coupling_store.save_intent_snapshots(conn, px.mapping.name, {
+                key: new_snapshot(None, w.values, pass_direction=TO, written=None, left=set())
+                for key, w in creates.items()})
+
+    def _reconcile_existing(self) -> None:
+        """Creates answered "already exists" or refused with a 5xx: the record is read back;
+        when the service has it, it is compared field by field and only what differs is
+        sent. Nothing is assumed about what it holds."""
+        px = self.px
+        found = _by_key(px, px.remote.read_by_keys([w.remote_id for w, _ in self.existing],
+                                                   select=px.remote_select()))
+        again = _Chunk(px, [], set(), self.max_lengths)
+        for w, refused in self.existing:
+            assert w.coupling is not None
+            record = found.get(w.remote_id.lower())
+            if record is None:
+                again.failures.append(_Failure(
+                    w.coupling, w.key, refused or f"the service answered that "
+                    f"{px.mapping.entity_set}({w.remote_id}) already exists, but it cannot "
+                    "be read back", transient=True))
+                continue
+            # An earlier attempt created it, with values not known: no snapshot.
+            again._update(replace(w.coupling, synced_values=None), w.key, w.values, record,
+                          reconciled=True)
+        again._send()
 
     def _operation(self, n: int, w: _Write) -> Operation:
         if w.kind == "delete":
@@ -301,11 +380,22 @@ class _Chunk:
                 fresh: dict[str, Coupling]) -> None:
         px = self.px
         coupling = w.coupling or fresh.get(w.key)
+        if result.unknown:
+            return  # not confirmed: the intent stays and the next pass reads it back
         if not result.ok:
             message = str(result.error) if result.error else f"HTTP {result.status}"
-            px.fail(conn, coupling, message, local_id=w.key, remote_id=w.remote_id)
+            if w.kind == "create" and result.transient and coupling is not None:
+                # Some services answer a duplicate key with a 500: whether the record is
+                # there is read, not inferred from the status.
+                self.existing.append((replace(w, coupling=coupling), message))
+                return
+            px.fail(conn, coupling, message, local_id=w.key, remote_id=w.remote_id,
+                    transient=result.transient)
             return
         assert coupling is not None
+        if w.kind == "create" and result.already_existed:
+            self.existing.append((replace(w, coupling=coupling), None))
+            return
         if w.kind == "delete":
             coupling_store.delete(conn, [coupling.id])
             px.count("deleted")
@@ -313,7 +403,7 @@ class _Chunk:
         old = None if w.kind == "create" else coupling.synced_values
         snapshot = new_snapshot(old, w.values, pass_direction=TO, written=w.written,
                                 left=w.left or set())
-        px.count("inserted" if w.kind == "create" else "modified")
+        px.count("inserted" if w.kind == "create" or w.reconciled else "modified")
         # The post-write version lets the remote→local pass recognise this write's echo;
         # when remote changes were left for that pass, the old version is kept instead.
         version = None if w.left else remote_version(result.record, result.etag)
