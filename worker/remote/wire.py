@@ -127,20 +127,30 @@ def number_literal(value: Decimal) -> str:
     return format(value, "f")
 
 
-def _encode(value: Any) -> str:
-    """Compact JSON of one value; Decimals become exact number literals (the json module
-    would need a float, which changes amounts beyond 15 significant digits)."""
+# Decimals are swapped for marker strings before the C encoder runs, then the markers for
+# their exact literals; the marker holds a random part no data can guess.
+_MARKER = f"\u0000crmsync-decimal-{uuid.uuid4().hex}-"
+
+
+def _swap_decimals(value: Any, found: dict[str, str]) -> Any:
     if isinstance(value, Decimal):
-        return number_literal(value)
+        token = f"{_MARKER}{len(found)}"
+        found[token] = number_literal(value)
+        return token
     if isinstance(value, Mapping):
-        return "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{_encode(v)}"
-                              for k, v in value.items()) + "}"
+        return {k: _swap_decimals(v, found) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return "[" + ",".join(_encode(v) for v in value) + "]"
-    return json.dumps(value, default=_json_default, ensure_ascii=False, allow_nan=False,
-                      separators=(",", ":"))
+        return [_swap_decimals(v, found) for v in value]
+    return value
 
 
 def dumps(values: Mapping[str, Any]) -> bytes:
-    """A request body: compact UTF-8 JSON, datetimes as UTC ``Z``, UUIDs, exact Decimals."""
-    return _encode(values).encode("utf-8")
+    """A request body: compact UTF-8 JSON, datetimes as UTC ``Z``, UUIDs, and Decimals as
+    number literals with their exact digits (the json module would need a float, which
+    changes amounts beyond 15 significant digits)."""
+    found: dict[str, str] = {}
+    text = json.dumps(_swap_decimals(values, found), default=_json_default,
+                      ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    for token, literal in found.items():
+        text = text.replace(json.dumps(token), literal, 1)
+    return text.encode("utf-8")

@@ -99,6 +99,9 @@ def transform(field_mapping: FieldMapping, value: Any, pass_direction: Direction
     text is always cut to the destination's length (``max_length``). A rule that is not
     well-formed raises TransformError."""
     rule = field_mapping.transformation
+    if not rule and isinstance(rule, Mapping):
+        cut = isinstance(value, str) and isinstance(max_length, int) and max_length > 0
+        return value[:max_length] if cut else value
     problems = rule_problems(rule)
     if problems:
         raise TransformError("; ".join(problems))
