@@ -138,6 +138,8 @@ def _overflow_names(column: str, value: object) -> Iterator[None]:
     try:
         yield
     except (OverflowError, ValueError) as exc:
+        if isinstance(value, timedelta) and value % _DAY == timedelta(0):
+            value = f"{value.days} days"
         raise JobError(f"{column}: {value} takes the next run beyond the year 9999") from exc
 
 
