@@ -11,9 +11,9 @@ from datetime import datetime
 
 from worker.commands.common import open_engine
 from worker.commands.output import clean, print_table
-from worker.errors import EXIT_INTERNAL, EXIT_OK, EXIT_RECORDS_FAILED
+from worker.errors import EXIT_INTERNAL, EXIT_OK, EXIT_RECORDS_FAILED, ConfigurationError
 from worker.sync import couplings as coupling_store
-from worker.sync import joblog
+from worker.sync import joblog, records
 from worker.sync import mappings as mapping_store
 from worker.sync.engine import RunSummary, SyncEngine
 from worker.sync.model import Direction
@@ -29,6 +29,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--unconditional", action="store_true",
                    help="with --full: also forget what was synced, so coupled records "
                         "count as changed")
+    p.add_argument("--record", metavar="KEY",
+                   help="synchronize one record of one mapping now, skipped or not; KEY is "
+                        "its local key, its business key (e.g. a customer no.) or its CRM id")
+    p.add_argument("--take", choices=("local", "remote"),
+                   help="with --record: the ERP's (local) or the CRM's (remote) values win "
+                        "every field; settles an update conflict in one step")
+    p.epilog = ("exit status: 0 everything synced; 1 records failed or a mapping was held "
+                "back (a mapping it depends on failed); 2 configuration error; 3 database "
+                "unreachable or not upgraded; 4 CRM connection failure")
     p.set_defaults(func=_sync)
 
     p = commands.add_parser("jobs", help="recent synchronization jobs with their counts")
@@ -41,10 +50,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("mapping", nargs="?")
     p.set_defaults(func=_retry_skipped)
 
-    p = commands.add_parser("couple", help="couple records by matching field values")
-    p.add_argument("--match", required=True, metavar="MAPPING")
+    p = commands.add_parser(
+        "couple", help="couple a record to a chosen CRM record, or records by matching values",
+        description="crmsync couple MAPPING KEY REMOTE_ID couples one record (NAV's 'Couple "
+                    "to...'); crmsync couple --match MAPPING couples by matching field values.")
+    p.add_argument("target", nargs="*", metavar="MAPPING KEY REMOTE_ID")
+    p.add_argument("--match", metavar="MAPPING")
     p.add_argument("--create-missing", action="store_true",
-                   help="create records without a match in the CRM")
+                   help="with --match: create records without a match in the CRM")
+    p.add_argument("--take", choices=("local", "remote"),
+                   help="with KEY REMOTE_ID: synchronize the record at once, the ERP's "
+                        "(local) or the CRM's (remote) values winning every field")
     p.set_defaults(func=_couple)
 
     p = commands.add_parser("uncouple", help="remove couplings of a mapping")
@@ -77,8 +93,12 @@ class _Progress:
 
 
 def _sync(args: argparse.Namespace) -> int:
+    if args.record is not None:
+        return _sync_record(args)
+    if args.take:
+        raise ConfigurationError("--take: only with --record KEY")
     if not args.all and not args.mappings:
-        raise SystemExit("crmsync sync: name mappings or use --all")
+        raise ConfigurationError("sync: name mappings or use --all")
     engine = open_engine()
     sync = SyncEngine(engine)
     names = None if args.all else list(args.mappings)
@@ -149,8 +169,31 @@ def _retry_skipped(args: argparse.Namespace) -> int:
     return 0
 
 
+TAKE = {"local": Direction.TO_INTEGRATION, "remote": Direction.FROM_INTEGRATION}
+
+
+def _sync_record(args: argparse.Namespace) -> int:
+    if args.all or len(args.mappings) != 1 or args.full:
+        raise ConfigurationError("--record: name exactly one mapping (no --all, no --full)")
+    sync = SyncEngine(open_engine())
+    try:
+        ref = records.find(sync.engine, args.mappings[0], args.record)
+        coupling_store.retry_skipped(sync.engine, args.mappings[0], ref.local_id)
+        summary = sync.sync_record(args.mappings[0], ref.local_id, ref.remote_id,
+                                   take=TAKE.get(args.take or ""))
+    finally:
+        sync.clients.close()
+    _print_summaries([summary])
+    return sync_exit_status([summary])
+
+
 def _couple(args: argparse.Namespace) -> int:
     from worker.sync.matching import couple_by_match
+
+    if args.target:
+        return _couple_one(args)
+    if not args.match:
+        raise ConfigurationError("couple: give MAPPING KEY REMOTE_ID, or --match MAPPING")
 
     sync = SyncEngine(open_engine())
     result = couple_by_match(sync, args.match, create_missing=args.create_missing)
@@ -160,6 +203,24 @@ def _couple(args: argparse.Namespace) -> int:
     for local_id, candidates in result.ambiguous:
         print(clean(f"  ambiguous: {local_id} matches {', '.join(candidates)}"))
     return 0
+
+
+def _couple_one(args: argparse.Namespace) -> int:
+    if len(args.target) != 3 or args.match or args.create_missing:
+        raise ConfigurationError("couple: give exactly MAPPING KEY REMOTE_ID (or --match "
+                                 "MAPPING alone)")
+    name, key, remote_id = args.target
+    sync = SyncEngine(open_engine())
+    try:
+        ref = records.couple(sync.engine, sync.clients, name, key, remote_id)
+        print(clean(f"{name}: {key} coupled to {remote_id}"))
+        if args.take is None:
+            return EXIT_OK
+        summary = sync.sync_record(name, ref.local_id, ref.remote_id, take=TAKE[args.take])
+    finally:
+        sync.clients.close()
+    _print_summaries([summary])
+    return sync_exit_status([summary])
 
 
 def _uncouple(args: argparse.Namespace) -> int:

@@ -166,12 +166,15 @@ def coupled_local_ids(conn: Connection, mapping: str, remote_ids: Sequence[str]
 
 # -- user actions ------------------------------------------------------------------------
 
-def retry_skipped(engine: Engine, mapping: str | None = None) -> int:
+def retry_skipped(engine: Engine, mapping: str | None = None,
+                  local_id: str | None = None) -> int:
+    """Let skipped couplings (of a mapping, of one record) be synchronized again."""
     with translate_errors(), engine.begin() as conn:
         return conn.execute(sa.text(
             "UPDATE crmsync.couplings SET skipped = false "
-            "WHERE skipped AND (CAST(:m AS text) IS NULL OR mapping_name = :m)"),
-            {"m": mapping}).rowcount
+            "WHERE skipped AND (CAST(:m AS text) IS NULL OR mapping_name = :m) "
+            "AND (CAST(:l AS text) IS NULL OR local_id = :l)"),
+            {"m": mapping, "l": local_id}).rowcount
 
 
 def uncouple(engine: Engine, mapping: str, local_ids: Sequence[str] | None = None) -> int:

@@ -172,17 +172,53 @@ class SyncEngine:
                                             exit_status=exc.exit_status))
         return summaries
 
+    def sync_record(self, name: str, local_id: str | None, remote_id: str | None, *,
+                    take: Direction | None = None) -> RunSummary:
+        """NAV's "Synchronize Now" for one record: its passes run now, skipped or not, as
+        sync jobs. ``take``: the direction whose source wins every field (TO_INTEGRATION:
+        the ERP's values go to the CRM; FROM_INTEGRATION: the CRM's come to the ERP) —
+        this settles an update conflict in one step; without it, the mapping's rules."""
+        mapping = mappings.load(self.engine, name)
+        summary = RunSummary(name)
+        from worker.sync.check import require_valid
+
+        with self._exclusive(name):
+            require_valid(self.engine, self.clients, name)
+            passes = [take] if take is not None else _passes(mapping.direction)
+            for direction in passes:
+                force = take is direction
+
+                def work(px: PassContext, direction: Direction = direction,
+                         force: bool = force) -> None:
+                    if direction is Direction.TO_INTEGRATION:
+                        if local_id is not None:
+                            lengths = self.clients.max_lengths(px.mapping.connection_name,
+                                                               px.mapping.entity_set)
+                            to_remote.run_records(px, [local_id], force=force,
+                                                  max_lengths=lengths)
+                    elif remote_id is not None:
+                        from_remote.run_records(px, [remote_id], force=force)
+
+                summary.passes.append(self._run_pass(mapping, direction, None, False,
+                                                     lambda: None, None, work=work))
+                mapping = mappings.load(self.engine, name)
+        return summary
+
     # -- internals ---------------------------------------------------------------------
     def _run_pass(self, mapping: TableMapping, direction: Direction, log_entry_id: int | None,
                   full: bool, check_cancelled: Callable[[], None],
                   on_progress: Progress | None,
-                  validate: Callable[[], None] | None = None) -> PassResult:
+                  validate: Callable[[], None] | None = None,
+                  work: Callable[[PassContext], None] | None = None) -> PassResult:
+        """One pass as a sync job; ``work`` replaces the whole pass (one record's sync)."""
         job_id = joblog.start(self.engine, mapping.name, direction, log_entry_id)
         try:
             if validate is not None:
                 validate()
             px = self._context(mapping, direction, job_id, check_cancelled, on_progress)
-            if direction is Direction.TO_INTEGRATION:
+            if work is not None:
+                work(px)
+            elif direction is Direction.TO_INTEGRATION:
                 lengths = self.clients.max_lengths(mapping.connection_name, mapping.entity_set)
                 to_remote.run(px, full=full, max_lengths=lengths)
             else:

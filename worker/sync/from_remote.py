@@ -174,10 +174,20 @@ class _LocalWrite:
     left: set[str] | None = None
 
 
+def run_records(px: PassContext, remote_ids: list[str], *, force: bool) -> int:
+    """Synchronize these remote records now, skipped or not; ``force``: the CRM's values
+    win over whatever changed in the ERP. Returns how many were found in the CRM."""
+    records = list(px.remote.read_by_keys(remote_ids, select=px.remote_select()))
+    if records:
+        _Chunk(px, records, count_seen=True, force=force).run()
+    return len(records)
+
+
 class _Chunk:
     def __init__(self, px: PassContext, records: list[dict[str, Any]], *,
-                 count_seen: bool = False) -> None:
+                 count_seen: bool = False, force: bool = False) -> None:
         self.px = px
+        self.force = force
         self.records = records
         # A full pass counts the records it found already in sync as unchanged; an
         # incremental one does not count its overlap re-reads and echoes.
@@ -206,12 +216,14 @@ class _Chunk:
                        for f in self.fields if f.lookup_mapping}
         for record in self.records:
             coupling = cpl.get(self._rid(record))
-            if coupling is not None and coupling.skipped:
+            if coupling is not None and coupling.skipped and not self.force:
                 px.count("skipped")
                 continue
+            if coupling is not None and self.force:
+                coupling = replace(coupling, synced_values=None)  # every field: CRM wins
             if coupling is not None and coupling.state is CouplingState.CREATING_REMOTE:
                 continue  # a create of the local→remote pass still in flight: it reconciles
-            if _already_synced(coupling, record):
+            if not self.force and _already_synced(coupling, record):
                 if self.count_seen:
                     px.count("unchanged")
                 continue  # the overlap re-read, or the echo of crmsync's own write

@@ -121,6 +121,7 @@ class TableMapping:
     enabled: bool
     fields: tuple[FieldMapping, ...]
     depends_on: frozenset[str] = frozenset()
+    business_key_column: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any], fields: tuple[FieldMapping, ...],
@@ -140,6 +141,7 @@ class TableMapping:
             local_modified_since=row["local_modified_since"],
             remote_modified_since=row["remote_modified_since"],
             enabled=row["enabled"], fields=fields, depends_on=depends_on,
+            business_key_column=row.get("business_key_column"),
         )
 
     def fields_for(self, pass_direction: Direction) -> tuple[FieldMapping, ...]:

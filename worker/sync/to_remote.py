@@ -94,10 +94,19 @@ def run(px: PassContext, *, full: bool, max_lengths: dict[str, int]) -> None:
         changes.commit_mark(conn)
 
 
+def run_records(px: PassContext, keys: list[str], *, force: bool,
+                max_lengths: dict[str, int]) -> None:
+    """Synchronize these local records now (NAV's "Synchronize Now"), skipped or not.
+    ``force``: the ERP's values win over whatever changed in the CRM (settles an update
+    conflict); an uncoupled record is created."""
+    _Chunk(px, keys, set(), max_lengths, force=force).run()
+
+
 class _Chunk:
     def __init__(self, px: PassContext, keys: list[str], deleted: set[str],
-                 max_lengths: dict[str, int]) -> None:
+                 max_lengths: dict[str, int], *, force: bool = False) -> None:
         self.px = px
+        self.force = force
         self.keys = keys
         self.deleted = deleted
         self.max_lengths = max_lengths
@@ -133,9 +142,11 @@ class _Chunk:
                           if remote_ids else [])
         for key in self.keys:
             coupling = cpl.get(key)
-            if coupling is not None and coupling.skipped:
+            if coupling is not None and coupling.skipped and not self.force:
                 px.count("skipped")
                 continue
+            if coupling is not None and self.force:
+                coupling = replace(coupling, synced_values=None)  # every field: ERP wins
             row = rows.get(key)
             if row is None:
                 if coupling is not None and key not in filtered_out:
@@ -207,7 +218,7 @@ class _Chunk:
     def _create(self, coupling: Coupling | None, key: str, values: list[FieldValue]) -> None:
         px = self.px
         if coupling is None:
-            if px.mapping.sync_only_coupled:
+            if px.mapping.sync_only_coupled and not self.force:
                 px.count("skipped")
                 return
             remote_id = new_id()
