@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -70,27 +72,47 @@ def closed_port_fixture() -> int:
     return closed_port()
 
 
-@pytest.mark.parametrize("command", DATABASE_COMMANDS)
-def test_database_that_does_not_answer(command: str, closed_port: int, tmp_path: Path) -> None:
+def run_each(commands: list[str], env: dict[str, str], cwd: Path,
+             check: Callable[[str, subprocess.CompletedProcess], None]) -> None:
+    """Run every command (a few at a time: most of their time is Python's start-up) and
+    check each; report every command that failed its check, not only the first."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = {c: pool.submit(crmsync, [*c.split(), *ARGUMENTS.get(c, [])], env, cwd)
+                for c in commands}
+    failures = []
+    for command, run in runs.items():
+        try:
+            check(command, run.result())
+        except AssertionError as exc:
+            failures.append(f"crmsync {command}: {exc}")
+    assert not failures, "\n".join(failures)
+
+
+def test_every_command_with_a_database_that_does_not_answer(closed_port: int,
+                                                            tmp_path: Path) -> None:
     url = f"postgresql://postgres@127.0.0.1:{closed_port}/crmsync"
-    done = crmsync([*command.split(), *ARGUMENTS.get(command, [])],
-                   base_env(tmp_path, url), tmp_path)
-    line = error_line(done, EXIT_DATABASE)
-    assert f"database postgresql+psycopg://postgres@127.0.0.1:{closed_port}/crmsync" in line
-    assert "connection refused" in line and "CRMSYNC_DATABASE_URL" in line
+
+    def check(command: str, done: subprocess.CompletedProcess) -> None:
+        line = error_line(done, EXIT_DATABASE)
+        assert f"database postgresql+psycopg://postgres@127.0.0.1:{closed_port}/crmsync" in line
+        assert "connection refused" in line and "CRMSYNC_DATABASE_URL" in line
+
+    run_each(DATABASE_COMMANDS, base_env(tmp_path, url), tmp_path, check)
 
 
-@pytest.mark.parametrize("command", DATABASE_COMMANDS)
-def test_database_that_does_not_exist(command: str, admin_url: str, tmp_path: Path) -> None:
+def test_every_command_with_a_database_that_does_not_exist(admin_url: str,
+                                                           tmp_path: Path) -> None:
     url = admin_url.rsplit("/", 1)[0] + "/crmsync_no_such_database"
-    done = crmsync([*command.split(), *ARGUMENTS.get(command, [])],
-                   base_env(tmp_path, url), tmp_path)
-    line = error_line(done, EXIT_DATABASE)
-    assert 'database "crmsync_no_such_database" does not exist' in line
-    assert "createdb" in line
+
+    def check(command: str, done: subprocess.CompletedProcess) -> None:
+        line = error_line(done, EXIT_DATABASE)
+        assert 'database "crmsync_no_such_database" does not exist' in line
+        assert "createdb" in line
+
+    run_each(DATABASE_COMMANDS, base_env(tmp_path, url), tmp_path, check)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def not_upgraded_url(admin_url: str) -> Iterator[str]:
     name = f"crmsync_cli_empty_{os.getpid()}"
     with psycopg.connect(admin_url.replace("+psycopg", ""), autocommit=True) as conn:
@@ -101,16 +123,17 @@ def not_upgraded_url(admin_url: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.mark.parametrize("command", [c for c in DATABASE_COMMANDS
-                                     if c not in OWN_DATABASE and c != "db upgrade"])
-def test_database_not_upgraded(command: str, not_upgraded_url: str, tmp_path: Path) -> None:
-    done = crmsync([*command.split(), *ARGUMENTS.get(command, [])],
-                   base_env(tmp_path, not_upgraded_url), tmp_path)
-    if command == "db current":  # it reports the revisions, and says they differ
-        assert "applied: (none)" in done.stdout and done.returncode == EXIT_DATABASE
-        return
-    line = error_line(done, EXIT_DATABASE)
-    assert "the crmsync schema is empty" in line and "crmsync db upgrade" in line
+def test_every_command_with_a_database_not_upgraded(not_upgraded_url: str,
+                                                    tmp_path: Path) -> None:
+    def check(command: str, done: subprocess.CompletedProcess) -> None:
+        if command == "db current":  # it reports the revisions, and says they differ
+            assert "applied: (none)" in done.stdout and done.returncode == EXIT_DATABASE
+            return
+        line = error_line(done, EXIT_DATABASE)
+        assert "the crmsync schema is empty" in line and "crmsync db upgrade" in line
+
+    commands = [c for c in DATABASE_COMMANDS if c not in OWN_DATABASE and c != "db upgrade"]
+    run_each(commands, base_env(tmp_path, not_upgraded_url), tmp_path, check)
 
 
 # ------------------------------------------------------------------ bad settings
