@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 import requests
+import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from worker.remote import wire
 from worker.sync.check import check_mapping
+from worker.sync.local import mark_own_writes
 
 from .conftest import World
 
@@ -69,6 +71,7 @@ class Case:
     message: str
     setup: tuple[str, ...] = ()
     remote: dict[str, Any] | None = None  # written to V001's account before the CRM→ERP pass
+    local_after: str | None = None  # crmsync's own write (not captured) after the first sync
 
 
 CASES = [
@@ -110,6 +113,10 @@ CASES = [
          (_field("small", "numberofemployees"),), remote={"numberofemployees": 40000}),
     Case("text longer than the column is cut, as NAV does", "synced", "x" * 100,
          remote={"name": "x" * 150}),
+    Case("the local row of a CRM change holds 'infinity'", "from", "field on_hold <-> "
+         "lastonholdtime: column on_hold holds 'infinity', which cannot be read",
+         remote={"name": "Renamed in the CRM"},
+         local_after="UPDATE erp_v.account SET on_hold = 'infinity' WHERE no = 'V001'"),
     # -- configuration caught by check ----------------------------------------------------
     Case("value_map that is not an object", "check",
          "field name <-> name: transformation.value_map must be an object of value → value, "
@@ -257,6 +264,10 @@ def _caught_to_crm(world: World, case: Case) -> None:
 
 def _caught_from_crm(world: World, case: Case) -> None:
     world.counts("VALUES")
+    if case.local_after:
+        with world.engine.begin() as conn:
+            mark_own_writes(conn)
+            conn.execute(sa.text(case.local_after))
     accounts = _accounts(world)
     assert case.remote is not None
     _patch(world, accounts["V001"]["accountid"], case.remote)
@@ -270,7 +281,9 @@ def _caught_from_crm(world: World, case: Case) -> None:
         return
     assert counts["failed"] == 1, counts
     (message,) = _errors(world)
-    assert message.startswith(f"accounts {accounts['V001']['accountid']}: ")
+    local_id = world.scalar("SELECT id FROM erp_v.account WHERE no = 'V001'")
+    assert message.startswith((f"accounts {accounts['V001']['accountid']}: ",
+                               f"erp_v.account {local_id}: "))
     assert case.message in message
     assert world.scalar("SELECT credit FROM erp_v.account WHERE no = 'V001'") \
         == Decimal("100.10")  # never rounded into the column
