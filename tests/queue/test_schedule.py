@@ -7,9 +7,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from worker.errors import JobError
 from worker.queue import schedule
 from worker.queue.models import (
     EntryStatus,
@@ -217,3 +219,32 @@ def test_next_run_is_in_the_future_and_allowed(s: Schedule, scheduled: datetime,
     if s.run_interval < timedelta(days=1):
         grid = scheduled + ((now - scheduled) // s.run_interval + 1) * s.run_interval
         assert nxt >= grid
+
+
+@settings(max_examples=300, deadline=None)
+@given(SCHEDULES, INSTANT, st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=30)))
+def test_a_rescheduled_entry_runs_at_once_or_one_interval_after_its_last_run(
+    s: Schedule, last: datetime, since: timedelta,
+) -> None:
+    now = last + since
+    nxt = schedule.rescheduled(s, last, None, now)
+    assert nxt is not None and nxt >= now
+    assert schedule.is_allowed(s, nxt)
+    assert s.run_interval is not None
+    due = max(last + s.run_interval, now)
+    if s.run_interval < timedelta(days=1):  # whole days are added in wall-clock time
+        assert nxt == schedule.next_allowed(s, due)
+
+
+def test_a_rescheduled_entry_that_never_ran_keeps_its_planned_first_run() -> None:
+    s = Schedule(run_interval=timedelta(minutes=5))
+    now = utc(2026, 11, 26, 9, 0)
+    assert schedule.rescheduled(s, None, utc(2026, 11, 26, 12, 0), now) == utc(2026, 11, 26, 12)
+    assert schedule.rescheduled(s, None, utc(2026, 11, 26, 8, 0), now) == now
+
+
+def test_date_arithmetic_past_year_9999_names_the_column() -> None:
+    late = entry(schedule=Schedule(run_interval=timedelta(days=3_000_000)))
+    with pytest.raises(JobError) as caught:
+        schedule.after_success(late, utc(2026, 11, 26, 9), utc(2026, 11, 26, 9), None)
+    assert str(caught.value) == "run_interval: 3000000 days takes the next run beyond the year 9999"
