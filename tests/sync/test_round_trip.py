@@ -27,8 +27,10 @@ CREATE TABLE erp_r.person (
 UPDATE crmsync.integration_table_mappings SET enabled = false WHERE name = 'CUSTOMER';
 INSERT INTO crmsync.integration_table_mappings
        (name, local_table, entity_set, remote_key, direction, sync_only_coupled)
-VALUES ('LIMITS', 'erp_r.account', 'accounts', 'accountid', 'bidirectional', false),
-       ('PEOPLE', 'erp_r.person', 'contacts', 'contactid', 'bidirectional', false);
+VALUES ('LIMITS', 'erp_r.account', 'accounts', '{account_key}', 'bidirectional', false),
+       ('PEOPLE', 'erp_r.person', 'contacts', '{contact_key}', 'bidirectional', false);
+UPDATE crmsync.integration_table_mappings SET remote_modified_on = '{modified_on}'
+ WHERE name IN ('LIMITS', 'PEOPLE');
 INSERT INTO crmsync.integration_field_mappings (mapping_name, local_column, remote_property)
 VALUES ('LIMITS', 'no', 'accountnumber'), ('LIMITS', 'credit', 'creditlimit'),
        ('LIMITS', 'revenue', 'revenue'), ('LIMITS', 'employees', 'numberofemployees'),
@@ -45,9 +47,16 @@ ROWS = {  # no: (credit, revenue, employees, seq, on_hold)
 }
 
 
+pytestmark = pytest.mark.parametrize("emulator_profile", ["dataverse", "odata"], indirect=True)
+
+
 @pytest.fixture
-def rworld(world: World) -> World:
-    world.sql(SCHEMA)
+def rworld(world: World, emulator_profile: str) -> World:
+    odata = emulator_profile == "odata"
+    with world.engine.begin() as conn:
+        conn.exec_driver_sql(SCHEMA.format(
+            account_key="ID" if odata else "accountid", contact_key="ID" if odata else "contactid",
+            modified_on="modifiedAt" if odata else "modifiedon"))
     for no, (credit, revenue, employees, seq, on_hold) in ROWS.items():
         world.sql("INSERT INTO erp_r.account (no, credit, revenue, employees, seq, on_hold) "
                   "VALUES (:no, CAST(:c AS numeric), CAST(:r AS numeric), :e, :s, "
@@ -91,11 +100,11 @@ def test_limits_go_to_the_crm_exactly_and_stay_unchanged(rworld: World) -> None:
 def test_limits_come_back_from_the_crm_exactly(rworld: World) -> None:
     rworld.counts("LIMITS")
     accounts = _read(rworld, "accounts", "accountnumber")
-    _patch(rworld, "accounts", accounts["SMALL"]["accountid"], {
+    _patch(rworld, "accounts", rworld.rid(accounts["SMALL"]), {
         "creditlimit": Decimal("-999999999999999.99"), "revenue": Decimal("123456789012345.6789"),
         "numberofemployees": -(2**31), "new_externalsequence": 2**63 - 1,
         "lastonholdtime": "2038-01-19T03:14:08Z"})
-    _patch(rworld, "accounts", accounts["MAX"]["accountid"], {"revenue": Decimal("0.0001")})
+    _patch(rworld, "accounts", rworld.rid(accounts["MAX"]), {"revenue": Decimal("0.0001")})
     counts = rworld.counts("LIMITS")[("LIMITS", "from")]
     assert (counts["modified"], counts["failed"]) == (2, 0)
     row = rworld.sql("SELECT credit, revenue, employees, seq, on_hold FROM erp_r.account "
@@ -116,7 +125,8 @@ def test_dates_at_their_limits_both_ways(rworld: World) -> None:
     contacts = _read(rworld, "contacts", "lastname")
     assert {k: contacts[k]["birthdate"] for k in births} == {
         k: v.isoformat() for k, v in births.items()}
-    _patch(rworld, "contacts", contacts["Leap"]["contactid"], {"birthdate": "1900-02-28"})
+    _patch(rworld, "contacts", rworld.rid(contacts["Leap"], "contacts"),
+           {"birthdate": "1900-02-28"})
     counts = rworld.counts("PEOPLE")
     assert counts[("PEOPLE", "from")]["modified"] == 1
     assert rworld.scalar("SELECT birth FROM erp_r.person WHERE last = 'Leap'") \
