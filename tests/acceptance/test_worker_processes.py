@@ -289,3 +289,36 @@ def test_a_killed_workers_run_is_due_again_at_once_without_an_attempt(
     assert runs[0].status == "abandoned" and runs[1].status in ("in_process", "success")
     assert runs[0].scheduled_for == runs[1].scheduled_for
     assert attempts == 0
+
+
+def test_status_shows_why_a_child_waits_for_its_failed_parent(engine: Engine, spawn,
+                                                              cli_env: dict[str, str]) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO crmsync.integration_table_mappings (name) VALUES ('CURRENCY'), "
+            "('CUSTOMER'); INSERT INTO crmsync.integration_table_mapping_dependencies "
+            "VALUES ('CUSTOMER', 'CURRENCY')"))
+        job = conn.scalar(sa.text(
+            "INSERT INTO crmsync.sync_jobs (mapping_name, direction, status, finished_at, "
+            "message) VALUES ('CURRENCY', 'to_integration', 'failed', now(), "
+            "'failed: connection refused') RETURNING id"))
+        conn.execute(sa.text("INSERT INTO crmsync.job_queue_entries (job_kind, mapping_name) "
+                             "VALUES ('sync_mapping', 'CUSTOMER')"))
+    proc = spawn("run")
+    wait_for(lambda: scalar(engine, "SELECT status FROM crmsync.job_queue_entries") ==
+             "waiting", timeout=30)
+    shown = crmsync(cli_env, "status")
+    assert shown.returncode == 0, shown.stderr
+    line = next(x for x in shown.stdout.splitlines() if "CUSTOMER" in x)
+    assert "waiting" in line and f"waiting for parent: CURRENCY sync job {job} failed" in line
+    listed = crmsync(cli_env, "entries", "list")
+    assert f"waiting for parent: CURRENCY sync job {job} failed" in listed.stdout
+    # The parent's next pass succeeds (here a foreground sync's job row): the child runs.
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO crmsync.sync_jobs (mapping_name, direction, status, finished_at) "
+            "VALUES ('CURRENCY', 'to_integration', 'success', now())"))
+    wait_for(lambda: scalar(engine, "SELECT count(*) FROM crmsync.job_queue_log_entries") == 1,
+             timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
