@@ -29,7 +29,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser(
         "setup-defaults",
-        help="create the seven default mappings and their job queue entries where missing")
+        help="create the seven default mappings (the mapping document shipped as "
+             "worker/sample/defaults.toml) and their job queue entries where missing")
     p.add_argument("--interval", default="30 minutes",
                    help="run interval of the entries as PostgreSQL reads it (default 30 minutes)")
     p.add_argument("--connection", default="crm", help="connection name (default crm)")

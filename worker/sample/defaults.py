@@ -63,6 +63,8 @@ class FieldMappingSpec:
     not_null: bool = False
     use_for_matching: bool = False
     match_priority: int = 0
+    clear_value_on_failed_sync: bool = False
+    case_sensitive_matching: bool = False
 
     @property
     def label(self) -> str:
@@ -232,8 +234,6 @@ def _mapping_values(spec: TableMappingSpec, connection: str) -> dict[str, Any]:
 def _field_values(f: FieldMappingSpec) -> dict[str, Any]:
     values = {c: getattr(f, c, None) for c in _FIELD_COLUMNS}
     values["transformation"] = dict(f.transformation)
-    values["clear_value_on_failed_sync"] = False
-    values["case_sensitive_matching"] = False
     return values
 
 
