@@ -127,7 +127,7 @@ def test_a_bad_document_is_refused_whole_with_its_paths(defaults: Admin,
            "to_integration, from_integration, bidirectional" in lines
     assert any(line.startswith(f"crmsync: error: {document}: mappings.CUSTOMER.fields[3]."
                                "remote_propertyy: unknown key") for line in lines)
-    assert lines[-1] == f"crmsync: error: {document}: 3 problem(s); nothing applied"
+    assert lines[-1] == f"crmsync: error: {document}: 2 problem(s); nothing applied"
 
     # Structurally sound, but check's rules find the column missing: still nothing written.
     document.write_text(text.replace('local_column = "phone_no"',
@@ -148,6 +148,12 @@ def test_a_bad_document_is_refused_whole_with_its_paths(defaults: Admin,
     done = admin.run("mappings", "apply", str(document))
     assert "mappings.VENDOR.depends_on[0]: no mapping 'CURENCY'" in done.stderr
     assert admin.run("mappings", "export", "NOSUCH").returncode == 2
+
+    currency = _export(admin, document, "CURRENCY")
+    document.write_text(currency.replace("depends_on = []", 'depends_on = ["CONTACTS"]'))
+    done = admin.run("mappings", "apply", str(document))
+    assert done.returncode == 2
+    assert "mappings.CURRENCY.depends_on: mapping dependency cycle: " in done.stderr
 
 
 def test_mappings_are_removed_only_with_prune(defaults: Admin, tmp_path: Path) -> None:

@@ -68,3 +68,15 @@ def test_the_defaults_leave_vendors_and_inactive_records_in_the_crm(defaults: Ad
     assert not surnames & {"Inactive", "Private"}
     # A vendor edited in the CRM stays out too, and nothing failed on the way.
     assert json.loads(admin.ok("errors", "--json")) == []
+
+
+def test_a_business_key_that_cannot_be_read_costs_nothing_else(defaults: Admin) -> None:
+    admin = defaults
+    admin.sql("UPDATE crmsync.integration_table_mappings SET business_key_column = 'nosuch' "
+              "WHERE name = 'CUSTOMER'")
+    _fail_two_customers(admin)
+    rows = json.loads(admin.ok("errors", "CUSTOMER", "--json"))
+    assert len(rows) == 2 and {r["business_key"] for r in rows} == {None}
+    assert all(r["message"].endswith(LOOKUP_FAILURE) for r in rows)
+    assert admin.sql("SELECT failed FROM crmsync.sync_jobs WHERE mapping_name = 'CUSTOMER' "
+                     "ORDER BY id DESC LIMIT 2") == [(0,), (2,)]

@@ -30,6 +30,7 @@ from worker.sync.documents import DocumentInvalid, MappingDoc
 from worker.sync.local import forget_reflections
 from worker.sync.metadata import EntitySetInfo
 from worker.sync.model import TableMapping
+from worker.sync.order import topological_order
 
 _SAVEPOINT = "crmsync_document"
 
@@ -93,7 +94,7 @@ def _check_references(docs: Sequence[MappingDoc], current: Sequence[MappingDoc],
                       prune: bool) -> None:
     """Dependencies and lookups must name a mapping of the document or one that stays."""
     known = {d.name for d in docs} | (set() if prune else {d.name for d in current})
-    problems = []
+    problems: list[tuple[str, str]] = []
     for doc in docs:
         for n, parent in enumerate(doc.depends_on):
             if parent not in known:
@@ -104,8 +105,23 @@ def _check_references(docs: Sequence[MappingDoc], current: Sequence[MappingDoc],
                 problems.append((f"mappings.{doc.name}.fields[{n}].lookup_mapping",
                                  f"no mapping {f['lookup_mapping']!r} in the document or the "
                                  "database"))
+    problems += _cycle(docs, current, prune)
     if problems:
         raise DocumentInvalid(problems)
+
+
+def _cycle(docs: Sequence[MappingDoc], current: Sequence[MappingDoc],
+           prune: bool) -> list[tuple[str, str]]:
+    """A dependency cycle among the document's and the remaining stored mappings."""
+    graph = {} if prune else {d.name: set(d.depends_on) for d in current}
+    graph.update({d.name: set(d.depends_on) for d in docs})
+    try:
+        topological_order(graph)
+    except ConfigurationError as exc:
+        named = str(exc).rsplit(": ", 1)[-1].split(" -> ")
+        first = next((d.name for d in docs if d.name in named), named[0])
+        return [(f"mappings.{first}.depends_on", str(exc))]
+    return []
 
 
 def _capture_moves(conn: Connection, changes: Plan) -> dict[str, TableMapping]:
