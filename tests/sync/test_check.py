@@ -138,3 +138,27 @@ def test_a_key_of_a_type_couplings_cannot_store_is_reported(world: World) -> Non
     assert _problems(world) == [
         "mapping CUSTOMER: local_key: 'since' is date: a local key must be a uuid, text or "
         "integer column (couplings store it as text)"]
+
+
+@pytest.mark.parametrize("same_ids", [True, False])
+def test_a_table_changed_under_couplings(world: World, same_ids: bool) -> None:
+    add_customers(world, 2)
+    world.counts()
+    world.sql("CREATE TABLE erp_t.customer2 (LIKE erp_t.customer INCLUDING ALL)")
+    columns = "id, no, name, city" if same_ids else "no, name, city"
+    world.sql(f"INSERT INTO erp_t.customer2 ({columns}) SELECT {columns} FROM erp_t.customer")
+    world.sql("UPDATE crmsync.integration_table_mappings SET local_table = 'erp_t.customer2' "
+              "WHERE name = 'CUSTOMER'")
+    if not same_ids:
+        (problem,) = _problems(world)
+        assert problem.startswith("mapping CUSTOMER: local_table: none of the coupled "
+                                  "records (such as '")
+        assert "is in erp_t.customer2, a table this mapping never captured changes of: " \
+               "was local_table changed after records were coupled?" in problem
+        return
+    # The same records under a new table: no disable/enable, its changes are captured.
+    assert _problems(world) == []
+    world.counts("CUSTOMER")
+    world.sql("UPDATE erp_t.customer2 SET city = 'Gent' WHERE no = 'C0001'")
+    assert world.counts("CUSTOMER")[("CUSTOMER", "to")]["modified"] == 1
+    assert world.remote_one("accounts", "accountnumber eq 'C0001'")["address1_city"] == "Gent"

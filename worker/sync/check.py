@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from worker.errors import ConfigurationError, CrmsyncError
+from worker.sync import capture
 from worker.sync import mappings as mapping_store
 from worker.sync.clients import Clients
 from worker.sync.compat import (
@@ -264,34 +265,46 @@ def _has_default(column: sa.Column) -> bool:
 
 def _check_coupled_ids(engine: Engine, mapping: TableMapping, table: LocalTable,
                        add) -> None:  # type: ignore[no-untyped-def]
-    """Couplings made under another local_key: their local ids are not values of the key
-    (or name no row by it, but rows by another column)."""
     with engine.connect() as conn:
-        ids = conn.scalars(sa.text(
-            "SELECT local_id FROM crmsync.couplings WHERE mapping_name = :m "
-            "AND state = 'coupled' ORDER BY id DESC LIMIT 20"), {"m": mapping.name}).all()
-        if not ids:
-            return
-        advice = ("was local_key changed after records were coupled? set it back, or "
-                  "uncouple the mapping's records and couple them again")
-        try:
-            values = [table.key_value(i) for i in ids]
-        except ConfigurationError:
-            add("local_key", f"coupled local ids such as {ids[0]!r} are not "
+        problem = _coupled_ids_problem(conn, mapping, table)
+    if problem is not None:
+        add(*problem)
+
+
+_ADVICE = ("after records were coupled? set it back, or uncouple the mapping's records and "
+           "couple them again")
+
+
+def _coupled_ids_problem(conn: Connection, mapping: TableMapping,
+                         table: LocalTable) -> tuple[str, str] | None:
+    """Couplings made under another local_key or local_table: their local ids are not
+    values of the key, name rows only by another column, or name no row of a table whose
+    change capture was never installed although the mapping's was."""
+    ids = conn.scalars(sa.text(
+        "SELECT local_id FROM crmsync.couplings WHERE mapping_name = :m "
+        "AND state = 'coupled' ORDER BY id DESC LIMIT 20"), {"m": mapping.name}).all()
+    if not ids:
+        return None
+    try:
+        values = [table.key_value(i) for i in ids]
+    except ConfigurationError:
+        return ("local_key", f"coupled local ids such as {ids[0]!r} are not "
                              f"{str(table.key.type).lower()} values of {table.key.name!r}: "
-                             + advice)
-            return
-        if conn.scalar(sa.select(sa.func.count()).where(table.key.in_(values))):
-            return
-        for column in table.table.c:
-            if column is table.key:
-                continue
-            text = sa.cast(column, sa.Text)
-            if conn.scalar(sa.select(sa.func.count()).where(text.in_(ids))):
-                add("local_key", f"the coupled local ids (such as {ids[0]!r}) are values of "
+                             f"was local_key changed {_ADVICE}")
+    if conn.scalar(sa.select(sa.func.count()).where(table.key.in_(values))):
+        return None
+    for column in table.table.c:
+        if column is not table.key and conn.scalar(
+                sa.select(sa.func.count()).where(sa.cast(column, sa.Text).in_(ids))):
+            return ("local_key", f"the coupled local ids (such as {ids[0]!r}) are values of "
                                  f"column {column.name!r}, not of local_key "
-                                 f"{table.key.name!r}: " + advice)
-                return
+                                 f"{table.key.name!r}: was local_key changed {_ADVICE}")
+    if mapping.change_capture == "trigger" and mapping_store.triggers_installed(
+            conn, mapping.name) and not capture.triggers_present(conn, mapping.local_table):
+        return ("local_table", f"none of the coupled records (such as {ids[0]!r}) is in "
+                               f"{mapping.local_table}, a table this mapping never captured "
+                               f"changes of: was local_table changed {_ADVICE}")
+    return None
 
 
 def _check_overlaps(engine: Engine, mapping: TableMapping, add) -> None:  # type: ignore[no-untyped-def]
