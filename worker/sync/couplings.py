@@ -4,7 +4,7 @@ their values at the last sync, and the per-direction results that drive retries 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -63,18 +63,35 @@ def add_intent(conn: Connection, mapping: str, local_id: str, remote_id: str,
         {"m": mapping, "l": local_id, "r": remote_id, "s": state.value}))
 
 
+def add_intents(conn: Connection, mapping: str, intents: Sequence[tuple[str, str]],
+                state: CouplingState, snapshots: Mapping[str, Any] | None = None) -> None:
+    """``add_intent`` for many (local id, remote id) pairs in one statement, each with the
+    values its create is about to send (``snapshots`` by local id; see
+    :func:`save_intent_snapshots`)."""
+    if not intents:
+        return
+    given = snapshots or {}
+    conn.execute(sa.text(
+        "INSERT INTO crmsync.couplings (mapping_name, local_id, remote_id, state, "
+        "synced_values) SELECT :m, t.l, t.r, :s, t.v "
+        "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(l text, r text, v jsonb)"),
+        {"m": mapping, "s": state.value,
+         "rows": _rows({"l": key, "r": rid, "v": given.get(key)} for key, rid in intents)})
+
+
 def save_intent_snapshots(conn: Connection, mapping: str,
                           snapshots: dict[str, dict[str, Any]]) -> None:
     """The values about to be sent by the creates of records in flight (by local id). Not
     a synced snapshot: used only when a later pass finds the record in the service, to
-    tell which fields changed on which side since."""
+    tell which fields changed on which side since. One statement for the chunk."""
     if not snapshots:
         return
     conn.execute(sa.text(
-        "UPDATE crmsync.couplings SET synced_values = CAST(:s AS jsonb) "
-        "WHERE mapping_name = :m AND local_id = :l AND state = 'creating_remote'"),
-        [{"m": mapping, "l": key, "s": json.dumps(snapshot)}
-         for key, snapshot in snapshots.items()])
+        """
+        UPDATE crmsync.couplings c SET synced_values = t.s
+          FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(l text, s jsonb)
+         WHERE c.mapping_name = :m AND c.local_id = t.l AND c.state = 'creating_remote'
+        """), {"m": mapping, "rows": _rows({"l": k, "s": s} for k, s in snapshots.items())})
 
 
 def add_coupled(conn: Connection, mapping: str, local_id: str, remote_id: str) -> int:
@@ -94,19 +111,29 @@ def record_successes(conn: Connection, direction: Direction, job_id: int,
     if not successes:
         return
     suffix = _suffix(direction)
+    # One set-based statement per chunk, its rows one JSON parameter: not one statement
+    # per record, and no per-element array escaping.
     conn.execute(sa.text(
         f"""
-        UPDATE crmsync.couplings
+        UPDATE crmsync.couplings c
            SET state = 'coupled',
-               remote_version = COALESCE(:version, remote_version),
-               remote_modified_on = COALESCE(:modified, remote_modified_on),
-               synced_values = CAST(:snapshot AS jsonb), last_synced_at = now(),
+               remote_version = COALESCE(t.version, c.remote_version),
+               remote_modified_on = COALESCE(t.modified, c.remote_modified_on),
+               synced_values = t.snapshot, last_synced_at = now(),
                last_result_{suffix} = 'success', last_job_{suffix} = :job,
                last_error = NULL, skipped = false
-         WHERE id = :id
-        """), [{"id": s.coupling_id, "version": s.remote_version,
-                "modified": s.remote_modified_on, "snapshot": json.dumps(s.snapshot),
-                "job": job_id} for s in successes])
+          FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+               AS t(id bigint, version text, modified timestamptz, snapshot jsonb)
+         WHERE c.id = t.id
+        """), {"job": job_id, "rows": _rows(
+            {"id": s.coupling_id, "version": s.remote_version,
+             "modified": s.remote_modified_on.isoformat() if s.remote_modified_on else None,
+             "snapshot": s.snapshot} for s in successes)})
+
+
+def _rows(rows: Iterable[dict[str, Any]]) -> str:
+    """Rows for ``jsonb_to_recordset``: one JSON array, encoded once."""
+    return json.dumps(list(rows), default=str)
 
 
 def record_failure(conn: Connection, coupling: Coupling, direction: Direction, job_id: int,

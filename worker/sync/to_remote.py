@@ -346,16 +346,17 @@ class _Chunk:
         creates = {w.key: w for w in self.writes if w.kind == "create"}
         if not creates and not self.intents:
             return
+        snapshots = {key: new_snapshot(None, w.values, pass_direction=TO, written=None,
+                                       left=set()) for key, w in creates.items()}
+        new = {key for key, _ in self.intents}
         with px.engine.begin() as conn:
-            for key, remote_id in self.intents:
-                coupling_store.add_intent(conn, px.mapping.name, key, remote_id,
-                                          CouplingState.CREATING_REMOTE)
+            coupling_store.add_intents(conn, px.mapping.name, self.intents,
+                                       CouplingState.CREATING_REMOTE, snapshots)
             for coupling_id, remote_id in self.restores:
                 coupling_store.set_remote_id(conn, coupling_id, remote_id,
                                              CouplingState.CREATING_REMOTE)
             coupling_store.save_intent_snapshots(conn, px.mapping.name, {
-                key: new_snapshot(None, w.values, pass_direction=TO, written=None, left=set())
-                for key, w in creates.items()})
+                key: s for key, s in snapshots.items() if key not in new})
 
     def _reconcile_existing(self) -> None:
         """Creates answered "already exists" or refused with a 5xx: the record is read back;
