@@ -133,3 +133,26 @@ def test_a_worker_wakes_a_12_hour_hold_within_its_run_interval_of_a_crm_edit(
         thread.join(10)
     after = REGISTRY.get_sample_value("crmsync_change_to_sync_seconds_count", labels) or 0
     assert after - carried >= 1
+
+
+def test_with_change_tracking_the_probe_reads_the_delta_link_without_advancing_it(
+        synced: World, prober: Prober, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRMSYNC_CRM_CHANGE_TRACKING", "true")
+    synced.counts("CUSTOMER")  # the first tracked read stores a delta link
+    synced.counts("CUSTOMER")
+    link = synced.scalar("SELECT delta_link FROM crmsync.integration_table_mappings "
+                         "WHERE name = 'CUSTOMER'")
+    assert link
+    put_on_hold(synced, "1 hour")
+    prober.step()
+    before = crm_requests(synced)
+    assert prober.step(later()) == 1
+    assert crm_requests(synced) - before == 1
+    assert status(synced) == "on_hold_inactivity"
+    synced.patch("accounts", account_id(synced, "C0001"), {"address1_city": "Tracked"})
+    assert prober.step(later() + 3600) == 1
+    assert status(synced) == "ready"
+    assert synced.scalar("SELECT delta_link FROM crmsync.integration_table_mappings "
+                         "WHERE name = 'CUSTOMER'") == link
+    came = synced.counts("CUSTOMER")[("CUSTOMER", "from")]
+    assert came["modified"] == 1  # the pass still finds the change the probe saw

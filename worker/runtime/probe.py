@@ -24,16 +24,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from worker.db.engine import translate_errors
 from worker.metrics import PROBES
-from worker.remote import filters
-from worker.remote.errors import RemoteDeltaExpired
+from worker.remote import filters, wire
+from worker.remote.errors import RemoteProtocolError
 
 if TYPE_CHECKING:
+    from worker.remote.client import ODataClient
     from worker.sync.clients import Clients
 
 log = logging.getLogger(__name__)
@@ -167,11 +169,7 @@ def probe(clients: Clients, target: ProbeTarget, shown: Versions | None) -> Vers
     entity_set = client.entity_set(target.entity_set, target.remote_key, target.modified_on)
     if client.settings.dialect.change_tracking and not target.remote_filter \
             and target.delta_link:
-        feed = entity_set.read_changes(target.delta_link, select=[target.remote_key])
-        try:
-            return None if next(iter(feed.pages()), []) else set()
-        except RemoteDeltaExpired:
-            return None  # the pass must reconcile anyway
+        return _delta_probe(client, entity_set.url, target.delta_link)
     if target.since is None or shown is None:
         since = None if target.since is None else filters.gt(target.modified_on, target.since)
         top = 1
@@ -182,6 +180,21 @@ def probe(clients: Clients, target: ProbeTarget, shown: Versions | None) -> Vers
     found = {(str(r.get(target.remote_key)).lower(), _version(r))
              for r in next(iter(pages), [])}
     return found - (shown or set())
+
+
+def _delta_probe(client: ODataClient, set_url: str, delta_link: str) -> Versions | None:
+    """The first page, of one record at most, of what changed since the stored delta link
+    (the link itself is left for the pass to follow and advance)."""
+    url = urljoin(set_url, delta_link)
+    reply = client.transport.send("GET", url, accept={410}, headers={
+        "Prefer": "odata.track-changes,odata.maxpagesize=1"})
+    if reply.status == 410:
+        return None  # the token expired: the pass must reconcile anyway
+    doc = wire.parse_json(reply, "GET", url)
+    if not isinstance(doc, dict) or not isinstance(doc.get("value"), list):
+        raise RemoteProtocolError("the response has no 'value' array", status=reply.status,
+                                  method="GET")
+    return None if doc["value"] or doc.get("@odata.nextLink") else set()
 
 
 def _version(record: dict[str, Any]) -> str | None:
