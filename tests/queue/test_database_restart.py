@@ -3,7 +3,9 @@ and goes on with the schedule. Uses a private embedded server that the test can 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -48,10 +50,15 @@ class Server:
 
 
 @pytest.fixture
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("pg") / "data")
+def server() -> Iterator[Server]:
+    # Not under pytest's temporary directory: that one is private to the user running the
+    # tests, and as root pgserver runs PostgreSQL as its own user, which must reach the data.
+    home = Path(tempfile.mkdtemp(prefix="crmsync-restart-"))
+    home.chmod(0o755)
+    srv = Server(home / "data")
     yield srv
     srv.cleanup()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def test_worker_rides_out_a_database_restart(server: Server) -> None:
