@@ -165,6 +165,12 @@ CASES = [
          "local_key: 'no' has no default and varchar(20) is shorter than the 36-character "
          "ids crmsync chooses", ("UPDATE crmsync.integration_table_mappings "
                                  "SET local_key = 'no' WHERE name = 'VALUES'",)),
+    Case("a local filter value of the wrong type", "check",
+         "is refused by the database: operator does not exist: numeric > character varying",
+         (
+             "UPDATE crmsync.integration_table_mappings SET local_filter = "
+             "'[{\"column\": \"credit\", \"op\": \"gt\", \"value\": \"lots\"}]' "
+             "WHERE name = 'VALUES'",)),
     Case("a second mapping on accounts without a filter", "check",
          "remote_filter: mapping VENDOR reads accounts too and neither has a filter", (
              "INSERT INTO crmsync.integration_table_mappings (name, local_table, entity_set, "

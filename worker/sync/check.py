@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
+from worker.db.engine import describe_db_error
 from worker.errors import ConfigurationError, CrmsyncError
 from worker.sync import capture
 from worker.sync import mappings as mapping_store
@@ -134,9 +136,16 @@ def _check_local_table(engine: Engine, mapping: TableMapping, table: LocalTable,
             add("local_modified_column",
                 f"{mapping.local_modified_column!r} is not a column of {mapping.local_table}")
     try:
-        table.filter_clause(mapping.local_filter)
+        where = table.filter_clause(mapping.local_filter)
     except ConfigurationError as exc:
         add("local_filter", str(exc).removeprefix(f"mapping {mapping.name}: "))
+        return
+    try:  # values of the wrong type ('abc' for a number column) fail only when run
+        with engine.connect() as conn:
+            conn.execute(sa.select(table.key).where(where).limit(0)).all()
+    except sa_exc.DBAPIError as exc:
+        add("local_filter", f"{list(mapping.local_filter)!r} is refused by the database: "
+                            f"{describe_db_error(exc)}")
 
 
 def _check_field(engine: Engine, mapping: TableMapping, f: FieldMapping,

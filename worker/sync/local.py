@@ -104,7 +104,9 @@ class LocalTable:
             query = query.where(where)
         try:
             return {str(row[self.key.name]): row for row in conn.execute(query).mappings()}
-        except sa_exc.DataError:
+        except sa_exc.DataError as exc:
+            if _server_error(exc):
+                raise  # the query itself is wrong (and the transaction is aborted)
             # A value the driver cannot load fails the whole result; read row by row so
             # only the rows holding such a value carry Unreadable markers.
             return self._fetch_one_by_one(conn, values, where)
@@ -118,7 +120,9 @@ class LocalTable:
                 query = query.where(where)
             try:
                 row: Any = conn.execute(query).mappings().first()
-            except sa_exc.DataError:
+            except sa_exc.DataError as exc:
+                if _server_error(exc):
+                    raise
                 row = self._read_column_by_column(conn, value)
             if row is not None:
                 rows[str(row[self.key.name])] = row
@@ -136,7 +140,9 @@ class LocalTable:
         for column in self.table.c:
             try:
                 row[column.name] = conn.scalar(sa.select(column).where(self.key == value))
-            except sa_exc.DataError:
+            except sa_exc.DataError as exc:
+                if _server_error(exc):
+                    raise
                 row[column.name] = Unreadable(column.name, str(texts[column.name]))
         return row
 
@@ -249,6 +255,12 @@ def _condition(column: sa.Column, op: str, value: Any) -> sa.ColumnElement[bool]
     if op == "is_null":
         return column.is_(None)
     return column.is_not(None)
+
+
+def _server_error(exc: sa_exc.DBAPIError) -> bool:
+    """Whether PostgreSQL raised the error (it has a SQLSTATE; the transaction is aborted),
+    rather than the driver failing to load a value it received."""
+    return getattr(getattr(exc.orig, "diag", None), "sqlstate", None) is not None
 
 
 def _python_type(column: sa.Column) -> type:
