@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import requests
+
 from tests.admin.conftest import Admin
 
 LOOKUP_FAILURE = ("currency_code 'XTS' must be coupled to a record in transactioncurrencies "
@@ -80,3 +82,22 @@ def test_a_business_key_that_cannot_be_read_costs_nothing_else(defaults: Admin) 
     assert all(r["message"].endswith(LOOKUP_FAILURE) for r in rows)
     assert admin.sql("SELECT failed FROM crmsync.sync_jobs WHERE mapping_name = 'CUSTOMER' "
                      "ORDER BY id DESC LIMIT 2") == [(0,), (2,)]
+
+
+def test_a_record_from_the_crm_shows_its_business_key_before_it_has_a_row(
+        defaults: Admin) -> None:
+    admin = defaults
+    admin.ok("sync", "--all")
+    base = admin.crm.base_url
+    currency = requests.post(f"{base}/transactioncurrencies", timeout=10, headers={
+        "Prefer": "return=representation"}, json={
+        "isocurrencycode": "XTS", "currencyname": "Test"}).json()["transactioncurrencyid"]
+    requests.post(f"{base}/accounts", timeout=10, json={
+        "name": "Made in the CRM", "accountnumber": "C77777", "customertypecode": 3,
+        "transactioncurrencyid@odata.bind": f"/transactioncurrencies({currency})"}
+    ).raise_for_status()
+    assert admin.run("sync", "CUSTOMER").returncode == 1
+    rows = json.loads(admin.ok("errors", "CUSTOMER", "--record", "C77777", "--json"))
+    assert [(r["direction"], r["business_key"]) for r in rows] == [
+        ("from_integration", "C77777")]
+    assert "must be coupled" in rows[0]["message"]

@@ -59,7 +59,8 @@ class PassContext:
 
     def fail(self, conn: Connection, coupling: Coupling | None, message: str, *,
              local_id: str | None = None, remote_id: str | None = None,
-             detail: str | None = None, transient: bool = False) -> None:
+             detail: str | None = None, transient: bool = False,
+             record: dict[str, Any] | None = None) -> None:
         """Log one record's failure; the same error twice in a row skips the coupling,
         unless the failure is ``transient`` (see :class:`RecordFailed`)."""
         self._pending["failed"] += 1
@@ -67,7 +68,8 @@ class PassContext:
             coupling_store.record_failure(conn, coupling, self.direction, self.job_id, message,
                                           may_skip=not transient)
             local_id, remote_id = coupling.local_id, coupling.remote_id
-        self._errors.append(joblog.RecordError(local_id, remote_id, message, detail))
+        self._errors.append(joblog.RecordError(local_id, remote_id, message, detail,
+                                               remote_record=record))
 
     def flush(self, conn: Connection) -> None:
         """Write the chunk's counters and errors in the transaction that wrote its records."""

@@ -349,7 +349,7 @@ class _Chunk:
                         coupling = coupling_store.by_local_ids(
                             conn, px.mapping.name, [local_id])[local_id]
                 px.fail(conn, coupling, message, remote_id=self._rid(record),
-                        transient=transient)
+                        transient=transient, record=record)
             coupling_store.record_successes(conn, FROM, px.job_id, self.successes)
             px.count("uncoupled", coupling_store.delete(conn, self.uncouple))
             px.flush(conn)
@@ -411,7 +411,7 @@ class _Chunk:
                                       CouplingState.CREATING_LOCAL)
             coupling = coupling_store.by_local_ids(conn, self.px.mapping.name,
                                                    [local_id])[local_id]
-        self.px.fail(conn, coupling, message, remote_id=self._rid(w.record))
+        self.px.fail(conn, coupling, message, remote_id=self._rid(w.record), record=w.record)
 
     def _delete_remote(self) -> None:
         px = self.px

@@ -5,8 +5,8 @@ job's progress is visible."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,9 @@ class RecordError:
     # The record's business key (customer no ...); filled from the mapping's
     # business_key_column by ``add`` when the caller does not know it.
     business_key: str | None = None
+    # The remote record of a record that has no local row yet (a failed create from the
+    # CRM): its business key is the value of the field mapped to business_key_column.
+    remote_record: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def start(engine: Engine, mapping: str, direction: Direction, log_entry_id: int | None,
@@ -50,34 +53,53 @@ def add(conn: Connection, job_id: int, counts: Counter[str],
         conn.execute(sa.text(f"UPDATE crmsync.sync_jobs SET {sets} WHERE id = :id"),
                      {"id": job_id, **increments})
     if errors:
-        keys = business_keys(conn, job_id, [e.local_id for e in errors
-                                            if e.local_id and e.business_key is None])
+        keys = business_keys(conn, job_id, errors)
         conn.execute(sa.text(
             "INSERT INTO crmsync.sync_job_errors "
             "(job_id, local_id, remote_id, message, detail, business_key) "
             "VALUES (:job, :l, :r, :m, :d, :b)"),
             [{"job": job_id, "l": e.local_id, "r": e.remote_id, "m": e.message, "d": e.detail,
-              "b": e.business_key if e.business_key is not None else keys.get(e.local_id or "")}
-             for e in errors])
+              "b": key} for e, key in zip(errors, keys, strict=True)])
 
 
-def business_keys(conn: Connection, job_id: int, local_ids: Sequence[str]) -> dict[str, str]:
-    """The business keys of a chunk's failed records by local id: one query for the
-    mapping's settings, one for the keys. Never fails the caller's transaction: a key that
-    cannot be read (table changed, record gone) is simply not shown."""
-    if not local_ids:
-        return {}
+def business_keys(conn: Connection, job_id: int,
+                  errors: Sequence[RecordError]) -> list[str | None]:
+    """The business key of each failed record of a chunk: the caller's, else the local
+    row's business_key_column, else the remote record's value of the field mapped to it.
+    One query for the mapping's settings and one for the local rows, per chunk. Never fails
+    the caller's transaction: a key that cannot be read is simply not shown."""
+    keys = [e.business_key for e in errors]
+    if all(k is not None for k in keys):
+        return keys
     found = conn.execute(sa.text(
         """
         SELECT m.local_table, m.local_key, m.business_key_column,
-               format_type(a.atttypid, NULL) AS key_type
+               format_type(a.atttypid, NULL) AS key_type,
+               (SELECT f.remote_property FROM crmsync.integration_field_mappings f
+                 WHERE f.mapping_name = m.name AND f.local_column = m.business_key_column
+                   AND f.lookup_mapping IS NULL AND f.enabled
+                 ORDER BY f.id LIMIT 1) AS remote_property
           FROM crmsync.sync_jobs j
           JOIN crmsync.integration_table_mappings m ON m.name = j.mapping_name
           LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(m.local_table)
                                   AND a.attname = m.local_key AND NOT a.attisdropped
          WHERE j.id = :job
         """), {"job": job_id}).first()
-    if found is None or not found.business_key_column or not found.key_type:
+    if found is None or not found.business_key_column:
+        return keys
+    local = _local_business_keys(conn, found, [
+        e.local_id for e, k in zip(errors, keys, strict=True) if k is None and e.local_id])
+    for n, e in enumerate(errors):
+        if keys[n] is None and e.local_id in local:
+            keys[n] = local[e.local_id]
+        elif keys[n] is None and e.remote_record and found.remote_property:
+            value = e.remote_record.get(found.remote_property)
+            keys[n] = None if value is None else str(value)
+    return keys
+
+
+def _local_business_keys(conn: Connection, found: Any, local_ids: Sequence[str]) -> dict[str, str]:
+    if not local_ids or not found.key_type:
         return {}
     quote = conn.dialect.identifier_preparer.quote
     table = ".".join(quote(part) for part in found.local_table.split(".", 1))
