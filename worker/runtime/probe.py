@@ -245,8 +245,12 @@ class Prober(threading.Thread):
     def invalidate(self) -> None:
         self._dirty.set()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop probing; wait up to ``timeout`` for the thread to give its lock back (a
+        probe in flight finishes first)."""
         self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
 
     def run(self) -> None:
         try:
