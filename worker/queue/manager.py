@@ -144,9 +144,9 @@ _INSERT_LOG = sa.text(
            (entry_id, job_kind, mapping_name, description, category_code, worker_id,
             scheduled_for, started_at)
     VALUES (:entry_id, :job_kind, :mapping_name, :description, :category_code, :worker_id,
-            :scheduled_for, :now)
+            :scheduled_for, clock_timestamp())
     ON CONFLICT (entry_id, scheduled_for) WHERE status <> 'abandoned' DO NOTHING
-    RETURNING id
+    RETURNING id, started_at
     """
 )
 
@@ -297,24 +297,28 @@ class QueueManager:
     ) -> Claim | None:
         scheduled_for = entry.next_run_at
         assert scheduled_for is not None
-        log_id = conn.scalar(_INSERT_LOG, {
+        # started_at is read after the candidates were chosen: a run of the same category
+        # that finished just before (and freed it) never appears to overlap this one.
+        logged = conn.execute(_INSERT_LOG, {
             "entry_id": entry.id, "job_kind": entry.job_kind.value,
             "mapping_name": entry.mapping_name, "description": entry.description,
             "category_code": entry.category_code, "worker_id": worker_id,
-            "scheduled_for": scheduled_for, "now": now,
-        })
-        if log_id is None:
+            "scheduled_for": scheduled_for,
+        }).first()
+        if logged is None:
             # This occurrence already ran (a user set next_run_at back to it): move on.
             following = schedule.next_run_after(entry.schedule, scheduled_for, now)
             status = EntryStatus.READY if following else EntryStatus.FINISHED
             self._apply(conn, entry.id, schedule.Decision(
                 status, following, entry.attempts, entry.last_error))
             return None
+        log_id, started_at = logged
         conn.execute(_MARK_CLAIMED, {
-            "worker_id": worker_id, "now": now, "lease": lease,
+            "worker_id": worker_id, "now": started_at, "lease": lease,
             "scheduled_for": scheduled_for, "log_id": log_id, "id": entry.id,
         })
-        return Claim(entry=entry, log_id=log_id, scheduled_for=scheduled_for, started_at=now)
+        return Claim(entry=entry, log_id=log_id, scheduled_for=scheduled_for,
+                     started_at=started_at)
 
     @staticmethod
     def _apply(conn: Connection, entry_id: int, decision: schedule.Decision) -> None:
