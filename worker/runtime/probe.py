@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROBE_LOCK_KEY = 0x63727072  # "crpr": the advisory lock of the cluster's one prober
-Wake = Callable[[Sequence[str], timedelta], int]
 Versions = set[tuple[str, str | None]]  # (remote key in lower case, etag or version)
 MAX_SHOWN = 100  # more records than this at the watermark's second: probe with ``gt``
 
@@ -255,7 +254,10 @@ class Prober(threading.Thread):
     def run(self) -> None:
         try:
             while not self._stop_event.is_set():
-                self.step()
+                try:
+                    self.step()
+                except Exception:  # never let one bad answer end the probes
+                    log.exception("remote probe step failed")
                 self._stop_event.wait(self._tick)
         finally:
             self._release()
@@ -297,13 +299,20 @@ class Prober(threading.Thread):
             return
         self._failing.discard(target.entry_id)
         changed = new is None or bool(new)
-        if new and shown is not None:
-            shown |= new  # the woken run reads them; not a change the next time
         PROBES.labels(target.mapping, "changed" if changed else "nothing").inc()
-        if changed:
+        if not changed:
+            return
+        try:
             woken = wake_mappings(self.engine, [target.mapping], self.wake_delay)
-            log.info("remote change found; entry woken",
-                     extra={"mapping": target.mapping, "entries": woken})
+        except Exception as exc:  # the database is away: probe (and wake) again soon
+            log.warning("could not wake entry", extra={"mapping": target.mapping,
+                                                       "error": str(exc)})
+            self._due[target.entry_id] = time.monotonic() + self._leader_retry
+            return
+        if new and shown is not None:
+            shown |= new  # the woken run reads them: not a change the next time
+        log.info("remote change found; entry woken",
+                 extra={"mapping": target.mapping, "entries": woken})
 
     def _lead(self) -> bool:
         """Hold the cluster's probe lock on this thread's own connection, or try again
