@@ -8,6 +8,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from worker.commands.output import clean
+
 # Attributes every LogRecord has; anything else came from ``extra=`` and is a field.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -37,6 +39,9 @@ class TextFormatter(logging.Formatter):
         line = f"{stamp} {record.levelname:<7} {record.getMessage()}"
         if extras:
             line += f"  [{extras}]"
+        # Values from data (mapping names, messages) must not drive the terminal; the JSON
+        # formatter escapes them by itself.
+        line = clean(line)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

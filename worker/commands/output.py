@@ -1,7 +1,7 @@
 """What the CLI prints: tables and lines whose text came from data (mapping names,
 descriptions, error messages, CRM values). Control characters in such text are shown
 escaped (``\\x1b``, ``\\r``, ``\\n`` …), so a value cannot move the cursor, recolour or clear
-the terminal, or forge a line of output."""
+the terminal, or forge a line of output. The text log format (worker.logs) uses it too."""
 
 from __future__ import annotations
 
