@@ -121,6 +121,21 @@ def text(raw: str, where: str) -> str | None:
     return raw.strip() or None
 
 
+def argument(parse: Parser) -> Callable[[str], Any]:
+    """``parse`` as an argparse ``type=``: a bad value is the usage error of its flag."""
+
+    def convert(raw: str) -> Any:
+        try:
+            return parse(raw, "value")
+        except ConfigurationError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
+
+    return convert
+
+
+PORT = argument(count(0, 65535))
+
+
 # ---------------------------------------------------------------------------- the table
 
 @dataclass(frozen=True)

@@ -211,6 +211,22 @@ def test_bad_worker_flags(flag: str, value: str, closed_port: int, tmp_path: Pat
     assert line.startswith(f"crmsync: error: {flag}: expected"), line
 
 
+@pytest.mark.parametrize(("args", "needle"), [
+    (["emulator", "--port", "99999"], "argument --port: expected a whole number 0-65535"),
+    (["demo", "--crm-port", "-1"], "argument --crm-port: expected a whole number 0-65535"),
+    (["demo", "--interval", "0"], "argument --interval: expected a number of seconds"),
+    (["demo", "--duration", "-5"], "argument --duration: expected a number of seconds"),
+    (["demo", "--metrics-address", "h:99999"], "argument --metrics-address: expected host"),
+    (["sample-data", "--customers", "99999999999999"], "--customers: expected 0-1000000"),
+    (["db", "upgrade", "nosuchrev"], "revision 'nosuchrev': Can't locate revision"),
+])
+def test_bad_flags_of_other_commands(args: list[str], needle: str, database_url: str,
+                                     tmp_path: Path) -> None:
+    env = base_env(tmp_path, database_url)  # a database that answers: the flag is what fails
+    line = error_line(crmsync(args, env, tmp_path), EXIT_USAGE)
+    assert needle in line, line
+
+
 def test_usage_errors_are_one_line(tmp_path: Path) -> None:
     env = base_env(tmp_path, "postgresql://postgres@127.0.0.1:9/crmsync")
     line = error_line(crmsync(["nosuch"], env, tmp_path), EXIT_USAGE)

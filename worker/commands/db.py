@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from alembic.util import CommandError
+
 from worker.commands.common import open_engine
 from worker.db import migrate
 from worker.db.engine import translate_errors
-from worker.errors import EXIT_DATABASE, EXIT_OK
+from worker.errors import EXIT_DATABASE, EXIT_OK, ConfigurationError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -23,7 +25,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _upgrade(args: argparse.Namespace) -> int:
     engine = open_engine(require_schema=False)
     with translate_errors():
-        migrate.upgrade(engine, args.revision)
+        try:
+            migrate.upgrade(engine, args.revision)
+        except CommandError as exc:  # an unknown revision argument
+            raise ConfigurationError(
+                f"revision {args.revision!r}: {exc}; this version's newest is "
+                f"{migrate.head_revision()}") from exc
         print(f"crmsync schema at revision {migrate.current_revision(engine)}")
     return 0
 

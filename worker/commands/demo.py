@@ -6,18 +6,23 @@ import argparse
 import logging
 from datetime import timedelta
 
+from worker import settings
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "demo", help="run a self-contained demo: embedded database, local CRM, seven mappings")
-    parser.add_argument("--duration", type=float,
+    parser.add_argument("--duration", type=settings.argument(settings.seconds(0.1, 1e7)),
                         help="stop after this many seconds (default: until Ctrl-C)")
-    parser.add_argument("--customers", type=int, default=50)
-    parser.add_argument("--interval", type=float, default=10.0,
+    parser.add_argument("--customers", type=settings.argument(settings.count(0, 100_000)),
+                        default=50)
+    parser.add_argument("--interval", type=settings.argument(settings.seconds(1, 86400)),
+                        default=10.0,
                         help="seconds between runs of each mapping (default 10)")
-    parser.add_argument("--crm-port", type=int, default=8080,
+    parser.add_argument("--crm-port", type=settings.PORT, default=8080,
                         help="port of the local CRM (a free one if taken)")
-    parser.add_argument("--metrics-address", default="127.0.0.1:9465")
+    parser.add_argument("--metrics-address", type=settings.argument(settings.address),
+                        default="127.0.0.1:9465")
     parser.set_defaults(func=_demo)
 
 

@@ -10,6 +10,7 @@ import os
 import signal
 from types import FrameType
 
+from worker import settings
 from worker.emulator.auth import TOKEN_PATH
 from worker.emulator.profiles import PROFILES
 from worker.emulator.server import EmulatorServer
@@ -27,7 +28,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     env = os.environ.get
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    parser.add_argument("--port", type=settings.PORT, default=8080,
+                        help="TCP port (default 8080)")
     parser.add_argument("--client-id", default=env("CRMSYNC_EMULATOR_CLIENT_ID"),
                         help="turn on OAuth2 client credentials for this client id "
                              "(default: $CRMSYNC_EMULATOR_CLIENT_ID; none: no authentication)")

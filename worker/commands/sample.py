@@ -40,8 +40,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _sample_data(args: argparse.Namespace) -> int:
-    if args.customers < 0:
-        raise ConfigurationError("--customers must not be negative")
+    if not 0 <= args.customers <= 1_000_000:
+        raise ConfigurationError(f"--customers: expected 0-1000000, got {args.customers}")
     if args.salespeople < 1:
         raise ConfigurationError("--salespeople must be at least 1")
     engine = open_engine()
