@@ -156,3 +156,21 @@ def test_with_change_tracking_the_probe_reads_the_delta_link_without_advancing_i
                          "WHERE name = 'CUSTOMER'") == link
     came = synced.counts("CUSTOMER")[("CUSTOMER", "from")]
     assert came["modified"] == 1  # the pass still finds the change the probe saw
+
+
+def test_a_shorter_remote_probe_interval_applies_to_a_running_worker(synced: World) -> None:
+    put_on_hold(synced, "1 hour")
+    worker = Worker(synced.engine, load_handlers(), WorkerConfig(
+        poll_interval=1.0, change_wake_delay=timedelta(milliseconds=200), remote_probe=True))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        assert worker.started.wait(10)
+        synced.patch("accounts", account_id(synced, "C0001"), {"address1_city": "Sooner"})
+        synced.sql("UPDATE crmsync.integration_table_mappings "
+                   "SET remote_probe_interval = '1 second' WHERE name = 'CUSTOMER'")
+        wait_for(lambda: synced.scalar(
+            "SELECT city FROM erp_t.customer WHERE no = 'C0001'") == "Sooner", timeout=20)
+    finally:
+        worker.stop(immediately=True)
+        thread.join(10)

@@ -346,8 +346,10 @@ class Prober(threading.Thread):
         ids = {t.entry_id for t in targets}
         at_mark = versions_at_mark(self._conn, [t.mapping for t in targets])
         for t in targets:
-            # A target newly on hold: its run has just read everything.
-            self._due.setdefault(t.entry_id, now + t.interval.total_seconds())
+            # A target newly on hold: its run has just read everything. A shorter interval
+            # set meanwhile applies at once.
+            soonest = now + t.interval.total_seconds()
+            self._due[t.entry_id] = min(self._due.get(t.entry_id, soonest), soonest)
             mark, shown = self._shown.get(t.entry_id, (None, None))
             stored = at_mark.get(t.mapping)
             if mark != t.since or shown is None or stored is None:
