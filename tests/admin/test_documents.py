@@ -200,3 +200,24 @@ def test_a_mapping_that_will_create_nothing_is_pointed_out(defaults: Admin,
     assert admin.sql("SELECT column_default FROM information_schema.columns WHERE "
                      "table_name = 'integration_table_mappings' AND "
                      "column_name = 'sync_only_coupled'") == [("false",)]
+
+
+def _capture_key(admin: Admin) -> list[str]:
+    return sorted({r[0].split("\\000")[0] for r in admin.sql(
+        "SELECT encode(tgargs, 'escape') FROM pg_trigger "
+        "WHERE tgrelid = 'erp.customer'::regclass AND tgname LIKE 'crmsync_capture_%'")})
+
+
+def test_a_key_change_moves_the_capture_triggers(defaults: Admin, tmp_path: Path) -> None:
+    admin = defaults
+    admin.ok("mappings", "enable", "CUSTOMER")
+    assert _capture_key(admin) == ["id"]
+    document = tmp_path / "customer.toml"
+    text = _export(admin, document, "CUSTOMER")
+    document.write_text(text.replace('local_key = "id"', 'local_key = "no"'))
+    out = admin.ok("mappings", "apply", str(document))
+    assert "~ mapping CUSTOMER: local_key: 'id' -> 'no'" in out
+    assert _capture_key(admin) == ["no"]  # no disable / enable needed
+    document.write_text(text)
+    admin.ok("mappings", "apply", str(document))
+    assert _capture_key(admin) == ["id"]
