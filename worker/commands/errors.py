@@ -55,10 +55,17 @@ def _errors(args: argparse.Namespace) -> int:
                         if r[f"{side}_id"])
         if ids:
             print(clean(f"    ids: {ids}"))
-        for line in textwrap.wrap(clean(r["message"]), wrap, break_long_words=True,
-                                  break_on_hyphens=False) or [""]:
-            print(f"    {line}")
+        _wrapped(r["message"], wrap)
+        if r["detail"]:
+            _wrapped(f"detail: {r['detail']}", wrap)
     return 0
+
+
+def _wrapped(text: str, width: int) -> None:
+    """``text`` on as many indented lines as it needs; nothing is cut."""
+    for line in textwrap.wrap(clean(text), width, break_long_words=True,
+                              break_on_hyphens=False) or [""]:
+        print(f"    {line}")
 
 
 def _heading(r: dict[str, Any]) -> str:
