@@ -338,7 +338,10 @@ class _Chunk:
         px = self.px
         with px.engine.begin() as conn:
             mark_own_writes(conn)
-            for write in self.writes:
+            inserts = [w for w in self.writes if w.kind == "insert"]
+            one_by_one = [w for w in self.writes if w.kind != "insert"]
+            one_by_one += self._insert_all(conn, inserts)
+            for write in one_by_one:
                 self._write(conn, write)
             for coupling, record, message, transient in self.failures:
                 if coupling is None:
@@ -356,12 +359,65 @@ class _Chunk:
         if self.remote_deletes:
             self._delete_remote()
 
-    def _write(self, conn: Connection, w: _LocalWrite) -> None:
-        px = self.px
+    def _columns(self, w: _LocalWrite) -> dict[str, Any]:
         chosen = w.values if w.written is None else [v for v in w.values
                                                      if v.field.key in w.written]
-        columns = {v.field.local_column: v.wanted for v in chosen
-                   if v.field.local_column and (w.kind == "update" or v.wanted is not None)}
+        return {v.field.local_column: v.wanted for v in chosen
+                if v.field.local_column and (w.kind == "update" or v.wanted is not None)}
+
+    def _insert_all(self, conn: Connection, writes: list[_LocalWrite]) -> list[_LocalWrite]:
+        """The chunk's new local rows in a few statements (rows, couplings, send-backs);
+        returns the writes still to do one by one: all of them when the table picks its
+        own keys, or when one row is refused (then each goes alone in its savepoint, so
+        only that one fails)."""
+        px = self.px
+        if len(writes) < 2 or not px.local.chooses_own_keys():
+            return writes
+        keyed = [(w.local_key or new_id(), w) for w in writes]
+        back = self._send_back_columns()
+        try:
+            with conn.begin_nested():
+                returned = px.local.insert_many(
+                    conn, [(k, self._columns(w)) for k, w in keyed], back)
+                coupling_store.add_intents(
+                    conn, px.mapping.name, [(k, self._rid(w.record)) for k, w in keyed
+                                            if w.coupling is None], CouplingState.COUPLED)
+        except sa_exc.DBAPIError:
+            return writes
+        made = coupling_store.by_local_ids(conn, px.mapping.name, [k for k, _ in keyed])
+        filled = [k for k, w in keyed if self._filled_by_table(returned.get(k), w.values)]
+        if filled:
+            conn.execute(sa.text(
+                "INSERT INTO crmsync.local_changes (table_name, row_key, operation) "
+                "SELECT :t, k, 'U' FROM unnest(CAST(:ks AS text[])) AS k"),
+                {"t": px.mapping.local_table, "ks": filled})
+        for key, w in keyed:
+            snapshot = new_snapshot(None, w.values, pass_direction=FROM, written=None,
+                                    left=set())
+            px.count("inserted")
+            self.successes.append(self._success(made[key], w.record, snapshot))
+        return []
+
+    def _send_back_columns(self) -> list[str]:
+        """Mapped columns a new row's table may fill in itself, to send back to the CRM."""
+        px = self.px
+        if px.mapping.change_capture != "trigger" or \
+                not px.mapping.direction.runs(Direction.TO_INTEGRATION):
+            return []
+        return [f.local_column for f in self.fields
+                if f.direction.runs(Direction.TO_INTEGRATION) and f.local_column]
+
+    def _filled_by_table(self, row: Any, values: list[FieldValue]) -> bool:
+        if row is None:
+            return False
+        mapping = row._mapping
+        return any(v.field.direction.runs(Direction.TO_INTEGRATION) and v.field.local_column
+                   and v.wanted is None and mapping.get(v.field.local_column) not in (None, "")
+                   for v in values)
+
+    def _write(self, conn: Connection, w: _LocalWrite) -> None:
+        px = self.px
+        columns = self._columns(w)
         try:
             with conn.begin_nested():
                 coupling = w.coupling

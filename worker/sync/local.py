@@ -180,6 +180,25 @@ class LocalTable:
             row[self.key.name] = self.key_value(key)
         return str(conn.scalar(sa.insert(self.table).values(row).returning(self.key)))
 
+    def insert_many(self, conn: Connection, rows: Sequence[tuple[str, Mapping[str, Any]]],
+                    returning: Sequence[str] = ()) -> dict[str, Any]:
+        """Insert rows whose keys the caller chose, one statement per set of columns; the
+        ``returning`` columns of each new row by key text. All or nothing: a refused row
+        fails the statement (the caller then inserts row by row to find it)."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for key, values in rows:
+            row = {**values, self.key.name: self.key_value(key)}
+            groups.setdefault(tuple(sorted(row)), []).append(row)
+        out: dict[str, Any] = {}
+        columns = [self.key, *(self.column(c) for c in returning)]
+        for group in groups.values():
+            # executemany with RETURNING: SQLAlchemy's "insertmanyvalues" sends pages of
+            # multi-row INSERTs from one cached statement.
+            statement = sa.insert(self.table).returning(*columns)
+            for found in conn.execute(statement, group):
+                out[str(found[0])] = found
+        return out
+
     def chooses_own_keys(self) -> bool:
         """Whether crmsync can pick a new row's key itself: a UUID key, or a text key long
         enough for a UUID's text; other keys are left to the table's default."""

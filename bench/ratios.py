@@ -1,0 +1,329 @@
+"""The sync engine against the raw capacity of the same requests, in one run, as ratios.
+
+Every figure is measured in this one run on this machine, the emulator in its own process,
+PostgreSQL on loopback, and printed beside its target:
+
+1. initial sync to the CRM (CUSTOMER + CONTACTS) vs the raw client creating the same
+   entity sets with the same batch size and concurrency (target ≥ 0.7×);
+2. initial import from the CRM (accounts → empty erp.customer) vs the rate of (1) (≥ 0.7×);
+3. a run with nothing changed: statements and requests per pass, and time on a large
+   table vs a small one (≤ 5 statements and ≤ 1 request per CRM→ERP pass; ≤ 1.5×);
+4. 1 % of the large table changed on both sides vs the same number of changed records in
+   the small table (≤ 1.2×);
+5. (``--memory``) peak RSS of ``crmsync sync CUSTOMER --full`` over a large table vs a
+   small one (≤ 1.2×).
+
+    python bench/ratios.py                       # 5,000 / 1,000 / 100,000 customers
+    python bench/ratios.py --initial 2000 --small 1000 --large 20000 --memory
+
+Uses CRMSYNC_DATABASE_URL's server (default: PostgreSQL on 127.0.0.1:5432) and scratch
+databases named crmsync_ratio_*, dropped and recreated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import sqlalchemy as sa
+from emulator_process import SERVICE, free_port, start_emulator
+
+from worker.db import migrate
+from worker.db.engine import create_engine, normalize_url
+from worker.remote.batch import Operation
+from worker.remote.client import ODataClient
+from worker.remote.config import load_connection
+from worker.sample.data import load_sample_data
+from worker.sample.defaults import setup_defaults
+from worker.sync.clients import Clients
+from worker.sync.engine import SyncEngine
+from worker.sync.model import Direction
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_URL = os.environ.get("CRMSYNC_DATABASE_URL",
+                           "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@dataclass
+class World:
+    """A scratch database with the sample ERP and the defaults, and an emulator."""
+
+    name: str
+    engine: sa.engine.Engine
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    statements: int = 0
+
+    @property
+    def crm(self) -> str:
+        return f"http://127.0.0.1:{self.port}{SERVICE}"
+
+    def requests(self) -> int:
+        stats = requests.get(f"http://127.0.0.1:{self.port}/_admin/stats", timeout=10).json()
+        return int(stats.get("requests", stats.get("total", 0)))
+
+    def sql(self, statement: str, **params: Any) -> Any:
+        with self.engine.begin() as conn:
+            return conn.execute(sa.text(statement), params)
+
+    def sync_engine(self) -> SyncEngine:
+        os.environ["CRMSYNC_CRM_URL"] = self.crm
+        return SyncEngine(self.engine, Clients())
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        self.engine.dispose()
+
+
+@contextmanager
+def world(name: str, customers: int, mappings: tuple[str, ...]) -> Iterator[World]:
+    base = normalize_url(ADMIN_URL)
+    admin = create_engine(base, pool_size=1)
+    database = f"crmsync_ratio_{name}"
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        conn.execute(sa.text(f"CREATE DATABASE {database}"))
+    admin.dispose()
+    url = sa.engine.make_url(base).set(database=database).render_as_string(hide_password=False)
+    engine = create_engine(url, pool_size=8)
+    migrate.upgrade(engine)
+    load_sample_data(engine, customers=customers)
+    setup_defaults(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE crmsync.integration_table_mappings SET enabled = "
+                             "(name = ANY(:m))"), {"m": list(mappings)})
+    port = free_port()
+    w = World(name, engine, url, port, start_emulator(port, "--sample-users", "5"))
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def count(*_: Any) -> None:
+        w.statements += 1
+
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+@dataclass
+class PassMarks:
+    """A PassObserver noting statements and requests at the end of every pass."""
+
+    world: World
+    marks: list[tuple[Direction, int, int, float]] = field(default_factory=list)
+
+    def pass_finished(self, mapping: str, direction: Direction, counts: Counter[str],
+                      error: str | None) -> None:
+        self.marks.append((direction, self.world.statements, self.world.requests(),
+                           time.perf_counter()))
+
+    def mapping_finished(self, mapping: str, ok: bool) -> None:
+        pass
+
+
+def run_mapping(w: World, name: str) -> dict[str, Any]:
+    """Run one mapping; per pass: statements, requests, seconds, counts."""
+    sync = w.sync_engine()
+    marks = PassMarks(w)
+    sync.observer = marks
+    start = (w.statements, w.requests(), time.perf_counter())
+    summary = sync.run_mapping(name)
+    sync.clients.close()
+    out: dict[str, Any] = {"seconds": time.perf_counter() - start[2]}
+    previous = start
+    for (direction, statements, reqs, at), result in zip(marks.marks, summary.passes,
+                                                          strict=True):
+        short = "to" if direction is Direction.TO_INTEGRATION else "from"
+        out[short] = {"statements": statements - previous[0],
+                      "requests": reqs - previous[1],
+                      "seconds": at - previous[2], "counts": result.counts}
+        previous = (statements, reqs, at)
+    return out
+
+
+def raw_rate(w: World, accounts: int, contacts: int) -> float:
+    """Records/s of the client alone creating accounts and contacts (batch size and
+    concurrency of the connection), as the engine sends them: one call per chunk of 500."""
+    env = {"CRMSYNC_RAW_URL": w.crm}
+    with ODataClient(load_connection("raw", env=env)) as client:
+        sets = {"accounts": client.entity_set("accounts", "accountid"),
+                "contacts": client.entity_set("contacts", "contactid")}
+
+        def body(entity_set: str, i: int) -> dict[str, Any]:
+            if entity_set == "accounts":
+                return {"name": f"Raw customer {i}", "accountnumber": f"R{i:06d}",
+                        "address1_line1": f"{i} Raw Street", "address1_city": "Leeds",
+                        "address1_postalcode": "LS1 1AA", "telephone1": "+44 113 000",
+                        "emailaddress1": f"raw{i}@example.com", "customertypecode": 3}
+            return {"firstname": f"Raw {i}", "lastname": "Contact", "jobtitle": "Buyer",
+                    "emailaddress1": f"rawc{i}@example.com", "telephone1": "+44 113 111"}
+
+        ops = [Operation("create", sets[s], str(uuid.uuid4()), body(s, i), ref=i)
+               for s, n in (("accounts", accounts), ("contacts", contacts)) for i in range(n)]
+        started = time.perf_counter()
+        for i in range(0, len(ops), 500):
+            failed = [r for r in client.batch(ops[i:i + 500]) if not r.ok]
+            if failed:
+                raise SystemExit(f"raw create failed: {failed[0].error}")
+        seconds = time.perf_counter() - started
+    requests.post(f"http://127.0.0.1:{w.port}/_admin/reset", timeout=30)
+    return len(ops) / seconds
+
+
+def edit_both_sides(w: World, count: int) -> None:
+    """``count`` changed customers: half edited in the ERP, half in the CRM."""
+    local, remote = count // 2, count - count // 2
+    w.sql("UPDATE erp.customer SET phone_no = '+1 555 ' || no "
+          "WHERE no IN (SELECT no FROM erp.customer ORDER BY no LIMIT :n)", n=local)
+    ids = [r["accountid"] for r in requests.get(f"{w.crm}/accounts", params={
+        "$select": "accountid", "$orderby": "accountnumber desc", "$top": str(remote)},
+        timeout=60).json()["value"]]
+    operations = []
+    with ODataClient(load_connection("raw", env={"CRMSYNC_RAW_URL": w.crm})) as client:
+        accounts = client.entity_set("accounts", "accountid")
+        operations = [Operation("update", accounts, i, {"address1_city": "Edited in CRM"})
+                      for i in ids]
+        client.batch(operations)
+
+
+PEAK_RSS = ("import resource, sys\n"
+            "from worker.cli import main\n"
+            "status = main(sys.argv[1:])\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+
+
+def peak_rss_mb(w: World) -> float:
+    """Peak RSS of `crmsync sync CUSTOMER --full` in a process of its own."""
+    env = {**os.environ, "CRMSYNC_DATABASE_URL": w.url, "CRMSYNC_CRM_URL": w.crm,
+           "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS, "--log-level", "warning", "sync",
+                           "CUSTOMER", "--full"], env=env, capture_output=True, text=True)
+    return int(done.stderr.strip().splitlines()[-1]) / 1024
+
+
+@dataclass
+class Table:
+    rows: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+
+    def add(self, what: str, figure: str, target: str, ratio: float | None,
+            ok: bool | None) -> None:
+        verdict = "" if ok is None else ("met" if ok else "NOT MET")
+        self.rows.append((what, figure, target, f"{ratio:.2f}" if ratio is not None else "",
+                          verdict))
+        print(f"  {what}: {figure} (target {target}) {verdict}", flush=True)
+
+    def print(self) -> None:
+        header = ("what", "figure", "target", "ratio", "")
+        widths = [max(len(r[i]) for r in [header, *self.rows]) for i in range(5)]
+        for row in [header, tuple("-" * w for w in widths), *self.rows]:
+            print("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--initial", type=int, default=5000,
+                        help="customers of the initial sync and import (1, 2)")
+    parser.add_argument("--small", type=int, default=1000, help="small table (3, 4)")
+    parser.add_argument("--large", type=int, default=100000, help="large table (3, 4)")
+    parser.add_argument("--memory", action="store_true", help="also measure (5)")
+    parser.add_argument("--memory-small", type=int, default=10000)
+    parser.add_argument("--memory-large", type=int, default=200000)
+    args = parser.parse_args()
+    print(f"crmsync ratios: {platform.python_implementation()} {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs, {platform.machine()}", flush=True)
+    table = Table()
+
+    with world("initial", args.initial, ("CURRENCY", "SALESPEOPLE", "CUSTOMER",
+                                         "CONTACTS")) as w:
+        contacts = int(w.sql("SELECT count(*) FROM erp.contact").scalar())
+        raw = raw_rate(w, args.initial, contacts)
+        table.add("raw client: creates of accounts + contacts, $batch 100, concurrency 4",
+                  f"{raw:,.0f} records/s", "-", None, None)
+        for name in ("CURRENCY", "SALESPEOPLE"):
+            run_mapping(w, name)
+        started = time.perf_counter()
+        done = sum(run_mapping(w, n)["to"]["counts"]["inserted"]
+                   for n in ("CUSTOMER", "CONTACTS"))
+        engine_rate = done / (time.perf_counter() - started)
+        table.add(f"1. initial sync to the CRM, {done:,} customers + contacts",
+                  f"{engine_rate:,.0f} records/s", "≥ 0.7× raw", engine_rate / raw,
+                  engine_rate / raw >= 0.7)
+        # 2. the CRM's accounts into an empty customer table
+        w.sql("UPDATE crmsync.integration_table_mappings SET enabled = false "
+              "WHERE name = 'CONTACTS'")
+        w.sql("DELETE FROM crmsync.couplings WHERE mapping_name IN ('CUSTOMER', 'CONTACTS')")
+        w.sql("DELETE FROM erp.contact")
+        w.sql("DELETE FROM erp.customer")
+        w.sql("UPDATE crmsync.integration_table_mappings SET remote_modified_since = NULL, "
+              "local_snapshot = NULL, local_watermark = NULL WHERE name = 'CUSTOMER'")
+        w.sql("DELETE FROM crmsync.local_changes")
+        imported = run_mapping(w, "CUSTOMER")
+        got = imported["from"]["counts"]["inserted"]
+        import_rate = got / imported["from"]["seconds"]
+        table.add(f"2. initial import from the CRM, {got:,} accounts → customers",
+                  f"{import_rate:,.0f} records/s", "≥ 0.7× (1)", import_rate / engine_rate,
+                  import_rate / engine_rate >= 0.7)
+
+    results: dict[str, dict[str, Any]] = {}
+    for label, n in (("small", args.small), ("large", args.large)):
+        with world(label, n, ("CURRENCY", "SALESPEOPLE", "CUSTOMER")) as w:
+            t = time.perf_counter()
+            for name in ("CURRENCY", "SALESPEOPLE", "CUSTOMER"):
+                run_mapping(w, name)
+            print(f"  ({label}: {n:,} customers synced in {time.perf_counter() - t:.0f} s)",
+                  flush=True)
+            run_mapping(w, "CUSTOMER")  # settles the echo of the first run
+            quiet = [run_mapping(w, "CUSTOMER") for _ in range(3)]
+            changed = min(args.small, n // 100 if label == "large" else n)
+            edit_both_sides(w, changed)
+            results[label] = {"quiet": min(quiet, key=lambda r: r["seconds"]),
+                              "changed": run_mapping(w, "CUSTOMER"), "count": changed}
+    quiet = results["large"]["quiet"]
+    table.add("3. nothing changed: statements per pass (to / from)",
+              f"{quiet['to']['statements']} / {quiet['from']['statements']}", "≤ 5", None,
+              max(quiet["to"]["statements"], quiet["from"]["statements"]) <= 5)
+    table.add("3. nothing changed: requests per CRM→ERP pass", str(quiet["from"]["requests"]),
+              "≤ 1", None, quiet["from"]["requests"] <= 1)
+    ratio = results["large"]["quiet"]["seconds"] / results["small"]["quiet"]["seconds"]
+    table.add(f"3. nothing changed: time {args.large:,} vs {args.small:,} customers",
+              f"{results['large']['quiet']['seconds']:.2f} s vs "
+              f"{results['small']['quiet']['seconds']:.2f} s", "≤ 1.5×", ratio, ratio <= 1.5)
+    ratio = results["large"]["changed"]["seconds"] / results["small"]["changed"]["seconds"]
+    table.add(f"4. {results['large']['count']:,} changed (both sides): {args.large:,} vs "
+              f"{args.small:,} customers",
+              f"{results['large']['changed']['seconds']:.2f} s vs "
+              f"{results['small']['changed']['seconds']:.2f} s", "≤ 1.2×", ratio, ratio <= 1.2)
+
+    if args.memory:
+        rss = {}
+        for label, n in (("msmall", args.memory_small), ("mlarge", args.memory_large)):
+            with world(label, n, ("CURRENCY", "SALESPEOPLE", "CUSTOMER")) as w:
+                for name in ("CURRENCY", "SALESPEOPLE", "CUSTOMER"):
+                    run_mapping(w, name)
+                rss[label] = peak_rss_mb(w)
+        ratio = rss["mlarge"] / rss["msmall"]
+        table.add(f"5. peak RSS, sync --full: {args.memory_large:,} vs "
+                  f"{args.memory_small:,} customers",
+                  f"{rss['mlarge']:.0f} MB vs {rss['msmall']:.0f} MB", "≤ 1.2×", ratio,
+                  ratio <= 1.2)
+    print()
+    table.print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
