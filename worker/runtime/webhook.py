@@ -91,7 +91,10 @@ class WebhookReceiver:
 
     def stop(self) -> None:
         if self._thread.is_alive():
-            self._queue.put(None)
+            try:
+                self._queue.put(None, timeout=1)
+            except queue.Full:
+                return  # a daemon thread: it ends with the process
             self._thread.join(5)
 
     # -- the request thread --------------------------------------------------------------
