@@ -149,6 +149,14 @@ def test_a_bad_document_is_refused_whole_with_its_paths(defaults: Admin,
     assert "mappings.VENDOR.depends_on[0]: no mapping 'CURENCY'" in done.stderr
     assert admin.run("mappings", "export", "NOSUCH").returncode == 2
 
+    # A value only the database can judge: the constraint, at its place in the document.
+    document.write_text(_export(admin, document, "CUSTOMER").replace(
+        'category_code = "CRM-CUST"', 'category_code = "CRM-CUST"\ntime_zone = "Mars/Base"'))
+    done = admin.run("mappings", "apply", str(document))
+    assert done.returncode == 2
+    assert f"{document}: mappings.CUSTOMER.entries[0]: " in done.stderr
+    assert "job_queue_entries_time_zone_must_be_iana_name" in done.stderr
+
     currency = _export(admin, document, "CURRENCY")
     document.write_text(currency.replace("depends_on = []", 'depends_on = ["CONTACTS"]'))
     done = admin.run("mappings", "apply", str(document))

@@ -25,7 +25,7 @@ from worker.sync import capture, documents
 from worker.sync import mappings as mapping_store
 from worker.sync.check import check_mapping
 from worker.sync.clients import Clients
-from worker.sync.document_plan import CAPTURE_COLUMNS, Plan, plan
+from worker.sync.document_plan import CAPTURE_COLUMNS, Change, Plan, plan
 from worker.sync.documents import DocumentInvalid, MappingDoc
 from worker.sync.local import forget_reflections
 from worker.sync.metadata import EntitySetInfo
@@ -84,10 +84,23 @@ def _apply(conn: Connection, changes: Plan, moved: dict[str, TableMapping]) -> N
             new = mapping_store.load_in(conn, name)
             if new.enabled and new.change_capture == "trigger":
                 capture.install(conn, new)
+    except mapping_store.ChangeRefused as exc:
+        raise DocumentInvalid([(_change_path(exc.change), describe_db_error(exc.error))]) \
+            from exc
     except sa.exc.DBAPIError as exc:
         raise DocumentInvalid([("document", describe_db_error(exc))]) from exc
     except CrmsyncError as exc:
         raise DocumentInvalid([("document", str(exc))]) from exc
+
+
+def _change_path(change: Change) -> str:
+    """Where in the document a refused change comes from."""
+    path = f"mappings.{change.mapping}"
+    if change.kind == "dependency":
+        return f"{path}.depends_on"
+    if change.kind in ("field", "entry") and change.op != "-":
+        return f"{path}.{change.label.split(' ', 1)[0]}"
+    return path
 
 
 def _check_references(docs: Sequence[MappingDoc], current: Sequence[MappingDoc],

@@ -23,6 +23,15 @@ class MappingNotFound(ConfigurationError):
     """No integration table mapping has that name."""
 
 
+class ChangeRefused(Exception):
+    """The database refused one change of a mapping document (a constraint)."""
+
+    def __init__(self, change: Change, error: sa.exc.DBAPIError) -> None:
+        super().__init__(str(error))
+        self.change = change
+        self.error = error
+
+
 def load_all(engine: Engine, *, enabled_only: bool = False) -> list[TableMapping]:
     with translate_errors(), engine.connect() as conn:
         names = conn.scalars(sa.text(
@@ -215,17 +224,20 @@ def apply_plan(conn: Connection, plan: Plan) -> None:
     dependencies and lookups can name them), removed mappings last."""
     position = 0
     for change in plan.changes:
-        if change.kind == "mapping" and change.op == "+":
-            _insert_mapping(conn, change, position)
-            position += 1
-        elif change.kind == "mapping" and change.op == "~":
-            _update_mapping(conn, change)
-        elif change.kind == "dependency":
-            _dependency(conn, change)
-        elif change.kind == "field":
-            _field(conn, change)
-        elif change.kind == "entry":
-            _entry(conn, change)
+        try:
+            if change.kind == "mapping" and change.op == "+":
+                _insert_mapping(conn, change, position)
+                position += 1
+            elif change.kind == "mapping" and change.op == "~":
+                _update_mapping(conn, change)
+            elif change.kind == "dependency":
+                _dependency(conn, change)
+            elif change.kind == "field":
+                _field(conn, change)
+            elif change.kind == "entry":
+                _entry(conn, change)
+        except sa.exc.DBAPIError as exc:
+            raise ChangeRefused(change, exc) from exc
     removed = [c.mapping for c in plan.changes if c.kind == "mapping" and c.op == "-"]
     if removed:
         # Their field mappings first: they may look up each other.
