@@ -1,4 +1,7 @@
-"""Every query on the job queue tables (entries, log entries, workers) lives here.
+"""The worker's side of the job queue tables (entries, log entries, workers): claim,
+finish, release, rescue, reschedule after an edit, heartbeat. The longer statements are in
+queries.py; an entry that cannot be read or scheduled is put in 'error' alone (the helpers
+at the end).
 
 Claims are serialized cluster-wide by one transaction-scoped advisory lock: a claim is a few
 milliseconds, and serializing them makes the category and dependency rules exact (two workers
@@ -20,13 +23,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from worker.db.engine import describe_db_error, translate_errors
 from worker.errors import CrmsyncError, DatabaseUnavailable
-from worker.queue import schedule
+from worker.queue import queries, schedule
 from worker.queue.models import EntryStatus, JobQueueEntry, RunStatus
 
 log = logging.getLogger(__name__)
 
 CLAIM_LOCK_KEY = 0x63726D73  # "crms": the advisory lock that serializes claims
-_DUE = ("ready", "waiting", "on_hold_inactivity")
 
 
 @dataclass(frozen=True)
@@ -78,172 +80,6 @@ class Rescued:
     log_id: int | None
 
 
-# Ancestors are followed transitively; a parent counts as failed while the most recent sync
-# job of any of its directions is 'failed' or 'abandoned' (record-level failures do not
-# count). The LATERAL reads the newest row per (mapping, direction) from its index.
-_CANDIDATES = sa.text(
-    """
-    WITH RECURSIVE ancestors (mapping_name, ancestor) AS (
-        SELECT mapping_name, depends_on FROM crmsync.integration_table_mapping_dependencies
-        UNION
-        SELECT a.mapping_name, d.depends_on
-          FROM ancestors a
-          JOIN crmsync.integration_table_mapping_dependencies d ON d.mapping_name = a.ancestor
-    ), failed_parents AS (
-        SELECT a.mapping_name,
-               string_agg(a.ancestor || ' sync job ' || j.id || ' ' || j.status, ', '
-                          ORDER BY a.ancestor, j.direction) AS parents
-          FROM ancestors a
-         CROSS JOIN (VALUES ('to_integration'), ('from_integration')) AS dir (direction)
-         CROSS JOIN LATERAL (
-               SELECT s.id, s.direction, s.status FROM crmsync.sync_jobs s
-                WHERE s.mapping_name = a.ancestor AND s.direction = dir.direction
-                ORDER BY s.id DESC LIMIT 1) j
-         WHERE j.status IN ('failed', 'abandoned')
-         GROUP BY a.mapping_name
-    )
-    SELECT e.*,
-           (e.category_code IS NOT NULL AND EXISTS (
-               SELECT 1 FROM crmsync.job_queue_entries r
-                WHERE r.status = 'in_process' AND r.category_code = e.category_code
-           )) AS category_busy,
-           EXISTS (
-               SELECT 1 FROM crmsync.job_queue_entries r
-                WHERE r.status = 'in_process' AND r.id <> e.id
-                  AND (r.mapping_name = e.mapping_name
-                       OR (r.job_kind = 'sync_all_modified'
-                           AND e.job_kind IN ('sync_mapping', 'sync_all_modified'))
-                       OR (e.job_kind = 'sync_all_modified' AND r.job_kind = 'sync_mapping'))
-           ) AS mapping_busy,
-           (e.job_kind = 'sync_mapping' AND EXISTS (
-               SELECT 1
-                 FROM crmsync.integration_table_mapping_dependencies d
-                 JOIN crmsync.job_queue_entries p
-                   ON p.mapping_name = d.depends_on AND p.job_kind = 'sync_mapping'
-                WHERE d.mapping_name = e.mapping_name
-                  AND (p.status = 'in_process'
-                       OR (p.status IN ('ready', 'waiting', 'on_hold_inactivity')
-                           AND p.next_run_at <= :now))
-           )) AS dependency_busy,
-           f.parents AS failed_parents
-      FROM crmsync.job_queue_entries e
-      LEFT JOIN failed_parents f
-        ON e.job_kind = 'sync_mapping' AND f.mapping_name = e.mapping_name
-     WHERE e.status IN ('ready', 'waiting', 'on_hold_inactivity')
-       AND e.next_run_at <= :now AND NOT e.schedule_changed
-       AND (CAST(:only AS bigint) IS NULL OR e.id = :only)
-     ORDER BY e.priority, e.id
-     LIMIT 500
-       FOR UPDATE OF e SKIP LOCKED
-    """
-)
-
-_INSERT_LOG = sa.text(
-    """
-    INSERT INTO crmsync.job_queue_log_entries
-           (entry_id, job_kind, mapping_name, description, category_code, worker_id,
-            scheduled_for, started_at)
-    VALUES (:entry_id, :job_kind, :mapping_name, :description, :category_code, :worker_id,
-            :scheduled_for, clock_timestamp())
-    ON CONFLICT (entry_id, scheduled_for) WHERE status <> 'abandoned' DO NOTHING
-    RETURNING id, started_at
-    """
-)
-
-_MARK_CLAIMED = sa.text(
-    """
-    UPDATE crmsync.job_queue_entries
-       SET status = 'in_process', locked_by = :worker_id, lease_expires_at = :now + :lease,
-           running_since = :now, scheduled_for = :scheduled_for, current_log_id = :log_id,
-           waiting_reason = NULL
-     WHERE id = :id
-    """
-)
-
-_APPLY_DECISION = sa.text(
-    """
-    UPDATE crmsync.job_queue_entries
-       SET status = :status, next_run_at = :next_run_at, attempts = :attempts,
-           last_error = :last_error, locked_by = NULL, lease_expires_at = NULL,
-           running_since = NULL, scheduled_for = NULL, current_log_id = NULL,
-           schedule_changed = false, waiting_reason = NULL
-     WHERE id = :id
-    """
-)
-
-_FINISH_LOG = sa.text(
-    """
-    UPDATE crmsync.job_queue_log_entries
-       SET status = :status, finished_at = :now, message = :message,
-           error_message = :error, error_traceback = :traceback
-     WHERE id = :log_id AND status = 'in_process'
-    """
-)
-
-
-_MARK_WAITING = sa.text(
-    """
-    UPDATE crmsync.job_queue_entries SET status = 'waiting', waiting_reason = :reason
-     WHERE id = :id AND (status <> 'waiting' OR waiting_reason IS DISTINCT FROM :reason)
-    """
-)
-
-_PUT_IN_ERROR = sa.text(
-    """
-    UPDATE crmsync.job_queue_entries
-       SET status = 'error', next_run_at = NULL, last_error = :message, locked_by = NULL,
-           lease_expires_at = NULL, running_since = NULL, scheduled_for = NULL,
-           current_log_id = NULL, schedule_changed = false, waiting_reason = NULL
-     WHERE id = :id
-    """
-)
-
-_PUT_IN_ERROR_IF_OWNED = sa.text(
-    str(_PUT_IN_ERROR) + " AND locked_by = :w AND current_log_id = :log")
-
-# A run is orphaned when its lease expired, or when its worker is not registered (a row a
-# user set to in_process by hand, or a worker forgotten after long silence): a live worker
-# registers before it claims and renews its row with every heartbeat.
-_ORPHANED_RUNS = sa.text(
-    """
-    SELECT e.id, e.locked_by, e.current_log_id
-      FROM crmsync.job_queue_entries e
-     WHERE e.locked_by IS NOT NULL
-       AND (e.lease_expires_at < :now
-            OR NOT EXISTS (SELECT 1 FROM crmsync.workers w WHERE w.id = e.locked_by))
-       FOR UPDATE OF e SKIP LOCKED
-    """
-)
-
-_GIVE_BACK = sa.text(
-    """
-    UPDATE crmsync.job_queue_entries
-       SET status = CASE WHEN status = 'in_process' THEN 'ready' ELSE status END,
-           next_run_at = CASE WHEN status = 'in_process' THEN COALESCE(scheduled_for, now())
-                              ELSE next_run_at END,
-           last_error = CASE WHEN status = 'in_process' THEN :reason ELSE last_error END,
-           locked_by = NULL, lease_expires_at = NULL, running_since = NULL,
-           scheduled_for = NULL, current_log_id = NULL
-     WHERE id = :id
-    """
-)
-
-_FLAGGED = sa.text(
-    """
-    SELECT e.*,
-           (SELECT l.scheduled_for FROM crmsync.job_queue_log_entries l
-             WHERE l.entry_id = e.id AND l.status <> 'abandoned'
-             ORDER BY l.started_at DESC LIMIT 1) AS last_scheduled_for
-      FROM crmsync.job_queue_entries e
-     WHERE e.schedule_changed AND e.status <> 'in_process'
-       AND (CAST(:ids AS bigint[]) IS NULL OR e.id = ANY(CAST(:ids AS bigint[])))
-       AND (CAST(:only AS bigint) IS NULL OR e.id = :only)
-     ORDER BY e.id
-       FOR UPDATE OF e SKIP LOCKED
-    """
-)
-
-
 class QueueManager:
     """The job queue's database seam: claim, finish, release, rescue, heartbeat."""
 
@@ -263,7 +99,7 @@ class QueueManager:
             # enough to trigger JIT compilation: ~1 s per claim instead of ~1 ms.
             conn.execute(sa.text("SET LOCAL jit = off"))
             now: datetime = conn.scalar(sa.text("SELECT clock_timestamp()"))
-            for row in _readable_rows(conn, _CANDIDATES, {"now": now}):
+            for row in _readable_rows(conn, queries.CANDIDATES, {"now": now}):
                 try:
                     with conn.begin_nested():
                         claim = self._consider(conn, row, worker_id, lease, now)
@@ -287,7 +123,7 @@ class QueueManager:
             return None
         reason = _wait_reason(row)
         if reason is not None:
-            conn.execute(_MARK_WAITING, {"id": entry.id, "reason": reason})
+            conn.execute(queries.MARK_WAITING, {"id": entry.id, "reason": reason})
             return None
         return self._claim(conn, entry, worker_id, lease, now)
 
@@ -299,7 +135,7 @@ class QueueManager:
         assert scheduled_for is not None
         # started_at is read after the candidates were chosen: a run of the same category
         # that finished just before (and freed it) never appears to overlap this one.
-        logged = conn.execute(_INSERT_LOG, {
+        logged = conn.execute(queries.INSERT_LOG, {
             "entry_id": entry.id, "job_kind": entry.job_kind.value,
             "mapping_name": entry.mapping_name, "description": entry.description,
             "category_code": entry.category_code, "worker_id": worker_id,
@@ -313,7 +149,7 @@ class QueueManager:
                 status, following, entry.attempts, entry.last_error))
             return None
         log_id, started_at = logged
-        conn.execute(_MARK_CLAIMED, {
+        conn.execute(queries.MARK_CLAIMED, {
             "worker_id": worker_id, "now": started_at, "lease": lease,
             "scheduled_for": scheduled_for, "log_id": log_id, "id": entry.id,
         })
@@ -322,7 +158,7 @@ class QueueManager:
 
     @staticmethod
     def _apply(conn: Connection, entry_id: int, decision: schedule.Decision) -> None:
-        conn.execute(_APPLY_DECISION, {
+        conn.execute(queries.APPLY_DECISION, {
             "id": entry_id, "status": decision.status.value,
             "next_run_at": decision.next_run_at, "attempts": decision.attempts,
             "last_error": decision.last_error,
@@ -369,10 +205,10 @@ class QueueManager:
             if outcome.error:
                 message += f" (the run failed: {outcome.error})"
             with translate_errors(), self.engine.begin() as conn:
-                conn.execute(_FINISH_LOG, {
+                conn.execute(queries.FINISH_LOG, {
                     "log_id": claim.log_id, "status": outcome.status.value, "now": _now(conn),
                     "message": outcome.message or None, "error": message, "traceback": None})
-                conn.execute(_PUT_IN_ERROR_IF_OWNED, {
+                conn.execute(queries.PUT_IN_ERROR_IF_OWNED, {
                     "id": claim.entry.id, "w": worker_id, "log": claim.log_id,
                     "message": message})
             log.error("run recorded, entry put in error",
@@ -388,7 +224,7 @@ class QueueManager:
                     "WHERE id = :id AND locked_by = :w AND current_log_id = :log FOR UPDATE"),
             {"id": claim.entry.id, "w": worker_id, "log": claim.log_id},
         ).mappings().first()
-        finished = conn.execute(_FINISH_LOG, {
+        finished = conn.execute(queries.FINISH_LOG, {
             "log_id": claim.log_id, "status": outcome.status.value, "now": now,
             "message": outcome.message or None, "error": outcome.error,
             "traceback": outcome.traceback,
@@ -416,7 +252,7 @@ class QueueManager:
         the same occurrence is due again at once, for any worker."""
         with translate_errors(), self.engine.begin() as conn:
             now = conn.scalar(sa.text("SELECT clock_timestamp()"))
-            conn.execute(_FINISH_LOG, {
+            conn.execute(queries.FINISH_LOG, {
                 "log_id": claim.log_id, "status": RunStatus.ABANDONED.value, "now": now,
                 "message": None, "error": reason, "traceback": None,
             })
@@ -470,14 +306,14 @@ class QueueManager:
         rescued: list[Rescued] = []
         with translate_errors(), self.engine.begin() as conn:
             now = _now(conn)
-            rows = conn.execute(_ORPHANED_RUNS, {"now": now}).all()
+            rows = conn.execute(queries.ORPHANED_RUNS, {"now": now}).all()
             for entry_id, locked_by, log_id in rows:
                 reason = f"abandoned: worker {locked_by} stopped renewing its lease"
-                conn.execute(_FINISH_LOG, {
+                conn.execute(queries.FINISH_LOG, {
                     "log_id": log_id, "status": RunStatus.ABANDONED.value,
                     "now": now, "message": None, "error": reason, "traceback": None,
                 })
-                conn.execute(_GIVE_BACK, {"id": entry_id, "reason": reason})
+                conn.execute(queries.GIVE_BACK, {"id": entry_id, "reason": reason})
                 rescued.append(Rescued(entry_id, locked_by, log_id))
             conn.execute(sa.text(
                 "DELETE FROM crmsync.workers WHERE heartbeat_at < :now - :after"),
@@ -493,7 +329,7 @@ class QueueManager:
             now = _now(conn)
             params = {"ids": list(ids) if ids is not None else None}
             done = 0
-            for row in _readable_rows(conn, _FLAGGED, params):
+            for row in _readable_rows(conn, queries.FLAGGED, params):
                 try:
                     with conn.begin_nested():
                         self._reschedule_one(conn, row, now)
@@ -591,7 +427,7 @@ def _mark_broken(
     log.error("job queue entry put in error", extra={"entry": entry_id, "error": message})
     try:
         with conn.begin_nested():
-            conn.execute(_PUT_IN_ERROR, {"id": entry_id, "message": message})
+            conn.execute(queries.PUT_IN_ERROR, {"id": entry_id, "message": message})
     except sa_exc.DBAPIError as again:
         _reraise_if_unavailable(again)
         log.error("could not put entry in error", extra={"entry": entry_id})
