@@ -34,6 +34,7 @@ CALL = {"MessageName": "Update", "PrimaryEntityName": "account",
 class Listener:
     url: str
     worker: Worker
+    receiver: WebhookReceiver
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def listener(synced: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[Listene
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     assert worker.started.wait(10)
-    yield Listener(f"{server.url}/webhooks/dataverse/crm", worker)
+    yield Listener(f"{server.url}/webhooks/dataverse/crm", worker, receiver)
     worker.stop(immediately=True)
     thread.join(10)
     server.stop()
@@ -130,3 +131,18 @@ def test_a_webhook_without_a_secret_is_a_configuration_error() -> None:
                              "CRMSYNC_CRM_WEBHOOK": "true"})
     assert str(caught.value).startswith("CRMSYNC_CRM_WEBHOOK: a webhook needs "
                                         "CRMSYNC_CRM_WEBHOOK_SECRET")
+
+
+def test_a_call_for_crmsyncs_own_write_wakes_nothing(synced: World,
+                                                     listener: Listener) -> None:
+    own = requests.get(f"{synced.emulator.base_url}/WhoAmI", timeout=10).json()["UserId"]
+    key = {"X-Crmsync-Webhook-Key": SECRET}
+    echo = requests.post(listener.url, json={**CALL, "InitiatingUserId": own.upper()},
+                         headers=key, timeout=10)
+    assert echo.status_code == 202
+    wait_for(lambda: listener.receiver.handled >= 1, timeout=10)
+    assert on_hold_for_hours(synced)
+    other = requests.post(listener.url, headers=key, timeout=10, json={
+        **CALL, "InitiatingUserId": "11111111-2222-3333-4444-555555555555"})
+    assert other.status_code == 202
+    wait_for(lambda: status(synced) != "on_hold_inactivity", timeout=10)

@@ -9,7 +9,10 @@ carry the secret in the configured header (Dataverse "HttpHeader" authentication
 nothing. The request thread only checks and parses (body at most 64 KiB) and queues the
 table's logical name; a consumer thread resolves it to entity sets (the service's
 ``$metadata``) and mappings and pulls their entries forward (a short UPDATE whose NOTIFY
-wakes every worker), so the answer, 202, comes at once and no sync runs on that thread."""
+wakes every worker), so the answer, 202, comes at once and no sync runs on that thread.
+
+Dataverse calls for crmsync's own writes too. A call whose ``InitiatingUserId`` is the
+connection's own user (``WhoAmI``, asked once) wakes nothing: it only echoes a pass's write."""
 
 from __future__ import annotations
 
@@ -73,7 +76,9 @@ class WebhookReceiver:
         self.engine = engine
         self._clients = clients
         self._settings = settings
-        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=10_000)
+        self._queue: queue.Queue[_Wake | None] = queue.Queue(maxsize=10_000)
+        self._own_users: dict[str, str | None] = {}
+        self.handled = 0  # calls the consumer thread has dealt with (woken or ignored)
         self._thread = threading.Thread(target=self._consume, name="crmsync-webhook",
                                         daemon=True)
 
@@ -99,19 +104,19 @@ class WebhookReceiver:
 
     # -- the request thread --------------------------------------------------------------
     def handle(self, call: Call) -> Answer:
-        answer, entity = self._check(call)
+        answer, wake = self._check(call)
         WEBHOOK_CALLS.labels(call.connection if answer.status != 404 else "",
                              str(answer.status)).inc()
-        if entity is not None:
+        if wake is not None:
             try:
-                self._queue.put_nowait((call.connection, entity))
+                self._queue.put_nowait(wake)
             except queue.Full:
                 return Answer.of(503, "too many calls waiting; try again")
             log.debug("webhook call accepted",
-                      extra={"connection": call.connection, "entity": entity})
+                      extra={"connection": call.connection, "entity": wake.entity})
         return answer
 
-    def _check(self, call: Call) -> tuple[Answer, str | None]:
+    def _check(self, call: Call) -> tuple[Answer, _Wake | None]:
         settings = self._enabled(call.connection)
         if settings is None:
             return Answer.of(404, "not found"), None
@@ -130,7 +135,9 @@ class WebhookReceiver:
         entity = doc.get("PrimaryEntityName") if isinstance(doc, dict) else None
         if not isinstance(entity, str) or not _LOGICAL_NAME.fullmatch(entity):
             return Answer.of(400, "PrimaryEntityName: expected a table's logical name"), None
-        return Answer.of(202, "accepted"), entity.lower()
+        user = doc.get("InitiatingUserId")
+        return Answer.of(202, "accepted"), _Wake(
+            call.connection, entity.lower(), user.lower() if isinstance(user, str) else None)
 
     def _enabled(self, connection: str) -> ConnectionSettings | None:
         if not _NAME.fullmatch(connection):
@@ -149,7 +156,8 @@ class WebhookReceiver:
             item = self._queue.get()
             calls: set[tuple[str, str]] = set()
             while item is not None:
-                calls.add(item)
+                if not self._own_write(item):
+                    calls.add((item.connection, item.entity))
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -160,8 +168,25 @@ class WebhookReceiver:
                 except Exception as exc:  # the next call or the schedule catches up
                     log.warning("webhook wake failed", extra={
                         "connection": connection, "entity": entity, "error": str(exc)})
+            self.handled += 1
             if item is None:
                 return
+
+    def _own_write(self, wake: _Wake) -> bool:
+        """The call echoes a write of crmsync's own user on that connection."""
+        if wake.user is None:
+            return False
+        if wake.connection not in self._own_users:
+            self._own_users[wake.connection] = own_user(self.clients, wake.connection)
+        own = self._own_users[wake.connection]
+        if own is None:
+            del self._own_users[wake.connection]  # ask again with the next call
+            return False
+        if wake.user == own:
+            log.debug("webhook: own write ignored",
+                      extra={"connection": wake.connection, "entity": wake.entity})
+            return True
+        return False
 
     def _wake(self, connection: str, entity: str) -> None:
         sets = entity_sets(self.clients, connection, entity)
@@ -174,6 +199,25 @@ class WebhookReceiver:
             woken = pull_forward(conn, names, timedelta(0)) if names else 0
         log.info("webhook: entries woken", extra={
             "connection": connection, "entity": entity, "mappings": names, "entries": woken})
+
+
+@dataclass(frozen=True)
+class _Wake:
+    connection: str
+    entity: str
+    user: str | None  # InitiatingUserId, lower case
+
+
+def own_user(clients: Clients, connection: str) -> str | None:
+    """The connection's own user id (``WhoAmI``), lower case; None when it cannot be read."""
+    try:
+        client = clients.get(connection)
+        reply = client.transport.send("GET", f"{client.base_url}/WhoAmI")
+        user = json.loads(reply.body).get("UserId")
+    except Exception as exc:
+        log.debug("webhook: WhoAmI unavailable", extra={"error": str(exc)})
+        return None
+    return user.lower() if isinstance(user, str) else None
 
 
 def _authentic(call: Call, settings: ConnectionSettings) -> bool:
