@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.remote import wire
+from worker.sync.compat import to_local_problem, to_remote_problem
 from worker.sync.local import Unreadable
 from worker.sync.metadata import PropertyInfo, parse
 from worker.sync.model import Direction, FieldMapping
@@ -151,6 +152,7 @@ def test_fits_does_not_count_trailing_zeros() -> None:
     ("abcdefghijkl", sa.String(10), "abcdefghij"),
     ("00000000-0000-0000-0000-000000000005", sa.Uuid(), uuid.UUID(int=5)),
     (True, sa.Boolean(), True),
+    (False, sa.String(5), "false"),
 ])
 def test_remote_values_convert_to_the_column_type(value: Any, kind: Any, expected: Any) -> None:
     assert to_local(value, _column(kind)) == expected
@@ -225,3 +227,49 @@ def test_metadata_facets_are_read() -> None:
     assert (props["amount"].precision, props["amount"].scale) == (19, 4)
     assert (props["open"].precision, props["open"].scale) == (None, None)
     assert props["name"].max_length == 20
+
+
+# -- check and the conversions agree ---------------------------------------------------
+LOCAL_SAMPLES: dict[str, tuple[Any, Any]] = {  # kind: (column type, a value read from it)
+    "text": (sa.String(40), "00000000-0000-0000-0000-000000000001"),
+    "integer": (sa.Integer(), 7), "number": (sa.Numeric(10, 2), Decimal("7.00")),
+    "boolean": (sa.Boolean(), True), "date": (sa.Date(), date(2024, 1, 2)),
+    "datetime": (sa.DateTime(timezone=True), datetime(2024, 1, 2, tzinfo=UTC)),
+    "time": (sa.Time(), time(8, 30)), "uuid": (sa.Uuid(), uuid.UUID(int=1)),
+    "binary": (sa.LargeBinary(), b"\x01"),
+}
+REMOTE_SAMPLES: dict[str, Any] = {  # EDM type: a value read from it
+    "Edm.String": "7", "Edm.Int32": 7, "Edm.Decimal": Decimal("7.00"), "Edm.Boolean": True,
+    "Edm.Date": "2024-01-02", "Edm.DateTimeOffset": "2024-01-02T00:00:00Z",
+    "Edm.TimeOfDay": "08:30:00", "Edm.Guid": "00000000-0000-0000-0000-000000000001",
+    "Edm.Binary": "AQ==",
+}
+
+
+# check refuses these although some values would fit: a text property holds values that
+# are not numbers, a decimal property values that are not whole; binary is not text
+STRICTER = {("Edm.String", "integer"), ("Edm.String", "number"), ("Edm.Decimal", "integer"),
+            ("Edm.Binary", "text")}
+
+
+@pytest.mark.parametrize("edm", list(REMOTE_SAMPLES))
+@pytest.mark.parametrize("kind", list(LOCAL_SAMPLES))
+def test_what_check_allows_converts_and_what_it_refuses_does_not(kind: str, edm: str) -> None:
+    column_type, value = LOCAL_SAMPLES[kind]
+    column, prop = _column(column_type), PropertyInfo("p", edm)
+    try:
+        to_remote(value, prop)
+        sent = True
+    except ValueRefused:
+        sent = False
+    assert sent == (to_remote_problem(column, prop) is None), (kind, edm)
+    if edm in REMOTE_SAMPLES:
+        try:
+            to_local(REMOTE_SAMPLES[edm], column)
+            stored = True
+        except ValueRefused:
+            stored = False
+        if to_local_problem(prop, column) is not None and (edm, kind) not in STRICTER:
+            assert not stored, (edm, kind)
+        if to_local_problem(prop, column) is None:
+            assert stored, (edm, kind)

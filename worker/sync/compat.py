@@ -42,7 +42,7 @@ _TO_LOCAL = {
     "datetime": {"datetime", "date", "text"},
     "time": {"time", "text"},
     "uuid": {"uuid", "text"},
-    "binary": set(),
+    "binary": {"binary"},
 }
 
 

@@ -246,7 +246,18 @@ def to_local(value: Any, column: sa.Column) -> Any:
         return uuid.UUID(_as_guid(value))
     if isinstance(kind, sa.String):
         return _local_text(value, kind)
+    if isinstance(kind, sa.LargeBinary):
+        return _local_binary(value)
     return value
+
+
+def _local_binary(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ValueRefused(f"a {_kind(value)} cannot be stored as bytea")
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise ValueRefused("the value is not base64 (Edm.Binary)") from None
 
 
 _LOCAL_INT_RANGES = {sa.SmallInteger: "Edm.Int16", sa.BigInteger: "Edm.Int64"}
@@ -300,9 +311,12 @@ def _local_time(value: Any) -> time:
 
 
 def _local_text(value: Any, kind: sa.String) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+    if not isinstance(value, str | int | Decimal):  # bool is an int
         raise ValueRefused(f"a {_kind(value)} cannot be stored as text")
-    text = value if isinstance(value, str) else format(Decimal(value), "f")
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = value if isinstance(value, str) else format(Decimal(value), "f")
     if kind.length is not None and len(text) > kind.length and not isinstance(value, str):
         raise ValueRefused(f"{text} is longer than the column's {kind.length} characters")
     return text[: kind.length] if kind.length is not None else text
