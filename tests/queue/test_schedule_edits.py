@@ -161,3 +161,12 @@ def test_record_failures_of_a_parent_do_not_hold_children(engine: Engine) -> Non
     add_sync_job(engine, "CURRENCY", "to_integration", "success", failed=7)
     claim = QueueManager(engine).claim_next("w1", LEASE)
     assert claim is not None and claim.entry.id == customer
+
+
+def test_a_disabled_parent_holds_nobody(engine: Engine) -> None:
+    customer, _ = family(engine)
+    add_sync_job(engine, "CURRENCY", "to_integration", "failed")
+    sql(engine, "UPDATE crmsync.integration_table_mappings SET enabled = false "
+                "WHERE name = 'CURRENCY'")
+    claim = QueueManager(engine).claim_next("w1", LEASE)
+    assert claim is not None and claim.entry.id == customer

@@ -21,6 +21,8 @@ class UserColumn:
 
 USER_COLUMNS: tuple[UserColumn, ...] = (
     UserColumn("description", "text", False, "'CUSTOMER - nightly'"),
+    UserColumn("job_kind", "text", False, "sync_mapping"),
+    UserColumn("mapping_name", "text", True, "CUSTOMER"),
     UserColumn("parameters", "jsonb", False, '\'{"full": true}\''),
     UserColumn("recurring", "boolean", False, "true"),
     UserColumn("run_interval", "interval", True, "'15 minutes'"),

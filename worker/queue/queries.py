@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-# Ancestors are followed transitively; a parent counts as failed while the most recent sync
-# job of any of its directions is 'failed' or 'abandoned' (record-level failures do not
-# count). The LATERAL reads the newest row per (mapping, direction) from its index.
+# Ancestors are followed transitively; an enabled parent counts as failed while the most
+# recent sync job of any of its directions is 'failed' or 'abandoned' (record-level failures
+# do not count; a disabled parent never runs again, so it holds nobody). The LATERAL reads
+# the newest row per (mapping, direction) from its index.
 CANDIDATES = sa.text(
     """
     WITH RECURSIVE ancestors (mapping_name, ancestor) AS (
@@ -26,6 +27,7 @@ CANDIDATES = sa.text(
                SELECT s.id, s.direction, s.status FROM crmsync.sync_jobs s
                 WHERE s.mapping_name = a.ancestor AND s.direction = dir.direction
                 ORDER BY s.id DESC LIMIT 1) j
+          JOIN crmsync.integration_table_mappings m ON m.name = a.ancestor AND m.enabled
          WHERE j.status IN ('failed', 'abandoned')
          GROUP BY a.mapping_name
     )
