@@ -13,13 +13,16 @@ from worker.db.engine import create_engine, redacted, resolve_database_url, tran
 from worker.errors import DatabaseUnavailable, SchemaOutOfDate
 from worker.settings import Settings
 
+_noted: list[bool] = []
+
 
 def open_engine(*, require_schema: bool = True, pool_size: int = 5) -> Engine:
     """The engine for ``CRMSYNC_DATABASE_URL`` (or the embedded server), checked by one
     connection, refusing an out-of-date schema unless the caller is the one that upgrades it."""
     settings = Settings.from_env()
     url = resolve_database_url(settings)
-    if settings.database_url is None:
+    if settings.database_url is None and not _noted:
+        _noted.append(True)  # once per process, however many engines a command opens
         print(f"crmsync: note: CRMSYNC_DATABASE_URL is unset: using the embedded PostgreSQL "
               f"with its data in {settings.home / 'pgdata'}; set CRMSYNC_DATABASE_URL="
               "postgresql://user@host:5432/db to use a server", file=sys.stderr)
