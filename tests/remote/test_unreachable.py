@@ -130,3 +130,21 @@ def test_tls_failure_is_named(foreground: None) -> None:
         server.close()
     assert f"GET https://127.0.0.1:{port}/api/$metadata: TLS failed" in str(error)
     assert ssl.OPENSSL_VERSION  # the message carries OpenSSL's reason in parentheses
+
+
+def test_an_unreachable_token_endpoint_is_named(closed_port: int, foreground: None) -> None:
+    from worker.remote.config import load_connection
+    from worker.remote.errors import RemoteAuthError
+
+    token_url = f"http://127.0.0.1:{closed_port}/tenant/oauth2/v2.0/token"
+    settings = load_connection(env={
+        "CRMSYNC_CRM_URL": "http://127.0.0.1:9/api", "CRMSYNC_CRM_CLIENT_ID": "app",
+        "CRMSYNC_CRM_CLIENT_SECRET": "secret-value", "CRMSYNC_CRM_TOKEN_URL": token_url})
+    transport = Transport(settings)
+    with pytest.raises(RemoteAuthError) as info:
+        transport.send("GET", "http://127.0.0.1:9/api/accounts")
+    transport.close()
+    assert str(info.value).startswith(f"POST {token_url}: token endpoint unreachable: "
+                                      "connection refused")
+    assert "after 1 attempt(s)" in str(info.value)
+    assert "secret-value" not in str(info.value)
