@@ -166,3 +166,33 @@ def test_the_worker_records_it_on_that_entry_and_goes_on(
     assert worker.running_count() <= 1
     assert scalar(engine, "SELECT count(*) FROM crmsync.job_queue_log_entries "
                           "WHERE status = 'in_process' AND entry_id = :id", id=bad) == 0
+
+
+def test_a_value_broken_during_the_run_is_recorded_on_that_entry(
+    engine: Engine, running_worker: Callable[[], Worker],
+) -> None:
+    """A row changed while it runs (its constraint dropped, as on a restored old dump) so
+    that it cannot be read back: the run is still recorded, the entry goes to error naming
+    the column, the healthy entry keeps running."""
+    healthy = insert_entry(engine, run_interval="1 second")
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE crmsync.job_queue_entries DROP CONSTRAINT "
+                             "job_queue_entries_expires_at_must_be_in_1970_to_2999"))
+    bad = insert_entry(engine, job_kind="sync_all_modified", parameters='{"sleep": 2}')
+    running_worker()
+    wait_for(lambda: scalar(engine, "SELECT status FROM crmsync.job_queue_entries "
+                                    "WHERE id = :id", id=bad) == "in_process")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE crmsync.job_queue_entries SET expires_at = 'infinity' "
+                             "WHERE id = :id"), {"id": bad})
+    wait_for(lambda: scalar(engine, "SELECT status FROM crmsync.job_queue_entries "
+                                    "WHERE id = :id", id=bad) == "error")
+    message = str(scalar(engine, "SELECT last_error FROM crmsync.job_queue_entries "
+                                 "WHERE id = :id", id=bad))
+    assert message.startswith("entry #2 could not be rescheduled: column expires_at: ")
+    assert scalar(engine, "SELECT status FROM crmsync.job_queue_log_entries "
+                          "WHERE entry_id = :id", id=bad) == "success"
+    before = int(scalar(engine, "SELECT count(*) FROM crmsync.job_queue_log_entries "  # type: ignore[arg-type]
+                                "WHERE entry_id = :id", id=healthy))
+    wait_for(lambda: int(scalar(engine, "SELECT count(*) FROM crmsync.job_queue_log_entries "  # type: ignore[arg-type]
+                                        "WHERE entry_id = :id", id=healthy)) >= before + 2)

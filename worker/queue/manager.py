@@ -105,6 +105,8 @@ class QueueManager:
                         claim = self._consider(conn, row, worker_id, lease, now)
                 except Exception as exc:
                     _reraise_if_unavailable(exc)
+                    if _constraint_of(exc) in _ONE_RUNNING:
+                        continue  # someone else runs its category or mapping: not its fault
                     _mark_broken(conn, row["id"], "could not be claimed", exc)
                     continue
                 if claim is not None:
@@ -201,7 +203,11 @@ class QueueManager:
         except DatabaseUnavailable:
             raise
         except Exception as exc:
-            message = _describe(claim.entry.id, "could not be rescheduled", exc)
+            column = None
+            if isinstance(exc.__cause__, sa_exc.DataError):  # a value the driver cannot load
+                with translate_errors(), self.engine.connect() as conn:
+                    column = _unreadable_column(conn, claim.entry.id)
+            message = _describe(claim.entry.id, "could not be rescheduled", exc, column)
             if outcome.error:
                 message += f" (the run failed: {outcome.error})"
             with translate_errors(), self.engine.begin() as conn:
@@ -443,6 +449,15 @@ def _describe(entry_id: int, what: str, exc: BaseException, column: str | None =
         detail = f"{type(exc).__name__}: {exc}"
     prefix = f"column {column}: " if column else ""
     return f"entry #{entry_id} {what}: {prefix}{detail}".replace("\x00", "\\0")
+
+
+_ONE_RUNNING = ("job_queue_entries_one_running_per_category",
+                "job_queue_entries_one_running_per_mapping")
+
+
+def _constraint_of(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    return getattr(getattr(orig, "diag", None), "constraint_name", None)
 
 
 def _reraise_if_unavailable(exc: BaseException) -> None:
