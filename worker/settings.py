@@ -104,7 +104,7 @@ def log_format(raw: str, where: str) -> str:
 def database_url(raw: str, where: str) -> str:
     try:
         url = make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         url = None
     if url is None or not url.drivername.startswith(("postgresql", "postgres")):
         raise ConfigurationError(
@@ -148,6 +148,11 @@ class Setting:
     default: str
     parse: Parser
     help: str
+    blank_is_value: bool = False  # an empty variable means "off", not "unset"
+
+    def from_env(self, env: Mapping[str, str]) -> str | None:
+        raw = env.get(self.env)
+        return raw if raw or (raw is not None and self.blank_is_value) else None
 
 
 LOGGING = (
@@ -173,7 +178,7 @@ WORKER = (
             "many seconds (NAV: 30; 0.1-86400)"),
     Setting("metrics_address", "--metrics-address", "CRMSYNC_METRICS_ADDRESS",
             "127.0.0.1:9465", address, "host:port of /metrics, /healthz and /readyz "
-            "(empty: off)"),
+            "(empty: off)", blank_is_value=True),
     Setting("identity", "--identity", "CRMSYNC_WORKER_ID", "", text,
             "worker identity (default host:pid:start)"),
     Setting("remote_probe", "--remote-probe", "CRMSYNC_REMOTE_PROBE", "on", switch,
@@ -199,8 +204,8 @@ def resolve(args: argparse.Namespace, settings: tuple[Setting, ...],
         raw = getattr(args, s.dest, None)
         if raw is not None:
             setattr(args, s.dest, s.parse(raw, s.flag))
-        elif env.get(s.env) not in (None, ""):
-            setattr(args, s.dest, s.parse(env[s.env], s.env))
+        elif (value := s.from_env(env)) is not None:
+            setattr(args, s.dest, s.parse(value, s.env))
         else:
             setattr(args, s.dest, s.parse(s.default, s.flag))
 
@@ -211,8 +216,8 @@ def check_environment(env: Mapping[str, str] | None = None) -> None:
     worker, so ``crmsync status`` finds it before ``crmsync run`` does."""
     env = os.environ if env is None else env
     for s in (*LOGGING, *WORKER):
-        if env.get(s.env) not in (None, ""):
-            s.parse(env[s.env], s.env)
+        if (value := s.from_env(env)) is not None:
+            s.parse(value, s.env)
     Settings.from_env(env)
 
 
