@@ -61,6 +61,7 @@ def test_a_reply_is_read_with_exact_numbers_and_plain_ints() -> None:
     doc = wire.loads(b'{"a": 99999999999999.99, "b": 2147483647, "c": 1e16}')
     assert doc == {"a": Decimal("99999999999999.99"), "b": 2147483647, "c": Decimal("1E+16")}
     assert type(doc["b"]) is int
+    assert wire.loads(b'[NaN, -Infinity]')[1] == Decimal("-Infinity")
 
 
 def test_bodies_keep_other_values_as_json_does() -> None:

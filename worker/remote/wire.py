@@ -106,8 +106,9 @@ def key_value(key: str, key_type: KeyType) -> Any:
 
 
 def loads(text: str | bytes) -> Any:
-    """JSON with exact numbers: a number with a fraction or exponent is a ``Decimal``."""
-    return json.loads(text, parse_float=Decimal)
+    """JSON with exact numbers: a number with a fraction or exponent is a ``Decimal`` (so
+    are the non-standard NaN and Infinity some services write; no float is ever made)."""
+    return json.loads(text, parse_float=Decimal, parse_constant=Decimal)
 
 
 def _json_default(value: object) -> object:
