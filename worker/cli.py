@@ -25,6 +25,7 @@ from worker.db.engine import describe_db_error, describe_unavailable, normalize_
 from worker.errors import (
     EXIT_DATABASE,
     EXIT_INTERNAL,
+    EXIT_OK,
     EXIT_REMOTE,
     EXIT_USAGE,
     CrmsyncError,
@@ -102,6 +103,18 @@ def _add_environment_help(commands: argparse._SubParsersAction, top: str = "") -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        status = _dispatch(argv)
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # The output was piped into a reader that stopped early (`| head`): not a failure
+        # of crmsync. Further writes (the final flush) go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.acceptance.conftest import ROOT
+from tests.acceptance.conftest import ROOT, crmsync_executable
 from tests.cli.helpers import base_env, closed_port, crmsync, error_line
 from worker.cli import build_parser
 from worker.errors import EXIT_DATABASE, EXIT_USAGE
@@ -241,3 +241,14 @@ def test_traceback_only_at_debug(closed_port: int, tmp_path: Path) -> None:
     assert done.returncode == EXIT_DATABASE
     assert "Traceback" in done.stderr
     assert done.stderr.rstrip().splitlines()[-1].startswith("crmsync: error: database ")
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path: Path) -> None:
+    """``crmsync … | head``: the closed pipe is neither a traceback nor an error status."""
+    env = base_env(tmp_path, "postgresql://postgres@127.0.0.1:9/crmsync")
+    proc = subprocess.Popen([crmsync_executable(), "run", "--help"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before crmsync writes anything
+    err = proc.stderr.read()
+    assert proc.wait(60) == 0 and err == ""
