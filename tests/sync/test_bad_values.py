@@ -304,3 +304,17 @@ def test_a_record_failed_by_its_value_is_retried_and_syncs_once_fixed(vworld: Wo
     assert again["failed"] == 0 and again["inserted"] == 1
     assert _accounts(vworld)["V999"]["lastonholdtime"] == "2030-05-06T07:08:09Z"
     assert str(uuid.UUID(_accounts(vworld)["V999"]["accountid"]))
+
+
+def test_a_modified_at_stamp_of_infinity_does_not_stop_the_pass(vworld: World) -> None:
+    vworld.sql("ALTER TABLE erp_v.account ADD COLUMN changed_at timestamptz "
+               "NOT NULL DEFAULT now()")
+    vworld.sql("UPDATE crmsync.integration_table_mappings SET change_capture = 'modified_at', "
+               "local_modified_column = 'changed_at' WHERE name = 'VALUES'")
+    vworld.sql("UPDATE erp_v.account SET changed_at = 'infinity' WHERE no = 'V002'")
+    counts = vworld.counts("VALUES")[("VALUES", "to")]
+    assert (counts["inserted"], counts["failed"]) == (3, 0)
+    vworld.sql("UPDATE erp_v.account SET name = 'First, renamed', changed_at = now() "
+               "WHERE no = 'V001'")
+    assert vworld.counts("VALUES")[("VALUES", "to")]["modified"] == 1
+    assert _accounts(vworld)["V001"]["name"] == "First, renamed"
