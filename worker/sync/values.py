@@ -29,7 +29,6 @@ INT_RANGES = {
     "Edm.Int16": (-(2**15), 2**15 - 1), "Edm.Int32": (-(2**31), 2**31 - 1),
     "Edm.Int64": (-(2**63), 2**63 - 1),
 }
-NUMBER_TYPES = (*INT_RANGES, "Edm.Decimal", "Edm.Double", "Edm.Single")
 _JSON_SCALARS = (str, int, Decimal, bool)
 
 
