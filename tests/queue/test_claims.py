@@ -175,6 +175,25 @@ def test_expired_lease_is_rescued_due_at_once_without_counting_an_attempt(
     assert log_rows(engine)[0].status == "abandoned"
 
 
+def test_an_occurrence_that_kills_three_workers_puts_its_entry_in_error(
+    engine: Engine,
+) -> None:
+    entry_id = insert_entry(engine)
+    queue = QueueManager(engine)
+    for n in range(3):
+        worker = f"dead-{n}"
+        queue.heartbeat(worker, INFO, LEASE, [])
+        claim = queue.claim_next(worker, LEASE)
+        assert claim is not None and claim.entry.id == entry_id
+        queue.unregister(worker)  # as good as dead: the reaper rescues its run
+        assert len(queue.rescue_abandoned(timedelta(minutes=5))) == 1
+        expected = "ready" if n < 2 else "error"
+        assert entry_row(engine, entry_id).status == expected
+    row = entry_row(engine, entry_id)
+    assert row.last_error.startswith(f"entry #{entry_id}: its run was abandoned 3 times")
+    assert [r.status for r in log_rows(engine)] == ["abandoned"] * 3
+
+
 def test_a_run_of_an_unregistered_worker_is_rescued(engine: Engine) -> None:
     """A row set to in_process by hand, with a lease far in the future, is not stuck."""
     entry_id = insert_entry(engine, status="in_process", locked_by="nobody",

@@ -29,6 +29,8 @@ from worker.queue.models import EntryStatus, JobQueueEntry, RunStatus
 log = logging.getLogger(__name__)
 
 CLAIM_LOCK_KEY = 0x63726D73  # "crms": the advisory lock that serializes claims
+# A run rescued this often (its workers died each time) is a poison job, not bad luck.
+RESCUES_BEFORE_ERROR = 3
 
 
 @dataclass(frozen=True)
@@ -307,24 +309,36 @@ class QueueManager:
     def rescue_abandoned(self, forget_workers_after: timedelta) -> list[Rescued]:
         """Runs whose lease expired, or whose worker is not registered, belong to a dead
         worker: their log rows become 'abandoned' and the entry is due again at once for the
-        same occurrence. It is the worker that failed, not the job: no attempt is counted.
+        same occurrence. It is the worker that failed, not the job: no attempt is counted;
+        only an occurrence rescued RESCUES_BEFORE_ERROR times puts the entry in 'error'.
         Workers silent for ``forget_workers_after`` are removed from the registry."""
         rescued: list[Rescued] = []
         with translate_errors(), self.engine.begin() as conn:
             now = _now(conn)
-            rows = conn.execute(queries.ORPHANED_RUNS, {"now": now}).all()
-            for entry_id, locked_by, log_id in rows:
-                reason = f"abandoned: worker {locked_by} stopped renewing its lease"
-                conn.execute(queries.FINISH_LOG, {
-                    "log_id": log_id, "status": RunStatus.ABANDONED.value,
-                    "now": now, "message": None, "error": reason, "traceback": None,
-                })
-                conn.execute(queries.GIVE_BACK, {"id": entry_id, "reason": reason})
-                rescued.append(Rescued(entry_id, locked_by, log_id))
+            for row in conn.execute(queries.ORPHANED_RUNS, {"now": now}).all():
+                self._rescue_one(conn, row, now)
+                rescued.append(Rescued(row.id, row.locked_by, row.current_log_id))
             conn.execute(sa.text(
                 "DELETE FROM crmsync.workers WHERE heartbeat_at < :now - :after"),
                 {"now": now, "after": forget_workers_after})
         return rescued
+
+    @staticmethod
+    def _rescue_one(conn: Connection, row: sa.Row[Any], now: datetime) -> None:
+        reason = f"abandoned: worker {row.locked_by} stopped renewing its lease"
+        conn.execute(queries.FINISH_LOG, {
+            "log_id": row.current_log_id, "status": RunStatus.ABANDONED.value,
+            "now": now, "message": None, "error": reason, "traceback": None,
+        })
+        rescues = conn.scalar(queries.RESCUES_OF_OCCURRENCE, {
+            "id": row.id, "scheduled_for": row.scheduled_for}) if row.scheduled_for else 0
+        if row.status == EntryStatus.IN_PROCESS.value and rescues >= RESCUES_BEFORE_ERROR:
+            conn.execute(queries.PUT_IN_ERROR, {"id": row.id, "message": (
+                f"entry #{row.id}: its run was abandoned {rescues} times (each worker running "
+                "it died or stopped renewing its lease); restart the entry when the cause is "
+                "fixed")})
+        else:
+            conn.execute(queries.GIVE_BACK, {"id": row.id, "reason": reason})
 
     # -- schedule edits -----------------------------------------------------------------
     def reschedule(self, ids: Sequence[int] | None = None) -> int:

@@ -135,12 +135,21 @@ PUT_IN_ERROR_IF_OWNED = sa.text(
 # registers before it claims and renews its row with every heartbeat.
 ORPHANED_RUNS = sa.text(
     """
-    SELECT e.id, e.locked_by, e.current_log_id
+    SELECT e.id, e.locked_by, e.current_log_id, e.scheduled_for, e.status
       FROM crmsync.job_queue_entries e
      WHERE e.locked_by IS NOT NULL
        AND (e.lease_expires_at < :now
             OR NOT EXISTS (SELECT 1 FROM crmsync.workers w WHERE w.id = e.locked_by))
        FOR UPDATE OF e SKIP LOCKED
+    """
+)
+
+# Rescues of one occurrence: a job that kills whichever worker runs it is stopped after a few.
+RESCUES_OF_OCCURRENCE = sa.text(
+    """
+    SELECT count(*) FROM crmsync.job_queue_log_entries
+     WHERE entry_id = :id AND scheduled_for = :scheduled_for AND status = 'abandoned'
+       AND error_message LIKE 'abandoned: worker % stopped renewing its lease'
     """
 )
 
