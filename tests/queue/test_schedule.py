@@ -248,3 +248,35 @@ def test_date_arithmetic_past_year_9999_names_the_column() -> None:
     with pytest.raises(JobError) as caught:
         schedule.after_success(late, utc(2026, 11, 26, 9), utc(2026, 11, 26, 9), None)
     assert str(caught.value) == "run_interval: 3000000 days takes the next run beyond the year 9999"
+
+
+# Every value revision 0004 lets into the table: the rules never raise on them.
+BOUNDED_INSTANT = st.datetimes(min_value=datetime(1970, 1, 1),
+                               max_value=datetime(2999, 12, 31, 23, 59)).map(
+    lambda d: d.replace(tzinfo=UTC))
+BOUNDED_INTERVAL = st.timedeltas(min_value=timedelta(seconds=1), max_value=timedelta(days=366))
+BOUNDED_ENTRIES = st.builds(
+    lambda s, start, expiry, inactivity, delay, max_attempts, attempts: entry(
+        schedule=replace(s, earliest_start_at=start, expires_at=expiry),
+        inactivity_timeout=inactivity, attempts=min(attempts, max_attempts),
+        retry=RetryPolicy(max_attempts=max_attempts, rerun_delay=delay)),
+    SCHEDULES.flatmap(lambda s: BOUNDED_INTERVAL.map(lambda i: replace(s, run_interval=i))),
+    st.none() | BOUNDED_INSTANT, st.none() | BOUNDED_INSTANT, st.none() | BOUNDED_INTERVAL,
+    st.timedeltas(min_value=timedelta(0), max_value=timedelta(hours=1)),
+    st.integers(1, 100), st.integers(0, 100),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(BOUNDED_ENTRIES, BOUNDED_INSTANT, BOUNDED_INSTANT, st.none() | st.booleans())
+def test_the_rules_never_raise_on_values_the_database_accepts(
+    e: JobQueueEntry, scheduled: datetime, now: datetime, changed: bool | None,
+) -> None:
+    for decision in (schedule.after_success(e, scheduled, now, changed),
+                     schedule.after_failure(e, now, "failed"),
+                     schedule.when_due(e, scheduled, now)):
+        if decision is not None and decision.next_run_at is not None:
+            assert decision.next_run_at.year <= 3001
+        if decision is not None:
+            assert 0 <= decision.attempts <= e.retry.max_attempts
+    schedule.rescheduled(e.schedule, scheduled, now, now)
