@@ -229,3 +229,19 @@ def test_a_key_change_moves_the_capture_triggers(defaults: Admin, tmp_path: Path
     document.write_text(text)
     admin.ok("mappings", "apply", str(document))
     assert _capture_key(admin) == ["id"]
+
+
+def test_a_second_mapping_on_accounts_without_a_filter_is_refused(defaults: Admin,
+                                                                  tmp_path: Path) -> None:
+    admin = defaults
+    admin.sql("CREATE TABLE erp.vendor (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
+              "no varchar(20) UNIQUE, name varchar(100))")
+    document = tmp_path / "vendor.toml"
+    document.write_text(NEW_MAPPING.replace(
+        'remote_filter = "statecode eq 0 and customertypecode eq 10"\n', ""))
+    done = admin.run("mappings", "apply", str(document))
+    assert done.returncode == 2
+    assert f"{document}: mappings.VENDOR.remote_filter: mapping CUSTOMER reads accounts too" \
+        in done.stderr
+    assert admin.sql("SELECT count(*) FROM crmsync.integration_table_mappings "
+                     "WHERE name = 'VENDOR'") == [(0,)]
