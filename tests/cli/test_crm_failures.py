@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tests.cli.helpers import base_env, closed_port, crmsync, error_line
-from worker.errors import EXIT_OK, EXIT_REMOTE
+from worker.errors import EXIT_REMOTE
 
 ADDRESSES = {
     "refused": ("http://127.0.0.1:{port}/api/data/v9.2", "http://127.0.0.1:{port}",
@@ -32,10 +32,12 @@ def test_check_sync_and_couple_name_the_address_and_the_cause(
     for args in (["check"], ["sync", "CURRENCY"]):
         done = crmsync(args, env, tmp_path)
         output = done.stdout + done.stderr
-        assert done.returncode != EXIT_OK, output
+        assert done.returncode == EXIT_REMOTE, output
         assert "Traceback" not in output and "retrying" not in output, output
         assert expected in output and cause in output, output
         assert "check the URL of connection 'crm'" in output  # never cut off
+    line = error_line(crmsync(["check"], env, tmp_path), EXIT_REMOTE)  # once, not per mapping
+    assert expected in line and cause in line
     line = error_line(crmsync(["couple", "--match", "CUSTOMER"], env, tmp_path), EXIT_REMOTE)
     assert expected in line and cause in line and line.endswith("connection 'crm'")
     with engine.connect() as conn:

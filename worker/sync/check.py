@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from worker.db.engine import describe_db_error
 from worker.errors import ConfigurationError, CrmsyncError
+from worker.remote.errors import RemoteAuthError, RemoteUnavailable
 from worker.sync import capture
 from worker.sync import mappings as mapping_store
 from worker.sync.clients import Clients
@@ -106,6 +107,8 @@ def _local(engine: Engine, mapping: TableMapping, add) -> LocalTable | None:  # 
 def _remote(clients: Clients, mapping: TableMapping, add) -> EntitySetInfo | None:  # type: ignore[no-untyped-def]
     try:
         sets = clients.metadata(mapping.connection_name)
+    except (RemoteUnavailable, RemoteAuthError):
+        raise  # the service cannot be reached: one error (exit status 4), not one per mapping
     except CrmsyncError as exc:
         add("connection_name", f"connection {mapping.connection_name!r}: {exc}")
         return None
