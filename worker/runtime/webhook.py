@@ -78,7 +78,7 @@ class WebhookReceiver:
         self._settings = settings
         self._queue: queue.Queue[_Wake | None] = queue.Queue(maxsize=10_000)
         self._own_users: dict[str, str | None] = {}
-        self.handled = 0  # calls the consumer thread has dealt with (woken or ignored)
+        self.handled = 0  # batches of queued calls the consumer has dealt with
         self._thread = threading.Thread(target=self._consume, name="crmsync-webhook",
                                         daemon=True)
 
