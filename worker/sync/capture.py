@@ -39,18 +39,19 @@ def _quoted(conn: Connection, qualified: str) -> str:
     return f"{prep.quote(schema)}.{prep.quote(table)}"
 
 
-def triggers_present(conn: Connection, qualified: str, key: str | None = None) -> bool:
-    """Whether the capture triggers are on the table (and, given ``key``, log that key
-    column: a mapping whose local_key changed gets its triggers made again)."""
-    schema, _, table = qualified.partition(".")
-    found = conn.scalar(sa.text(
-        """
+_TRIGGER_COUNT = """
         SELECT count(*) FROM pg_trigger t
           JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = :s AND c.relname = :t AND t.tgname LIKE 'crmsync_capture_%'
            AND (CAST(:k AS text) IS NULL
-                OR t.tgargs = convert_to(CAST(:k AS text), 'UTF8') || '\\x00'::bytea)
-        """), {"s": schema, "t": table, "k": key})
+                OR t.tgargs = convert_to(CAST(:k AS text), 'UTF8') || '\\x00'::bytea)"""
+
+
+def triggers_present(conn: Connection, qualified: str, key: str | None = None) -> bool:
+    """Whether the capture triggers are on the table (and, given ``key``, log that key
+    column: a mapping whose local_key changed gets its triggers made again)."""
+    schema, _, table = qualified.partition(".")
+    found = conn.scalar(sa.text(_TRIGGER_COUNT), {"s": schema, "t": table, "k": key})
     return found == len(TRIGGERS)
 
 
@@ -59,7 +60,8 @@ def install(conn: Connection, mapping: TableMapping) -> bool:
     they were missing: changes made before are unknown, so the mapping's local watermark
     is cleared and the next pass scans the whole table."""
     if triggers_present(conn, mapping.local_table, mapping.local_key):
-        mapping_store.set_triggers_installed(conn, mapping.name, True)
+        if not mapping.triggers_installed:
+            mapping_store.set_triggers_installed(conn, mapping.name, True)
         return False
     LocalTable(conn, mapping.local_table, mapping.local_key, mapping.name)  # validates
     table = _quoted(conn, mapping.local_table)
@@ -128,8 +130,12 @@ def collect(conn: Connection, mapping: TableMapping, table: LocalTable,
             where: sa.ColumnElement[bool], *, full: bool) -> LocalChanges:
     if mapping.change_capture == "modified_at":
         return _collect_modified_at(conn, mapping, table, where, full=full)
-    install(conn, mapping)  # a mapping enabled by plain SQL gets its triggers here
-    previous, current, done = _pass_snapshots(conn, mapping.name, full=full)
+    state = _pass_state(conn, mapping)
+    if not state.triggers_ok or not mapping.triggers_installed:
+        install(conn, mapping)  # a mapping enabled by plain SQL gets its triggers here
+        if not state.triggers_ok:
+            state = _pass_state(conn, mapping)  # the install cleared the marks
+    previous, current, done, resumed = state.snapshots(full=full)
 
     def commit_mark(c: Connection) -> None:
         mapping_store.save_local_snapshot(c, mapping.name, current)
@@ -142,8 +148,14 @@ def collect(conn: Connection, mapping: TableMapping, table: LocalTable,
         ordered = sorted(keys)
         return ordered if done is None else [k for k in ordered if k > done]
 
+    def started(keys: list[str]) -> list[str]:
+        """A pass with work to do records its snapshot first, so it can be resumed."""
+        if keys and not resumed:
+            mapping_store.save_local_pass_progress(conn, mapping.name, current, None)
+        return keys
+
     if full or previous is None:
-        return LocalChanges(after_done(list(table.all_keys(conn, where))), set(),
+        return LocalChanges(started(after_done(list(table.all_keys(conn, where)))), set(),
                             commit_mark, True, commit_progress)
     # Changes visible now and not at the previous read: committed since, whatever their
     # transaction's age. Both snapshots are explicit, so a transaction committing while this
@@ -158,24 +170,47 @@ def collect(conn: Connection, mapping: TableMapping, table: LocalTable,
            AND pg_visible_in_snapshot(xid, CAST(:cur AS pg_snapshot))
          ORDER BY row_key, id DESC
         """), {"t": mapping.local_table, "prev": previous, "cur": current}).all()
-    keys = after_done([k for k, _ in rows])
+    keys = started(after_done([k for k, _ in rows]))
     deleted = {k for k, op in rows if op == "D"}
+    if not keys and not resumed:
+        # Nothing committed since the previous snapshot: keeping it is exact (the next
+        # pass's window just starts there) and costs no write.
+        return LocalChanges([], set(), _no_mark, False)
     return LocalChanges(keys, deleted, commit_mark, False, commit_progress)
 
 
-def _pass_snapshots(conn: Connection, name: str, *, full: bool
-                    ) -> tuple[str | None, str, str | None]:
-    """(previous pass's snapshot, this pass's snapshot, last key already done). A pass
-    that was interrupted left its snapshot and progress: its successor takes both over and
-    goes on after the last key done; a full pass starts over."""
-    previous, unfinished, done = conn.execute(sa.text(
-        "SELECT local_snapshot, local_pass_snapshot, local_pass_done_key "
-        "FROM crmsync.integration_table_mappings WHERE name = :n"), {"n": name}).one()
-    if unfinished is not None and not full:
-        return previous, unfinished, done
-    current = str(conn.scalar(sa.text("SELECT CAST(pg_current_snapshot() AS text)")))
-    mapping_store.save_local_pass_progress(conn, name, current, None)
-    return previous, current, None
+def _no_mark(conn: Connection) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class _PassState:
+    """What a local→remote pass starts from, read in one query."""
+
+    triggers_ok: bool
+    previous: str | None
+    unfinished: str | None
+    done: str | None
+    current: str
+
+    def snapshots(self, *, full: bool) -> tuple[str | None, str, str | None, bool]:
+        """(previous pass's snapshot, this pass's snapshot, last key already done,
+        resumed). A pass that was interrupted left its snapshot and progress: its
+        successor takes both over and goes on after the last key done; a full pass starts
+        over."""
+        if self.unfinished is not None and not full:
+            return self.previous, self.unfinished, self.done, True
+        return self.previous, self.current, None, False
+
+
+def _pass_state(conn: Connection, mapping: TableMapping) -> _PassState:
+    schema, _, table = mapping.local_table.partition(".")
+    row = conn.execute(sa.text(
+        f"SELECT ({_TRIGGER_COUNT}) AS triggers, local_snapshot, local_pass_snapshot, "
+        "local_pass_done_key, CAST(pg_current_snapshot() AS text) "
+        "FROM crmsync.integration_table_mappings WHERE name = :n"),
+        {"n": mapping.name, "s": schema, "t": table, "k": mapping.local_key}).one()
+    return _PassState(row[0] == len(TRIGGERS), row[1], row[2], row[3], str(row[4]))
 
 
 def _collect_modified_at(conn: Connection, mapping: TableMapping, table: LocalTable,

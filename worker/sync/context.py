@@ -71,6 +71,10 @@ class PassContext:
         self._errors.append(joblog.RecordError(local_id, remote_id, message, detail,
                                                remote_record=record))
 
+    def has_pending(self) -> bool:
+        """Whether counters or errors wait to be written."""
+        return bool(+self._pending or self._errors)
+
     def flush(self, conn: Connection) -> None:
         """Write the chunk's counters and errors in the transaction that wrote its records."""
         joblog.add(conn, self.job_id, self._pending, self._errors)

@@ -5,10 +5,12 @@ every enabled mapping in dependency order, one failing mapping not stopping the 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
 
@@ -27,6 +29,10 @@ from worker.sync.order import topological_order
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, Direction, Counter[str]], None]
+VALID_FOR = 60.0  # seconds a mapping's successful check is trusted (same definition)
+# (database, mapping) → (definition, when checked), shared by every engine of the process.
+_validated: dict[tuple[str, str], tuple[str, float]] = {}
+_validated_lock = threading.Lock()
 _LOCK_SPACE = 0x63727379  # advisory lock namespace for "a mapping is being synchronized"
 
 
@@ -108,27 +114,25 @@ class SyncEngine:
     ) -> RunSummary:
         """Synchronize one mapping. Raises on a broken mapping or a connection failure
         (after writing the failure into the pass's sync job); record failures do not raise."""
-        mapping = mappings.load(self.engine, name)
         summary = RunSummary(name)
-        if not mapping.enabled:
-            summary.error = "mapping is disabled"
-            return summary
-        from worker.sync.check import require_valid
-
         ok = False
         try:
             with self._exclusive(name):
+                # Loaded under the run lock: no other run moves its marks meanwhile, and
+                # neither pass changes what the other reads, so one load serves both.
+                mapping = mappings.load(self.engine, name)
+                if not mapping.enabled:
+                    summary.error = "mapping is disabled"
+                    return summary
                 joblog.close_abandoned(self.engine, name)
                 # Validation runs inside the first pass, so a mapping or connection that
                 # fails it leaves a failed job with the message.
-                validate: Callable[[], None] | None = partial(
-                    require_valid, self.engine, self.clients, name)
+                validate: Callable[[], None] | None = partial(self._validate, mapping)
                 for direction in _passes(mapping.direction):
                     result = self._run_pass(mapping, direction, log_entry_id, full,
                                             check_cancelled, on_progress, validate)
                     validate = None
                     summary.passes.append(result)
-                    mapping = mappings.load(self.engine, name)
             ok = True
         finally:
             self._observe("mapping_finished", name, ok)
@@ -205,6 +209,24 @@ class SyncEngine:
         return summary
 
     # -- internals ---------------------------------------------------------------------
+    def _validate(self, mapping: TableMapping) -> None:
+        """``crmsync check``'s rules for the mapping, at most once per VALID_FOR seconds
+        while its definition stays the same (a changed definition is checked at once; a
+        changed ERP table or CRM metadata within VALID_FOR, as reflection is cached)."""
+        from worker.sync.check import require_valid
+
+        definition = repr(replace(mapping, local_watermark=None, local_modified_since=None,
+                                  remote_modified_since=None, triggers_installed=False))
+        key = (self.engine.url.render_as_string(hide_password=True), mapping.name)
+        with _validated_lock:
+            checked = _validated.get(key)
+        if checked is not None and checked[0] == definition \
+                and time.monotonic() - checked[1] < VALID_FOR:
+            return
+        require_valid(self.engine, self.clients, mapping.name)
+        with _validated_lock:
+            _validated[key] = (definition, time.monotonic())
+
     def _run_pass(self, mapping: TableMapping, direction: Direction, log_entry_id: int | None,
                   full: bool, check_cancelled: Callable[[], None],
                   on_progress: Progress | None,

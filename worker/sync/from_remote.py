@@ -71,7 +71,8 @@ def run(px: PassContext, *, full: bool) -> None:
         _Chunk(px, chunk, count_seen=full).run()
         stamps = [parse_datetime(r.get(mapping.remote_modified_on)) for r in chunk]
         newest = max([s for s in stamps if s] + ([newest] if newest else []), default=None)
-        if newest is not None:
+        if newest is not None and (mapping.remote_modified_since is None
+                                   or newest > mapping.remote_modified_since):
             # Records come in (modified-on, key) order and the next read overlaps by a
             # second, deduplicated by stored versions: the mark may advance per chunk, so
             # a pass that is killed is resumed about where it stopped.
@@ -207,6 +208,20 @@ class _Chunk:
         rids = [self._rid(r) for r in self.records]
         with px.engine.connect() as conn:
             cpl = coupling_store.by_remote_ids(conn, px.mapping.name, rids)
+        if not self.force:
+            # The overlap re-read and the echoes of crmsync's own writes cost nothing more
+            # than this: no local read, no lookup, no transaction.
+            seen = [r for r in self.records if _already_synced(cpl.get(self._rid(r)), r)]
+            if self.count_seen:
+                px.count("unchanged", len(seen))
+            if seen:
+                done = {id(r) for r in seen}
+                self.records = [r for r in self.records if id(r) not in done]
+            if not self.records:
+                if seen and self.count_seen:
+                    with px.engine.begin() as conn:
+                        px.flush(conn)
+                return
         cpl.update(self._match_uncoupled([r for r in self.records if self._rid(r) not in cpl]))
         with px.engine.connect() as conn:
             rows = px.local.fetch(conn, [c.local_id for c in cpl.values()
@@ -223,10 +238,6 @@ class _Chunk:
                 coupling = replace(coupling, synced_values=None)  # every field: CRM wins
             if coupling is not None and coupling.state is CouplingState.CREATING_REMOTE:
                 continue  # a create of the local→remote pass still in flight: it reconciles
-            if not self.force and _already_synced(coupling, record):
-                if self.count_seen:
-                    px.count("unchanged")
-                continue  # the overlap re-read, or the echo of crmsync's own write
             try:
                 values = local_values(px, self.fields, record, reverse)
             except RecordFailed as exc:
@@ -336,6 +347,9 @@ class _Chunk:
     # -- writing -------------------------------------------------------------------------
     def _apply(self) -> None:
         px = self.px
+        if not (self.writes or self.failures or self.successes or self.uncouple
+                or self.remote_deletes or px.has_pending()):
+            return
         with px.engine.begin() as conn:
             mark_own_writes(conn)
             inserts = [w for w in self.writes if w.kind == "insert"]

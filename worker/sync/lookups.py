@@ -33,19 +33,29 @@ class Lookups:
     """Translates lookup values between the sides for the fields of one mapping."""
 
     def __init__(self, engine: Engine, mapping: TableMapping) -> None:
+        self.engine = engine
         self.mapping = mapping
-        self.targets: dict[int, Target] = {}
-        for f in mapping.fields:
-            if not f.lookup_mapping:
-                continue
-            target = mapping_store.load(engine, f.lookup_mapping)
-            table = LocalTable(engine, target.local_table, target.local_key, target.name)
-            column_name = f.lookup_local_column or target.local_key
-            if column_name not in table.table.c:
-                raise ConfigurationError(
-                    f"mapping {mapping.name}: field {f.label}: lookup_local_column "
-                    f"{column_name!r} is not a column of {target.local_table}")
-            self.targets[f.id] = Target(target, table, table.table.c[column_name])
+        self._targets: dict[int, Target] | None = None
+
+    @property
+    def targets(self) -> dict[int, Target]:
+        """The target of each lookup field, loaded at first use (a pass with nothing to
+        translate loads none)."""
+        if self._targets is None:
+            self._targets = {f.id: self._load(f) for f in self.mapping.fields
+                             if f.lookup_mapping}
+        return self._targets
+
+    def _load(self, f: FieldMapping) -> Target:
+        assert f.lookup_mapping is not None
+        target = mapping_store.load(self.engine, f.lookup_mapping)
+        table = LocalTable(self.engine, target.local_table, target.local_key, target.name)
+        column_name = f.lookup_local_column or target.local_key
+        if column_name not in table.table.c:
+            raise ConfigurationError(
+                f"mapping {self.mapping.name}: field {f.label}: lookup_local_column "
+                f"{column_name!r} is not a column of {target.local_table}")
+        return Target(target, table, table.table.c[column_name])
 
     def target(self, f: FieldMapping) -> Target:
         return self.targets[f.id]

@@ -122,6 +122,7 @@ class TableMapping:
     fields: tuple[FieldMapping, ...]
     depends_on: frozenset[str] = frozenset()
     business_key_column: str | None = None
+    triggers_installed: bool = False
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any], fields: tuple[FieldMapping, ...],
@@ -142,6 +143,7 @@ class TableMapping:
             remote_modified_since=row["remote_modified_since"],
             enabled=row["enabled"], fields=fields, depends_on=depends_on,
             business_key_column=row.get("business_key_column"),
+            triggers_installed=bool(row.get("triggers_installed")),
         )
 
     def fields_for(self, pass_direction: Direction) -> tuple[FieldMapping, ...]:
