@@ -123,6 +123,8 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0
         return report(CrmsyncError(str(exc.code).removeprefix("crmsync ")))
+    except BrokenPipeError:
+        raise  # see main()
     except BaseException as exc:  # noqa: BLE001 - the one place that reports failures
         return report(exc)
 
