@@ -49,6 +49,7 @@ from worker.sample.data import load_sample_data
 from worker.sample.defaults import setup_defaults
 from worker.sync.clients import Clients
 from worker.sync.engine import SyncEngine
+from worker.sync.from_remote import SETTLED
 from worker.sync.model import Direction
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +67,7 @@ class World:
     port: int
     process: subprocess.Popen[bytes]
     statements: int = 0
+    in_pass: list[int] = field(default_factory=list)  # statements of each pass, in order
 
     @property
     def crm(self) -> str:
@@ -110,8 +112,16 @@ def world(name: str, customers: int, mappings: tuple[str, ...]) -> Iterator[Worl
     w = World(name, engine, url, port, start_emulator(port, "--sample-users", "5"))
 
     @sa.event.listens_for(engine, "before_cursor_execute")
-    def count(*_: Any) -> None:
+    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        # A pass's statements: from its sync job's INSERT to the UPDATE that finishes it;
+        # the run's own (its lock, loading the mapping) are counted apart.
         w.statements += 1
+        if statement.startswith("INSERT INTO crmsync.sync_jobs"):
+            w.in_pass.append(0)
+        if w.in_pass and w.in_pass[-1] >= 0:
+            w.in_pass[-1] += 1
+        if statement.startswith("UPDATE crmsync.sync_jobs SET finished_at") and w.in_pass:
+            w.in_pass[-1] = -w.in_pass[-1]  # closed
 
     try:
         yield w
@@ -141,14 +151,17 @@ def run_mapping(w: World, name: str) -> dict[str, Any]:
     marks = PassMarks(w)
     sync.observer = marks
     start = (w.statements, w.requests(), time.perf_counter())
+    w.in_pass.clear()
     summary = sync.run_mapping(name)
     sync.clients.close()
-    out: dict[str, Any] = {"seconds": time.perf_counter() - start[2]}
+    out: dict[str, Any] = {"seconds": time.perf_counter() - start[2],
+                           "statements": w.statements - start[0]}
+    in_pass = [-n for n in w.in_pass]
     previous = start
     for (direction, statements, reqs, at), result in zip(marks.marks, summary.passes,
                                                           strict=True):
         short = "to" if direction is Direction.TO_INTEGRATION else "from"
-        out[short] = {"statements": statements - previous[0],
+        out[short] = {"statements": in_pass.pop(0),
                       "requests": reqs - previous[1],
                       "seconds": at - previous[2], "counts": result.counts}
         previous = (statements, reqs, at)
@@ -287,14 +300,17 @@ def main() -> int:
             print(f"  ({label}: {n:,} customers synced in {time.perf_counter() - t:.0f} s)",
                   flush=True)
             run_mapping(w, "CUSTOMER")  # settles the echo of the first run
+            time.sleep(SETTLED.total_seconds() + 1)  # a quiet table: its last change is old
+            run_mapping(w, "CUSTOMER")
             quiet = [run_mapping(w, "CUSTOMER") for _ in range(3)]
             changed = min(args.small, n // 100 if label == "large" else n)
             edit_both_sides(w, changed)
             results[label] = {"quiet": min(quiet, key=lambda r: r["seconds"]),
                               "changed": run_mapping(w, "CUSTOMER"), "count": changed}
     quiet = results["large"]["quiet"]
-    table.add("3. nothing changed: statements per pass (to / from)",
-              f"{quiet['to']['statements']} / {quiet['from']['statements']}", "≤ 5", None,
+    table.add("3. nothing changed: statements per pass (to / from; whole run)",
+              f"{quiet['to']['statements']} / {quiet['from']['statements']} "
+              f"({quiet['statements']})", "≤ 5", None,
               max(quiet["to"]["statements"], quiet["from"]["statements"]) <= 5)
     table.add("3. nothing changed: requests per CRM→ERP pass", str(quiet["from"]["requests"]),
               "≤ 1", None, quiet["from"]["requests"] <= 1)

@@ -39,11 +39,18 @@ ALTER TABLE crmsync.integration_field_mappings ADD COLUMN remote_read_property t
 ALTER TABLE crmsync.integration_table_mappings
     ADD COLUMN local_pass_snapshot text,
     ADD COLUMN local_pass_done_key text;
+
+-- The remote mark is "complete" when the read that set it began well after it (by the
+-- service's own clock): every record stamped at or before it was read, so the next read
+-- asks only for records modified after it instead of re-reading the last second.
+ALTER TABLE crmsync.integration_table_mappings
+    ADD COLUMN remote_modified_complete boolean NOT NULL DEFAULT false;
 """
 
 DOWNGRADE = r"""
 ALTER TABLE crmsync.integration_table_mappings
-    DROP COLUMN local_pass_snapshot, DROP COLUMN local_pass_done_key;
+    DROP COLUMN local_pass_snapshot, DROP COLUMN local_pass_done_key,
+    DROP COLUMN remote_modified_complete;
 ALTER TABLE crmsync.integration_field_mappings DROP COLUMN remote_read_property;
 DROP INDEX crmsync.sync_jobs_mapping_direction_latest;
 ALTER TABLE crmsync.sync_jobs DROP COLUMN status;

@@ -5,7 +5,9 @@ late-committing writers."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
+from datetime import timedelta
 
 import pytest
 import requests
@@ -234,3 +236,22 @@ def test_a_row_the_erp_refuses_fails_alone(world: World) -> None:
     assert 'null value in column "city"' in message
     assert world.scalar("SELECT city FROM erp_t.customer WHERE no = 'C0002'") == "Fine"
     assert world.scalar("SELECT city FROM erp_t.customer WHERE no = 'C0001'") == "City 1"
+
+
+def test_a_settled_remote_mark_reads_only_records_modified_after_it(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the service's clock is past the mark by SETTLED, the next read asks only for
+    newer records (no overlap re-read), and a CRM edit still arrives."""
+    from worker.sync import from_remote
+
+    monkeypatch.setattr(from_remote, "SETTLED", timedelta(0))
+    add_customers(world, 3)
+    world.counts()
+    world.counts()
+    assert world.scalar("SELECT remote_modified_complete FROM crmsync.integration_table_mappings "
+                        "WHERE name = 'CUSTOMER'") is True
+    time.sleep(1.1)  # the edit gets a later (whole-second) stamp than the mark
+    account = world.remote_one("accounts", "accountnumber eq 'C0002'")
+    world.patch("accounts", account["accountid"], {"address1_city": "After the mark"})
+    assert world.counts("CUSTOMER")[("CUSTOMER", "from")]["modified"] == 1
+    assert world.scalar("SELECT city FROM erp_t.customer WHERE no = 'C0002'") == "After the mark"

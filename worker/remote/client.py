@@ -16,7 +16,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
@@ -178,9 +179,11 @@ class EntitySet:
         filter: str | None = None,
         orderby: str | None = None,
         top: int | None = None,
+        on_reply: Callable[[Reply], None] | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """The matching records page by page, following ``@odata.nextLink`` exactly as the
-        service sent it. Raises RemoteProtocolError when a next link repeats."""
+        service sent it (``on_reply`` sees each page's reply). Raises RemoteProtocolError
+        when a next link repeats."""
         settings = self.client.settings
         params = wire.query_params(select=select, filter=filter, orderby=orderby, top=top)
         url: str | None = self.url + ("?" + wire.encode_query(params) if params else "")
@@ -196,6 +199,8 @@ class EntitySet:
         pages = 0
         while url is not None:
             reply = self.client.transport.send("GET", url, headers=headers)
+            if on_reply is not None:
+                on_reply(reply)
             doc = wire.parse_json(reply, "GET", url)
             rows = doc.get("value") if isinstance(doc, dict) else None
             if not isinstance(rows, list):
@@ -233,17 +238,21 @@ class EntitySet:
         select: Select = None,
         filter: str | None = None,
         overlap: timedelta = timedelta(seconds=1),
-    ) -> Iterator[dict[str, Any]]:
+        after: bool = False,
+    ) -> ModifiedRead:
         """Records modified at or after ``since - overlap`` (all records when ``since`` is
         None), ordered by (modified-on, key). Stamps have second precision and many records
         share one, so the read is inclusive and overlaps the previous one: the caller
-        skips records whose stamp it already stored."""
-        clause = None if since is None else filters.ge(self.modified_on, since - overlap)
-        return self.read(
-            select=wire.with_required(select, self.key, self.modified_on),
-            filter=filters.and_(clause, filter),
-            orderby=filters.orderby(self.modified_on, self.key),
-        )
+        skips records whose stamp it already stored. ``after``: only records modified
+        strictly after ``since`` (the caller knows every record stamped ``since`` or
+        earlier was read). The result's ``server_time`` is the service's clock when the
+        read began."""
+        clause = None if since is None else (
+            filters.gt(self.modified_on, since) if after
+            else filters.ge(self.modified_on, since - overlap))
+        return ModifiedRead(self, select=wire.with_required(select, self.key, self.modified_on),
+                            filter=filters.and_(clause, filter),
+                            orderby=filters.orderby(self.modified_on, self.key))
 
     def read_by_keys(
         self,
@@ -392,6 +401,36 @@ class EntitySet:
         stamp = parse_datetime((record or {}).get(self.modified_on))
         return WriteResult(key=key, status=reply.status, etag=etag, modified_on=stamp,
                            record=record)
+
+
+class ModifiedRead:
+    """A read of records modified since a mark, streamed page by page, that remembers the
+    service's own clock (its ``Date`` header) when the read began: stamps and that clock
+    come from the same server, so comparing them needs no synchronized clocks."""
+
+    def __init__(self, entity_set: EntitySet, **query: Any) -> None:
+        self.entity_set = entity_set
+        self.query = query
+        self.server_time: datetime | None = None
+
+    def _note(self, reply: Reply) -> None:
+        if self.server_time is None:
+            self.server_time = http_date(reply.headers.get("Date"))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for page in self.entity_set.read_pages(on_reply=self._note, **self.query):
+            yield from page
+
+
+def http_date(value: str | None) -> datetime | None:
+    """An HTTP ``Date`` header as an aware datetime (None when absent or malformed)."""
+    if not value:
+        return None
+    try:
+        stamp = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------- helpers

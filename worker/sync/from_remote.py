@@ -47,6 +47,9 @@ from worker.sync.values import unreadable_message, value_failure
 log = logging.getLogger(__name__)
 FROM = Direction.FROM_INTEGRATION
 OVERLAP = timedelta(seconds=1)
+# How long after a stamp the service's clock must be before no write stamped earlier can
+# still be committing (Dataverse writes take milliseconds; a long margin costs nothing).
+SETTLED = timedelta(seconds=10)
 
 
 def run(px: PassContext, *, full: bool) -> None:
@@ -64,8 +67,9 @@ def run(px: PassContext, *, full: bool) -> None:
         return
     since = None if full else mapping.remote_modified_since
     newest: datetime | None = None
-    stream = px.remote.read_modified_since(since, select=px.remote_select(),
-                                           filter=mapping.remote_filter, overlap=OVERLAP)
+    stream = px.remote.read_modified_since(
+        since, select=px.remote_select(), filter=mapping.remote_filter, overlap=OVERLAP,
+        after=since is not None and mapping.remote_modified_complete)
     for chunk in chunks(stream):
         px.check_cancelled()
         _Chunk(px, chunk, count_seen=full).run()
@@ -78,6 +82,20 @@ def run(px: PassContext, *, full: bool) -> None:
             # a pass that is killed is resumed about where it stopped.
             with px.engine.begin() as conn:
                 mapping_store.save_remote_modified_since(conn, mapping.name, newest)
+    _settle_mark(px, newest or since, stream.server_time)
+
+
+def _settle_mark(px: PassContext, mark: datetime | None, server_time: datetime | None) -> None:
+    """When this read began SETTLED after the mark by the service's own clock, every record
+    stamped at or before the mark had committed and was read: the next read starts after
+    the mark instead of re-reading its last second (one statement, only when it changes)."""
+    mapping = px.mapping
+    if mark is None or server_time is None or server_time < mark + SETTLED:
+        return
+    if mapping.remote_modified_complete and mark == mapping.remote_modified_since:
+        return
+    with px.engine.begin() as conn:
+        mapping_store.save_remote_modified_since(conn, mapping.name, mark, complete=True)
 
 
 def _run_change_tracking(px: PassContext, *, full: bool) -> None:

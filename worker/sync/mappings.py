@@ -139,11 +139,16 @@ def save_local_modified_since(conn: Connection, name: str, stamp: datetime) -> N
         "WHERE name = :n"), {"n": name, "s": stamp})
 
 
-def save_remote_modified_since(conn: Connection, name: str, stamp: datetime) -> None:
+def save_remote_modified_since(conn: Connection, name: str, stamp: datetime, *,
+                               complete: bool = False) -> None:
+    """Move the remote mark forward (never back); ``complete``: every record stamped at
+    or before it was read (see migration 0003)."""
     conn.execute(sa.text(
         "UPDATE crmsync.integration_table_mappings "
-        "SET remote_modified_since = GREATEST(remote_modified_since, :s), updated_at = now() "
-        "WHERE name = :n"), {"n": name, "s": stamp})
+        "SET remote_modified_complete = CASE WHEN remote_modified_since IS NULL "
+        "        OR :s >= remote_modified_since THEN :c ELSE remote_modified_complete END, "
+        "    remote_modified_since = GREATEST(remote_modified_since, :s), updated_at = now() "
+        "WHERE name = :n"), {"n": name, "s": stamp, "c": complete})
 
 
 def save_delta_link(conn: Connection, name: str, link: str | None) -> None:
@@ -164,7 +169,8 @@ def clear_marks(engine: Engine, names: list[str]) -> None:
         conn.execute(sa.text(
             "UPDATE crmsync.integration_table_mappings SET local_watermark = NULL, "
             "local_snapshot = NULL, local_modified_since = NULL, remote_modified_since = NULL, "
-            "delta_link = NULL WHERE name = ANY(:n)"), {"n": names})
+            "remote_modified_complete = false, delta_link = NULL WHERE name = ANY(:n)"),
+            {"n": names})
 
 
 def set_triggers_installed(conn: Connection, name: str, installed: bool) -> None:

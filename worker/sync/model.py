@@ -123,6 +123,7 @@ class TableMapping:
     depends_on: frozenset[str] = frozenset()
     business_key_column: str | None = None
     triggers_installed: bool = False
+    remote_modified_complete: bool = False
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any], fields: tuple[FieldMapping, ...],
@@ -144,6 +145,7 @@ class TableMapping:
             enabled=row["enabled"], fields=fields, depends_on=depends_on,
             business_key_column=row.get("business_key_column"),
             triggers_installed=bool(row.get("triggers_installed")),
+            remote_modified_complete=bool(row.get("remote_modified_complete")),
         )
 
     def fields_for(self, pass_direction: Direction) -> tuple[FieldMapping, ...]:
