@@ -3,6 +3,7 @@ directions share: chunking, counting, per-record failures."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -49,13 +50,17 @@ class PassContext:
     counts: Counter[str] = field(default_factory=Counter)
     _pending: Counter[str] = field(default_factory=Counter)
     _errors: list[joblog.RecordError] = field(default_factory=list)
+    # The local→remote pass decides one chunk while the previous one is recorded on
+    # another thread: counters and errors are taken under this lock.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def where(self) -> sa.ColumnElement[bool]:
         return self.local.filter_clause(self.mapping.local_filter)
 
     def count(self, counter: str, n: int = 1) -> None:
-        self._pending[counter] += n
+        with self._lock:
+            self._pending[counter] += n
 
     def fail(self, conn: Connection, coupling: Coupling | None, message: str, *,
              local_id: str | None = None, remote_id: str | None = None,
@@ -63,26 +68,29 @@ class PassContext:
              record: dict[str, Any] | None = None) -> None:
         """Log one record's failure; the same error twice in a row skips the coupling,
         unless the failure is ``transient`` (see :class:`RecordFailed`)."""
-        self._pending["failed"] += 1
         if coupling is not None:
             coupling_store.record_failure(conn, coupling, self.direction, self.job_id, message,
                                           may_skip=not transient)
             local_id, remote_id = coupling.local_id, coupling.remote_id
-        self._errors.append(joblog.RecordError(local_id, remote_id, message, detail,
-                                               remote_record=record))
+        with self._lock:
+            self._pending["failed"] += 1
+            self._errors.append(joblog.RecordError(local_id, remote_id, message, detail,
+                                                   remote_record=record))
 
     def has_pending(self) -> bool:
         """Whether counters or errors wait to be written."""
-        return bool(+self._pending or self._errors)
+        with self._lock:
+            return bool(+self._pending or self._errors)
 
     def flush(self, conn: Connection) -> None:
         """Write the chunk's counters and errors in the transaction that wrote its records."""
-        joblog.add(conn, self.job_id, self._pending, self._errors)
-        self.counts.update(self._pending)
+        with self._lock:
+            pending, errors = self._pending, self._errors
+            self._pending, self._errors = Counter(), []
+        joblog.add(conn, self.job_id, pending, errors)
+        self.counts.update(pending)
         if self.on_progress is not None:
-            self.on_progress(self._pending)
-        self._pending = Counter()
-        self._errors = []
+            self.on_progress(pending)
 
     def remote_select(self) -> list[str]:
         names = {self.mapping.remote_key, self.mapping.remote_modified_on}

@@ -17,6 +17,7 @@ service confirmed is recorded before the pass ends; the rest is retried by the n
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -81,17 +82,58 @@ def run(px: PassContext, *, full: bool, max_lengths: dict[str, int]) -> None:
         retry = coupling_store.to_retry(conn, mapping.name, TO)
         changes = capture.collect(conn, mapping, px.local, px.where, full=full)
     first = unique(c.local_id for c in retry)
-    for chunk in chunks(first):
-        px.check_cancelled()
-        _Chunk(px, chunk, changes.deleted, max_lengths).run()
     done = set(first)
-    for chunk in chunks(k for k in changes.keys if k not in done):
-        px.check_cancelled()
-        _Chunk(px, chunk, changes.deleted, max_lengths).run()
-        with px.engine.begin() as conn:
-            changes.commit_progress(conn, chunk[-1])
+    work = [(chunk, None) for chunk in chunks(first)] + [
+        (chunk, chunk[-1]) for chunk in chunks(k for k in changes.keys if k not in done)]
+    with _Pipeline(px, changes) as pipeline:
+        for keys, progress in work:
+            px.check_cancelled()
+            chunk = _Chunk(px, keys, changes.deleted, max_lengths)
+            chunk.prepare()
+            pipeline.send(chunk, progress)
     with px.engine.begin() as conn:
         changes.commit_mark(conn)
+
+
+class _Pipeline:
+    """Chunks sent and recorded on one thread, in order, while the next chunk is read and
+    decided (and its intents committed) on the caller's: the CRM's round trips overlap
+    the local work. At most one chunk is in flight; a failure stops the pass at the next
+    chunk, after every earlier chunk was recorded. A chunk's progress (its last key) is
+    committed after its results, so a resumed pass never skips an unrecorded chunk."""
+
+    def __init__(self, px: PassContext, changes: capture.LocalChanges) -> None:
+        self.px = px
+        self.changes = changes
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmsync-send")
+        self.in_flight: Future[None] | None = None
+
+    def send(self, chunk: _Chunk, progress: str | None) -> None:
+        self.wait()
+        self.in_flight = self.pool.submit(self._finish, chunk, progress)
+
+    def _finish(self, chunk: _Chunk, progress: str | None) -> None:
+        chunk.finish()
+        if progress is not None:
+            with self.px.engine.begin() as conn:
+                self.changes.commit_progress(conn, progress)
+
+    def wait(self) -> None:
+        in_flight, self.in_flight = self.in_flight, None
+        if in_flight is not None:
+            in_flight.result()  # raises what the chunk raised
+
+    def __enter__(self) -> _Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self.wait()
+            elif self.in_flight is not None:
+                wait([self.in_flight])  # let the chunk in flight be recorded
+        finally:
+            self.pool.shutdown(wait=True)
 
 
 def run_records(px: PassContext, keys: list[str], *, force: bool,
@@ -125,6 +167,16 @@ class _Chunk:
         self.uncouple_quietly: list[int] = []  # already counted
 
     def run(self) -> None:
+        """Synchronize the chunk's records now (no pipeline)."""
+        self.prepare()
+        self.finish()
+
+    def prepare(self) -> None:
+        """Read, decide, and commit the ids of the records to be created."""
+        self._decide()
+        self._commit_intents()
+
+    def _decide(self) -> None:
         px = self.px
         with px.engine.connect() as conn:
             rows = px.local.fetch(conn, self.keys, px.where)
@@ -169,7 +221,7 @@ class _Chunk:
                 self._remote_deleted(coupling, key, values)
                 continue
             self._update(coupling, key, values, record)
-        self._send()
+
 
     # -- decisions -----------------------------------------------------------------------
     def _values(self, row: Any, lookups: dict[int, dict[str, str]]) -> list[FieldValue]:
@@ -306,9 +358,9 @@ class _Chunk:
         self.failures.append(_Failure(coupling, key, message, transient))
 
     # -- sending and recording ----------------------------------------------------------
-    def _send(self) -> None:
+    def finish(self) -> None:
+        """Send the writes and record their results (after :meth:`prepare`)."""
         px = self.px
-        self._commit_intents()
         ops = [self._operation(n, w) for n, w in enumerate(self.writes)]
         results = px.client.batch(ops) if ops else []
         with px.engine.begin() as conn:
@@ -338,6 +390,10 @@ class _Chunk:
         failure = connection_failure(results)
         if failure is not None:
             raise failure  # after recording what the service confirmed
+
+    def prepare_decided(self) -> None:
+        """:meth:`prepare` for a chunk whose decisions were made by hand."""
+        self._commit_intents()
 
     def _commit_intents(self) -> None:
         """The ids of records about to be created, and the values sent, committed before
@@ -378,7 +434,8 @@ class _Chunk:
             # An earlier attempt created it, with values not known: no snapshot.
             again._update(replace(w.coupling, synced_values=None), w.key, w.values, record,
                           reconciled=True)
-        again._send()
+        again.prepare_decided()
+        again.finish()
 
     def _operation(self, n: int, w: _Write) -> Operation:
         if w.kind == "delete":
