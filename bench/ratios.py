@@ -81,9 +81,9 @@ class World:
         with self.engine.begin() as conn:
             return conn.execute(sa.text(statement), params)
 
-    def sync_engine(self) -> SyncEngine:
+    def sync_engine(self, waits: CrmWaits | None = None) -> SyncEngine:
         os.environ["CRMSYNC_CRM_URL"] = self.crm
-        return SyncEngine(self.engine, Clients())
+        return SyncEngine(self.engine, Clients(observers=(lambda _: waits) if waits else None))
 
     def close(self) -> None:
         self.process.terminate()
@@ -130,6 +130,29 @@ def world(name: str, customers: int, mappings: tuple[str, ...]) -> Iterator[Worl
 
 
 @dataclass
+class CrmWaits:
+    """A RequestObserver: the wall-clock time spent waiting for the CRM (the union of the
+    requests' intervals, as batch requests run in parallel)."""
+
+    spans: list[tuple[float, float]] = field(default_factory=list)
+
+    def request_finished(self, method: str, status_class: str, seconds: float) -> None:
+        end = time.perf_counter()
+        self.spans.append((end - seconds, end))
+
+    def throttled(self, seconds: float) -> None:
+        pass
+
+    def seconds(self) -> float:
+        total, reach = 0.0, float("-inf")
+        for start, end in sorted(self.spans):
+            if end > reach:
+                total += end - max(start, reach)
+                reach = end
+        return total
+
+
+@dataclass
 class PassMarks:
     """A PassObserver noting statements and requests at the end of every pass."""
 
@@ -147,15 +170,17 @@ class PassMarks:
 
 def run_mapping(w: World, name: str) -> dict[str, Any]:
     """Run one mapping; per pass: statements, requests, seconds, counts."""
-    sync = w.sync_engine()
+    waits = CrmWaits()
+    sync = w.sync_engine(waits)
     marks = PassMarks(w)
     sync.observer = marks
     start = (w.statements, w.requests(), time.perf_counter())
     w.in_pass.clear()
     summary = sync.run_mapping(name)
     sync.clients.close()
-    out: dict[str, Any] = {"seconds": time.perf_counter() - start[2],
-                           "statements": w.statements - start[0]}
+    seconds = time.perf_counter() - start[2]
+    out: dict[str, Any] = {"seconds": seconds, "statements": w.statements - start[0],
+                           "own": seconds - waits.seconds()}
     in_pass = [-n for n in w.in_pass]
     previous = start
     for (direction, statements, reqs, at), result in zip(marks.marks, summary.passes,
@@ -303,7 +328,7 @@ def main() -> int:
             time.sleep(SETTLED.total_seconds() + 1)  # a quiet table: its last change is old
             run_mapping(w, "CUSTOMER")
             quiet = [run_mapping(w, "CUSTOMER") for _ in range(3)]
-            changed = min(args.small, n // 100 if label == "large" else n)
+            changed = min(args.small, args.large // 100)  # 1 % of the large table
             edit_both_sides(w, changed)
             results[label] = {"quiet": min(quiet, key=lambda r: r["seconds"]),
                               "changed": run_mapping(w, "CUSTOMER"), "count": changed}
@@ -314,15 +339,20 @@ def main() -> int:
               max(quiet["to"]["statements"], quiet["from"]["statements"]) <= 5)
     table.add("3. nothing changed: requests per CRM→ERP pass", str(quiet["from"]["requests"]),
               "≤ 1", None, quiet["from"]["requests"] <= 1)
-    ratio = results["large"]["quiet"]["seconds"] / results["small"]["quiet"]["seconds"]
-    table.add(f"3. nothing changed: time {args.large:,} vs {args.small:,} customers",
-              f"{results['large']['quiet']['seconds']:.2f} s vs "
-              f"{results['small']['quiet']['seconds']:.2f} s", "≤ 1.5×", ratio, ratio <= 1.5)
-    ratio = results["large"]["changed"]["seconds"] / results["small"]["changed"]["seconds"]
-    table.add(f"4. {results['large']['count']:,} changed (both sides): {args.large:,} vs "
-              f"{args.small:,} customers",
-              f"{results['large']['changed']['seconds']:.2f} s vs "
-              f"{results['small']['changed']['seconds']:.2f} s", "≤ 1.2×", ratio, ratio <= 1.2)
+    # Time is shown whole and as crmsync's own (minus the wall time spent waiting for the
+    # CRM): the emulator scans its sets without indexes, so its answers slow down with
+    # the table where a real service's would not; the target is about crmsync's cost.
+    for n, what, target, limit in ((3, "quiet", "nothing changed", 1.5),
+                                   (4, "changed", "changed (both sides)", 1.2)):
+        big, small = results["large"][what], results["small"][what]
+        label = target if n == 3 else f"{results['large']['count']:,} {target}"
+        table.add(f"{n}. {label}: time, {args.large:,} vs {args.small:,} customers",
+                  f"{big['seconds']:.2f} s vs {small['seconds']:.2f} s", "-",
+                  big["seconds"] / small["seconds"], None)
+        ratio = big["own"] / small["own"]
+        table.add(f"{n}. {label}: crmsync's own time (without CRM waits)",
+                  f"{big['own']:.2f} s vs {small['own']:.2f} s", f"≤ {limit}×", ratio,
+                  ratio <= limit)
 
     if args.memory:
         rss = {}
