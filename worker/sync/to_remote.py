@@ -17,7 +17,6 @@ service confirmed is recorded before the pass ends; the rest is retried by the n
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,6 +39,7 @@ from worker.sync.local import Unreadable, mark_own_writes
 from worker.sync.lookups import uncoupled_message
 from worker.sync.metadata import PropertyInfo
 from worker.sync.model import Coupling, CouplingState, DeletionConflict, Direction, FieldMapping
+from worker.sync.pipeline import ChunkPipeline
 from worker.sync.transfer import (
     FieldValue,
     conflict_message,
@@ -85,7 +85,7 @@ def run(px: PassContext, *, full: bool, max_lengths: dict[str, int]) -> None:
     done = set(first)
     work = [(chunk, None) for chunk in chunks(first)] + [
         (chunk, chunk[-1]) for chunk in chunks(k for k in changes.keys if k not in done)]
-    with _Pipeline(px, changes) as pipeline:
+    with ChunkPipeline(px.engine, changes.commit_progress) as pipeline:
         for keys, progress in work:
             px.check_cancelled()
             chunk = _Chunk(px, keys, changes.deleted, max_lengths)
@@ -93,47 +93,6 @@ def run(px: PassContext, *, full: bool, max_lengths: dict[str, int]) -> None:
             pipeline.send(chunk, progress)
     with px.engine.begin() as conn:
         changes.commit_mark(conn)
-
-
-class _Pipeline:
-    """Chunks sent and recorded on one thread, in order, while the next chunk is read and
-    decided (and its intents committed) on the caller's: the CRM's round trips overlap
-    the local work. At most one chunk is in flight; a failure stops the pass at the next
-    chunk, after every earlier chunk was recorded. A chunk's progress (its last key) is
-    committed after its results, so a resumed pass never skips an unrecorded chunk."""
-
-    def __init__(self, px: PassContext, changes: capture.LocalChanges) -> None:
-        self.px = px
-        self.changes = changes
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmsync-send")
-        self.in_flight: Future[None] | None = None
-
-    def send(self, chunk: _Chunk, progress: str | None) -> None:
-        self.wait()
-        self.in_flight = self.pool.submit(self._finish, chunk, progress)
-
-    def _finish(self, chunk: _Chunk, progress: str | None) -> None:
-        chunk.finish()
-        if progress is not None:
-            with self.px.engine.begin() as conn:
-                self.changes.commit_progress(conn, progress)
-
-    def wait(self) -> None:
-        in_flight, self.in_flight = self.in_flight, None
-        if in_flight is not None:
-            in_flight.result()  # raises what the chunk raised
-
-    def __enter__(self) -> _Pipeline:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if exc[0] is None:
-                self.wait()
-            elif self.in_flight is not None:
-                wait([self.in_flight])  # let the chunk in flight be recorded
-        finally:
-            self.pool.shutdown(wait=True)
 
 
 def run_records(px: PassContext, keys: list[str], *, force: bool,
