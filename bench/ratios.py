@@ -11,7 +11,11 @@ PostgreSQL on loopback, and printed beside its target:
 4. 1 % of the large table changed on both sides vs the same number of changed records in
    the small table (≤ 1.2×);
 5. (``--memory``) peak RSS of ``crmsync sync CUSTOMER --full`` over a large table vs a
-   small one (≤ 1.2×).
+   small one (≤ 1.2×);
+6. the scheduler: 1,000 entries due every minute on 2 ``crmsync run`` workers (jobs that
+   do nothing, through the plugin seam the tests use): start lag p99 (≤ 1 s); then with
+   every entry on hold, one idle worker's CPU (≤ 2 % of a core) and transactions per
+   second (≤ 1).
 
     python bench/ratios.py                       # 5,000 / 1,000 / 100,000 customers
     python bench/ratios.py --initial 2000 --small 1000 --large 20000 --memory
@@ -238,6 +242,73 @@ def edit_both_sides(w: World, count: int) -> None:
         client.batch(operations)
 
 
+def scheduler(table: Table, entries: int, seconds: float) -> None:
+    """Target 6 (see the module docstring)."""
+    base = normalize_url(ADMIN_URL)
+    admin = create_engine(base, pool_size=1)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("DROP DATABASE IF EXISTS crmsync_ratio_sched WITH (FORCE)"))
+        conn.execute(sa.text("CREATE DATABASE crmsync_ratio_sched"))
+    admin.dispose()
+    url = sa.engine.make_url(base).set(database="crmsync_ratio_sched").render_as_string(
+        hide_password=False)
+    engine = create_engine(url, pool_size=2)
+    migrate.upgrade(engine)
+    env = {**os.environ, "CRMSYNC_DATABASE_URL": url, "PYTHONPATH": str(ROOT),
+           "CRMSYNC_PLUGINS": "tests.support.handlers", "CRMSYNC_LOG_LEVEL": "warning",
+           "CRMSYNC_METRICS_ADDRESS": "127.0.0.1:0"}
+    workers = [subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for _ in range(2)]
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO crmsync.job_queue_entries (job_kind, run_interval, next_run_at) "
+                "SELECT 'cleanup', '1 minute', now() + (n % 60) * interval '1 second' "
+                "FROM generate_series(1, :n) n"), {"n": entries})
+        time.sleep(seconds)
+        with engine.connect() as conn:
+            lags = sorted(conn.execute(sa.text(
+                "SELECT extract(epoch FROM started_at - scheduled_for) FROM "
+                "crmsync.job_queue_log_entries WHERE status = 'success'")).scalars())
+        p99 = float(lags[int(len(lags) * 0.99) - 1]) if lags else float("inf")
+        table.add(f"6. scheduler: {entries:,} entries every minute, 2 workers, "
+                  f"{len(lags):,} runs: start lag p99", f"{p99 * 1000:.0f} ms", "≤ 1 s",
+                  None, p99 <= 1.0)
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE crmsync.job_queue_entries SET status = 'on_hold'"))
+        time.sleep(5)
+        cpu, xacts = _idle(engine, workers[0].pid, 30.0)
+        table.add("6. idle worker: CPU, transactions per second (2 workers)",
+                  f"{cpu * 100:.1f} % of a core, {xacts:.2f}/s per worker", "≤ 2 %, ≤ 1/s",
+                  None, cpu <= 0.02 and xacts <= 1.0)
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(60)
+        engine.dispose()
+
+
+def _idle(engine: sa.engine.Engine, pid: int, seconds: float) -> tuple[float, float]:
+    """One process's CPU share and the database's transactions per worker per second."""
+    def cpu_seconds() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def xacts() -> int:
+        with engine.connect() as conn:
+            return int(conn.scalar(sa.text(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                "WHERE datname = current_database()")))
+
+    cpu0, x0, t0 = cpu_seconds(), xacts(), time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - t0
+    # Two reads of pg_stat_database are this script's own transactions.
+    return (cpu_seconds() - cpu0) / elapsed, (xacts() - x0 - 2) / elapsed / 2
+
+
 PEAK_RSS = ("import resource, sys\n"
             "from worker.cli import main\n"
             "status = main(sys.argv[1:])\n"
@@ -280,6 +351,8 @@ def main() -> int:
     parser.add_argument("--memory", action="store_true", help="also measure (5)")
     parser.add_argument("--memory-small", type=int, default=10000)
     parser.add_argument("--memory-large", type=int, default=200000)
+    parser.add_argument("--entries", type=int, default=1000, help="scheduler entries (6)")
+    parser.add_argument("--scheduler-seconds", type=float, default=150)
     args = parser.parse_args()
     print(f"crmsync ratios: {platform.python_implementation()} {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, {platform.machine()}", flush=True)
@@ -366,6 +439,7 @@ def main() -> int:
                   f"{args.memory_small:,} customers",
                   f"{rss['mlarge']:.0f} MB vs {rss['msmall']:.0f} MB", "≤ 1.2×", ratio,
                   ratio <= 1.2)
+    scheduler(table, args.entries, args.scheduler_seconds)
     print()
     table.print()
     return 0
