@@ -31,6 +31,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -57,6 +58,7 @@ from worker.sync.from_remote import SETTLED
 from worker.sync.model import Direction
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.support.handlers, the scheduler target's jobs
 ADMIN_URL = os.environ.get("CRMSYNC_DATABASE_URL",
                            "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -243,7 +245,8 @@ def edit_both_sides(w: World, count: int) -> None:
 
 
 def scheduler(table: Table, entries: int, seconds: float) -> None:
-    """Target 6 (see the module docstring)."""
+    """Target 6 (see the module docstring). The first runs are due 10 s after the entries
+    are written, once the workers are past their start-up."""
     base = normalize_url(ADMIN_URL)
     admin = create_engine(base, pool_size=1)
     with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -261,10 +264,16 @@ def scheduler(table: Table, entries: int, seconds: float) -> None:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for _ in range(2)]
     try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # both workers up before the entries arrive
+            with engine.connect() as conn:
+                if conn.scalar(sa.text("SELECT count(*) FROM crmsync.workers")) == 2:
+                    break
+            time.sleep(0.2)
         with engine.begin() as conn:
             conn.execute(sa.text(
                 "INSERT INTO crmsync.job_queue_entries (job_kind, run_interval, next_run_at) "
-                "SELECT 'cleanup', '1 minute', now() + (n % 60) * interval '1 second' "
+                "SELECT 'cleanup', '1 minute', now() + (10 + n % 60) * interval '1 second' "
                 "FROM generate_series(1, :n) n"), {"n": entries})
         time.sleep(seconds)
         with engine.connect() as conn:
@@ -278,10 +287,10 @@ def scheduler(table: Table, entries: int, seconds: float) -> None:
         with engine.begin() as conn:
             conn.execute(sa.text("UPDATE crmsync.job_queue_entries SET status = 'on_hold'"))
         time.sleep(5)
-        cpu, xacts = _idle(engine, workers[0].pid, 30.0)
-        table.add("6. idle worker: CPU, transactions per second (2 workers)",
-                  f"{cpu * 100:.1f} % of a core, {xacts:.2f}/s per worker", "≤ 2 %, ≤ 1/s",
-                  None, cpu <= 0.02 and xacts <= 1.0)
+        cpu, statements = _idle(url, workers[0].pid, 30.0)
+        table.add("6. idle worker: CPU of a `crmsync run`, statements per second",
+                  f"{cpu * 100:.1f} % of a core, {statements:.2f}/s", "≤ 2 %, ≤ 1/s",
+                  None, cpu <= 0.02 and statements <= 1.0)
     finally:
         for w in workers:
             w.terminate()
@@ -290,23 +299,37 @@ def scheduler(table: Table, entries: int, seconds: float) -> None:
         engine.dispose()
 
 
-def _idle(engine: sa.engine.Engine, pid: int, seconds: float) -> tuple[float, float]:
-    """One process's CPU share and the database's transactions per worker per second."""
+def _idle(url: str, pid: int, seconds: float) -> tuple[float, float]:
+    """The CPU share of the worker process ``pid``, and the statements per second of a
+    worker with the same defaults run in this process (its statements counted at the
+    driver: the database's own counters also see autovacuum)."""
+    from worker.jobs import load_handlers
+    from worker.runtime.worker import Worker, WorkerConfig
+
     def cpu_seconds() -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def xacts() -> int:
-        with engine.connect() as conn:
-            return int(conn.scalar(sa.text(
-                "SELECT xact_commit + xact_rollback FROM pg_stat_database "
-                "WHERE datname = current_database()")))
+    engine = create_engine(url, pool_size=4)
+    count = [0]
 
-    cpu0, x0, t0 = cpu_seconds(), xacts(), time.monotonic()
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def counted(*_: Any) -> None:
+        count[0] += 1
+
+    worker = Worker(engine, load_handlers(["tests.support.handlers"]), WorkerConfig())
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    worker.started.wait(30)
+    time.sleep(3)  # past its start-up
+    cpu0, n0, t0 = cpu_seconds(), count[0], time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - t0
-    # Two reads of pg_stat_database are this script's own transactions.
-    return (cpu_seconds() - cpu0) / elapsed, (xacts() - x0 - 2) / elapsed / 2
+    cpu, statements = (cpu_seconds() - cpu0) / elapsed, (count[0] - n0) / elapsed
+    worker.stop(immediately=True)
+    thread.join(30)
+    engine.dispose()
+    return cpu, statements
 
 
 PEAK_RSS = ("import resource, sys\n"

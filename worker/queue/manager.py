@@ -185,6 +185,20 @@ class QueueManager:
                    AND (e.next_run_at IS NULL OR e.next_run_at > now() + :delay)
                 """), {"tables": list(tables), "delay": delay}).rowcount
 
+    def nothing_to_do(self) -> tuple[bool, datetime | None]:
+        """One cheap statement for a wake-up with no news: (True, earliest due time) when
+        no entry is due and no schedule was edited; (False, None) otherwise."""
+        with translate_errors(), self.engine.connect() as conn:
+            row = conn.execute(sa.text(
+                "SELECT min(next_run_at) FILTER (WHERE status IN "
+                "       ('ready', 'waiting', 'on_hold_inactivity')), "
+                "       bool_or(schedule_changed), clock_timestamp() "
+                "FROM crmsync.job_queue_entries")).one()
+        due, flagged, now = row
+        if flagged or (due is not None and due <= now):
+            return False, None
+        return True, due
+
     def next_due_at(self) -> datetime | None:
         """When the earliest waiting entry becomes due (for the local wake-up timer)."""
         with translate_errors(), self.engine.connect() as conn:

@@ -133,9 +133,10 @@ class Worker:
         self._notify_hooks("worker_started", self.id)
         log.info("worker started", extra={"worker": self.id, "concurrency": cfg.concurrency})
         try:
+            news = True
             while not self._stop.is_set():
-                self._dispatch()
-                self._wake.wait(cfg.poll_interval)
+                self._dispatch(news)
+                news = self._wake.wait(cfg.poll_interval)
                 self._wake.clear()
         finally:
             self._shutdown()
@@ -185,7 +186,22 @@ class Worker:
         if tables:
             self.manager.pull_forward(sorted(tables), self.config.change_wake_delay)
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, news: bool = True) -> None:
+        """Claim what is due. ``news``: woken by a notification or the due-time timer;
+        without news (the fallback poll) one cheap statement decides whether to look."""
+        if not news and not self._changed_tables:
+            try:
+                idle, next_due = self.manager.nothing_to_do()
+            except DatabaseUnavailable as exc:
+                self._database_lost(exc)
+                return
+            except Exception:
+                idle, next_due = False, None
+            if idle:
+                self._database_back()
+                if next_due is not None:
+                    self._timers.wake_at(next_due, self._wake.set)
+                return
         try:
             self._pull_forward_changed()
             self.manager.reschedule()
