@@ -13,7 +13,7 @@ is weaker: it cannot see deletes, and it trusts the writer's clock."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -119,7 +119,7 @@ class LocalChanges:
     keys up to one are done (so a killed pass is resumed after it), and how to advance the
     mark at the end."""
 
-    keys: list[str]
+    keys: Iterable[str]
     deleted: set[str]
     commit_mark: Callable[[Connection], None]
     full_scan: bool
@@ -155,7 +155,11 @@ def collect(conn: Connection, mapping: TableMapping, table: LocalTable,
         return keys
 
     if full or previous is None:
-        return LocalChanges(started(after_done(list(table.all_keys(conn, where)))), set(),
+        # Streamed in key order (the database's, which also filters the keys done), so
+        # a full pass holds one chunk of keys at a time, whatever the table's size.
+        if not resumed:
+            mapping_store.save_local_pass_progress(conn, mapping.name, current, None)
+        return LocalChanges(table.stream_keys(conn.engine, where, after=done), set(),
                             commit_mark, True, commit_progress)
     # Changes visible now and not at the previous read: committed since, whatever their
     # transaction's age. Both snapshots are explicit, so a transaction committing while this

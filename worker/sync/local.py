@@ -154,6 +154,20 @@ class LocalTable:
         for (key,) in result:
             yield str(key)
 
+    def stream_keys(self, engine: Engine, where: sa.ColumnElement[bool],
+                    after: str | None = None) -> Iterator[str]:
+        """Every key matching ``where`` (and greater than ``after``) in key order, read
+        through a server-side cursor on a connection of its own while the caller works:
+        a pass over a large table never holds all its keys."""
+        query = sa.select(self.key).where(where).order_by(self.key)
+        if after is not None:
+            query = query.where(self.key > self.key_value(after))
+        with engine.connect() as conn:
+            result = conn.execute(query, execution_options={"stream_results": True,
+                                                            "yield_per": 2000})
+            for (key,) in result:
+                yield str(key)
+
     def keys_modified_since(self, conn: Connection, column: str, since: Any,
                             where: sa.ColumnElement[bool]) -> list[tuple[str, Any]]:
         col = self.column(column, "local_modified_column")

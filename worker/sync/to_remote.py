@@ -18,6 +18,7 @@ service confirmed is recorded before the pass ends; the rest is retried by the n
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from itertools import chain
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -83,8 +84,8 @@ def run(px: PassContext, *, full: bool, max_lengths: dict[str, int]) -> None:
         changes = capture.collect(conn, mapping, px.local, px.where, full=full)
     first = unique(c.local_id for c in retry)
     done = set(first)
-    work = [(chunk, None) for chunk in chunks(first)] + [
-        (chunk, chunk[-1]) for chunk in chunks(k for k in changes.keys if k not in done)]
+    work = chain(((chunk, None) for chunk in chunks(first)), (
+        (chunk, chunk[-1]) for chunk in chunks(k for k in changes.keys if k not in done)))
     with ChunkPipeline(px.engine, changes.commit_progress) as pipeline:
         for keys, progress in work:
             px.check_cancelled()
