@@ -216,7 +216,8 @@ class SyncEngine:
         from worker.sync.check import require_valid
 
         definition = repr(replace(mapping, local_watermark=None, local_modified_since=None,
-                                  remote_modified_since=None, triggers_installed=False))
+                                  remote_modified_since=None, triggers_installed=False,
+                                  remote_modified_complete=False))
         key = (self.engine.url.render_as_string(hide_password=True), mapping.name)
         with _validated_lock:
             checked = _validated.get(key)
