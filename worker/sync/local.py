@@ -146,14 +146,6 @@ class LocalTable:
                 row[column.name] = Unreadable(column.name, str(texts[column.name]))
         return row
 
-    def all_keys(self, conn: Connection, where: sa.ColumnElement[bool]) -> Iterator[str]:
-        # Options of this statement only: Connection.execution_options would switch the
-        # whole connection to server-side cursors.
-        result = conn.execute(sa.select(self.key).where(where).order_by(self.key),
-                              execution_options={"stream_results": True, "yield_per": 2000})
-        for (key,) in result:
-            yield str(key)
-
     def stream_keys(self, engine: Engine, where: sa.ColumnElement[bool],
                     after: str | None = None) -> Iterator[str]:
         """Every key matching ``where`` (and greater than ``after``) in key order, read
