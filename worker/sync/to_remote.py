@@ -386,10 +386,15 @@ class _Chunk:
             assert w.coupling is not None
             record = found.get(w.remote_id.lower())
             if record is None:
+                # Refused with a 5xx and not there: may pass. Answered "already exists" yet
+                # no record has this id: another record holds one of its alternate keys
+                # (Dataverse answers a duplicate accountnumber so), which lasts.
                 again.failures.append(_Failure(
-                    w.coupling, w.key, refused or f"the service answered that "
-                    f"{px.mapping.entity_set}({w.remote_id}) already exists, but it cannot "
-                    "be read back", transient=True))
+                    w.coupling, w.key, refused or f"the service refused to create "
+                    f"{px.mapping.entity_set}({w.remote_id}) as a duplicate, and has no "
+                    "record with that id: another record holds the same alternate key "
+                    f"(e.g. a number); couple to it with `crmsync couple {px.mapping.name} "
+                    f"{w.key} <its id>` or change the value", transient=refused is not None))
                 continue
             # An earlier attempt created it, with values not known: no snapshot.
             again._update(replace(w.coupling, synced_values=None), w.key, w.values, record,
