@@ -113,3 +113,9 @@ def test_the_writer_reads_back_to_the_same_values(items: dict[str, object]) -> N
 def test_the_writer_handles_dates_and_times() -> None:
     items = {"at": datetime(2027, 1, 1, 6, 0, tzinfo=UTC), "time": time(6, 30)}
     assert tomllib.loads("\n".join(tomlwrite.assignments(items))) == items
+
+
+def test_a_key_ending_in_a_newline_is_quoted() -> None:
+    """A found example: "$" in a bare-key pattern also matches before a final newline."""
+    text = "\n".join(tomlwrite.table(("mappings", "M"), {"0\n": [], "a-b": 1}))
+    assert tomllib.loads(text) == {"mappings": {"M": {"0\n": [], "a-b": 1}}}

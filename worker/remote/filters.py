@@ -79,7 +79,7 @@ def datetime_literal(value: datetime) -> str:
 def guid(value: str | uuid.UUID) -> str:
     """A validated GUID literal (lower case, unquoted)."""
     text = str(value).strip()
-    if not _GUID.match(text):
+    if not _GUID.fullmatch(text):  # "$" alone would accept a final newline
         raise FilterError(f"{text!r} is not a GUID")
     return text.lower()
 
@@ -104,7 +104,7 @@ def key_literal(key: object, key_type: KeyType = "guid") -> str:
 
 def prop(name: str) -> str:
     """``name`` if it is a property name (or a ``nav/prop`` path), else FilterError."""
-    if not isinstance(name, str) or not _PROPERTY.match(name):
+    if not isinstance(name, str) or not _PROPERTY.fullmatch(name):
         raise FilterError(f"{name!r} is not an OData property name")
     return name
 

@@ -11,14 +11,14 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
             "\r": "\\r"}
 
 
 def key(name: str) -> str:
     """A key, bare when TOML allows it, else quoted."""
-    return name if _BARE_KEY.match(name) else string(name)
+    return name if _BARE_KEY.fullmatch(name) else string(name)  # "$" would let "x\n" by
 
 
 def string(text: str) -> str:
