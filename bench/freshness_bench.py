@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import requests
 import sqlalchemy as sa
 from emulator_process import SERVICE, free_port, start_emulator
+from scratch import scratch_database
 
-from worker.db import migrate
-from worker.db.engine import create_engine, normalize_url
+from worker.db.engine import create_engine
 from worker.jobs import load_handlers
 from worker.metrics import MetricsHooks
 from worker.runtime.http import StatusServer
@@ -161,17 +161,8 @@ def describe(label: str, seconds: list[float | None], cap: float) -> str:
 
 
 def prepare(args: argparse.Namespace) -> tuple[sa.engine.Engine, str]:
-    base = normalize_url(os.environ.get("CRMSYNC_DATABASE_URL",
-                                        "postgresql://postgres@127.0.0.1:5432/postgres"))
-    admin = create_engine(base, pool_size=1)
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("DROP DATABASE IF EXISTS crmsync_freshness_bench WITH (FORCE)"))
-        conn.execute(sa.text("CREATE DATABASE crmsync_freshness_bench"))
-    admin.dispose()
-    url = sa.engine.make_url(base).set(database="crmsync_freshness_bench").render_as_string(
-        hide_password=False)
+    url = scratch_database("crmsync_freshness_bench")
     engine = create_engine(url, pool_size=12)
-    migrate.upgrade(engine)
     load_sample_data(engine, customers=args.customers)
     setup_defaults(engine)
     return engine, url

@@ -44,9 +44,9 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 from emulator_process import SERVICE, free_port, start_emulator
+from scratch import scratch_database
 
-from worker.db import migrate
-from worker.db.engine import create_engine, normalize_url
+from worker.db.engine import create_engine
 from worker.remote.batch import Operation
 from worker.remote.client import ODataClient
 from worker.remote.config import load_connection
@@ -59,8 +59,6 @@ from worker.sync.model import Direction
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.support.handlers, the scheduler target's jobs
-ADMIN_URL = os.environ.get("CRMSYNC_DATABASE_URL",
-                           "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @dataclass
@@ -99,16 +97,8 @@ class World:
 
 @contextmanager
 def world(name: str, customers: int, mappings: tuple[str, ...]) -> Iterator[World]:
-    base = normalize_url(ADMIN_URL)
-    admin = create_engine(base, pool_size=1)
-    database = f"crmsync_ratio_{name}"
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        conn.execute(sa.text(f"CREATE DATABASE {database}"))
-    admin.dispose()
-    url = sa.engine.make_url(base).set(database=database).render_as_string(hide_password=False)
+    url = scratch_database(f"crmsync_ratio_{name}")
     engine = create_engine(url, pool_size=8)
-    migrate.upgrade(engine)
     load_sample_data(engine, customers=customers)
     setup_defaults(engine)
     with engine.begin() as conn:
@@ -247,16 +237,8 @@ def edit_both_sides(w: World, count: int) -> None:
 def scheduler(table: Table, entries: int, seconds: float) -> None:
     """Target 6 (see the module docstring). The first runs are due 10 s after the entries
     are written, once the workers are past their start-up."""
-    base = normalize_url(ADMIN_URL)
-    admin = create_engine(base, pool_size=1)
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("DROP DATABASE IF EXISTS crmsync_ratio_sched WITH (FORCE)"))
-        conn.execute(sa.text("CREATE DATABASE crmsync_ratio_sched"))
-    admin.dispose()
-    url = sa.engine.make_url(base).set(database="crmsync_ratio_sched").render_as_string(
-        hide_password=False)
+    url = scratch_database("crmsync_ratio_sched")
     engine = create_engine(url, pool_size=2)
-    migrate.upgrade(engine)
     env = {**os.environ, "CRMSYNC_DATABASE_URL": url, "PYTHONPATH": str(ROOT),
            "CRMSYNC_PLUGINS": "tests.support.handlers", "CRMSYNC_LOG_LEVEL": "warning",
            "CRMSYNC_METRICS_ADDRESS": "127.0.0.1:0"}

@@ -17,9 +17,9 @@ import time
 import requests
 import sqlalchemy as sa
 from emulator_process import SERVICE, free_port, start_emulator
+from scratch import scratch_database
 
-from worker.db import migrate
-from worker.db.engine import create_engine, normalize_url
+from worker.db.engine import create_engine
 from worker.sample.data import load_sample_data
 from worker.sample.defaults import setup_defaults
 from worker.sync.clients import Clients
@@ -37,16 +37,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=10000)
     args = parser.parse_args()
-    base = normalize_url(os.environ.get("CRMSYNC_DATABASE_URL",
-                                        "postgresql://postgres@127.0.0.1:5432/postgres"))
-    admin = create_engine(base, pool_size=1)
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("DROP DATABASE IF EXISTS crmsync_bench WITH (FORCE)"))
-        conn.execute(sa.text("CREATE DATABASE crmsync_bench"))
-    url = sa.engine.make_url(base).set(database="crmsync_bench").render_as_string(
-        hide_password=False)
+    url = scratch_database("crmsync_bench")
     engine = create_engine(url, pool_size=8)
-    migrate.upgrade(engine)
     port = free_port()
     crm = start_emulator(port, "--sample-users", "5")
     base_url = f"http://127.0.0.1:{port}{SERVICE}"
