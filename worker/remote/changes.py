@@ -15,10 +15,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from worker.errors import ConfigurationError
-from worker.remote import wire
+from worker.remote import links, wire
 from worker.remote.errors import RemoteDeltaExpired, RemoteProtocolError
 
 if TYPE_CHECKING:
@@ -65,8 +65,10 @@ class ChangeFeed:
             raise ConfigurationError(
                 f"connection {settings.name!r}: change tracking is off "
                 f"(set change_tracking = true for a service that supports delta links)")
+        path = urlsplit(es.url).path
         if self.since:
-            url = urljoin(es.url, self.since)
+            url = links.resolve(self.since, es.url, es.client.base_url,
+                                what="@odata.deltaLink (stored)")
         else:
             params = wire.query_params(select=wire.with_required(self.select, es.key))
             url = es.url + ("?" + wire.encode_query(params) if params else "")
@@ -74,8 +76,7 @@ class ChangeFeed:
             "odata.track-changes",
             f"odata.maxpagesize={settings.page_size}" if settings.dialect.prefer_maxpagesize
             else None)}
-        seen: set[str] = set()
-        path = urlsplit(es.url).path
+        pager = links.Pager(es.client.base_url, settings.max_pages, path)
         while True:
             reply = es.client.transport.send("GET", url, headers=headers, accept={410})
             if reply.status == 410:
@@ -86,20 +87,18 @@ class ChangeFeed:
                 raise RemoteProtocolError("the response has no 'value' array",
                                           status=reply.status, method="GET", path=path)
             yield [self._change(row) for row in rows]
-            next_link = doc.get("@odata.nextLink")
-            if isinstance(next_link, str) and next_link:
-                url = urljoin(url, next_link)
-                if url in seen:
-                    raise RemoteProtocolError("the service sent the same @odata.nextLink twice",
-                                              status=reply.status, method="GET", path=path)
-                seen.add(url)
+            pager.page_read()
+            next_url = pager.next_url(doc.get("@odata.nextLink"), url, reply.status)
+            if next_url is not None:
+                url = next_url
                 continue
             delta = doc.get("@odata.deltaLink")
             if not isinstance(delta, str) or not delta:
                 raise RemoteProtocolError(
                     "the service sent no @odata.deltaLink: is change tracking enabled for "
                     f"{es.name}?", status=reply.status, method="GET", path=path)
-            self.delta_link = urljoin(url, delta)
+            self.delta_link = links.resolve(delta, url, es.client.base_url,
+                                            what="@odata.deltaLink")
             log.debug("changes read", extra={"connection": settings.name,
                                              "entity_set": es.name})
             return

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
-from worker.remote import filters, wire
+from worker.remote import filters, links, wire
 from worker.remote.changes import ChangeFeed
 from worker.remote.config import ConnectionSettings
 from worker.remote.errors import RemoteConflict, RemoteNotFound, RemoteProtocolError
@@ -183,7 +183,8 @@ class EntitySet:
     ) -> Iterator[list[dict[str, Any]]]:
         """The matching records page by page, following ``@odata.nextLink`` exactly as the
         service sent it (``on_reply`` sees each page's reply). Raises RemoteProtocolError
-        when a next link repeats."""
+        when a next link repeats, leaves the service's origin or passes ``max_pages``
+        (see :mod:`worker.remote.links`)."""
         settings = self.client.settings
         params = wire.query_params(select=select, filter=filter, orderby=orderby, top=top)
         url: str | None = self.url + ("?" + wire.encode_query(params) if params else "")
@@ -195,8 +196,7 @@ class EntitySet:
         )
         if prefer:
             headers["Prefer"] = prefer
-        seen: set[str] = set()
-        pages = 0
+        pager = links.Pager(self.client.base_url, settings.max_pages, urlsplit(self.url).path)
         while url is not None:
             reply = self.client.transport.send("GET", url, headers=headers)
             if on_reply is not None:
@@ -206,17 +206,10 @@ class EntitySet:
             if not isinstance(rows, list):
                 raise RemoteProtocolError("the response has no 'value' array", status=reply.status,
                                           method="GET", path=urlsplit(self.url).path)
-            pages += 1
+            pager.page_read()
             log.debug("page read", extra={"connection": settings.name, "entity_set": self.name,
-                                          "page": pages, "records": len(rows)})
-            next_link = doc.get("@odata.nextLink")
-            url = urljoin(url, next_link) if isinstance(next_link, str) and next_link else None
-            if url is not None:
-                if url in seen:
-                    raise RemoteProtocolError(
-                        f"the service sent the same @odata.nextLink twice (after page {pages})",
-                        status=reply.status, method="GET", path=urlsplit(self.url).path)
-                seen.add(url)
+                                          "page": pager.pages, "records": len(rows)})
+            url = pager.next_url(doc.get("@odata.nextLink"), url, reply.status)
             yield rows
 
     def read(

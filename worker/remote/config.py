@@ -18,6 +18,7 @@ not hold a secret itself. docs/remote.md lists every setting.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -95,6 +96,9 @@ class ConnectionSettings:
     retry_base: float = 0.5
     retry_cap: float = 60.0
     max_retry_after: float = 300.0
+    max_pages: int = 100_000
+    max_reply_mib: int = 64
+    allow_http: bool = False
     dialect: Dialect = field(default_factory=Dialect)
     # Push (Dataverse webhooks): off unless ``webhook = true`` and a webhook secret is set.
     webhook: bool = False
@@ -113,6 +117,10 @@ class ConnectionSettings:
     @property
     def timeout(self) -> tuple[float, float]:
         return (self.connect_timeout, self.read_timeout)
+
+    @property
+    def max_reply_bytes(self) -> int:
+        return self.max_reply_mib * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------- parsers
@@ -218,6 +226,9 @@ _SETTINGS: dict[str, Parser] = {
     "retry_base": _number(0, 60),
     "retry_cap": _number(0, 3600),
     "max_retry_after": _number(0, 86400),
+    "max_pages": _integer(1, 100_000_000),
+    "max_reply_mib": _integer(1, 16384),
+    "allow_http": _boolean,
     "webhook": _boolean,
     "webhook_header": _header_name,
 }
@@ -414,6 +425,9 @@ class _Raw:
 
     def check(self, s: ConnectionSettings) -> ConnectionSettings:
         """Rules across settings; fills the derived token URL and scope."""
+        if s.auth != "none" and not s.allow_http:
+            for key in ("url", "token_url"):
+                refuse_plain_http(getattr(s, key), self.where(key), self.where("allow_http"))
         if s.webhook and s.webhook_secret is None:
             raise ConfigurationError(
                 f"{self.where('webhook')}: a webhook needs {self.prefix}WEBHOOK_SECRET, "
@@ -445,6 +459,28 @@ class _Raw:
             parts = urlsplit(s.url)
             scope = f"{parts.scheme}://{parts.netloc}/.default"
         return replace(s, token_url=token_url, scope=scope)
+
+
+def refuse_plain_http(url: str | None, where: str, allow_where: str) -> None:
+    """A credential sent over plain http can be read by anyone on the path: refused unless
+    the host is this machine (a loopback address) or ``allow_http = true`` says so."""
+    if url is None or urlsplit(url).scheme != "http" or is_loopback(urlsplit(url).hostname):
+        return
+    raise ConfigurationError(
+        f"{where}: {url!r} is plain http, and this connection sends credentials; use "
+        f"https, or set {allow_where} = true for a network you trust")
+
+
+def is_loopback(host: str | None) -> bool:
+    """``localhost``, ``*.localhost``, 127.0.0.0/8 or ::1."""
+    if not host:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def setting_names() -> list[str]:

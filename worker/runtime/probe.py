@@ -24,14 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from worker.db.engine import translate_errors
 from worker.metrics import PROBES
-from worker.remote import filters, wire
+from worker.remote import filters, links, wire
 from worker.remote.errors import RemoteProtocolError
 
 if TYPE_CHECKING:
@@ -184,7 +183,8 @@ def probe(clients: Clients, target: ProbeTarget, shown: Versions | None) -> Vers
 def _delta_probe(client: ODataClient, set_url: str, delta_link: str) -> Versions | None:
     """The first page, of one record at most, of what changed since the stored delta link
     (the link itself is left for the pass to follow and advance)."""
-    url = urljoin(set_url, delta_link)
+    url = links.resolve(delta_link, set_url, client.base_url,
+                        what="@odata.deltaLink (stored)")
     reply = client.transport.send("GET", url, accept={410}, headers={
         "Prefer": "odata.track-changes,odata.maxpagesize=1"})
     if reply.status == 410:
