@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.acceptance.conftest import ROOT, crmsync_executable
 from tests.cli.helpers import base_env, closed_port, crmsync, error_line
+from tests.fixtures.database import admin_connection, url_for
 from worker.cli import build_parser
 from worker.errors import EXIT_DATABASE, EXIT_USAGE
 
@@ -102,7 +102,7 @@ def test_every_command_with_a_database_that_does_not_answer(closed_port: int,
 
 def test_every_command_with_a_database_that_does_not_exist(admin_url: str,
                                                            tmp_path: Path) -> None:
-    url = admin_url.rsplit("/", 1)[0] + "/crmsync_no_such_database"
+    url = url_for(admin_url, "crmsync_no_such_database")
 
     def check(command: str, done: subprocess.CompletedProcess) -> None:
         line = error_line(done, EXIT_DATABASE)
@@ -115,11 +115,11 @@ def test_every_command_with_a_database_that_does_not_exist(admin_url: str,
 @pytest.fixture
 def not_upgraded_url(admin_url: str) -> Iterator[str]:
     name = f"crmsync_cli_empty_{os.getpid()}"
-    with psycopg.connect(admin_url.replace("+psycopg", ""), autocommit=True) as conn:
+    with admin_connection(admin_url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield admin_url.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(admin_url.replace("+psycopg", ""), autocommit=True) as conn:
+    yield url_for(admin_url, name)
+    with admin_connection(admin_url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
