@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import socket
 import ssl
 from collections.abc import Iterator
@@ -126,26 +127,36 @@ def status_class(status: int | None) -> str:
     return f"{status // 100}xx"
 
 
+# A Retry-After longer than this is read as this: "longer than anything we would wait",
+# still a finite number every clock and sleep can add.
+LONGEST_RETRY_AFTER = 1e9
+_DELTA_SECONDS = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date; None when
-    absent or unreadable. Dates in the past give 0."""
+    """Seconds from a ``Retry-After`` header: delta-seconds (digits, a fraction tolerated)
+    or an HTTP date; None when absent or unreadable (``inf``, ``nan``, ``1e9`` are not
+    delta-seconds). Always finite, at most :data:`LONGEST_RETRY_AFTER`; dates in the
+    past give 0."""
     if value is None:
         return None
     text = value.strip()
     if not text:
         return None
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
+    if _DELTA_SECONDS.fullmatch(text):
+        return min(max(0.0, float(text)), LONGEST_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
+    try:
+        seconds = (when - now).total_seconds()
+    except OverflowError:
+        return None
+    return min(max(0.0, seconds), LONGEST_RETRY_AFTER)
 
 
 def _inner_messages(err: dict[str, object]) -> list[str]:

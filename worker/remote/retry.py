@@ -9,6 +9,7 @@ first 429 closes the gate for the whole connection until the time the service as
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -87,6 +88,8 @@ class ThrottleGate:
     def close_for(self, seconds: float) -> float:
         """Close the gate for ``seconds`` from now (if that is later than it already is);
         returns the seconds until it reopens."""
+        if not math.isfinite(seconds):  # callers cap it; a gate shut forever helps nobody
+            raise ValueError(f"cannot close the gate for {seconds!r} s")
         with self._lock:
             now = self._clock()
             self._not_before = max(self._not_before, now + max(0.0, seconds))

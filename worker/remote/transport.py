@@ -239,15 +239,24 @@ class Transport:
         retriable: bool,
     ) -> None:
         """Close the gate for every thread of the connection, or raise when the retries are
-        spent (the gate still closes: the next request would be refused just the same)."""
+        spent (the gate still closes: the next request would be refused just the same).
+        The gate never closes for longer than ``max_retry_after``: a service asking for
+        more fails this request instead of freezing the connection."""
+        longest = self.policy.max_retry_after
         delay = self.policy.delay(attempt, retry_after) if retriable else None
-        pause = delay if delay is not None else (retry_after or 0.0)
+        pause = delay if delay is not None else min(retry_after or 0.0, longest)
         if pause > 0:
             self.gate.close_for(pause)
             self.observer.throttled(pause)
         log.warning("remote service throttling", extra={
             "connection": self.settings.name, "method": method, "path": path,
             "status": reply.status, "retry_after": retry_after, "attempt": attempt})
+        if retry_after is not None and retry_after > longest:
+            raise RemoteThrottled(
+                f"the service asked to wait {retry_after:.0f} s (Retry-After), longer than "
+                f"max_retry_after {longest:g} s of connection {self.settings.name!r}",
+                status=reply.status, method=method, path=path,
+                origin=origin_of(self.settings.url))
         if delay is None:
             raise self.error(reply, method, path, Outcome.THROTTLED,
                              origin=origin_of(self.settings.url))
