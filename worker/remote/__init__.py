@@ -17,6 +17,7 @@ from worker.remote.errors import (
     RemoteError,
     RemoteNotFound,
     RemoteProtocolError,
+    RemoteRedirected,
     RemoteThrottled,
     RemoteUnavailable,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "RemoteError",
     "RemoteNotFound",
     "RemoteProtocolError",
+    "RemoteRedirected",
     "RemoteThrottled",
     "RemoteUnavailable",
     "RequestObserver",

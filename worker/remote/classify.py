@@ -4,11 +4,12 @@ parsers for what a refusal carries (``Retry-After``, the service's error code an
 =====================  ===========================================================
 Outcome                When
 =====================  ===========================================================
-OK                     2xx (and 3xx, which the client never asks to follow)
+OK                     2xx
 THROTTLED              429; 503 with a Retry-After (Dataverse's "server busy")
 RETRIABLE              5xx, a timeout, a broken or refused connection
 UNAUTHORIZED           401: the token may have expired; re-acquire once
-FATAL                  any other 4xx: this request (record) is wrong and stays wrong
+FATAL                  any other 4xx: this request (record) is wrong and stays wrong;
+                       and 3xx: the client follows no redirect, so nothing was done
 =====================  ===========================================================
 """
 
@@ -57,8 +58,10 @@ def classify(
         if error is not None and isinstance(error, TRANSIENT_EXCEPTIONS):
             return Outcome.RETRIABLE
         return Outcome.FATAL
-    if status < 400:
+    if status < 300:
         return Outcome.OK
+    if status < 400:
+        return Outcome.FATAL
     if status == 429 or (status == 503 and retry_after is not None):
         return Outcome.THROTTLED
     if status == 401:

@@ -101,6 +101,13 @@ class RemoteUnavailable(RemoteError):
     (or the request was not safe to repeat)."""
 
 
+class RemoteRedirected(RemoteUnavailable):
+    """The service answered a redirect (3xx). The client follows none (a redirect would
+    carry the credentials to wherever it points), so the request was not carried out: a
+    write answered 3xx wrote nothing. Usually the connection's URL is wrong (http for
+    https, a moved organisation)."""
+
+
 class RemoteAuthError(RemoteError):
     """Authentication failed: the token endpoint refused the credentials, or the service
     answered 401 even with a freshly acquired token. (403, a missing privilege on one

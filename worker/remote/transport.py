@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -43,6 +43,7 @@ from worker.remote.errors import (
     RemoteConflict,
     RemoteError,
     RemoteNotFound,
+    RemoteRedirected,
     RemoteThrottled,
     RemoteUnavailable,
     origin_of,
@@ -269,11 +270,15 @@ class Transport:
         retriable → RemoteUnavailable, 401 → RemoteAuthError, 404 → RemoteNotFound,
         412 → RemoteConflict; ``cls`` overrides the choice."""
         code, message = parse_error_body(reply.body)
+        if 300 <= reply.status < 400:
+            code, message = None, redirect_message(reply, url, self.settings.name)
         message = self.scrub(message or _reason(reply.status))
         code = self.scrub(code) if code is not None else None
         if outcome is None:
             outcome = classify(reply.status, retry_after=parse_retry_after(
                 reply.headers.get("Retry-After")))
+        if cls is None and 300 <= reply.status < 400:
+            cls = RemoteRedirected
         if cls is None:
             cls = _ERROR_CLASSES.get(outcome) or _FATAL_CLASSES.get(reply.status, RemoteError)
         if origin is None and urlsplit(url).netloc:
@@ -293,6 +298,20 @@ _ERROR_CLASSES: dict[Outcome, type[RemoteError]] = {
     Outcome.UNAUTHORIZED: RemoteAuthError,
 }
 _FATAL_CLASSES: dict[int, type[RemoteError]] = {404: RemoteNotFound, 412: RemoteConflict}
+
+
+def redirect_message(reply: Reply, url: str, connection: str) -> str:
+    """What a 3xx means here, naming the origin of its ``Location`` (never its path or
+    query, which may carry anything)."""
+    location = reply.headers.get("Location")
+    target = "no Location"
+    if location:
+        try:
+            target = f"a redirect to {origin_of(urljoin(url, location.strip()))}"
+        except ValueError:
+            target = "an unreadable Location"
+    return (f"the service answered with {target}; redirects are not followed, so the "
+            f"request was not carried out (check the URL of connection {connection!r})")
 
 
 def _reason(status: int) -> str:
