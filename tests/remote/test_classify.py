@@ -17,7 +17,8 @@ from worker.remote.classify import (
 
 
 @pytest.mark.parametrize(("status", "outcome"), [
-    (200, Outcome.OK), (201, Outcome.OK), (204, Outcome.OK), (304, Outcome.FATAL), (301, Outcome.FATAL),
+    (200, Outcome.OK), (201, Outcome.OK), (204, Outcome.OK), (304, Outcome.FATAL),
+    (301, Outcome.FATAL),
     (400, Outcome.FATAL), (403, Outcome.FATAL), (404, Outcome.FATAL), (409, Outcome.FATAL),
     (412, Outcome.FATAL), (422, Outcome.FATAL),
     (401, Outcome.UNAUTHORIZED),
