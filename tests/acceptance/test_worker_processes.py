@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from collections import Counter
 
 import sqlalchemy as sa
@@ -60,6 +59,17 @@ def test_worker_runs_inserted_rows_and_stops_cleanly_on_sigterm(engine: Engine, 
     assert "worker started" in events and "worker stopped" in events
 
 
+def all_ran(engine: Engine, times: int) -> int:
+    """The number of successful runs once each of the 30 entries has ``times`` of them
+    (else 0)."""
+    with engine.connect() as conn:
+        total, fewest, entries = conn.execute(sa.text(
+            "SELECT coalesce(sum(n), 0), coalesce(min(n), 0), count(*) FROM (SELECT count(*) n "
+            "FROM crmsync.job_queue_log_entries WHERE status = 'success' GROUP BY entry_id) s"
+        )).one()
+    return int(total) if entries == 30 and fewest >= times else 0
+
+
 def test_three_workers_share_the_queue_without_double_runs(engine: Engine, spawn) -> None:
     """30 entries every 2 s, three workers; one is killed with SIGKILL mid-run."""
     lease = 3
@@ -76,20 +86,23 @@ def test_three_workers_share_the_queue_without_double_runs(engine: Engine, spawn
                    CASE WHEN n = 29 THEN '{"sleep": 1.5}' ELSE '{"sleep": 0.1}' END::jsonb
               FROM generate_series(0, 29) n
             """))
-    started = time.monotonic()
-    time.sleep(7)
-    # Kill the worker that holds the slow entry (or any running one) mid-run.
-    victim_id = None
-    while victim_id is None:
-        victim_id = scalar(engine, "SELECT locked_by FROM crmsync.job_queue_entries "
-                                   "WHERE status = 'in_process' ORDER BY parameters->>'sleep' "
-                                   "DESC LIMIT 1")
+    # Once every entry has run twice, kill the worker that holds the slow entry (or any
+    # running one) mid-run.
+    wait_for(lambda: all_ran(engine, 2), timeout=60)
+    victim_id = wait_for(lambda: scalar(
+        engine, "SELECT locked_by FROM crmsync.job_queue_entries WHERE status = 'in_process' "
+                "ORDER BY parameters->>'sleep' DESC LIMIT 1"), timeout=30)
     pid = int(str(victim_id).split(":")[1])
     victim = next(w for w in workers if w.pid == pid)
     victim.kill()
     victim.wait(10)
-    killed_at = time.monotonic()
-    time.sleep(max(0.0, 20 - (time.monotonic() - started)))
+    # The two others rescue its run once the lease expires, and go on with all entries.
+    wait_for(lambda: scalar(engine, "SELECT count(*) FROM crmsync.job_queue_log_entries "
+                                    "WHERE status = 'abandoned' AND worker_id = :w",
+                            w=victim_id), timeout=60)
+    runs_at_kill = all_ran(engine, 0)
+    wait_for(lambda: all_ran(engine, 0) >= runs_at_kill + 60 and all_ran(engine, 5),
+             timeout=90)
     for proc in workers:
         if proc is not victim:
             proc.send_signal(signal.SIGTERM)
@@ -104,18 +117,15 @@ def test_three_workers_share_the_queue_without_double_runs(engine: Engine, spawn
         stuck = conn.scalar(sa.text(
             "SELECT count(*) FROM crmsync.job_queue_entries WHERE status = 'in_process'"))
     assert stuck == 0
-    assert time.monotonic() - killed_at > lease
 
     # No occurrence ran twice.
     occurrences = Counter((r.entry_id, r.scheduled_for) for r in rows if r.status != "abandoned")
     assert max(occurrences.values()) == 1
     # The killed worker's run was rescued as abandoned.
     assert any(r.status == "abandoned" and r.worker_id == victim_id for r in rows)
-    # Every entry ran about every 2 s for 20 s.
+    # Every entry went on running after the kill.
     per_entry = Counter(r.entry_id for r in rows if r.status == "success")
-    assert len(per_entry) == 30
-    assert min(per_entry.values()) >= 5, per_entry
-    assert max(per_entry.values()) <= 11, per_entry
+    assert len(per_entry) == 30 and min(per_entry.values()) >= 5, per_entry
     # No two runs of one category overlapped.
     for category in ("CAT-A", "CAT-B"):
         runs = sorted((r.started_at, r.finished_at) for r in rows if r.category_code == category)

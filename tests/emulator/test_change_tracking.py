@@ -15,6 +15,7 @@ import requests
 
 from tests.emulator.helpers import batch, batch_statuses, create, http_part, seed_accounts
 from worker.emulator import EmulatorServer, start_emulator
+from worker.emulator.errors import ODataError
 from worker.emulator.schema import Schema
 from worker.emulator.store import ChangeToken, Store, whole_seconds_utc
 from worker.emulator.values import Changes
@@ -382,8 +383,9 @@ def test_store_tombstones_are_dropped_after_the_retention() -> None:
     store.delete("accounts", keys[1])
     _, deleted = store.changes_since("accounts", 0, store.change_token().version)
     assert [key for _, key in deleted] == [keys[1]]  # the older tombstone is gone
-    with pytest.raises(Exception, match="expired"):
+    with pytest.raises(ODataError, match="expired") as expired:
         store.check_change_token("accounts", token)
+    assert expired.value.status == 410
     store.check_change_token("accounts", store.change_token())
 
 

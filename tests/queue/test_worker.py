@@ -4,7 +4,6 @@ timeouts, inactivity holds, shutdown with a run in hand, and a database that goe
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
@@ -14,17 +13,9 @@ from sqlalchemy.engine import Engine
 
 from tests.queue.test_schema import insert_entry
 from tests.support import handlers as scripted_handlers
+from tests.support.waiting import wait_for
 from worker.jobs import load_handlers
 from worker.runtime.worker import Worker, WorkerConfig
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def scalar(engine: Engine, sql: str, **params: object) -> object:
@@ -54,23 +45,39 @@ def start_worker(engine: Engine) -> Iterator[Callable[..., tuple[Worker, threadi
         thread.join(10)
 
 
-def test_a_new_row_runs_within_two_seconds_through_notify(engine: Engine, start_worker) -> None:
-    start_worker()  # polls only every 30 s: only LISTEN/NOTIFY can make this fast
-    time.sleep(0.5)
-    insert_entry(engine, recurring=False)
-    took = wait_for(lambda: scalar(
+def successes(engine: Engine) -> int:
+    return int(scalar(  # type: ignore[arg-type]
         engine, "SELECT count(*) FROM crmsync.job_queue_log_entries WHERE status = 'success'"))
-    assert took < 2.0
-    assert scalar(engine, "SELECT status FROM crmsync.job_queue_entries") == "finished"
+
+
+def worker_is_idle(engine: Engine) -> bool:
+    """No statement of the worker is running: its loop has finished dispatching."""
+    return scalar(engine, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                          "current_database() AND state = 'active' "
+                          "AND pid <> pg_backend_pid()") == 0
+
+
+def test_a_new_row_runs_through_notify_without_waiting_for_the_poll(engine: Engine,
+                                                                    start_worker) -> None:
+    # The fallback poll is an hour away and nothing is due: only NOTIFY can wake the loop.
+    worker, _ = start_worker(poll_interval=3600.0)
+    insert_entry(engine, recurring=False)  # the first one shows the loop has dispatched
+    wait_for(lambda: successes(engine) == 1)
+    # The wake-up after that run has been consumed and its dispatch is over.
+    wait_for(lambda: not worker._wake.is_set() and worker.running_count() == 0
+             and worker_is_idle(engine))
+    second = insert_entry(engine, recurring=False)
+    wait_for(lambda: successes(engine) == 2, timeout=30)
+    assert scalar(engine, "SELECT status FROM crmsync.job_queue_entries WHERE id = :id",
+                  id=second) == "finished"
 
 
 def test_recurring_entry_runs_at_its_interval(engine: Engine, start_worker) -> None:
     entry_id = insert_entry(engine, run_interval="1 second")  # the shortest allowed
     start_worker()
-    time.sleep(3.5)
-    runs = scalar(engine, "SELECT count(*) FROM crmsync.job_queue_log_entries "
-                          "WHERE entry_id = :id AND status = 'success'", id=entry_id)
-    assert 3 <= runs <= 6  # type: ignore[operator]
+    wait_for(lambda: scalar(engine, "SELECT count(*) FROM crmsync.job_queue_log_entries "
+                                    "WHERE entry_id = :id AND status = 'success'",
+                            id=entry_id) >= 3, timeout=30)  # type: ignore[operator]
     gaps = scalar(engine, """
         SELECT array_agg(extract(epoch FROM scheduled_for - lag) ORDER BY scheduled_for)
           FROM (SELECT scheduled_for, lag(scheduled_for) OVER (ORDER BY scheduled_for)
@@ -81,15 +88,14 @@ def test_recurring_entry_runs_at_its_interval(engine: Engine, start_worker) -> N
 def test_concurrency_limit_is_respected(engine: Engine, start_worker) -> None:
     for _ in range(6):
         insert_entry(engine, recurring=False, parameters='{"sleep": 0.6}')
-    worker, _ = start_worker(concurrency=2)
-    peak = 0
-    deadline = time.monotonic() + 4
-    while time.monotonic() < deadline:
-        peak = max(peak, worker.running_count())
-        time.sleep(0.02)
+    start_worker(concurrency=2)
+    wait_for(lambda: successes(engine) == 6, timeout=30)
+    # The most runs in hand at once, from the runs' own start and finish times.
+    peak = scalar(engine, """
+        SELECT max((SELECT count(*) FROM crmsync.job_queue_log_entries o
+                     WHERE o.started_at <= r.started_at AND o.finished_at > r.started_at))
+          FROM crmsync.job_queue_log_entries r""")
     assert peak == 2
-    wait_for(lambda: scalar(engine, "SELECT count(*) FROM crmsync.job_queue_log_entries "
-                                    "WHERE status = 'success'") == 6)
 
 
 def test_job_timeout_fails_the_run(engine: Engine, start_worker) -> None:
@@ -109,10 +115,12 @@ def test_sync_that_changed_nothing_goes_on_hold_until_the_timeout(engine: Engine
     start_worker()
     wait_for(lambda: scalar(engine, "SELECT status FROM crmsync.job_queue_entries "
                                     "WHERE id = :id", id=entry_id) == "on_hold_inactivity")
-    time.sleep(1.0)
-    assert scalar(engine, "SELECT count(*) FROM crmsync.job_queue_log_entries") == 1
     wait_for(lambda: scalar(engine, "SELECT count(*) FROM crmsync.job_queue_log_entries") == 2,
-             timeout=5)
+             timeout=30)
+    # Held for the whole timeout, although the run interval is 1 s.
+    held = scalar(engine, "SELECT extract(epoch FROM max(started_at) - min(started_at)) "
+                          "FROM crmsync.job_queue_log_entries")
+    assert float(held) >= 2.0  # type: ignore[arg-type]
 
 
 def test_stop_waits_for_the_run_in_hand(engine: Engine, start_worker) -> None:
