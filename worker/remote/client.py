@@ -25,7 +25,7 @@ from worker.remote import filters, links, wire
 from worker.remote.changes import ChangeFeed
 from worker.remote.config import ConnectionSettings
 from worker.remote.errors import RemoteConflict, RemoteNotFound, RemoteProtocolError
-from worker.remote.filters import KeyType
+from worker.remote.filters import FilterError, KeyType
 from worker.remote.observer import RequestObserver
 from worker.remote.transport import Reply, Transport
 from worker.remote.wire import Select, parse_datetime
@@ -163,7 +163,7 @@ class EntitySet:
         return f"EntitySet({self.name!r}, key={self.key!r}, modified_on={self.modified_on!r})"
 
     def record_url(self, key: str) -> str:
-        return f"{self.url}({filters.key_literal(key, self.key_type)})"
+        return f"{self.url}({filters.key_segment(key, self.key_type)})"
 
     def bind(self, target_set: str, key: str) -> str:
         """The value of a ``<lookup>@odata.bind`` property pointing at ``target_set(key)``
@@ -349,7 +349,7 @@ class EntitySet:
     def update_call(self, key: str, values: Mapping[str, Any], *,
                     etag: str | None = None) -> Call:
         headers = self._write_headers()
-        headers["If-Match"] = etag or "*"
+        headers["If-Match"] = _etag(etag)
         url = self.record_url(key)
 
         def interpret(reply: Reply) -> WriteResult:
@@ -368,7 +368,7 @@ class EntitySet:
 
     def delete_call(self, key: str, *, etag: str | None = None) -> Call:
         url = self.record_url(key)
-        headers = {"If-Match": etag} if etag else {}
+        headers = {"If-Match": _etag(etag)} if etag else {}
 
         def interpret(reply: Reply) -> WriteResult:
             if reply.status == 404:
@@ -428,6 +428,16 @@ def http_date(value: str | None) -> datetime | None:
 
 # ---------------------------------------------------------------------------- helpers
 
+def _etag(etag: str | None) -> str:
+    """An ``If-Match`` value: the etag as the service sent it, or ``*``. An etag with a
+    control character is refused: it would end the header (or the $batch part's head)."""
+    if not etag:
+        return "*"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in etag):
+        raise FilterError(f"etag {etag!r} contains a control character")
+    return etag
+
+
 def bind(target_set: str, key: str, key_type: KeyType = "guid") -> str:
     """``/target_set(key)``, the value of a ``<navigation property>@odata.bind``."""
-    return f"/{filters.prop(target_set)}({filters.key_literal(key, key_type)})"
+    return f"/{filters.prop(target_set)}({filters.key_segment(key, key_type)})"

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Literal
+from urllib.parse import quote
 
 from worker.errors import CrmsyncError
 
@@ -98,8 +99,24 @@ def key_literal(key: object, key_type: KeyType = "guid") -> str:
         except ValueError:
             raise FilterError(f"key {key!r} is not an integer") from None
     if key_type == "string":
-        return literal(str(key))
+        text = str(key)
+        if any(_control(c) for c in text):
+            raise FilterError(f"key {text!r} contains a control character (refused: it "
+                              "could end a header or request line)")
+        return literal(text)
     raise FilterError(f"unknown key type {key_type!r}")
+
+
+def key_segment(key: object, key_type: KeyType = "guid") -> str:
+    """A key as it appears in a URL path, ``set(<key>)``: :func:`key_literal`
+    percent-encoded (RFC 3986; OData allows a quote as it is), so that ``/``, ``?``, ``#``,
+    ``%``, spaces or parentheses in a string key stay inside the key instead of
+    addressing another resource."""
+    return quote(key_literal(key, key_type), safe="'")
+
+
+def _control(char: str) -> bool:
+    return ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 or char in "\u2028\u2029"
 
 
 def prop(name: str) -> str:
