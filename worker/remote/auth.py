@@ -9,6 +9,7 @@ token while the others wait for it, and a 401 only discards the token that was r
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 # Refresh this long before expiry: 10 % of the lifetime, at most 5 minutes.
 REFRESH_FRACTION = 0.1
 REFRESH_MAX_SECONDS = 300.0
+# What an ``expires_in`` is read as: absent, not finite, or outside these bounds.
+DEFAULT_LIFETIME = 3600.0
+MIN_LIFETIME = 60.0
+MAX_LIFETIME = 86400.0
 
 
 class Authenticator(Protocol):
@@ -177,8 +182,8 @@ class ClientCredentials:
         try:
             doc = response.json()
             token = doc["access_token"]
-            lifetime = float(doc.get("expires_in", 3600))
-        except (ValueError, KeyError, TypeError):
+            lifetime = token_lifetime(doc.get("expires_in", DEFAULT_LIFETIME))
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise RemoteAuthError("token endpoint sent no access_token",
                                   status=response.status_code, method="POST",
                                   path=_path(self._token_url)) from None
@@ -203,6 +208,18 @@ class ClientCredentials:
                                code=scrub(code, known) if code else None,
                                method="POST", path=_path(self._token_url),
                                origin=origin_of(self._token_url))
+
+
+def token_lifetime(expires_in: object) -> float:
+    """``expires_in`` as seconds, clamped to 1 minute - 1 day: 0 or a negative value would
+    fetch a token per request, ``inf`` or ``nan`` never refresh one early. (A token that
+    really dies sooner is renewed at its first 401.)"""
+    if isinstance(expires_in, bool):
+        raise TypeError("expires_in is not a number")
+    lifetime = float(expires_in)  # type: ignore[arg-type]  # ValueError / TypeError: refused
+    if not math.isfinite(lifetime):
+        return DEFAULT_LIFETIME
+    return min(max(lifetime, MIN_LIFETIME), MAX_LIFETIME)
 
 
 def _path(url: str) -> str:

@@ -185,7 +185,7 @@ def parse_error_body(body: bytes | str | None) -> tuple[str | None, str | None]:
         return None, None
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None, None
     if not isinstance(doc, dict):
         return None, None

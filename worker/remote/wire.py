@@ -94,6 +94,10 @@ def parse_json(reply: Reply, method: str, url: str) -> Any:
     except (ValueError, UnicodeDecodeError):
         raise RemoteProtocolError("the response is not JSON", status=reply.status,
                                   method=method, path=urlsplit(url).path) from None
+    except RecursionError:  # "[[[[…" nested deeper than the parser's stack
+        raise RemoteProtocolError("the response is JSON nested too deeply to read",
+                                  status=reply.status, method=method,
+                                  path=urlsplit(url).path) from None
 
 
 def key_value(key: str, key_type: KeyType) -> Any:

@@ -130,7 +130,7 @@ class WebhookReceiver:
             return Answer.of(413, f"body larger than {MAX_BODY} bytes"), None
         try:
             doc = json.loads(call.read_body(int(call.content_length)))
-        except (ValueError, OSError):
+        except (ValueError, OSError, RecursionError):
             return Answer.of(400, "body: expected a JSON object"), None
         entity = doc.get("PrimaryEntityName") if isinstance(doc, dict) else None
         if not isinstance(entity, str) or not _LOGICAL_NAME.fullmatch(entity):
