@@ -24,6 +24,7 @@ def response(status: int, body: Any = b"",
         body = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", **(headers or {})}
     r._content = body
+    r._content_consumed = True  # a body in hand, like a read stream
     r.headers = CaseInsensitiveDict(headers or {})
     return r
 

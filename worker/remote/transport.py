@@ -22,7 +22,6 @@ from http import HTTPStatus
 from urllib.parse import urljoin, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 from worker import __version__
@@ -38,11 +37,13 @@ from worker.remote.classify import (
     unreachable,
 )
 from worker.remote.config import ConnectionSettings, foreground
+from worker.remote.deadlines import WATCHER, DeadlineAdapter, ReplyTooLarge, read_body
 from worker.remote.errors import (
     RemoteAuthError,
     RemoteConflict,
     RemoteError,
     RemoteNotFound,
+    RemoteProtocolError,
     RemoteRedirected,
     RemoteThrottled,
     RemoteUnavailable,
@@ -72,9 +73,14 @@ class Reply:
     body: bytes = b""
 
     @classmethod
-    def of(cls, response: requests.Response) -> Reply:
-        return cls(response.status_code, CaseInsensitiveDict(response.headers),
-                   response.content)
+    def of(cls, response: requests.Response, limit: int) -> Reply:
+        """The reply of a streamed response, its body read (at most ``limit`` bytes after
+        decompression, else ReplyTooLarge) and the connection released."""
+        try:
+            body = read_body(response, limit)
+        finally:
+            response.close()
+        return cls(response.status_code, CaseInsensitiveDict(response.headers), body)
 
 
 class _Bearer(requests.auth.AuthBase):
@@ -92,8 +98,8 @@ def new_session(settings: ConnectionSettings) -> requests.Session:
     """One session per connection, its pool as large as the allowed concurrency; urllib3
     does not retry (this module does)."""
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=settings.concurrency,
-                          max_retries=0)
+    adapter = DeadlineAdapter(pool_connections=2, pool_maxsize=settings.concurrency,
+                              max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers.update(BASE_HEADERS)
@@ -216,18 +222,37 @@ class Transport:
     ) -> Reply:
         started = time.monotonic()
         status: int | None = None
+        settings = self.settings
         try:
-            with self._slots:
-                response = self.session.request(
-                    method, url, data=body, headers=dict(headers or {}),
-                    auth=_Bearer(authorization), timeout=self.settings.timeout,
-                    allow_redirects=False)
-                reply = Reply.of(response)  # reads the body inside the slot
+            with self._slots, WATCHER.watch(settings.connect_timeout
+                                            + settings.read_timeout) as watch:
+                try:
+                    response = self.session.request(
+                        method, url, data=body, headers=dict(headers or {}),
+                        auth=_Bearer(authorization), timeout=settings.timeout,
+                        allow_redirects=False, stream=True)
+                    reply = Reply.of(response, settings.max_reply_bytes)  # inside the slot
+                except TRANSIENT_EXCEPTIONS:
+                    if watch.expired:
+                        raise requests.ReadTimeout("the reply did not complete in time") from None
+                    raise
+                except ReplyTooLarge:
+                    raise self._too_large(method, url) from None
+            # A reply cut off at the deadline may look complete (headers ended by EOF).
+            if watch.expired:
+                raise requests.ReadTimeout("the reply did not complete in time")
             status = reply.status
             return reply
         finally:
             self.observer.request_finished(method, status_class(status),
                                            time.monotonic() - started)
+
+    def _too_large(self, method: str, url: str) -> RemoteProtocolError:
+        return RemoteProtocolError(
+            f"the reply is larger than max_reply_mib {self.settings.max_reply_mib} MiB "
+            f"(counted after decompression); raise max_reply_mib of connection "
+            f"{self.settings.name!r} if the service really sends that much",
+            method=method, path=urlsplit(url).path, origin=origin_of(url))
 
     def _throttle(
         self,
