@@ -4,8 +4,14 @@ Per-process series (runs, durations, records, requests) are counted by the proce
 the work; sum them across workers. Cluster series (entries by status, sync lag, skipped
 couplings, worker heartbeats) are read from the database at scrape time by every worker, so
 each worker reports the same values: aggregate them with ``max`` (the dashboard and alert
-rules do), never ``sum``. Labels stay low-cardinality: mapping, job kind, direction,
-outcome, method, status class — never a record id.
+rules do), never ``sum``. Labels stay low-cardinality: mapping, job queue entry, job kind,
+direction, outcome, method, status class — never a record id.
+
+Every labelled series whose label values are known at start (the enabled mappings, their
+connections, the job kinds, the entries) exists from the first scrape at 0, so a panel shows
+0 rather than "No data" and ``rate()`` sees the first event. The process' own memory, CPU
+time and descriptors come as the standard ``process_*`` series; the ``_created`` series of
+counters and histograms are not exported (nothing reads them).
 """
 
 from __future__ import annotations
@@ -19,7 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Connection, Engine
@@ -32,7 +45,9 @@ from worker.sync.model import Direction
 
 log = logging.getLogger(__name__)
 
+disable_created_metrics()
 REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
 
 BUILD_INFO = Gauge("crmsync_build_info", "crmsync version of this process", ["version"],
                    registry=REGISTRY)
@@ -81,6 +96,9 @@ WEBHOOK_CALLS = Counter("crmsync_webhook_calls_total",
                         "Webhook calls from the CRM, by connection and HTTP status answered",
                         ["connection", "status"], registry=REGISTRY)
 
+REQUEST_METHODS = ("GET", "POST", "PATCH", "DELETE")
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
+PROBE_RESULTS = ("nothing", "changed", "error")
 RESULTS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "coupled",
            "uncoupled")
 
@@ -281,6 +299,7 @@ class ClusterCollector(Collector):
             mappings = conn.scalars(sa.text(
                 "SELECT name FROM crmsync.integration_table_mappings WHERE enabled")).all()
             ages = pending_change_age(conn)
+            entries = conn.execute(_ENTRIES).all()
         yield _gauge("crmsync_job_queue_entries", "Job queue entries by status", "status",
                      [(st.value, by_status.get(st.value, 0)) for st in EntryStatus])
         yield _gauge("crmsync_skipped_couplings", "Couplings skipped after repeated failures",
@@ -292,6 +311,63 @@ class ClusterCollector(Collector):
                      "Seconds since each registered worker's last heartbeat", "worker", workers)
         yield GaugeMetricFamily("crmsync_workers", "Registered workers (cluster)",
                                 value=float(len(workers)))
+        yield from entry_gauges(entries)
+
+
+# One row per job queue entry: what the per-entry gauges and the alert rules need.
+_ENTRIES = sa.text(
+    """
+    SELECT e.id, coalesce(e.mapping_name, '') AS mapping, e.job_kind, e.status,
+           coalesce(extract(epoch FROM e.run_interval), 0) AS run_interval,
+           extract(epoch FROM e.job_timeout) AS job_timeout,
+           CASE WHEN e.status = 'in_process'
+                THEN coalesce(extract(epoch FROM now() - r.started_at), 0) ELSE 0 END AS running,
+           CASE WHEN e.status IN ('ready', 'waiting') AND e.next_run_at < now()
+                THEN extract(epoch FROM now() - e.next_run_at) ELSE 0 END AS overdue,
+           extract(epoch FROM s.finished_at) AS last_success
+      FROM crmsync.job_queue_entries e
+      LEFT JOIN crmsync.job_queue_log_entries r ON r.id = e.current_log_id
+      LEFT JOIN LATERAL (
+            SELECT finished_at FROM crmsync.job_queue_log_entries l
+             WHERE l.entry_id = e.id AND l.status = 'success'
+             ORDER BY l.started_at DESC LIMIT 1) s ON true
+     ORDER BY e.id
+    """)
+
+_ENTRY_LABELS = ["entry", "mapping", "job_kind"]
+
+
+def entry_gauges(rows: Any) -> Iterator[GaugeMetricFamily]:
+    """Per job queue entry: its status as a state set (one series per status, 1 for the
+    current one), its run interval and job timeout, how long its current run has been going,
+    how long it has been due without starting, and when it last succeeded."""
+    def family(name: str, text: str, extra: list[str] | None = None) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, f"{text} (cluster; aggregate with max)",
+                                 labels=_ENTRY_LABELS + (extra or []))
+
+    status = family("crmsync_job_queue_entry_status",
+                    "Status of each job queue entry: 1 for the current one", ["status"])
+    interval = family("crmsync_job_queue_entry_run_interval_seconds",
+                      "Run interval of each job queue entry (0: not recurring)")
+    timeout = family("crmsync_job_queue_entry_job_timeout_seconds",
+                     "Job timeout of each job queue entry")
+    running = family("crmsync_job_queue_entry_running_seconds",
+                     "How long the entry's current run has been going (0: not running)")
+    overdue = family("crmsync_job_queue_entry_overdue_seconds",
+                     "How long a ready entry has been due without starting (0: not due)")
+    success = family("crmsync_job_queue_entry_last_success_timestamp_seconds",
+                     "When a run of the entry last succeeded (absent: never)")
+    for row in rows:
+        labels = [str(row.id), row.mapping, row.job_kind]
+        for state in EntryStatus:
+            status.add_metric([*labels, state.value], 1.0 if row.status == state.value else 0.0)
+        interval.add_metric(labels, float(row.run_interval))
+        timeout.add_metric(labels, float(row.job_timeout))
+        running.add_metric(labels, max(float(row.running), 0.0))
+        overdue.add_metric(labels, max(float(row.overdue), 0.0))
+        if row.last_success is not None:
+            success.add_metric(labels, float(row.last_success))
+    yield from (status, interval, timeout, running, overdue, success)
 
 
 def _gauge(name: str, text: str, label: str, pairs: Any) -> GaugeMetricFamily:
@@ -303,24 +379,50 @@ def _gauge(name: str, text: str, label: str, pairs: Any) -> GaugeMetricFamily:
 
 
 def prime(engine: Engine) -> None:
-    """Create the per-mapping series at 0, so that rate() and increase() see the first
-    failure of a mapping after a restart (a counter born at 1 has no increase)."""
-    from worker.queue.models import RunStatus
-
+    """Create every labelled series whose labels are known now at 0 (the enabled mappings,
+    their connections, the job kinds, the entries), so that a panel shows 0 instead of "No
+    data" and rate() and increase() see the first event after a restart (a counter born at 1
+    has no increase)."""
     with engine.connect() as conn:
-        names = conn.scalars(sa.text(
-            "SELECT name FROM crmsync.integration_table_mappings WHERE enabled")).all()
-    for name in names:
+        mappings = conn.execute(sa.text(
+            "SELECT name, connection_name FROM crmsync.integration_table_mappings "
+            "WHERE enabled")).all()
+        entries = conn.execute(sa.text(
+            "SELECT DISTINCT job_kind, coalesce(mapping_name, '') "
+            "FROM crmsync.job_queue_entries")).all()
+    _prime_runs(entries, [name for name, _ in mappings])
+    for name, _ in mappings:
+        for result in PROBE_RESULTS:
+            PROBES.labels(name, result)
+        for direction in (Direction.TO_INTEGRATION, Direction.FROM_INTEGRATION):
+            for result in RESULTS:
+                RECORDS.labels(name, direction.value, result)
+            CHANGE_TO_SYNC.labels(name, direction.value)
+    for connection in sorted({connection for _, connection in mappings}):
+        THROTTLED.labels(connection)
+        for method in REQUEST_METHODS:
+            REQUEST_DURATION.labels(connection, method)
+            for status_class in STATUS_CLASSES:
+                REQUESTS.labels(connection, method, status_class)
+
+
+def _prime_runs(entries: Any, mappings: list[str]) -> None:
+    from worker.queue.models import JobKind, RunStatus
+
+    kinds_and_mappings = {(kind, mapping) for kind, mapping in entries}
+    kinds_and_mappings |= {(JobKind.SYNC_MAPPING.value, name) for name in mappings}
+    for kind, mapping in sorted(kinds_and_mappings):
+        JOB_DURATION.labels(kind, mapping)
         for outcome in (RunStatus.SUCCESS, RunStatus.ERROR, RunStatus.ABANDONED):
-            JOB_RUNS.labels("sync_mapping", name, outcome.value)
-        for direction in Direction:
-            if direction is not Direction.BIDIRECTIONAL:
-                for result in RESULTS:
-                    RECORDS.labels(name, direction.value, result)
-                CHANGE_TO_SYNC.labels(name, direction.value)
+            JOB_RUNS.labels(kind, mapping, outcome.value)
+    for kind in JobKind:
+        START_LAG.labels(kind.value)
 
 
 def install_cluster_collector(engine: Engine) -> ClusterCollector:
+    """The cluster gauges on the registry, and every series whose labels are known now at 0
+    (:func:`prime`): what a metrics endpoint serves."""
+    prime(engine)
     collector = ClusterCollector(engine)
     REGISTRY.register(collector)
     return collector

@@ -24,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
@@ -185,6 +186,12 @@ def scraped(engine: Engine) -> Iterator[Scraped]:
     worker's registry plus a cluster collector on a migrated database holding the default
     mappings and one registered worker (so every cluster gauge has a sample)."""
     setup_defaults(engine)
+    with engine.begin() as conn:  # one successful run, so the last-success series exists
+        conn.execute(sa.text(
+            "INSERT INTO crmsync.job_queue_log_entries (entry_id, job_kind, mapping_name, "
+            "worker_id, scheduled_for, finished_at, status) SELECT id, job_kind, "
+            "mapping_name, 'deploy-test:1:1', now(), now(), 'success' "
+            "FROM crmsync.job_queue_entries ORDER BY id LIMIT 1"))
     QueueManager(engine).heartbeat(
         "deploy-test:1:1", {"hostname": "deploy-test", "pid": 1, "version": __version__,
                             "concurrency": 1}, timedelta(seconds=60), [])
@@ -262,8 +269,11 @@ def test_dashboard_is_importable_and_uses_the_datasource_variable() -> None:
     variables = {v["name"]: v for v in doc["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    assert re.match(r"label_values\(crmsync_job_runs_total\b.*,\s*mapping\)",
+    # Enabled mappings only (a series cleanup entries, with mapping="", never have), and
+    # an empty value filtered out all the same.
+    assert re.match(r"label_values\(crmsync_sync_lag_seconds\b.*,\s*mapping\)",
                     variables["mapping"]["query"])
+    assert variables["mapping"]["regex"] == ".+"
     reference = {"type": "prometheus", "uid": "${datasource}"}
     for variable in variables.values():
         if variable["type"] == "query":
@@ -276,6 +286,22 @@ def test_dashboard_is_importable_and_uses_the_datasource_variable() -> None:
         for target in panel["targets"]:
             assert target["datasource"] == reference, panel["title"]
             assert target["expr"].strip(), panel["title"]
+
+
+def test_dashboard_has_the_mappings_table_and_a_memory_panel() -> None:
+    panels = {p["title"]: p for p in dashboard()["panels"]}
+    table = panels["Mappings"] if panels["Mappings"]["type"] == "table" else None
+    assert table is not None
+    exprs = " ".join(t["expr"] for t in table["targets"])
+    for metric in ("crmsync_job_queue_entry_status", "crmsync_sync_lag_seconds",
+                   "crmsync_job_queue_entry_last_success_timestamp_seconds",
+                   "crmsync_skipped_couplings", "crmsync_sync_records_total"):
+        assert metric in exprs
+    assert all(t["format"] == "table" and t["instant"] for t in table["targets"])
+    renamed = table["transformations"][1]["options"]["renameByName"].values()
+    assert {"Mapping", "Entry status", "Since last success", "Sync lag", "Skipped",
+            "Failed records (24 h)"} <= set(renamed)
+    assert "process_resident_memory_bytes" in panels["Memory per process"]["targets"][0]["expr"]
 
 
 def test_dashboard_panels_have_unique_ids_and_do_not_overlap() -> None:

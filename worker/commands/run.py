@@ -13,7 +13,7 @@ from worker import settings
 from worker.commands.common import open_engine
 from worker.errors import ConfigurationError
 from worker.jobs import load_handlers
-from worker.metrics import MetricsHooks, install_cluster_collector, prime
+from worker.metrics import MetricsHooks, install_cluster_collector
 from worker.runtime.http import StatusServer
 from worker.runtime.systemd import SystemdHooks
 from worker.runtime.webhook import WebhookReceiver
@@ -55,7 +55,6 @@ def _run(args: argparse.Namespace) -> int:
     server = None
     if args.metrics_address:
         install_cluster_collector(engine)
-        prime(engine)
         webhooks = WebhookReceiver(engine).start()  # answers only connections that enable it
         server = StatusServer(args.metrics_address, worker.health, worker.readiness,
                               webhooks=webhooks).start()
