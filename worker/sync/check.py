@@ -97,11 +97,16 @@ def require_valid(engine: Engine, clients: Clients, name: str) -> None:
 
 def _local(engine: Engine, mapping: TableMapping, add) -> LocalTable | None:  # type: ignore[no-untyped-def]
     try:
-        return LocalTable(engine, mapping.local_table, mapping.local_key, mapping.name)
+        table = LocalTable(engine, mapping.local_table, mapping.local_key, mapping.name)
     except ConfigurationError as exc:
         text = str(exc).removeprefix(f"mapping {mapping.name}: ")
         add("local_table" if "does not exist" in text else "local_key", text)
         return None
+    if (table.table.schema or "").lower() == "crmsync":  # crmsync's own state, not ERP data
+        add("local_table", f"{mapping.local_table} is in schema crmsync, which holds "
+                           "crmsync's own state; map a table of the ERP's schema")
+        return None
+    return table
 
 
 def _remote(clients: Clients, mapping: TableMapping, add) -> EntitySetInfo | None:  # type: ignore[no-untyped-def]
