@@ -67,7 +67,7 @@ class World:
     profile: str = "dataverse"
 
     def key(self, entity_set: str) -> str:
-        return "ID" if self.profile == "odata" else KEYS[entity_set]
+        return "ID" if self.profile != "dataverse" else KEYS[entity_set]
 
     def rid(self, record: dict[str, Any], entity_set: str = "accounts") -> str:
         """The key of a remote record, whatever the server calls it."""
@@ -75,7 +75,7 @@ class World:
 
     def lookup(self, record: dict[str, Any], prop: str) -> Any:
         """A lookup's value read back (``_x_value`` on Dataverse, ``x_ID`` elsewhere)."""
-        return record.get(f"{prop}_ID" if self.profile == "odata" else f"_{prop}_value")
+        return record.get(f"{prop}_ID" if self.profile != "dataverse" else f"_{prop}_value")
 
     def sql(self, statement: str, **params: Any) -> Any:
         with self.engine.begin() as conn:
@@ -142,14 +142,14 @@ def crm_env(emulator: EmulatorServer, emulator_profile: str,
             monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
     monkeypatch.setenv("CRMSYNC_CRM_URL", emulator.base_url)
     monkeypatch.delenv("CRMSYNC_CONFIG", raising=False)
-    if emulator_profile == "odata":
+    if emulator_profile != "dataverse":
         monkeypatch.setenv("CRMSYNC_CRM_DIALECT", "odata")
         monkeypatch.setenv("CRMSYNC_CRM_BATCH", "true")
     return emulator
 
 
 def world_schema(profile: str) -> str:
-    odata = profile == "odata"
+    odata = profile != "dataverse"
     return SCHEMA.format(
         currency_key="ID" if odata else KEYS["transactioncurrencies"],
         account_key="ID" if odata else KEYS["accounts"],

@@ -162,3 +162,24 @@ def test_a_table_changed_under_couplings(world: World, same_ids: bool) -> None:
     world.sql("UPDATE erp_t.customer2 SET city = 'Gent' WHERE no = 'C0001'")
     assert world.counts("CUSTOMER")[("CUSTOMER", "to")]["modified"] == 1
     assert world.remote_one("accounts", "accountnumber eq 'C0001'")["address1_city"] == "Gent"
+
+
+def test_one_table_sent_to_two_entity_sets_is_a_normal_set_up(world: World) -> None:
+    world.sql("INSERT INTO crmsync.integration_table_mappings (name, local_table, "
+              "entity_set, remote_key, direction, sync_only_coupled) VALUES ('UOM', "
+              "'erp_t.currency', 'uomschedules', 'uomscheduleid', 'to_integration', true)")
+    assert _problems(world, "UOM") == []
+    assert _problems(world) == []
+
+
+def test_one_table_sent_twice_to_one_entity_set_is_reported_naming_both(world: World) -> None:
+    world.sql("INSERT INTO crmsync.integration_table_mappings (name, local_table, "
+              "entity_set, remote_key, direction) VALUES ('CURRENCY2', 'erp_t.currency', "
+              "'transactioncurrencies', 'transactioncurrencyid', 'to_integration')")
+    assert _problems(world, "CURRENCY2") == [
+        "mapping CURRENCY2: local_filter: mapping CURRENCY sends erp_t.currency to "
+        "transactioncurrencies too and neither has a filter: each would send the other's "
+        "records; give both filters that exclude each other"]
+    # The finding is check's; neither mapping's run fails because of the other.
+    summaries = {s.mapping: s for s in world.sync()}
+    assert summaries["CURRENCY"].error is None and summaries["CURRENCY2"].error is None

@@ -119,3 +119,27 @@ def test_seven_default_mappings_end_to_end(engine: Engine, crm: EmulatorServer) 
         for p in s.passes:
             assert p.counts["inserted"] + p.counts["modified"] + p.counts["failed"] == 0, s
     assert versions == {s: sorted(r["versionnumber"] for r in remote(crm, s)) for s in versions}
+
+
+def test_a_broken_mapping_beside_the_defaults_stops_none_of_them(
+        engine: Engine, crm: EmulatorServer) -> None:
+    """A mapping whose own configuration is broken fails alone: the seven defaults beside it
+    (one of them on the same table) run, and so do the children of that one."""
+    load_sample_data(engine, customers=10)
+    setup_defaults(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO crmsync.integration_table_mappings (name, local_table, local_key, "
+            "entity_set, remote_key, direction) VALUES ('BAD_M04', 'erp.currency', "
+            "'no_such_column', 'transactioncurrencies', 'transactioncurrencyid', "
+            "'to_integration')"))
+        conn.execute(sa.text(
+            "INSERT INTO crmsync.integration_field_mappings (mapping_name, local_column, "
+            "remote_property) VALUES ('BAD_M04', 'code', 'isocurrencycode')"))
+    sync = SyncEngine(engine, Clients())
+    for _ in range(2):  # and again: the defaults' runs never wait for BAD_M04
+        summaries = {s.mapping: s for s in sync.run_all()}
+        assert "no_such_column" in (summaries["BAD_M04"].error or "")
+        assert {name: summaries[name].error for name in SEED_ORDER} == \
+            dict.fromkeys(SEED_ORDER)
+    assert len(coupled(engine, "CUSTOMER")) == 10

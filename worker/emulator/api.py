@@ -150,8 +150,14 @@ class DataApi:
         return errors.ODataError(status, str(status), f"UNIQUE constraint failed: "
                                                       f"{entity_set.name}.{entity_set.key}")
 
+    def _require_if_match(self, request: Request) -> None:
+        if self.profile.requires_if_match and not request.headers.get("if-match"):
+            raise errors.precondition_required()
+
     def _upsert(self, request: Request, entity_set: EntitySet, ref: EntityRef) -> Response:
         changes = parse_body(entity_set, request.json())
+        if not request.headers.get("if-none-match"):
+            self._require_if_match(request)  # a create-only PATCH has no version to match
         # Resolving an alternate key and writing happen under one lock hold, so two
         # concurrent upserts of the same alternate key cannot both create a record.
         with self.store.lock:
@@ -168,6 +174,7 @@ class DataApi:
 
     def _delete(self, request: Request, entity_set: EntitySet, ref: EntityRef) -> Response:
         key = self._key(entity_set, ref)
+        self._require_if_match(request)
         self.store.delete(entity_set.name, key, if_match=request.headers.get("if-match"))
         return empty_response(204)
 

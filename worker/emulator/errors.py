@@ -71,6 +71,11 @@ def version_mismatch() -> ODataError:
                       "property provided.")
 
 
+def precondition_required() -> ODataError:
+    return ODataError(428, "428", "Precondition required: send If-Match with the record's "
+                                  "ETag to change or delete it.")
+
+
 def change_token_expired() -> ODataError:
     """A ``$deltatoken`` past the change-tracking retention (or not from this service).
 

@@ -43,6 +43,9 @@ class Profile:
     who_am_i: bool = True
     namespace: str = "Microsoft.Dynamics.CRM"
     keeps_microseconds: bool = False  # Dataverse keeps date-times to the second
+    # Optimistic concurrency enforced, as a service whose entities carry an ETag does (SAP
+    # CAP with ``@odata.etag``): an update or delete without If-Match is answered 428.
+    requires_if_match: bool = False
 
     def with_page_size(self, page_size: int | None) -> Profile:
         """This profile with another server page size (None: unchanged)."""
@@ -78,7 +81,9 @@ ODATA = Profile(
     absolute_batch_urls=False, return_representation=False, dataverse_lookups=False,
     alternate_keys=False, change_tracking=False, who_am_i=False, namespace="CrmService",
     keeps_microseconds=True)
-PROFILES: dict[str, Profile] = {p.name: p for p in (DATAVERSE, ODATA)}
+# The generic service with ETags enforced on every write to an existing record.
+ODATA_ETAG = replace(ODATA, name="odata-etag", requires_if_match=True)
+PROFILES: dict[str, Profile] = {p.name: p for p in (DATAVERSE, ODATA, ODATA_ETAG)}
 
 
 def profile_named(name: str | Profile) -> Profile:

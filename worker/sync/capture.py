@@ -124,6 +124,7 @@ class LocalChanges:
     commit_mark: Callable[[Connection], None]
     full_scan: bool
     commit_progress: Callable[[Connection, str], None] = _no_progress
+    resumed: bool = False  # an interrupted pass's snapshot: newer changes wait for the next
 
 
 def collect(conn: Connection, mapping: TableMapping, table: LocalTable,
@@ -160,7 +161,7 @@ def collect(conn: Connection, mapping: TableMapping, table: LocalTable,
         if not resumed:
             mapping_store.save_local_pass_progress(conn, mapping.name, current, None)
         return LocalChanges(table.stream_keys(conn.engine, where, after=done), set(),
-                            commit_mark, True, commit_progress)
+                            commit_mark, True, commit_progress, resumed)
     # Changes visible now and not at the previous read: committed since, whatever their
     # transaction's age. Both snapshots are explicit, so a transaction committing while this
     # query runs is left for the next read instead of being half-counted.
@@ -180,7 +181,7 @@ def collect(conn: Connection, mapping: TableMapping, table: LocalTable,
         # Nothing committed since the previous snapshot: keeping it is exact (the next
         # pass's window just starts there) and costs no write.
         return LocalChanges([], set(), _no_mark, False)
-    return LocalChanges(keys, deleted, commit_mark, False, commit_progress)
+    return LocalChanges(keys, deleted, commit_mark, False, commit_progress, resumed)
 
 
 def _no_mark(conn: Connection) -> None:

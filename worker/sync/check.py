@@ -61,7 +61,9 @@ def check_all(engine: Engine, clients: Clients, *, probe_filters: bool = True) -
 
 
 def check_mapping(engine: Engine, clients: Clients, name: str, *,
-                  probe_filters: bool = False) -> list[Problem]:
+                  probe_filters: bool = False, others: bool = True) -> list[Problem]:
+    """The mapping's problems. ``others``: also the findings that involve another mapping
+    (overlaps), which ``crmsync check`` reports and a run of this mapping never fails on."""
     try:
         mapping = mapping_store.load(engine, name)
     except CrmsyncError as exc:
@@ -78,7 +80,8 @@ def check_mapping(engine: Engine, clients: Clients, name: str, *,
         _check_key(engine, mapping, table, add)
     for f in mapping.fields:
         _check_field(engine, mapping, f, table, remote, add)
-    _check_overlaps(engine, mapping, add)
+    if others:
+        _check_overlaps(engine, mapping, add)
     if probe_filters and mapping.remote_filter and remote is not None:
         try:
             client = clients.get(mapping.connection_name)
@@ -90,7 +93,9 @@ def check_mapping(engine: Engine, clients: Clients, name: str, *,
 
 
 def require_valid(engine: Engine, clients: Clients, name: str) -> None:
-    problems = check_mapping(engine, clients, name)
+    """Raise when the mapping's own configuration is broken: a run depends on its own
+    definition only, never on another mapping's."""
+    problems = check_mapping(engine, clients, name, others=False)
     if problems:
         raise ConfigurationError("; ".join(str(p) for p in problems))
 
@@ -325,18 +330,25 @@ def _coupled_ids_problem(conn: Connection, mapping: TableMapping,
 
 
 def _check_overlaps(engine: Engine, mapping: TableMapping, add) -> None:  # type: ignore[no-untyped-def]
-    """Another enabled mapping reading the same entity set or table with an overlapping
-    filter: each would take the other's records for its own."""
+    """Another enabled mapping that would take this one's records for its own: both send
+    the same local table to the same entity set (each would create its records in the CRM),
+    or both import the same entity set (each would import the other's records), with
+    filters that may overlap. A mapping that syncs only coupled records creates nothing, so
+    it overlaps nothing; one table sent to two entity sets, or two tables to one set, is a
+    normal set-up."""
+    if mapping.sync_only_coupled:
+        return
     with engine.connect() as conn:
         others = conn.execute(sa.text(
-            "SELECT name, connection_name, entity_set, remote_filter, local_table, "
-            "local_filter, direction FROM crmsync.integration_table_mappings "
-            "WHERE enabled AND name <> :n ORDER BY name"), {"n": mapping.name}).mappings().all()
+            "SELECT name, local_table, remote_filter, local_filter, direction "
+            "FROM crmsync.integration_table_mappings WHERE enabled AND name <> :n "
+            "AND NOT sync_only_coupled AND connection_name = :c AND entity_set = :e "
+            "ORDER BY name"),
+            {"n": mapping.name, "c": mapping.connection_name,
+             "e": mapping.entity_set}).mappings().all()
     for other in others:
         reads = Direction(other["direction"])
-        if (mapping.direction.runs(FROM) and reads.runs(FROM)
-                and other["connection_name"] == mapping.connection_name
-                and other["entity_set"] == mapping.entity_set):
+        if (mapping.direction.runs(FROM) and reads.runs(FROM)):
             why = _overlap(mapping.remote_filter, other["remote_filter"], other["name"])
             if why:
                 add("remote_filter", f"mapping {other['name']} reads {mapping.entity_set} "
@@ -347,9 +359,10 @@ def _check_overlaps(engine: Engine, mapping: TableMapping, add) -> None:  # type
             why = _overlap(list(mapping.local_filter) or None, other["local_filter"] or None,
                            other["name"])
             if why:
-                add("local_filter", f"mapping {other['name']} reads {mapping.local_table} "
-                                    f"too and {why}: each would send the other's records; "
-                                    "give both filters that exclude each other")
+                add("local_filter", f"mapping {other['name']} sends {mapping.local_table} to "
+                                    f"{mapping.entity_set} too and {why}: each would send the "
+                                    "other's records; give both filters that exclude each "
+                                    "other")
 
 
 def _overlap(mine: object, theirs: object, other: str) -> str | None:

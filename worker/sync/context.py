@@ -7,19 +7,27 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from worker.remote.batch import OperationResult
 from worker.remote.client import EntitySet, ODataClient
 from worker.sync import couplings as coupling_store
 from worker.sync import joblog
 from worker.sync.local import LocalTable
 from worker.sync.lookups import Lookups
 from worker.sync.model import Coupling, Direction, TableMapping
-from worker.sync.transfer import FieldValue, Plan, new_snapshot, plan_update
+from worker.sync.transfer import (
+    FieldValue,
+    Plan,
+    canonical,
+    new_snapshot,
+    plan_update,
+    settle_pending,
+)
 
 CHUNK = 500
 T = TypeVar("T")
@@ -50,6 +58,10 @@ class PassContext:
     counts: Counter[str] = field(default_factory=Counter)
     _pending: Counter[str] = field(default_factory=Counter)
     _errors: list[joblog.RecordError] = field(default_factory=list)
+    # Local keys of the records that failed in this pass: a fresh pass that follows a
+    # resumed one in the same run leaves them for the next run's retry instead of failing
+    # them twice (which would skip them).
+    failed_keys: set[str] = field(default_factory=set)
     # The local→remote pass decides one chunk while the previous one is recorded on
     # another thread: counters and errors are taken under this lock.
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -74,6 +86,8 @@ class PassContext:
             local_id, remote_id = coupling.local_id, coupling.remote_id
         with self._lock:
             self._pending["failed"] += 1
+            if local_id is not None:
+                self.failed_keys.add(local_id)
             self._errors.append(joblog.RecordError(local_id, remote_id, message, detail,
                                                    remote_record=record))
 
@@ -107,15 +121,37 @@ def plan_coupled(px: PassContext, coupling: Coupling, values: list[FieldValue]) 
         destination_snapshot=coupling.snapshot(destination))
 
 
+def settled(px: PassContext, coupling: Coupling, values: list[FieldValue]) -> Coupling:
+    """The coupling as the decision sees it: when an earlier write's outcome was not
+    recorded, the remote values that write sent count as crmsync's own (``values`` carry the
+    remote side as ``current`` in the local→remote pass, as ``source`` in the other)."""
+    if coupling.pending_values is None:
+        return coupling
+    to = px.direction is Direction.TO_INTEGRATION
+    remote_now = {v.field.key: canonical(v.current if to else v.source) for v in values}
+    return replace(coupling, synced_values=settle_pending(
+        coupling.synced_values, coupling.pending_values, remote_now))
+
+
 def unchanged_snapshot(px: PassContext, coupling: Coupling, values: list[FieldValue],
                        left: set[str]) -> dict[str, Any] | None:
     """The snapshot to store for a record this pass found unchanged; None when the stored
     one is still right (so a run with nothing changed writes nothing)."""
     snapshot = new_snapshot(coupling.synced_values, values, pass_direction=px.direction,
                             written=set(), left=left)
-    if snapshot != coupling.synced_values or coupling.last_result(px.direction) != "success":
+    if snapshot != coupling.synced_values or coupling.last_result(px.direction) != "success" \
+            or coupling.pending_values is not None:
         return snapshot
     return None
+
+
+def write_failure(result: OperationResult) -> str:
+    """The message of a write the service refused."""
+    message = str(result.error) if result.error else f"HTTP {result.status}"
+    if result.status == 428:
+        message += (" (the service requires If-Match with the record's ETag, and its reads "
+                    "gave none: does the entity set return @odata.etag?)")
+    return message
 
 
 def chunks(items: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:

@@ -40,14 +40,16 @@ def by_remote_ids(conn: Connection, mapping: str, ids: Sequence[str]) -> dict[st
 
 def to_retry(conn: Connection, mapping: str, direction: Direction) -> list[Coupling]:
     """Couplings whose last result in this direction failed (and are not skipped), and
-    creates of this direction still in flight: a pass handles them first."""
+    creates of this direction still in flight, and writes whose outcome is not known: a pass
+    handles them first."""
     creating = (CouplingState.CREATING_REMOTE if direction is Direction.TO_INTEGRATION
                 else CouplingState.CREATING_LOCAL)
     rows = conn.execute(sa.text(
         f"""
         SELECT * FROM crmsync.couplings
          WHERE mapping_name = :m AND NOT skipped
-           AND (last_result_{_suffix(direction)} = 'failure' OR state = :creating)
+           AND (last_result_{_suffix(direction)} = 'failure' OR state = :creating
+                OR pending_values IS NOT NULL)
          ORDER BY id
         """), {"m": mapping, "creating": creating.value}).mappings()
     return [Coupling.from_row(r) for r in rows]
@@ -94,6 +96,19 @@ def save_intent_snapshots(conn: Connection, mapping: str,
         """), {"m": mapping, "rows": _rows({"l": k, "s": s} for k, s in snapshots.items())})
 
 
+def save_pending(conn: Connection, pending: Mapping[int, dict[str, Any]]) -> None:
+    """The snapshots the chunk's updates leave when the service applies them (by coupling
+    id), committed before they are sent; the recorded outcome clears them. One statement."""
+    if not pending:
+        return
+    conn.execute(sa.text(
+        """
+        UPDATE crmsync.couplings c SET pending_values = t.p
+          FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(id bigint, p jsonb)
+         WHERE c.id = t.id
+        """), {"rows": _rows({"id": k, "p": v} for k, v in pending.items())})
+
+
 def add_coupled(conn: Connection, mapping: str, local_id: str, remote_id: str) -> int:
     return add_intent(conn, mapping, local_id, remote_id, CouplingState.COUPLED)
 
@@ -121,7 +136,7 @@ def record_successes(conn: Connection, direction: Direction, job_id: int,
                remote_modified_on = COALESCE(t.modified, c.remote_modified_on),
                synced_values = t.snapshot, last_synced_at = now(),
                last_result_{suffix} = 'success', last_job_{suffix} = :job,
-               last_error = NULL, skipped = false
+               last_error = NULL, skipped = false, pending_values = NULL
           FROM jsonb_to_recordset(CAST(:rows AS jsonb))
                AS t(id bigint, version text, modified timestamptz, snapshot jsonb)
          WHERE c.id = t.id
@@ -148,7 +163,7 @@ def record_failure(conn: Connection, coupling: Coupling, direction: Direction, j
         f"""
         UPDATE crmsync.couplings
            SET last_result_{suffix} = 'failure', last_job_{suffix} = :job,
-               last_error = :message, skipped = :skipped
+               last_error = :message, skipped = :skipped, pending_values = NULL
          WHERE id = :id
         """), {"id": coupling.id, "job": job_id, "message": message, "skipped": skipped})
     return skipped

@@ -30,7 +30,9 @@ from worker.sync.context import (
     new_id,
     plan_coupled,
     remote_version,
+    settled,
     unchanged_snapshot,
+    write_failure,
 )
 from worker.sync.local import mark_own_writes
 from worker.sync.model import Coupling, CouplingState, DeletionConflict, Direction, FieldMapping
@@ -216,7 +218,7 @@ class _Chunk:
         self.failures: list[tuple[Coupling | None, dict[str, Any], str, bool]] = []
         self.successes: list[coupling_store.Success] = []
         self.uncouple: list[int] = []
-        self.remote_deletes: list[Coupling] = []
+        self.remote_deletes: list[tuple[Coupling, dict[str, Any]]] = []  # with the record read
 
     def _rid(self, record: dict[str, Any]) -> str:
         return str(record[self.px.mapping.remote_key])
@@ -317,6 +319,7 @@ class _Chunk:
                 row: Any) -> None:
         px = self.px
         values = [replace(v, current=row[v.field.local_column]) for v in values]
+        coupling = settled(px, coupling, values)
         plan = plan_coupled(px, coupling, values)
         if plan.conflicts:
             self._fail(coupling, record, conflict_message(plan.conflicts))
@@ -336,7 +339,7 @@ class _Chunk:
         px = self.px
         policy = px.mapping.deletion_conflict
         if policy is DeletionConflict.PROPAGATE_DELETE:
-            self.remote_deletes.append(coupling)
+            self.remote_deletes.append((coupling, record))
         elif policy is DeletionConflict.REMOVE_COUPLING:
             self.uncouple.append(coupling.id)
             if not px.mapping.sync_only_coupled:
@@ -503,17 +506,25 @@ class _Chunk:
 
     def _delete_remote(self) -> None:
         px = self.px
-        ops = [Operation("delete", px.remote, c.remote_id, ref=n)
-               for n, c in enumerate(self.remote_deletes)]
+        # If-Match with the version this pass read: a record a CRM user changed since is
+        # not deleted by this pass; the next one reads it again.
+        ops = [Operation("delete", px.remote, c.remote_id, etag=r.get("@odata.etag"), ref=n)
+               for n, (c, r) in enumerate(self.remote_deletes)]
         results = px.client.batch(ops)
         with px.engine.begin() as conn:
             for result in results:
-                coupling = self.remote_deletes[result.ref]
+                coupling, record = self.remote_deletes[result.ref]
                 if result.ok:
                     coupling_store.delete(conn, [coupling.id])
                     px.count("deleted")
+                elif result.status == 412:
+                    px.fail(conn, coupling, f"{px.mapping.entity_set}({coupling.remote_id}) "
+                            "changed in the CRM after this pass read it (its ETag no longer "
+                            "matched); not deleted, the next pass reads it again",
+                            transient=True)
                 elif not result.unknown:
-                    px.fail(conn, coupling, str(result.error), transient=result.transient)
+                    px.fail(conn, coupling, write_failure(result),
+                            transient=result.transient)
             px.flush(conn)
         failure = connection_failure(results)
         if failure is not None:

@@ -175,6 +175,9 @@ class Coupling:
     last_result_from: str | None
     last_error: str | None
     skipped: bool
+    # The snapshot an update or delete in flight leaves when the service applies it (its
+    # answer not recorded yet): see transfer.settle_pending.
+    pending_values: Mapping[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Coupling:
@@ -184,7 +187,7 @@ class Coupling:
             remote_version=row["remote_version"], remote_modified_on=row["remote_modified_on"],
             synced_values=row["synced_values"], last_result_to=row["last_result_to"],
             last_result_from=row["last_result_from"], last_error=row["last_error"],
-            skipped=row["skipped"],
+            skipped=row["skipped"], pending_values=row.get("pending_values"),
         )
 
     def last_result(self, pass_direction: Direction) -> str | None:

@@ -33,8 +33,10 @@ from worker.sync.context import (
     new_id,
     plan_coupled,
     remote_version,
+    settled,
     unchanged_snapshot,
     unique,
+    write_failure,
 )
 from worker.sync.local import Unreadable, mark_own_writes
 from worker.sync.lookups import uncoupled_message
@@ -67,6 +69,7 @@ class _Write:
     remote_id: str = ""
     deletes_local: bool = False
     reconciled: bool = False  # a create whose outcome was unknown, compared and completed
+    etag: str | None = None  # the record's version as read: the write's If-Match
 
 
 @dataclass(frozen=True)
@@ -78,12 +81,23 @@ class _Failure:
 
 
 def run(px: PassContext, *, full: bool, max_lengths: dict[str, int]) -> None:
-    mapping = px.mapping
+    """The pass. A pass that resumes an interrupted one (its old snapshot, after its last
+    key done) is followed at once by a fresh one over what was committed since, so that a
+    run after a crash leaves nothing pending."""
     with px.engine.begin() as conn:
-        retry = coupling_store.to_retry(conn, mapping.name, TO)
-        changes = capture.collect(conn, mapping, px.local, px.where, full=full)
+        retry = coupling_store.to_retry(conn, px.mapping.name, TO)
     first = unique(c.local_id for c in retry)
-    done = set(first)
+    while _run_once(px, first, full=full, max_lengths=max_lengths):
+        first, full = [], False
+
+
+def _run_once(px: PassContext, first: list[str], *, full: bool,
+              max_lengths: dict[str, int]) -> bool:
+    """One pass over ``first``, then the local changes (but those that failed earlier in
+    this run: the next run retries them); returns whether it resumed an interrupted pass."""
+    with px.engine.begin() as conn:
+        changes = capture.collect(conn, px.mapping, px.local, px.where, full=full)
+    done = set(first) | px.failed_keys
     work = chain(((chunk, None) for chunk in chunks(first)), (
         (chunk, chunk[-1]) for chunk in chunks(k for k in changes.keys if k not in done)))
     with ChunkPipeline(px.engine, changes.commit_progress) as pipeline:
@@ -94,6 +108,7 @@ def run(px: PassContext, *, full: bool, max_lengths: dict[str, int]) -> None:
             pipeline.send(chunk, progress)
     with px.engine.begin() as conn:
         changes.commit_mark(conn)
+    return changes.resumed
 
 
 def run_records(px: PassContext, keys: list[str], *, force: bool,
@@ -125,6 +140,11 @@ class _Chunk:
         self.restores: list[tuple[int, str]] = []  # (coupling id, new remote id)
         self.restore_locals: list[Coupling] = []
         self.uncouple_quietly: list[int] = []  # already counted
+        self.gone: list[int] = []  # deleted on both sides: only the coupling is left
+        # Writes refused because the record changed since it was read (412 on If-Match):
+        # read again and decided again once; ``second_look``: this chunk is that decision.
+        self.changed: list[_Write] = []
+        self.second_look = False
 
     def run(self) -> None:
         """Synchronize the chunk's records now (no pipeline)."""
@@ -147,8 +167,11 @@ class _Chunk:
                                                              for r in rows.values()])
                        for f in self.fields if f.lookup_mapping and f.local_column}
         # Coupled records are read to compare; creates still in flight from an earlier
-        # pass are read to learn whether the service has them (their answer was lost).
-        remote_ids = [c.remote_id for k, c in cpl.items() if k in rows and not c.skipped
+        # pass are read to learn whether the service has them (their answer was lost);
+        # records whose local row was deleted, for their version (a delete's If-Match).
+        deleting = self.px.mapping.deletion_conflict is DeletionConflict.PROPAGATE_DELETE
+        remote_ids = [c.remote_id for k, c in cpl.items() if not c.skipped
+                      and (k in rows or (deleting and k not in filtered_out))
                       and c.state in (CouplingState.COUPLED, CouplingState.CREATING_REMOTE)]
         current = _by_key(px, px.remote.read_by_keys(remote_ids, select=px.remote_select())
                           if remote_ids else [])
@@ -162,7 +185,7 @@ class _Chunk:
             row = rows.get(key)
             if row is None:
                 if coupling is not None and key not in filtered_out:
-                    self._local_deleted(coupling)
+                    self._local_deleted(coupling, current.get(coupling.remote_id.lower()))
                 continue
             try:
                 values = self._values(row, lookups)
@@ -248,6 +271,7 @@ class _Chunk:
         snapshot (values of an earlier attempt unknown), the ERP's values win."""
         px = self.px
         values = [replace(v, current=_remote_value(record, v.field)) for v in values]
+        coupling = settled(px, coupling, values)
         plan = plan_coupled(px, coupling, values)
         if plan.conflicts:
             self._fail_record(coupling, key, conflict_message(plan.conflicts))
@@ -263,13 +287,18 @@ class _Chunk:
                 self.successes.append(coupling_store.Success(coupling.id, version, None, snapshot))
             return
         self.writes.append(_Write("update", key, coupling, values, set(plan.writes), left,
-                                  coupling.remote_id, reconciled=reconciled))
+                                  coupling.remote_id, reconciled=reconciled,
+                                  etag=record.get("@odata.etag")))
 
-    def _local_deleted(self, coupling: Coupling) -> None:
+    def _local_deleted(self, coupling: Coupling, record: dict[str, Any] | None) -> None:
         policy = self.px.mapping.deletion_conflict
         if policy is DeletionConflict.PROPAGATE_DELETE:
+            if record is None:  # gone from the service too (a delete whose answer was lost)
+                self.gone.append(coupling.id)
+                return
             self.writes.append(_Write("delete", coupling.local_id, coupling, [],
-                                      remote_id=coupling.remote_id))
+                                      remote_id=coupling.remote_id,
+                                      etag=record.get("@odata.etag")))
         elif policy is DeletionConflict.REMOVE_COUPLING:
             self.uncouple.append(coupling.id)
         elif policy is DeletionConflict.RESTORE_RECORDS:
@@ -332,6 +361,7 @@ class _Chunk:
                 px.fail(conn, f.coupling or fresh.get(f.key), f.message, local_id=f.key,
                         transient=f.transient)
             coupling_store.record_successes(conn, TO, px.job_id, self.successes)
+            px.count("deleted", coupling_store.delete(conn, self.gone))
             px.count("uncoupled", coupling_store.delete(conn, self.uncouple))
             coupling_store.delete(conn, self.uncouple_quietly)
             if self.local_deletes:
@@ -343,6 +373,8 @@ class _Chunk:
             px.flush(conn)
         if self.existing:
             self._reconcile_existing()
+        if self.changed:
+            self._decide_again()
         if self.restore_locals:
             from worker.sync.from_remote import restore_local
 
@@ -360,12 +392,19 @@ class _Chunk:
         they are sent: a later pass that finds the record reconciles against them."""
         px = self.px
         creates = {w.key: w for w in self.writes if w.kind == "create"}
-        if not creates and not self.intents:
+        # An update's outcome may be lost too: what it leaves is committed with the
+        # intents, so a later pass recognises the CRM's values as crmsync's own write.
+        pending = {w.coupling.id: new_snapshot(w.coupling.synced_values, w.values,
+                                               pass_direction=TO, written=w.written,
+                                               left=w.left or set())
+                   for w in self.writes if w.kind == "update" and w.coupling is not None}
+        if not creates and not self.intents and not pending and not self.restores:
             return
         snapshots = {key: new_snapshot(None, w.values, pass_direction=TO, written=None,
                                        left=set()) for key, w in creates.items()}
         new = {key for key, _ in self.intents}
         with px.engine.begin() as conn:
+            coupling_store.save_pending(conn, pending)
             coupling_store.add_intents(conn, px.mapping.name, self.intents,
                                        CouplingState.CREATING_REMOTE, snapshots)
             for coupling_id, remote_id in self.restores:
@@ -402,13 +441,33 @@ class _Chunk:
         again.prepare_decided()
         again.finish()
 
+    def _decide_again(self) -> None:
+        """Updates refused because the record changed in the CRM since it was read: read
+        again and decided again, so a field changed on one side flows and a field changed on
+        both is a conflict; never overwritten blindly. A second refusal waits for the next
+        pass."""
+        px = self.px
+        found = _by_key(px, px.remote.read_by_keys([w.remote_id for w in self.changed],
+                                                   select=px.remote_select()))
+        again = _Chunk(px, [], set(), self.max_lengths)
+        again.second_look = True
+        for w in self.changed:
+            assert w.coupling is not None
+            record = found.get(w.remote_id.lower())
+            if record is None:
+                again._remote_deleted(w.coupling, w.key, w.values)
+            else:
+                again._update(w.coupling, w.key, w.values, record, reconciled=w.reconciled)
+        again.prepare_decided()
+        again.finish()
+
     def _operation(self, n: int, w: _Write) -> Operation:
         if w.kind == "delete":
-            return Operation("delete", self.px.remote, w.remote_id, ref=n)
+            return Operation("delete", self.px.remote, w.remote_id, etag=w.etag, ref=n)
         chosen = (w.values if w.written is None
                   else [v for v in w.values if v.field.key in w.written])
         return Operation(w.kind, self.px.remote, w.remote_id, _payload(self.px, chosen,
-                         create=w.kind == "create"), ref=n)
+                         create=w.kind == "create"), etag=w.etag, ref=n)
 
     def _record(self, conn: Connection, w: _Write, result: OperationResult,
                 fresh: dict[str, Coupling]) -> None:
@@ -417,7 +476,17 @@ class _Chunk:
         if result.unknown:
             return  # not confirmed: the intent stays and the next pass reads it back
         if not result.ok:
-            message = str(result.error) if result.error else f"HTTP {result.status}"
+            message = write_failure(result)
+            if result.status == 412 and w.etag is not None and w.kind != "create":
+                if not self.second_look and w.kind == "update":
+                    self.changed.append(w)
+                    return
+                message = (f"{px.mapping.entity_set}({w.remote_id}) changed in the CRM while "
+                           "this pass wrote it (its ETag no longer matched); the next pass "
+                           "reads it again")
+                px.fail(conn, coupling, message, local_id=w.key, remote_id=w.remote_id,
+                        transient=True)
+                return
             if w.kind == "create" and result.transient and coupling is not None:
                 # Some services answer a duplicate key with a 500: whether the record is
                 # there is read, not inferred from the status.

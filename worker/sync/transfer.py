@@ -234,3 +234,29 @@ def new_snapshot(
         else:
             snapshot[dst][key] = canonical(fv.current)
     return snapshot
+
+
+def settle_pending(
+    synced: Mapping[str, Any] | None,
+    pending: Mapping[str, Any] | None,
+    remote_now: Mapping[str, Any],
+) -> Mapping[str, Any] | None:
+    """The snapshot to decide from when an earlier write's outcome was not recorded (its
+    answer lost). ``pending`` is the snapshot that write leaves when the service applies it;
+    ``remote_now`` the remote side's canonical values, by field key. A field whose remote
+    value equals what the write sent takes the pending entries: the value is crmsync's own,
+    not a CRM user's edit, so a later ERP edit simply wins. Any other field keeps its
+    confirmed entries, so a CRM user's edit since is still seen as one."""
+    if not pending:
+        return synced
+    wrote = pending.get(REMOTE) or {}
+    pending_local = pending.get(LOCAL) or {}
+    out: dict[str, dict[str, Any]] = {
+        LOCAL: dict((synced or {}).get(LOCAL) or {}),
+        REMOTE: dict((synced or {}).get(REMOTE) or {})}
+    for key, value in wrote.items():
+        if key in remote_now and remote_now[key] == value:
+            out[REMOTE][key] = value
+            if key in pending_local:
+                out[LOCAL][key] = pending_local[key]
+    return out
