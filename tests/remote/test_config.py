@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from worker.errors import ConfigurationError
-from worker.remote.config import ENTRA_TOKEN_URL, load_connection
+from worker.remote.config import PUBLIC_AUTHORITY, load_connection
 from worker.remote.secrets import Secret
 
 URL = "http://127.0.0.1:8080/api/data/v9.2"
@@ -136,7 +136,7 @@ def test_oauth2_from_environment_with_tenant_default_url_and_scope() -> None:
         "CRMSYNC_CRM_CLIENT_SECRET": "s3cr3t-value",
     })
     assert s.auth == "oauth2"
-    assert s.token_url == ENTRA_TOKEN_URL.format(tenant="contoso.onmicrosoft.com")
+    assert s.uses_entra and s.token_url is None and s.authority == PUBLIC_AUTHORITY
     assert s.scope == "https://contoso.crm4.dynamics.com/.default"
     assert s.client_secret == Secret("s3cr3t-value")
     assert "s3cr3t-value" not in repr(s) and "s3cr3t-value" not in str(s)

@@ -1,6 +1,7 @@
-"""How requests are authorised: no auth, a static bearer token, or an OAuth2 client
-credentials grant (Entra ID v2.0 by default) whose access token is cached, refreshed
-before it expires and re-acquired once when the service answers 401.
+"""How requests are authorised: no auth, a static bearer token, an Entra ID sign-in through
+msal (client secret, certificate or managed identity; see entra.py), or the OAuth2 client
+credentials grant of a generic token endpoint. Every access token is cached, refreshed
+before it expires and re-acquired once when the service answers 401 (tokens.py).
 
 All authenticators are thread-safe. With client credentials exactly one thread fetches a
 token while the others wait for it, and a 401 only discards the token that was refused
@@ -8,17 +9,16 @@ token while the others wait for it, and a 401 only discards the token that was r
 
 from __future__ import annotations
 
-import logging
-import math
-import threading
+import base64
 import time
 from collections.abc import Callable
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import requests
 
 from worker.errors import ConfigurationError
+from worker.remote.certificate import load_client_certificate
 from worker.remote.classify import (
     TRANSIENT_EXCEPTIONS,
     Outcome,
@@ -28,20 +28,12 @@ from worker.remote.classify import (
     parse_retry_after,
     unreachable,
 )
-from worker.remote.config import ConnectionSettings, foreground
+from worker.remote.config import ConnectionSettings, TokenEndpointAuthMethod, foreground
+from worker.remote.entra import EntraApplication, ManagedIdentity
 from worker.remote.errors import RemoteAuthError, origin_of
 from worker.remote.retry import RetryPolicy
 from worker.remote.secrets import Secret, scrub
-
-log = logging.getLogger(__name__)
-
-# Refresh this long before expiry: 10 % of the lifetime, at most 5 minutes.
-REFRESH_FRACTION = 0.1
-REFRESH_MAX_SECONDS = 300.0
-# What an ``expires_in`` is read as: absent, not finite, or outside these bounds.
-DEFAULT_LIFETIME = 3600.0
-MIN_LIFETIME = 60.0
-MAX_LIFETIME = 86400.0
+from worker.remote.tokens import DEFAULT_LIFETIME, RenewingToken, token_lifetime
 
 
 class Authenticator(Protocol):
@@ -87,9 +79,10 @@ class StaticBearer:
         return [self._token.reveal()]
 
 
-class ClientCredentials:
-    """OAuth2 client credentials grant against ``token_url``; the token is cached until
-    shortly before it expires (``min(5 min, 10 % of its lifetime)`` early)."""
+class ClientCredentials(RenewingToken):
+    """OAuth2 client credentials grant against a generic ``token_url``. The secret goes in
+    the form body (``client_secret_post``) or as HTTP Basic (``client_secret_basic``, the
+    method RFC 6749 requires every server to support; the body then holds no secret)."""
 
     def __init__(
         self,
@@ -102,60 +95,48 @@ class ClientCredentials:
         scope: str | None,
         timeout: tuple[float, float],
         policy: RetryPolicy,
+        auth_method: TokenEndpointAuthMethod = "client_secret_post",
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        super().__init__(connection, clock)
         self._session = session
-        self._connection = connection
         self._token_url = token_url
         self._client_id = client_id
         self._client_secret = client_secret
         self._scope = scope
         self._timeout = timeout
         self._policy = policy
-        self._clock = clock
+        self._auth_method = auth_method
         self._sleep = sleep
-        self._lock = threading.Lock()
-        self._token: Secret | None = None
-        self._refresh_at = 0.0
 
-    def authorization(self) -> str | None:
-        with self._lock:
-            if self._token is None or self._clock() >= self._refresh_at:
-                self._token, self._refresh_at = self._fetch()
-            return "Bearer " + self._token.reveal()
+    def _credentials(self) -> list[str]:
+        return [self._client_secret.reveal()]
 
-    def invalidate(self, authorization: str | None) -> bool:
-        with self._lock:
-            if self._token is not None and authorization == "Bearer " + self._token.reveal():
-                self._token = None
-                log.info("access token refused, re-acquiring",
-                         extra={"connection": self._connection})
-        return True
-
-    def secrets(self) -> list[str]:
-        values = [self._client_secret.reveal()]
-        token = self._token
-        if token is not None:
-            values.append(token.reveal())
-        return values
-
-    def _fetch(self) -> tuple[Secret, float]:
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": self._client_id,
-            "client_secret": self._client_secret.reveal(),
-        }
+    def _request(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The form and the headers of a token request."""
+        form = {"grant_type": "client_credentials"}
+        headers = {"Accept": "application/json"}
+        if self._auth_method == "client_secret_basic":
+            # RFC 6749 2.3.1: both parts form-encoded before they are joined and encoded.
+            pair = f"{quote_plus(self._client_id)}:{quote_plus(self._client_secret.reveal())}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        else:
+            form["client_id"] = self._client_id
+            form["client_secret"] = self._client_secret.reveal()
         if self._scope:
             form["scope"] = self._scope
+        return form, headers
+
+    def _fetch(self) -> tuple[Secret, float]:
+        form, headers = self._request()
         attempt = 0
         while True:
             attempt += 1
-            started = self._clock()
             try:
                 response = self._session.post(
                     self._token_url, data=form, timeout=self._timeout,
-                    headers={"Accept": "application/json"}, allow_redirects=False)
+                    headers=headers, allow_redirects=False)
             except TRANSIENT_EXCEPTIONS as exc:
                 delay = None if foreground() and unreachable(exc) else self._policy.delay(attempt)
                 if delay is None:
@@ -170,7 +151,7 @@ class ClientCredentials:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             outcome = classify(response.status_code, retry_after=retry_after)
             if outcome is Outcome.OK:
-                return self._accept(response, started)
+                return self._accept(response)
             delay = None
             if outcome in (Outcome.THROTTLED, Outcome.RETRIABLE):
                 delay = self._policy.delay(attempt, retry_after)
@@ -178,7 +159,7 @@ class ClientCredentials:
                 raise self._refusal(response)
             self._sleep(delay)
 
-    def _accept(self, response: requests.Response, started: float) -> tuple[Secret, float]:
+    def _accept(self, response: requests.Response) -> tuple[Secret, float]:
         try:
             doc = response.json()
             token = doc["access_token"]
@@ -191,10 +172,7 @@ class ClientCredentials:
             raise RemoteAuthError("token endpoint sent an empty access_token",
                                   status=response.status_code, method="POST",
                                   path=_path(self._token_url))
-        margin = min(REFRESH_MAX_SECONDS, REFRESH_FRACTION * lifetime)
-        log.info("access token acquired",
-                 extra={"connection": self._connection, "expires_in": lifetime})
-        return Secret(token), started + lifetime - margin
+        return Secret(token), lifetime
 
     def _refusal(self, response: requests.Response) -> RemoteAuthError:
         code, message = parse_error_body(response.content)
@@ -210,30 +188,23 @@ class ClientCredentials:
                                origin=origin_of(self._token_url))
 
 
-def token_lifetime(expires_in: object) -> float:
-    """``expires_in`` as seconds, clamped to 1 minute - 1 day: 0 or a negative value would
-    fetch a token per request, ``inf`` or ``nan`` never refresh one early. (A token that
-    really dies sooner is renewed at its first 401.)"""
-    if isinstance(expires_in, bool):
-        raise TypeError("expires_in is not a number")
-    lifetime = float(expires_in)  # type: ignore[arg-type]  # ValueError / TypeError: refused
-    if not math.isfinite(lifetime):
-        return DEFAULT_LIFETIME
-    return min(max(lifetime, MIN_LIFETIME), MAX_LIFETIME)
-
 
 def _path(url: str) -> str:
     return urlsplit(url).path or url
 
 
 def authenticator_for(settings: ConnectionSettings, session: requests.Session) -> Authenticator:
-    """The authenticator the settings ask for."""
+    """The authenticator the settings ask for (a certificate is read and checked here)."""
     if settings.auth == "none":
         return NoAuth()
     if settings.auth == "bearer":
         if settings.token is None:
             raise ConfigurationError(f"connection {settings.name!r}: bearer auth needs a token")
         return StaticBearer(settings.token)
+    if settings.auth == "managed_identity":
+        return ManagedIdentity(settings)
+    if settings.uses_entra:
+        return _entra_application(settings)
     if not (settings.client_id and settings.client_secret and settings.token_url):
         raise ConfigurationError(
             f"connection {settings.name!r}: oauth2 auth needs client_id, client_secret "
@@ -247,4 +218,20 @@ def authenticator_for(settings: ConnectionSettings, session: requests.Session) -
         scope=settings.scope,
         timeout=settings.timeout,
         policy=settings.retry_policy,
+        auth_method=settings.token_endpoint_auth_method,
     )
+
+
+def _entra_application(settings: ConnectionSettings) -> EntraApplication:
+    if not (settings.client_id and settings.tenant and settings.scope
+            and (settings.client_secret or settings.client_certificate)):
+        raise ConfigurationError(
+            f"connection {settings.name!r}: oauth2 auth needs client_id, tenant (or "
+            "token_url), a scope and a client secret or certificate")
+    certificate = None
+    if settings.client_certificate is not None:
+        certificate = load_client_certificate(
+            settings.client_certificate, settings.client_certificate_passphrase,
+            settings.source("client_certificate"),
+            settings.source("client_certificate_passphrase"))
+    return EntraApplication(settings, certificate)

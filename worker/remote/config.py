@@ -10,10 +10,15 @@ environment variables (the environment wins), validated into a frozen
     client_id = "11111111-1111-1111-1111-111111111111"
     client_secret_file = "/etc/crmsync/crm-secret"
 
-Secrets (``client_secret``, ``token``) are read from ``CRMSYNC_<NAME>_<SECRET>``, from the
-file named by ``…_FILE`` / ``<secret>_file``, or from the systemd credential
-``$CREDENTIALS_DIRECTORY/<name>_<secret>``; a config file may name a secret file but may
-not hold a secret itself. docs/remote.md lists every setting.
+Secrets (``client_secret``, ``client_certificate`` and its passphrase, ``token``) are read
+from ``CRMSYNC_<NAME>_<SECRET>``, from the file named by ``…_FILE`` / ``<secret>_file``, or
+from the systemd credential ``$CREDENTIALS_DIRECTORY/<name>_<secret>``; a config file may
+name a secret file but may not hold a secret itself. docs/remote.md lists every setting.
+
+Which sign-in a connection uses: ``auth = "oauth2"`` with ``tenant`` signs in to Entra ID
+through msal (a client secret or a certificate); ``auth = "oauth2"`` with ``token_url``
+uses the small generic client (a client secret, in the body or by HTTP Basic);
+``auth = "managed_identity"`` asks the Azure host for a token.
 """
 
 from __future__ import annotations
@@ -33,11 +38,12 @@ from worker.remote.filters import KeyType
 from worker.remote.retry import RetryPolicy
 from worker.remote.secrets import Secret, credential_path, read_secret_file
 
-AuthKind = Literal["none", "bearer", "oauth2"]
+AuthKind = Literal["none", "bearer", "oauth2", "managed_identity"]
+TokenEndpointAuthMethod = Literal["client_secret_post", "client_secret_basic"]
 CreateMethod = Literal["patch", "post"]
 
 DEFAULT_CONNECTION = "crm"
-ENTRA_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
+PUBLIC_AUTHORITY = "login.microsoftonline.com"
 MAX_PAGE_SIZE = 5000
 MAX_BATCH_SIZE = 1000
 
@@ -81,9 +87,13 @@ class ConnectionSettings:
     url: str
     auth: AuthKind = "none"
     tenant: str | None = None
+    authority: str = PUBLIC_AUTHORITY
     token_url: str | None = None
+    token_endpoint_auth_method: TokenEndpointAuthMethod = "client_secret_post"
     client_id: str | None = None
     client_secret: Secret | None = None
+    client_certificate: Secret | None = None
+    client_certificate_passphrase: Secret | None = None
     scope: str | None = None
     token: Secret | None = None
     page_size: int = MAX_PAGE_SIZE
@@ -104,6 +114,19 @@ class ConnectionSettings:
     webhook: bool = False
     webhook_header: str = "x-crmsync-webhook-key"
     webhook_secret: Secret | None = None
+    # Where each setting came from (``CRMSYNC_CRM_CLIENT_ID``, ``crmsync.toml
+    # [connections.crm] tenant``, ``$CREDENTIALS_DIRECTORY/crm_client_secret`` …), so that
+    # an error names the place to fix.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def uses_entra(self) -> bool:
+        """Signs in to Entra ID through msal (a tenant and no explicit token_url)."""
+        return self.auth == "oauth2" and self.token_url is None
+
+    def source(self, key: str) -> str:
+        """Where ``key`` was set, or the environment variable that would set it."""
+        return self.sources.get(key) or env_prefix(self.name) + key.upper()
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -202,6 +225,23 @@ def _http_url(raw: Any, where: str) -> str:
     return (text or "").rstrip("/")
 
 
+def _authority_host(raw: Any, where: str) -> str:
+    """An authority host (``login.microsoftonline.us``), also written as an https URL."""
+    text = (_text(raw, where) or "").rstrip("/")
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.scheme != "https" or parts.path or parts.query or parts.fragment:
+            raise ConfigurationError(
+                f"{where}: expected an authority host such as login.microsoftonline.us "
+                f"(https only, no path), got {raw!r}")
+        text = parts.netloc
+    if not re.fullmatch(r"[A-Za-z0-9.-]+(:\d{1,5})?", text):
+        raise ConfigurationError(
+            f"{where}: expected an authority host such as login.microsoftonline.us, "
+            f"got {raw!r}")
+    return text.lower()
+
+
 def _header_name(raw: Any, where: str) -> str:
     if isinstance(raw, str) and re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", raw.strip()):
         return raw.strip().lower()
@@ -211,9 +251,11 @@ def _header_name(raw: Any, where: str) -> str:
 # setting name -> parser. Secrets are handled apart (see _load_secret).
 _SETTINGS: dict[str, Parser] = {
     "url": _http_url,
-    "auth": _choice("none", "bearer", "oauth2"),
+    "auth": _choice("none", "bearer", "oauth2", "managed_identity"),
     "tenant": _text,
+    "authority": _authority_host,
     "token_url": _http_url,
+    "token_endpoint_auth_method": _choice("client_secret_post", "client_secret_basic"),
     "client_id": _text,
     "scope": _text,
     "page_size": _integer(1, MAX_PAGE_SIZE),
@@ -241,7 +283,8 @@ _DIALECT_SETTINGS: dict[str, Parser] = {
     "key_type": _choice("guid", "string", "int"),
     "annotations": _text,
 }
-_SECRETS = ("client_secret", "token", "webhook_secret")
+_SECRETS = ("client_secret", "client_certificate", "client_certificate_passphrase", "token",
+            "webhook_secret")
 _FILE_KEYS = {"dialect", *_SETTINGS, *_DIALECT_SETTINGS, *(f"{s}_file" for s in _SECRETS)}
 
 
@@ -350,6 +393,7 @@ class _Raw:
         self.env = env
         self.prefix = env_prefix(name)
         self.values: dict[str, tuple[Any, str]] = {}
+        self.sources: dict[str, str] = {}
 
     def read_file(self, path: Path) -> None:
         self.read_document(read_config_file(path), path)
@@ -388,13 +432,16 @@ class _Raw:
         if direct is not None:
             if not str(direct[0]).strip():
                 raise ConfigurationError(f"{direct[1]}: the secret is empty")
+            self.sources[key] = direct[1]
             return Secret(str(direct[0]))
         if from_file is not None:
+            self.sources[key] = f"{from_file[1]} {str(from_file[0])!r}"
             return read_secret_file(Path(str(from_file[0])).expanduser(), from_file[1])
         credential = f"{self.name}_{key}"
         path = credential_path(credential, self.env)
         if path is not None:
-            return read_secret_file(path, f"$CREDENTIALS_DIRECTORY/{credential}")
+            self.sources[key] = f"$CREDENTIALS_DIRECTORY/{credential}"
+            return read_secret_file(path, self.sources[key])
         return None
 
     def build(self) -> ConnectionSettings:
@@ -402,14 +449,14 @@ class _Raw:
         for key, parser in _SETTINGS.items():
             if key in self.values:
                 kwargs[key] = self.parsed(key, parser)
-        kwargs["client_secret"] = self.secret("client_secret")
-        kwargs["token"] = self.secret("token")
-        kwargs["webhook_secret"] = self.secret("webhook_secret")
+                self.sources[key] = self.values[key][1]
+        for key in _SECRETS:
+            kwargs[key] = self.secret(key)
         kwargs["dialect"] = self.dialect()
         if "auth" not in kwargs:
             kwargs["auth"] = ("bearer" if kwargs["token"] else
                               "oauth2" if kwargs.get("client_id") else "none")
-        settings = ConnectionSettings(**kwargs)
+        settings = ConnectionSettings(**kwargs, sources=dict(self.sources))
         return self.check(settings)
 
     def dialect(self) -> Dialect:
@@ -421,10 +468,10 @@ class _Raw:
         return replace(preset, **overrides)
 
     def where(self, key: str) -> str:
-        return self.values[key][1] if key in self.values else self.prefix + key.upper()
+        return self.sources.get(key) or self.prefix + key.upper()
 
     def check(self, s: ConnectionSettings) -> ConnectionSettings:
-        """Rules across settings; fills the derived token URL and scope."""
+        """Rules across settings; fills the derived scope."""
         if s.auth != "none" and not s.allow_http:
             for key in ("url", "token_url"):
                 refuse_plain_http(getattr(s, key), self.where(key), self.where("allow_http"))
@@ -436,29 +483,66 @@ class _Raw:
             raise ConfigurationError(
                 f"{self.where('auth')}: bearer auth needs {self.prefix}TOKEN, "
                 f"{self.prefix}TOKEN_FILE or the credential {self.name}_token")
-        if s.auth != "oauth2":
-            return s
-        if not s.client_id:
-            raise ConfigurationError(f"{self.where('client_id')}: oauth2 auth needs a client id")
-        if s.client_secret is None:
+        if s.client_certificate_passphrase is not None and s.client_certificate is None:
             raise ConfigurationError(
-                f"{self.where('client_secret')}: oauth2 auth needs a client secret "
-                f"({self.prefix}CLIENT_SECRET, {self.prefix}CLIENT_SECRET_FILE or the "
-                f"credential {self.name}_client_secret)")
-        token_url = s.token_url
-        if token_url is None:
-            if not s.tenant:
-                raise ConfigurationError(
-                    f"{self.where('token_url')}: oauth2 auth needs token_url or tenant")
-            if not re.fullmatch(r"[A-Za-z0-9.-]+", s.tenant):
-                raise ConfigurationError(
-                    f"{self.where('tenant')}: expected a tenant id or domain, got {s.tenant!r}")
-            token_url = ENTRA_TOKEN_URL.format(tenant=s.tenant)
+                f"{self.where('client_certificate_passphrase')}: a passphrase without a "
+                f"certificate ({self.prefix}CLIENT_CERTIFICATE_FILE, "
+                f"{self.prefix}CLIENT_CERTIFICATE or the credential "
+                f"{self.name}_client_certificate)")
+        if s.auth == "managed_identity":
+            self.check_managed_identity(s)
+        elif s.auth == "oauth2":
+            self.check_oauth2(s)
+        else:
+            return s
+        if s.tenant is not None and not re.fullmatch(r"[A-Za-z0-9.-]+", s.tenant):
+            raise ConfigurationError(
+                f"{self.where('tenant')}: expected a tenant id or domain, got {s.tenant!r}")
         scope = s.scope
         if scope is None:
             parts = urlsplit(s.url)
             scope = f"{parts.scheme}://{parts.netloc}/.default"
-        return replace(s, token_url=token_url, scope=scope)
+        return replace(s, scope=scope)
+
+    def check_managed_identity(self, s: ConnectionSettings) -> None:
+        for key in ("client_secret", "client_certificate", "token_url"):
+            if getattr(s, key) is not None:
+                raise ConfigurationError(
+                    f"{self.where(key)}: a managed identity signs in without {key}; remove "
+                    "it (client_id names a user-assigned identity)")
+
+    def check_oauth2(self, s: ConnectionSettings) -> None:
+        if not s.client_id:
+            raise ConfigurationError(f"{self.where('client_id')}: oauth2 auth needs a client id")
+        if s.client_secret is not None and s.client_certificate is not None:
+            raise ConfigurationError(
+                f"{self.where('client_certificate')}: set either a client secret "
+                f"({self.where('client_secret')}) or a certificate, not both")
+        secret_sources = (f"{self.prefix}CLIENT_SECRET, {self.prefix}CLIENT_SECRET_FILE or "
+                          f"the credential {self.name}_client_secret")
+        if s.token_url is not None:  # a generic OAuth2 token endpoint: our own client
+            if s.client_certificate is not None:
+                raise ConfigurationError(
+                    f"{self.where('client_certificate')}: a certificate signs in to Entra ID "
+                    "only: set tenant (and authority) instead of token_url")
+            if s.client_secret is None:
+                raise ConfigurationError(
+                    f"{self.where('client_secret')}: oauth2 auth with token_url needs a "
+                    f"client secret ({secret_sources})")
+            return
+        if s.client_secret is None and s.client_certificate is None:
+            raise ConfigurationError(
+                f"{self.where('client_secret')}: oauth2 auth needs a client secret "
+                f"({secret_sources}) or a certificate ({self.prefix}CLIENT_CERTIFICATE_FILE, "
+                f"{self.prefix}CLIENT_CERTIFICATE or the credential "
+                f"{self.name}_client_certificate)")
+        if not s.tenant:
+            raise ConfigurationError(
+                f"{self.where('token_url')}: oauth2 auth needs token_url or tenant")
+        if "token_endpoint_auth_method" in self.sources:
+            raise ConfigurationError(
+                f"{self.where('token_endpoint_auth_method')}: applies to a token_url "
+                "endpoint; Entra ID (tenant) takes the secret or certificate as msal sends it")
 
 
 def refuse_plain_http(url: str | None, where: str, allow_where: str) -> None:
