@@ -84,7 +84,9 @@ class Emulator:
     ``page_size`` as its own page size; ``change_retention``: seconds a change-tracking
     token stays valid (Dataverse's default is 7 days; None: forever); ``change_tracking``:
     True (every set), False, or the names of the sets with change tracking enabled (None:
-    the profile's default); ``webhooks``: receivers called after every write."""
+    the profile's default); ``webhooks``: receivers called after every write; ``auth``: a
+token issuer of the caller's (certificates, managed identities) instead of the one built
+from ``client_id`` / ``client_secret``."""
 
     def __init__(self, *, client_id: str | None = None, client_secret: str | None = None,
                  token_lifetime: float = 3600, sample_users: int = 0,
@@ -93,7 +95,7 @@ class Emulator:
                  change_retention: float | None = DEFAULT_CHANGE_RETENTION,
                  change_tracking: bool | Iterable[str] | None = None,
                  profile: str | Profile = DATAVERSE, page_size: int | None = None,
-                 webhooks: Iterable[Webhook] = ()) -> None:
+                 webhooks: Iterable[Webhook] = (), auth: TokenIssuer | None = None) -> None:
         self.profile = profile_named(profile).with_page_size(page_size)
         self.schema = schema or self.profile.schema()
         tracking = self.profile.change_tracking if change_tracking is None else change_tracking
@@ -105,7 +107,7 @@ class Emulator:
         self.store.add_listener(self._notify)
         self._seeding = False  # sample data is there "before", and calls no webhook
         self.faults = FaultInjector()
-        self.auth = TokenIssuer(client_id, client_secret, token_lifetime)
+        self.auth = auth or TokenIssuer(client_id, client_secret, token_lifetime)
         self.stats = Stats()
         self.sample_users = sample_users
         self.data_file = Path(data_file) if data_file else None
@@ -136,8 +138,9 @@ class Emulator:
             outcome = self._data(request)
             self.stats.record(request.method, path, outcome.response.status)
             return outcome
-        if path.endswith(TOKEN_PATH) and request.method == "POST":
-            return Outcome(self.auth.issue(request.body, request.headers.get("authorization")))
+        signed_in = self.auth.route(request)
+        if signed_in is not None:
+            return Outcome(signed_in)
         if path == "/" and request.method == "GET":
             return Outcome(json_response(200, {
                 "notice": NOTICE, "service_root": request.service_root,

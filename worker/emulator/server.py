@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable
@@ -22,7 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from worker.emulator import errors
 from worker.emulator.app import Emulator, Outcome, Stats
-from worker.emulator.auth import TOKEN_PATH
+from worker.emulator.auth import TOKEN_PATH, TokenIssuer
 from worker.emulator.faults import FaultInjector
 from worker.emulator.paths import SERVICE_PATH
 from worker.emulator.profiles import Profile
@@ -140,7 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.fields.get("host") or f"{self.server.server_name}:{self.server.server_port}"
         request = Request(self.command, unquote(path),
                           dict(parse_qsl(query, keep_blank_values=True)), self.fields, body,
-                          f"http://{host}")
+                          f"{self.server.scheme}://{host}")
         try:
             outcome = self.server.emulator.handle(request)
         except Exception:  # a bug here must answer 500, not kill the connection's thread
@@ -203,6 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
+    scheme = "http"
 
     def __init__(self, address: tuple[str, int], emulator: Emulator) -> None:
         if ":" in address[0]:
@@ -235,7 +237,8 @@ class EmulatorServer:
     ``stop()`` (the command). ``store``, ``faults`` and ``stats`` give tests in-process
     control; ``base_url`` is what a client uses as its service root. ``profile``
     (``"dataverse"`` or ``"odata"``), ``page_size``, ``change_retention``,
-    ``change_tracking`` and ``webhooks`` are ``Emulator``'s."""
+    ``change_tracking``, ``webhooks`` and ``auth`` are ``Emulator``'s. ``tls``: serve
+    https with this context (msal signs in only against an https authority)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
                  client_id: str | None = None, client_secret: str | None = None,
@@ -244,13 +247,17 @@ class EmulatorServer:
                  change_retention: float | None = DEFAULT_CHANGE_RETENTION,
                  change_tracking: bool | Iterable[str] | None = None,
                  profile: str | Profile = "dataverse", page_size: int | None = None,
-                 webhooks: Iterable[Webhook] = ()) -> None:
+                 webhooks: Iterable[Webhook] = (), auth: TokenIssuer | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.emulator = Emulator(client_id=client_id, client_secret=client_secret,
                                  token_lifetime=token_lifetime, sample_users=sample_users,
                                  data_file=data_file, change_retention=change_retention,
                                  change_tracking=change_tracking, profile=profile,
-                                 page_size=page_size, webhooks=webhooks)
+                                 page_size=page_size, webhooks=webhooks, auth=auth)
         self._httpd = _HTTPServer((host, port), self.emulator)
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+            self._httpd.scheme = "https"
         self.host = host
         self.port: int = self._httpd.server_address[1]
         self._thread: threading.Thread | None = None
@@ -261,7 +268,7 @@ class EmulatorServer:
     @property
     def root_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self._httpd.scheme}://{host}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -350,10 +357,11 @@ def start_emulator(host: str = "127.0.0.1", port: int = 0, *, client_id: str | N
                    change_retention: float | None = DEFAULT_CHANGE_RETENTION,
                    change_tracking: bool | Iterable[str] | None = None,
                    profile: str | Profile = "dataverse", page_size: int | None = None,
-                   webhooks: Iterable[Webhook] = ()) -> EmulatorServer:
+                   webhooks: Iterable[Webhook] = (), auth: TokenIssuer | None = None,
+                   tls: ssl.SSLContext | None = None) -> EmulatorServer:
     """An emulator serving from a background thread; ``port=0`` picks a free port."""
     return EmulatorServer(host, port, client_id=client_id, client_secret=client_secret,
                           token_lifetime=token_lifetime, sample_users=sample_users,
                           data_file=data_file, change_retention=change_retention,
                           change_tracking=change_tracking, profile=profile,
-                          page_size=page_size, webhooks=webhooks).start()
+                          page_size=page_size, webhooks=webhooks, auth=auth, tls=tls).start()

@@ -36,7 +36,7 @@ from worker.remote.classify import (
 )
 from worker.remote.config import ConnectionSettings, foreground
 from worker.remote.errors import RemoteAuthError
-from worker.remote.secrets import Secret, scrub
+from worker.remote.secrets import MASK, Secret, scrub
 from worker.remote.tokens import RenewingToken
 
 log = logging.getLogger(__name__)
@@ -209,8 +209,8 @@ class EntraApplication(_MsalToken):
         if code is None or meaning.setting == "credential" and code not in (7000216, 7000218):
             said = _first_sentence(str(result.get("error_description") or ""))
             if said:
-                text += f"; Entra ID says: {said}"
-        return RemoteAuthError(scrub(text, self._credentials()),
+                text += f"; Entra ID says: {scrub(said, self._credentials())}"
+        return RemoteAuthError(_without(text, self._credentials()),
                                code=f"AADSTS{code}" if code else error)
 
     def _discovery_failure(self, exc: ValueError) -> RemoteAuthError:
@@ -262,15 +262,22 @@ class ManagedIdentity(_MsalToken):
 
     def _refusal(self, result: dict[str, Any]) -> RemoteAuthError:
         error = str(result.get("error") or "refused")
-        said = _first_sentence(str(result.get("error_description") or ""))
-        hint = (f"check {self._settings.source('client_id')} (the identity's client id) "
-                "and that the identity is assigned to this host"
-                if self._settings.client_id else
-                "check that this host has a system-assigned identity, or set client_id of "
-                "a user-assigned one")
-        code = entra_code(result)
-        text = f"{self._who()}: {error}" + (f": {said}" if said else "") + f"; {hint}"
-        return RemoteAuthError(scrub(text), code=f"AADSTS{code}" if code else error)
+        said = scrub(_first_sentence(str(result.get("error_description") or "")))
+        # msal reports every refusal of App Service's endpoint as "invalid_scope" with
+        # "<status>, <message>": show the endpoint's own status and message instead.
+        status = re.match(r"(\d{3}), (.*)", said)
+        code: str | None = error
+        if status:
+            code, said = None, f"HTTP {status.group(1)}: {status.group(2).rstrip('.')}"
+        if status and status.group(1) == "401":
+            hint = "IDENTITY_HEADER is not the one the host set for this process"
+        elif self._settings.client_id:
+            hint = (f"check {self._settings.source('client_id')} (the identity's client id) "
+                    "and that the identity is assigned to this host")
+        else:
+            hint = ("check that this host has a system-assigned identity, or set client_id "
+                    "of a user-assigned one")
+        return RemoteAuthError(f"{self._who()}: {said or error}; {hint}", code=code)
 
     def _outage(self, detail: str, attempts: int) -> RemoteAuthError:
         return RemoteAuthError(
@@ -285,6 +292,15 @@ def identity_endpoint() -> str:
         return f"the App Service identity endpoint {os.environ['IDENTITY_ENDPOINT']}"
     host = os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST", IMDS_HOST).rstrip("/")
     return f"the instance metadata service {host}"
+
+
+def _without(text: str, secrets: list[str]) -> str:
+    """``text`` with every known secret value replaced (our own words are not scrubbed by
+    shape: "client secret: the value…" is no credential)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    return text
 
 
 def _first_sentence(description: str) -> str:
