@@ -9,9 +9,11 @@ import time
 import pytest
 import requests
 
+from worker.emulator import start_emulator
 from worker.errors import ConfigurationError
 from worker.remote.auth import ClientCredentials, NoAuth, StaticBearer, authenticator_for
-from worker.remote.config import ConnectionSettings
+from worker.remote.client import ODataClient
+from worker.remote.config import ConnectionSettings, load_connection
 from worker.remote.errors import RemoteAuthError
 from worker.remote.retry import RetryPolicy
 from worker.remote.secrets import Secret
@@ -138,3 +140,28 @@ def test_simple_authenticators_and_factory() -> None:
         authenticator_for(ConnectionSettings("c", url, auth="bearer"), session)
     with pytest.raises(ConfigurationError):
         authenticator_for(ConnectionSettings("c", url, auth="oauth2"), session)
+
+
+def test_client_secret_basic_keeps_the_secret_out_of_the_body() -> None:
+    session = ScriptedSession(grant("t1"))
+    auth = ClientCredentials(
+        session, connection="crm", token_url=TOKEN_URL, client_id="app id",
+        client_secret=Secret("p@ss:word"), scope="s/.default", timeout=(1.0, 2.0),
+        policy=RetryPolicy(max_attempts=1), auth_method="client_secret_basic")
+    assert auth.authorization() == "Bearer t1"
+    sent = session.sent[0]
+    assert sent["data"] == {"grant_type": "client_credentials", "scope": "s/.default"}
+    # RFC 6749 2.3.1: each part form-encoded, then base64 of "id:secret"
+    assert sent["headers"]["Authorization"] == "Basic YXBwK2lkOnAlNDBzcyUzQXdvcmQ="
+
+
+def test_generic_basic_against_the_emulator() -> None:
+    server = start_emulator(client_id="app id", client_secret="p@ss:word")
+    try:
+        env = {"CRMSYNC_CRM_URL": server.base_url, "CRMSYNC_CRM_TOKEN_URL": server.token_url,
+               "CRMSYNC_CRM_CLIENT_ID": "app id", "CRMSYNC_CRM_CLIENT_SECRET": "p@ss:word",
+               "CRMSYNC_CRM_TOKEN_ENDPOINT_AUTH_METHOD": "client_secret_basic"}
+        with ODataClient(load_connection(env=env)) as client:
+            assert list(client.entity_set("accounts", "accountid").read_pages(top=1)) == [[]]
+    finally:
+        server.stop()

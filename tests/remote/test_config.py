@@ -237,3 +237,96 @@ def test_secret_wrapper() -> None:
     assert "hunter2" not in repr({"s": s, "l": [s]})
     with pytest.raises(TypeError):
         pickle.dumps(s)
+
+
+ENTRA = {"CRMSYNC_CRM_URL": "https://contoso.crm4.dynamics.com/api/data/v9.2",
+         "CRMSYNC_CRM_TENANT": "contoso.onmicrosoft.com", "CRMSYNC_CRM_CLIENT_ID": CLIENT}
+
+
+def test_certificate_from_environment_file_or_systemd_credential(tmp_path: Path) -> None:
+    pem = "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n"
+    s = load_connection(env={**ENTRA, "CRMSYNC_CRM_CLIENT_CERTIFICATE": pem})
+    assert s.client_certificate == Secret(pem) and s.client_secret is None
+    assert s.source("client_certificate") == "CRMSYNC_CRM_CLIENT_CERTIFICATE"
+    assert "abc" not in repr(s)
+    cert_file = tmp_path / "crm.pem"
+    cert_file.write_text(pem)
+    path = write(tmp_path, f'[connections.crm]\nclient_certificate_file = "{cert_file}"\n'
+                           'client_certificate_passphrase_file = "/nonexistent"\n')
+    with pytest.raises(ConfigurationError, match="client_certificate_passphrase_file: secret "
+                                                 "file '/nonexistent' does not exist"):
+        load_connection(config_path=path, env=ENTRA)
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "crm_client_certificate").write_text(pem)
+    (creds / "crm_client_certificate_passphrase").write_text("pass\n")
+    s = load_connection(env={**ENTRA, "CREDENTIALS_DIRECTORY": str(creds)})
+    assert s.client_certificate_passphrase == Secret("pass")
+    assert s.source("client_certificate") == "$CREDENTIALS_DIRECTORY/crm_client_certificate"
+
+
+def test_certificate_not_in_the_config_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[connections.crm]\nclient_certificate = "-----BEGIN"\n')
+    with pytest.raises(ConfigurationError, match="must not hold secrets"):
+        load_connection(config_path=path, env=ENTRA)
+
+
+def test_credential_rules() -> None:
+    with pytest.raises(ConfigurationError, match="either a client secret .* or a certificate"):
+        load_connection(env={**ENTRA, "CRMSYNC_CRM_CLIENT_SECRET": "x",
+                             "CRMSYNC_CRM_CLIENT_CERTIFICATE": "y"})
+    with pytest.raises(ConfigurationError, match="CRMSYNC_CRM_CLIENT_CERTIFICATE_FILE"):
+        load_connection(env=ENTRA)  # neither: both ways are named
+    with pytest.raises(ConfigurationError, match="signs in to Entra ID only"):
+        load_connection(env={**ENTRA, "CRMSYNC_CRM_TOKEN_URL": "https://idp.example/token",
+                             "CRMSYNC_CRM_CLIENT_CERTIFICATE": "y"})
+    with pytest.raises(ConfigurationError, match="a passphrase without a certificate"):
+        load_connection(env={**ENTRA, "CRMSYNC_CRM_CLIENT_SECRET": "x",
+                             "CRMSYNC_CRM_CLIENT_CERTIFICATE_PASSPHRASE": "p"})
+    with pytest.raises(ConfigurationError, match="applies to a token_url endpoint"):
+        load_connection(env={**ENTRA, "CRMSYNC_CRM_CLIENT_SECRET": "x",
+                             "CRMSYNC_CRM_TOKEN_ENDPOINT_AUTH_METHOD": "client_secret_basic"})
+
+
+def test_generic_token_endpoint_auth_method() -> None:
+    env = {"CRMSYNC_CRM_URL": URL, "CRMSYNC_CRM_CLIENT_ID": CLIENT,
+           "CRMSYNC_CRM_CLIENT_SECRET": "x", "CRMSYNC_CRM_TOKEN_URL": "https://idp.example/t"}
+    assert load_connection(env=env).token_endpoint_auth_method == "client_secret_post"
+    s = load_connection(env={**env,
+                             "CRMSYNC_CRM_TOKEN_ENDPOINT_AUTH_METHOD": "client_secret_basic"})
+    assert s.token_endpoint_auth_method == "client_secret_basic" and not s.uses_entra
+    with pytest.raises(ConfigurationError, match="expected one of client_secret_post, "
+                                                 "client_secret_basic"):
+        load_connection(env={**env, "CRMSYNC_CRM_TOKEN_ENDPOINT_AUTH_METHOD": "private_key_jwt"})
+
+
+@pytest.mark.parametrize(("raw", "host"), [
+    ("login.microsoftonline.us", "login.microsoftonline.us"),
+    ("https://login.partner.microsoftonline.cn/", "login.partner.microsoftonline.cn"),
+    ("127.0.0.1:8443", "127.0.0.1:8443"),
+])
+def test_authority_host(raw: str, host: str) -> None:
+    s = load_connection(env={**ENTRA, "CRMSYNC_CRM_CLIENT_SECRET": "x",
+                             "CRMSYNC_CRM_AUTHORITY": raw})
+    assert s.authority == host
+
+
+@pytest.mark.parametrize("raw", ["http://login.microsoftonline.com",
+                                 "https://login.microsoftonline.com/tenant", "a b"])
+def test_bad_authority(raw: str) -> None:
+    with pytest.raises(ConfigurationError, match="CRMSYNC_CRM_AUTHORITY: expected an "
+                                                 "authority host"):
+        load_connection(env={**ENTRA, "CRMSYNC_CRM_CLIENT_SECRET": "x",
+                             "CRMSYNC_CRM_AUTHORITY": raw})
+
+
+def test_managed_identity_settings() -> None:
+    env = {"CRMSYNC_CRM_URL": "https://contoso.crm.dynamics.com/api/data/v9.2",
+           "CRMSYNC_CRM_AUTH": "managed_identity"}
+    s = load_connection(env=env)
+    assert s.auth == "managed_identity" and s.client_id is None
+    assert s.scope == "https://contoso.crm.dynamics.com/.default"
+    assert load_connection(env={**env, "CRMSYNC_CRM_CLIENT_ID": CLIENT}).client_id == CLIENT
+    with pytest.raises(ConfigurationError, match="CRMSYNC_CRM_CLIENT_SECRET: a managed "
+                                                 "identity signs in without client_secret"):
+        load_connection(env={**env, "CRMSYNC_CRM_CLIENT_SECRET": "x"})

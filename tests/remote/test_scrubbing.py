@@ -1,18 +1,22 @@
 """Secrets a service echoes back — in any field of an OData error (code, message, details,
-innererror) or in a form body a token endpoint repeats — never reach an error message, and
-so never reach output, logs or job rows. Real HTTP on loopback."""
+innererror) or in a form body a token endpoint repeats (the client secret, the client
+assertion signed with a certificate's key) — never reach an error message or a log record
+(msal's included), and so never reach output, logs or job rows. Real HTTP on loopback."""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import parse_qsl, quote, quote_plus
 
 import pytest
 
+from tests.support import pki
 from worker.remote.config import load_connection
 from worker.remote.errors import RemoteAuthError, RemoteError
 from worker.remote.secrets import scrub
@@ -108,3 +112,92 @@ def test_credentials_by_their_shape() -> None:
     assert scrub("password: hunter2, then") == "password: ***, then"
     assert scrub("token expired") == "token expired"  # words stay
     assert scrub(f"x {json.dumps(SECRET)[1:-1]} y", [SECRET]) == "x *** y"
+
+
+# ----------------------------------------------------------------- Entra ID through msal
+
+class EchoAuthority(BaseHTTPRequestHandler):
+    """An https authority whose token endpoint echoes the form it got (the secret or the
+    client assertion) back: as JSON error text under tenant ``json``, as a plain-text page
+    (no JSON at all) under tenant ``text``."""
+
+    bodies: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        tenant = self.path.split("/")[1]
+        root = f"https://127.0.0.1:{self.server.server_address[1]}/{tenant}"
+        self.answer(200, json.dumps({
+            "token_endpoint": root + "/oauth2/v2.0/token",
+            "authorization_endpoint": root + "/oauth2/v2.0/authorize",
+            "issuer": root + "/v2.0"}).encode())
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+        self.bodies.append(body)
+        if self.path.startswith("/json/"):
+            self.answer(401, json.dumps({
+                "error": "invalid_client", "error_codes": [9999999],
+                "error_description": f"AADSTS9999999: you sent {body}"}).encode())
+        else:
+            self.answer(400, f"could not parse {body}".encode(), "text/plain")
+
+    answer = EchoHandler.answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_authority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    context, bundle = pki.server_tls(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoAuthority)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    EchoAuthority.bodies = []
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("tenant", ["json", "text"])
+@pytest.mark.parametrize("credential", ["secret", "certificate"])
+def test_an_authority_echoing_the_secret_or_the_assertion(
+        echo_authority: str, tenant: str, credential: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    pair = pki.certificate("echo")
+    env = {"CRMSYNC_CRM_URL": "https://127.0.0.1:1/api", "CRMSYNC_CRM_AUTHORITY": echo_authority,
+           "CRMSYNC_CRM_TENANT": tenant, "CRMSYNC_CRM_CLIENT_ID": "client-1",
+           "CRMSYNC_CRM_MAX_RETRIES": "0"}
+    if credential == "secret":
+        env["CRMSYNC_CRM_CLIENT_SECRET"] = SECRET
+    else:
+        pem = tmp_path / "crm.pem"
+        pem.write_text(pair.combined("pass phrase"))
+        env.update({"CRMSYNC_CRM_CLIENT_CERTIFICATE_FILE": str(pem),
+                    "CRMSYNC_CRM_CLIENT_CERTIFICATE_PASSPHRASE": "pass phrase"})
+    transport = Transport(load_connection(env=env))
+    with pytest.raises(RemoteAuthError) as info:
+        transport.send("GET", "https://127.0.0.1:1/api/accounts")
+    sent = dict(parse_qsl(EchoAuthority.bodies[0]))
+    never = [SECRET, "pass phrase", *pair.key_pem.splitlines()[1:-1]]
+    if credential == "certificate":
+        never.append(sent["client_assertion"])
+        never += sent["client_assertion"].split(".")  # not even a part of it
+    texts = [str(info.value), repr(info.value), *(r.getMessage() for r in caplog.records),
+             *(str(r.exc_info[1]) for r in caplog.records if r.exc_info)]
+    for text in texts:
+        for value in never:
+            for form in forms(value):
+                assert form not in text, text
+    assert str(info.value).startswith("connection 'crm' could not sign in" if tenant == "text"
+                                      else "[AADSTS9999999] connection 'crm' could not sign in")
+
+
+def test_credentials_by_their_shape_jwt_and_key() -> None:
+    assertion = "eyJhbGciOiJQUzI1NiJ9.eyJhdWQiOiJ4In0.c2lnbmF0dXJl"
+    assert scrub(f"you sent {assertion} back") == "you sent *** back"
+    pair = pki.certificate("shape")
+    assert scrub(f"file: {pair.key_pem}end") == "file: ***\nend"

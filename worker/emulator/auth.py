@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote_plus
 
 from worker.emulator.assertions import AssertionVerifier
 from worker.emulator.identity import APP_SERVICE_PATH, IMDS_PATH, IdentityEndpoints
@@ -228,7 +228,8 @@ def _basic_credentials(header: str) -> dict[str, str]:
     except (ValueError, IndexError):
         return {}
     client_id, _, secret = decoded.partition(":")
-    return {"client_id": unquote(client_id), "client_secret": unquote(secret)}
+    # RFC 6749 2.3.1: each part is form-encoded ("+" for a space) before joining.
+    return {"client_id": unquote_plus(client_id), "client_secret": unquote_plus(secret)}
 
 
 def _entra_error(status: int, error: str, code: int, description: str) -> Response:

@@ -58,6 +58,8 @@ class _ScrubbingFilter(logging.Filter):
 
 
 def _guard_msal_logs() -> None:
+    """Put the filter on every msal logger there is (msal creates some only when a client
+    is built, so this runs again before each token request)."""
     guard = _ScrubbingFilter()
     names = [name for name in logging.Logger.manager.loggerDict
              if name == "msal" or name.startswith("msal.")]
@@ -119,6 +121,7 @@ class _MsalToken(RenewingToken):
         attempt = 0
         while True:
             attempt += 1
+            _guard_msal_logs()
             try:
                 return call()
             except requests.HTTPError as exc:
@@ -190,7 +193,14 @@ class EntraApplication(_MsalToken):
     def _acquire(self) -> dict[str, Any]:
         app = self._application()
         self._forget()
-        result: dict[str, Any] = app.acquire_token_for_client(scopes=[self._settings.scope])
+        try:
+            result: dict[str, Any] = app.acquire_token_for_client(
+                scopes=[self._settings.scope])
+        except ValueError:  # msal's json.loads of a body that is no JSON (a proxy's page)
+            raise RemoteAuthError(
+                f"{self._who()}: the token endpoint answered something that is not JSON; "
+                f"check {self._settings.source('authority')} (and any proxy between)"
+            ) from None
         return result
 
     def _who(self) -> str:
@@ -250,7 +260,12 @@ class ManagedIdentity(_MsalToken):
 
     def _acquire(self) -> dict[str, Any]:
         self._forget()
-        result: dict[str, Any] = self._client.acquire_token_for_client(resource=self._resource)
+        try:
+            result: dict[str, Any] = self._client.acquire_token_for_client(
+                resource=self._resource)
+        except ValueError:  # msal's json.loads of a body that is no JSON
+            raise RemoteAuthError(
+                f"{self._who()}: the endpoint answered something that is not JSON") from None
         return result
 
     def _who(self) -> str:

@@ -21,6 +21,11 @@ MASK = "***"
 # credential-like key in a form body (``client_secret=…&``), a query, JSON (``"token": "…"``)
 # or prose (``password: …``).
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{4,}")
+# A JWT (a client assertion, an access or id token) wherever it stands, and a PEM block
+# of a private key.
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY"
+                          r"-----|\Z)", re.S)
 _KEYED = re.compile(
     r"(?i)\b(client_secret|client_assertion|assertion|access_token|refresh_token|id_token"
     r"|password|passwd|secret|token|api[_-]?key)"
@@ -37,6 +42,8 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
         for form in {secret, quote_plus(secret), quote(secret, safe=""),
                      json.dumps(secret)[1:-1]}:
             text = text.replace(form, MASK)
+    text = _PRIVATE_KEY.sub(MASK, text)
+    text = _JWT.sub(MASK, text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
     return _KEYED.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
 
