@@ -171,3 +171,23 @@ def test_managed_identity_on_app_service(identity_host: EmulatorServer,
     line = refusal(identity_env(identity_host))
     assert "the App Service identity endpoint http://127.0.0.1:" in line
     assert "stale-header" not in line
+
+
+def test_a_lifetime_too_short_is_clamped(monkeypatch: pytest.MonkeyPatch,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    # A token said to live 30 s is kept 60 s less 10 %: a lifetime of a few seconds
+    # would mean a token request for nearly every data request.
+    caplog.set_level(logging.INFO, logger="worker.remote")
+    host = start_emulator(auth=TokenIssuer(managed_identities=[SYSTEM_ASSIGNED],
+                                           lifetime=30))
+    monkeypatch.delenv("IDENTITY_ENDPOINT", raising=False)
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", host.root_url)
+    try:
+        with ODataClient(load_connection(env=identity_env(host))) as client:
+            accounts = client.entity_set("accounts", "accountid")
+            for _ in range(3):
+                list(accounts.read_pages(top=1))
+    finally:
+        host.stop()
+    acquired = [r for r in caplog.records if r.message == "access token acquired"]
+    assert [getattr(r, "expires_in", None) for r in acquired] == [60.0]

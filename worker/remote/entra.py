@@ -37,7 +37,7 @@ from worker.remote.classify import (
 from worker.remote.config import ConnectionSettings, foreground
 from worker.remote.errors import RemoteAuthError
 from worker.remote.secrets import MASK, Secret, scrub
-from worker.remote.tokens import RenewingToken
+from worker.remote.tokens import DEFAULT_LIFETIME, RenewingToken, token_lifetime
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,9 @@ class _MsalToken(RenewingToken):
         if not isinstance(token, str) or not token:
             raise self._refusal(result)
         try:
-            lifetime = float(result.get("expires_in", 3600))
+            lifetime = token_lifetime(result.get("expires_in", DEFAULT_LIFETIME))
         except (TypeError, ValueError):
-            lifetime = 3600.0
+            lifetime = DEFAULT_LIFETIME
         return Secret(token), lifetime
 
     def _forget(self) -> None:
