@@ -54,7 +54,8 @@ METRIC = re.compile(r"\bcrmsync_[a-z0-9_]+\b")
 TARGET_LABELS = frozenset({"job", "instance"})
 AGGREGATIONS = frozenset({"sum", "min", "max", "avg", "count", "group", "stddev", "stdvar",
                           "topk", "bottomk", "quantile", "count_values"})
-SECRETS = ("client_secret", "token", "webhook_secret")
+SECRETS = ("client_secret", "client_certificate", "client_certificate_passphrase", "token",
+           "webhook_secret")
 
 # (series name -> label names, names of the cluster gauges)
 Scraped = tuple[dict[str, frozenset[str]], frozenset[str]]
