@@ -23,12 +23,14 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_plus
 
-from worker.emulator.assertions import AssertionVerifier
 from worker.emulator.identity import APP_SERVICE_PATH, IMDS_PATH, IdentityEndpoints
 from worker.emulator.protocol import Request, Response, json_response
+
+if TYPE_CHECKING:
+    from worker.emulator.assertions import AssertionVerifier
 
 TOKEN_PATH = "/oauth2/v2.0/token"
 _DISCOVERY = re.compile(r"/([A-Za-z0-9.-]+)/v2\.0/\.well-known/openid-configuration")
@@ -64,8 +66,13 @@ class TokenIssuer:
         self._tokens: dict[str, float] = {}
         self._lock = threading.Lock()
         self.tenants = set(tenants)
-        self.assertions = (AssertionVerifier(client_id, registered)
-                           if client_id is not None and registered else None)
+        self.assertions: AssertionVerifier | None = None
+        if client_id is not None and registered:
+            # Imported only here: PyJWT and cryptography are slow to import, and most
+            # emulators check no certificate.
+            from worker.emulator.assertions import AssertionVerifier
+
+            self.assertions = AssertionVerifier(client_id, registered)
         self.identity = IdentityEndpoints(managed_identities, identity_header, self._grant)
 
     @property

@@ -18,7 +18,6 @@ from urllib.parse import quote_plus, urlsplit
 import requests
 
 from worker.errors import ConfigurationError
-from worker.remote.certificate import load_client_certificate
 from worker.remote.classify import (
     TRANSIENT_EXCEPTIONS,
     Outcome,
@@ -29,7 +28,6 @@ from worker.remote.classify import (
     unreachable,
 )
 from worker.remote.config import ConnectionSettings, TokenEndpointAuthMethod, foreground
-from worker.remote.entra import EntraApplication, ManagedIdentity
 from worker.remote.errors import RemoteAuthError, origin_of
 from worker.remote.retry import RetryPolicy
 from worker.remote.secrets import Secret, scrub
@@ -202,6 +200,10 @@ def authenticator_for(settings: ConnectionSettings, session: requests.Session) -
             raise ConfigurationError(f"connection {settings.name!r}: bearer auth needs a token")
         return StaticBearer(settings.token)
     if settings.auth == "managed_identity":
+        # msal (and cryptography) are imported on first use: they take about half a second
+        # to import, which a command that never signs in to Entra ID need not wait for.
+        from worker.remote.entra import ManagedIdentity
+
         return ManagedIdentity(settings)
     if settings.uses_entra:
         return _entra_application(settings)
@@ -222,7 +224,10 @@ def authenticator_for(settings: ConnectionSettings, session: requests.Session) -
     )
 
 
-def _entra_application(settings: ConnectionSettings) -> EntraApplication:
+def _entra_application(settings: ConnectionSettings) -> Authenticator:
+    from worker.remote.certificate import load_client_certificate
+    from worker.remote.entra import EntraApplication
+
     if not (settings.client_id and settings.tenant and settings.scope
             and (settings.client_secret or settings.client_certificate)):
         raise ConfigurationError(
