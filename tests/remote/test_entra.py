@@ -4,17 +4,22 @@ certificate, a managed identity; and the one line a user sees for each refusal."
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.support import pki
 from worker.emulator import EmulatorServer, start_emulator
 from worker.emulator.auth import TokenIssuer
 from worker.emulator.identity import SYSTEM_ASSIGNED
 from worker.errors import ConfigurationError
+from worker.remote.auth import authenticator_for
 from worker.remote.client import ODataClient
 from worker.remote.config import load_connection
 from worker.remote.errors import RemoteAuthError
@@ -191,3 +196,68 @@ def test_a_lifetime_too_short_is_clamped(monkeypatch: pytest.MonkeyPatch,
         host.stop()
     acquired = [r for r in caplog.records if r.message == "access token acquired"]
     assert [getattr(r, "expires_in", None) for r in acquired] == [60.0]
+
+
+class FlakyAuthority(BaseHTTPRequestHandler):
+    """An https authority whose token endpoint fails once with 503, then grants."""
+
+    posts = 0
+
+    def do_GET(self) -> None:  # noqa: N802
+        root = f"https://127.0.0.1:{self.server.server_address[1]}/{TENANT}"
+        self.answer(200, {"token_endpoint": root + "/oauth2/v2.0/token",
+                          "authorization_endpoint": root + "/oauth2/v2.0/authorize"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        type(self).posts += 1
+        if type(self).posts == 1:
+            self.answer(503, {"error": "temporarily_unavailable"})
+        else:
+            self.answer(200, {"token_type": "Bearer", "expires_in": 3600,
+                              "access_token": "granted-token"})
+
+    def answer(self, status: int, doc: dict[str, object]) -> None:
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_an_authority_outage_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    context, bundle = pki.server_tls(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyAuthority)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    FlakyAuthority.posts = 0
+    try:
+        settings = load_connection(env={
+            "CRMSYNC_CRM_URL": "https://127.0.0.1:1/api", "CRMSYNC_CRM_TENANT": TENANT,
+            "CRMSYNC_CRM_AUTHORITY": f"127.0.0.1:{server.server_address[1]}",
+            "CRMSYNC_CRM_CLIENT_ID": CLIENT_ID, "CRMSYNC_CRM_CLIENT_SECRET": SECRET,
+            "CRMSYNC_CRM_MAX_RETRIES": "1", "CRMSYNC_CRM_RETRY_BASE": "0"})
+        with requests.Session() as session:
+            assert authenticator_for(settings, session).authorization() == "Bearer granted-token"
+        assert FlakyAuthority.posts == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_certificate_near_its_end_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    ending = pki.certificate("ending", valid_until=pki.timedelta(days=10, hours=1))
+    settings = load_connection(env={
+        "CRMSYNC_CRM_URL": "https://127.0.0.1:1/api", "CRMSYNC_CRM_TENANT": TENANT,
+        "CRMSYNC_CRM_CLIENT_ID": CLIENT_ID, "CRMSYNC_CRM_CLIENT_CERTIFICATE": ending.combined()})
+    with requests.Session() as session:
+        authenticator_for(settings, session)  # nothing is sent yet
+    warning = next(r for r in caplog.records if r.message == "client certificate expires soon")
+    assert warning.levelno == logging.WARNING
+    assert getattr(warning, "days_left", None) == 10
+    assert getattr(warning, "setting", None) == "CRMSYNC_CRM_CLIENT_CERTIFICATE"

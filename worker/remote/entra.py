@@ -25,6 +25,7 @@ from typing import Any
 
 import msal  # type: ignore[import-untyped]
 import requests
+from msal.exceptions import MsalServiceError  # type: ignore[import-untyped]
 
 from worker.remote.aadsts import code_in_text, entra_code, meaning_of
 from worker.remote.certificate import ClientCertificate
@@ -124,21 +125,28 @@ class _MsalToken(RenewingToken):
             _guard_msal_logs()
             try:
                 return call()
-            except requests.HTTPError as exc:
-                status = exc.response.status_code if exc.response is not None else None
-                retry_after = (parse_retry_after(exc.response.headers.get("Retry-After"))
-                               if exc.response is not None else None)
+            except (requests.HTTPError, MsalServiceError) as exc:  # a 5xx or 429
+                response = getattr(exc, "response", None)
+                retry_after = (parse_retry_after(response.headers.get("Retry-After"))
+                               if response is not None else None)
                 delay = self._policy.delay(attempt, retry_after)
-                detail = f"HTTP {status}"
+                status = re.search(r"\b([45]\d\d)\b", str(exc))
+                detail = f"HTTP {status.group(1)}" if status else "a server error"
             except TRANSIENT_EXCEPTIONS as exc:
                 delay = None if foreground() and unreachable(exc) else self._policy.delay(attempt)
                 detail = f"{describe_failure(exc)} ({type(exc).__name__})"
+            # msal answers a repeated request from its own memory of a 5xx or 429 for a few
+            # seconds; a fresh client makes our retry policy the one that counts.
+            self._reset()
             if delay is None:
                 raise self._outage(detail, attempt) from None
             self._sleep(delay)
 
     def _acquire(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _reset(self) -> None:
+        """Drop msal's client (built again on the next attempt)."""
 
     def _refusal(self, result: dict[str, Any]) -> RemoteAuthError:
         raise NotImplementedError
@@ -160,6 +168,9 @@ class EntraApplication(_MsalToken):
         self._credential_key = "client_certificate" if certificate else "client_secret"
         if certificate is not None:
             _warn_near_expiry(settings, certificate)
+
+    def _reset(self) -> None:
+        self._app = None
 
     @property
     def authority_url(self) -> str:
@@ -251,12 +262,15 @@ class ManagedIdentity(_MsalToken):
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__(settings, clock=clock, sleep=sleep)
-        identity = (msal.UserAssignedManagedIdentity(client_id=settings.client_id)
-                    if settings.client_id else msal.SystemAssignedManagedIdentity())
-        self._client = msal.ManagedIdentityClient(
-            identity, http_client=self._session, token_cache=self._cache)
+        self._identity = (msal.UserAssignedManagedIdentity(client_id=settings.client_id)
+                          if settings.client_id else msal.SystemAssignedManagedIdentity())
+        self._reset()
         scope = settings.scope or ""
         self._resource = scope.removesuffix("/.default")
+
+    def _reset(self) -> None:
+        self._client = msal.ManagedIdentityClient(
+            self._identity, http_client=self._session, token_cache=self._cache)
 
     def _acquire(self) -> dict[str, Any]:
         self._forget()
