@@ -269,19 +269,21 @@ class ClusterCollector(Collector):
         self.cache_seconds = cache_seconds
         self._cached: list[Any] = []
         self._at = 0.0
+        self._refresh = threading.Lock()  # concurrent scrapes of a stale cache: one read
 
     def describe(self) -> Iterator[Any]:
         return iter(())
 
     def collect(self) -> Iterator[Any]:
-        if time.monotonic() - self._at > self.cache_seconds:
-            try:
-                self._cached = list(self._read())
-            except Exception as exc:  # the scrape must not fail because the database did
-                log.warning("cluster metrics unavailable", extra={"error": str(exc)})
-                self._cached = []
-            self._at = time.monotonic()
-        return iter(self._cached)
+        with self._refresh:
+            if time.monotonic() - self._at > self.cache_seconds:
+                try:
+                    self._cached = list(self._read())
+                except Exception as exc:  # the scrape must not fail because the database did
+                    log.warning("cluster metrics unavailable", extra={"error": str(exc)})
+                    self._cached = []
+                self._at = time.monotonic()
+            return iter(self._cached)
 
     def _read(self) -> Iterator[Any]:
         from worker.sync.capture import pending_change_age

@@ -82,7 +82,7 @@ def address(raw: str, where: str) -> str:
     if not raw.strip():
         return ""
     host, sep, port = raw.strip().rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ConfigurationError(
             f"{where}: expected host:port with a port 0-65535 (or empty: off), got {raw!r}")
     return f"{host or '127.0.0.1'}:{int(port)}"

@@ -22,6 +22,7 @@ import logging
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -75,7 +76,8 @@ class WebhookReceiver:
                  settings: Callable[[str], ConnectionSettings] = load_connection) -> None:
         self.engine = engine
         self._clients = clients
-        self._settings = settings
+        self._cache = SettingsCache(settings)
+        self._warnings = RateLimitedWarnings(log)
         self._queue: queue.Queue[_Wake | None] = queue.Queue(maxsize=10_000)
         self._own_users: dict[str, str | None] = {}
         self.handled = 0  # batches of queued calls the consumer has dealt with
@@ -121,15 +123,16 @@ class WebhookReceiver:
         if settings is None:
             return Answer.of(404, "not found"), None
         if not _authentic(call, settings):
-            log.warning("webhook call refused: bad or missing secret",
-                        extra={"connection": call.connection})
+            self._warnings.warn("webhook call refused: bad or missing secret",
+                                connection=call.connection)
             return Answer.of(401, "bad or missing webhook secret"), None
-        if call.content_length is None or not call.content_length.isdigit():
+        length = call.content_length
+        if length is None or not (length.isascii() and length.isdigit()):
             return Answer.of(411, "Content-Length required"), None
-        if int(call.content_length) > MAX_BODY:
+        if int(length) > MAX_BODY:
             return Answer.of(413, f"body larger than {MAX_BODY} bytes"), None
         try:
-            doc = json.loads(call.read_body(int(call.content_length)))
+            doc = json.loads(call.read_body(int(length)))
         except (ValueError, OSError, RecursionError):
             return Answer.of(400, "body: expected a JSON object"), None
         entity = doc.get("PrimaryEntityName") if isinstance(doc, dict) else None
@@ -143,10 +146,10 @@ class WebhookReceiver:
         if not _NAME.fullmatch(connection):
             return None
         try:
-            settings = self._settings(connection)
+            settings = self._cache.get(connection)
         except ConfigurationError as exc:
-            log.warning("webhook call for a connection whose configuration fails",
-                        extra={"connection": connection, "error": str(exc)})
+            self._warnings.warn("webhook call for a connection whose configuration fails",
+                                connection=connection, error=str(exc))
             return None
         return settings if settings.webhook and settings.webhook_secret is not None else None
 
@@ -199,6 +202,57 @@ class WebhookReceiver:
             woken = pull_forward(conn, names, timedelta(0)) if names else 0
         log.info("webhook: entries woken", extra={
             "connection": connection, "entity": entity, "mappings": names, "entries": woken})
+
+
+class SettingsCache:
+    """Connection settings (and their secrets) kept a few seconds: a flood of calls reads
+    the configuration file and the secret files once per ``seconds``, not once per call.
+    A configuration that fails is remembered the same way."""
+
+    def __init__(self, load: Callable[[str], ConnectionSettings], seconds: float = 5.0,
+                 size: int = 64) -> None:
+        self._load = load
+        self._seconds = seconds
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, ConnectionSettings | ConfigurationError]] = {}
+
+    def get(self, name: str) -> ConnectionSettings:
+        with self._lock:
+            now = time.monotonic()
+            entry = self._entries.get(name)
+            if entry is None or now - entry[0] >= self._seconds:
+                try:
+                    value: ConnectionSettings | ConfigurationError = self._load(name)
+                except ConfigurationError as exc:
+                    value = exc
+                if len(self._entries) >= self._size:  # many names: forget them all
+                    self._entries.clear()
+                entry = self._entries[name] = (now, value)
+        if isinstance(entry[1], ConfigurationError):
+            raise entry[1]
+        return entry[1]
+
+
+class RateLimitedWarnings:
+    """One WARNING per message per ``seconds``; the ones left out are counted in the next
+    (``suppressed``), so a flood of bad calls is visible without flooding the log."""
+
+    def __init__(self, logger: logging.Logger, seconds: float = 60.0) -> None:
+        self._log = logger
+        self._seconds = seconds
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def warn(self, message: str, **fields: object) -> None:
+        with self._lock:
+            now = time.monotonic()
+            at, suppressed = self._last.get(message, (-float("inf"), 0))
+            if now - at < self._seconds:
+                self._last[message] = (at, suppressed + 1)
+                return
+            self._last[message] = (now, 0)
+        self._log.warning(message, extra={**fields, "suppressed": suppressed})
 
 
 @dataclass(frozen=True)

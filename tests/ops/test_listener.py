@@ -1,0 +1,96 @@
+"""The listener's own behaviour on loopback: IPv6 addresses, prometheus_client's exposition
+(gzip, OpenMetrics, ``name[]``), checks kept a second however often they are asked, and one
+database read for any number of concurrent scrapes of a stale cluster cache."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+
+from worker.metrics import ClusterCollector
+from worker.runtime.http import StatusServer
+
+
+def _ok() -> dict[str, bool]:
+    return {"ok": True}
+
+
+@pytest.fixture
+def server() -> Iterator[StatusServer]:
+    status = StatusServer("127.0.0.1:0", _ok, _ok).start()
+    yield status
+    status.stop()
+
+
+def test_an_ipv6_address_is_served() -> None:
+    status = StatusServer("[::1]:0", _ok, _ok).start()
+    try:
+        assert status.url.startswith("http://[::1]:")
+        assert requests.get(f"{status.url}/healthz", timeout=10).json() == {"ok": True}
+    finally:
+        status.stop()
+
+
+def test_metrics_come_with_gzip_openmetrics_and_name_filtering(server: StatusServer) -> None:
+    plain = requests.get(f"{server.url}/metrics", timeout=10,
+                         headers={"Accept-Encoding": "identity"})
+    assert plain.headers["Content-Type"].startswith("text/plain")
+    assert "crmsync_build_info" in plain.text and "crmsync_job_runs_total" in plain.text
+    packed = requests.get(f"{server.url}/metrics", timeout=10, stream=True,
+                          headers={"Accept-Encoding": "gzip"})
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert b"crmsync_build_info" in gzip.decompress(packed.raw.read())
+    open_metrics = requests.get(f"{server.url}/metrics", timeout=10, headers={
+        "Accept": "application/openmetrics-text; version=1.0.0"})
+    assert open_metrics.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert open_metrics.text.rstrip().endswith("# EOF")
+    one = requests.get(f"{server.url}/metrics?name[]=process_virtual_memory_bytes",
+                       timeout=10).text
+    assert "process_virtual_memory_bytes" in one and "crmsync_" not in one
+
+
+def test_healthz_asks_its_checks_about_once_a_second() -> None:
+    calls: list[float] = []
+
+    def health() -> dict[str, bool]:
+        calls.append(time.monotonic())
+        return {"database": True}
+
+    status = StatusServer("127.0.0.1:0", health, _ok).start()
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: requests.get(f"{status.url}/healthz", timeout=30)
+                                    .status_code, range(100)))
+        elapsed = time.monotonic() - started
+    finally:
+        status.stop()
+    assert answers == [200] * 100
+    assert len(calls) <= elapsed + 1  # 100 requests, one check per second at most
+
+
+def test_concurrent_scrapes_of_a_stale_cache_read_the_database_once() -> None:
+    reads: list[int] = []
+    gate = threading.Event()
+
+    class Counting(ClusterCollector):
+        def _read(self) -> Iterator[Any]:
+            reads.append(1)
+            gate.wait(2)  # a slow database: every scrape arrives while this one reads
+            return iter(())
+
+    collector = Counting(engine=None, cache_seconds=60)  # type: ignore[arg-type]
+    with ThreadPoolExecutor(30) as pool:
+        futures = [pool.submit(lambda: list(collector.collect())) for _ in range(30)]
+        time.sleep(0.2)
+        gate.set()
+        for future in futures:
+            future.result()
+    assert reads == [1]
