@@ -83,3 +83,15 @@ def test_a_trickling_server_is_cut_off_at_the_deadline(where: str) -> None:
             pytest.raises(RemoteUnavailable, match="timed out") as caught:
         list(client.entity_set("accounts", "accountid").read())
     assert "read_timeout 2 s" in str(caught.value)
+
+
+def test_a_token_reply_larger_than_the_limit_is_refused() -> None:
+    def respond(handler: Handler, seen: Seen) -> None:
+        handler.raw(200, b'{"access_token": "' + b"t" * (3 << 20) + b'"}',
+                    {"Content-Type": "application/json"})
+
+    with hostile(respond) as crm, client_of(
+            crm, auth="oauth2", client_id="app", client_secret="s3cret",
+            token_url=f"{crm.origin}/token", max_reply_mib=1) as client, \
+            pytest.raises(RemoteProtocolError, match="larger than max_reply_mib 1 MiB"):
+        list(client.entity_set("accounts", "accountid").read())

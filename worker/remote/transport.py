@@ -103,7 +103,29 @@ def new_session(settings: ConnectionSettings) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers.update(BASE_HEADERS)
+    session.hooks["response"].append(_size_limit(settings))
     return session
+
+
+def _size_limit(settings: ConnectionSettings) -> Callable[..., requests.Response]:
+    """A response hook that reads a reply not streamed (a token request made with the same
+    session) under ``max_reply_mib`` too: requests would read it whole right after."""
+
+    def hook(response: requests.Response, *args: object, **kwargs: object) -> requests.Response:
+        if kwargs.get("stream") or response._content_consumed:
+            return response  # Transport reads streamed replies itself (Reply.of)
+        try:
+            body = read_body(response, settings.max_reply_bytes)
+        except ReplyTooLarge:
+            response.close()
+            raise RemoteProtocolError(
+                f"the reply is larger than max_reply_mib {settings.max_reply_mib} MiB",
+                status=response.status_code, method=response.request.method,
+                path=urlsplit(response.url).path, origin=origin_of(response.url)) from None
+        response._content, response._content_consumed = body, True
+        return response
+
+    return hook
 
 
 class Transport:
