@@ -38,9 +38,9 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Connection, Engine
 
 from worker import __version__
+from worker.queue.hooks import RunHooks
 from worker.queue.manager import Claim, Outcome, Rescued
 from worker.queue.models import EntryStatus
-from worker.runtime.hooks import RunHooks
 from worker.sync.model import Direction
 
 log = logging.getLogger(__name__)

@@ -35,6 +35,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--take", choices=("local", "remote"),
                    help="with --record: the ERP's (local) or the CRM's (remote) values win "
                         "every field; settles an update conflict in one step")
+    p.add_argument("--plan", action="store_true",
+                   help="show what the run would do (per mapping and direction, with up to "
+                        "20 examples each) and write nothing: only GET requests reach the CRM")
+    p.add_argument("--json", action="store_true", help="with --plan: as a JSON list")
     p.epilog = ("exit status: 0 everything synced; 1 records failed or a mapping was held "
                 "back (a mapping it depends on failed); 2 configuration error; 3 database "
                 "unreachable or not upgraded; 4 CRM connection failure")
@@ -93,6 +97,12 @@ class _Progress:
 
 
 def _sync(args: argparse.Namespace) -> int:
+    if args.plan:
+        from worker.commands.plan import plan
+
+        return plan(args)
+    if args.json:
+        raise ConfigurationError("--json: only with --plan")
     if args.record is not None:
         return _sync_record(args)
     if args.take:

@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 
-from worker.runtime.hooks import RunHooks
+from worker.queue.hooks import RunHooks
 
 log = logging.getLogger(__name__)
 

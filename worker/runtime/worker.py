@@ -22,9 +22,9 @@ from sqlalchemy.engine import Engine
 from worker import __version__
 from worker.errors import DatabaseError, DatabaseUnavailable, JobError
 from worker.jobs import JobHandler, RunContext
+from worker.queue.hooks import RunHooks
 from worker.queue.manager import Claim, Outcome, QueueManager
 from worker.queue.models import JobKind, RunStatus
-from worker.runtime.hooks import RunHooks
 from worker.runtime.listener import CHANNEL, LOCAL_CHANGE_CHANNEL, Listener
 from worker.runtime.probe import Prober
 from worker.runtime.timers import Timers

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -165,7 +166,19 @@ def collect(conn: Connection, mapping: TableMapping, table: LocalTable,
     # Changes visible now and not at the previous read: committed since, whatever their
     # transaction's age. Both snapshots are explicit, so a transaction committing while this
     # query runs is left for the next read instead of being half-counted.
-    rows = conn.execute(sa.text(
+    rows = _changed(conn, mapping.local_table, previous, current)
+    keys = started(after_done([k for k, _ in rows]))
+    deleted = {k for k, op in rows if op == "D"}
+    if not keys and not resumed:
+        # Nothing committed since the previous snapshot: keeping it is exact (the next
+        # pass's window just starts there) and costs no write.
+        return LocalChanges([], set(), _no_mark, False)
+    return LocalChanges(keys, deleted, commit_mark, False, commit_progress, resumed)
+
+
+def _changed(conn: Connection, table: str, previous: str, current: str) -> list[Any]:
+    """(key, last operation) of the changes visible in ``current`` and not in ``previous``."""
+    return list(conn.execute(sa.text(
         """
         SELECT DISTINCT ON (row_key) row_key, operation
           FROM crmsync.local_changes
@@ -174,14 +187,31 @@ def collect(conn: Connection, mapping: TableMapping, table: LocalTable,
            AND NOT pg_visible_in_snapshot(xid, CAST(:prev AS pg_snapshot))
            AND pg_visible_in_snapshot(xid, CAST(:cur AS pg_snapshot))
          ORDER BY row_key, id DESC
-        """), {"t": mapping.local_table, "prev": previous, "cur": current}).all()
-    keys = started(after_done([k for k, _ in rows]))
-    deleted = {k for k, op in rows if op == "D"}
-    if not keys and not resumed:
-        # Nothing committed since the previous snapshot: keeping it is exact (the next
-        # pass's window just starts there) and costs no write.
-        return LocalChanges([], set(), _no_mark, False)
-    return LocalChanges(keys, deleted, commit_mark, False, commit_progress, resumed)
+        """), {"t": table, "prev": previous, "cur": current}).all())
+
+
+def peek(conn: Connection, mapping: TableMapping, table: LocalTable,
+         where: sa.ColumnElement[bool], *, full: bool) -> tuple[Iterable[str], set[str]]:
+    """The local keys (and deleted keys) the next pass would look at, read only: nothing
+    installed, no snapshot or progress saved (``crmsync sync --plan``). An interrupted pass
+    is followed by a fresh one in the same run, so its keys and those committed since are
+    both included."""
+    if mapping.change_capture == "modified_at":
+        assert mapping.local_modified_column is not None
+        since = None if full or mapping.local_modified_since is None \
+            else mapping.local_modified_since - MODIFIED_AT_OVERLAP
+        found = table.keys_modified_since(conn, mapping.local_modified_column, since, where)
+        return [k for k, _ in found], set()
+    state = _pass_state(conn, mapping)
+    previous, snapshot, done, resumed = state.snapshots(full=full)
+    if full or previous is None or not (state.triggers_ok and mapping.triggers_installed):
+        return table.stream_keys(conn.engine, where, after=done), set()
+    rows = [r for r in _changed(conn, mapping.local_table, previous, snapshot)
+            if done is None or r[0] > done]
+    if resumed:
+        rows += _changed(conn, mapping.local_table, snapshot, state.current)
+    ops = dict(rows)  # a later change of a key wins
+    return sorted(ops), {k for k, op in ops.items() if op == "D"}
 
 
 def _no_mark(conn: Connection) -> None:

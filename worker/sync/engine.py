@@ -128,7 +128,7 @@ class SyncEngine:
                 # Validation runs inside the first pass, so a mapping or connection that
                 # fails it leaves a failed job with the message.
                 validate: Callable[[], None] | None = partial(self._validate, mapping)
-                for direction in _passes(mapping.direction):
+                for direction in passes(mapping.direction):
                     result = self._run_pass(mapping, direction, log_entry_id, full,
                                             check_cancelled, on_progress, validate)
                     validate = None
@@ -188,8 +188,8 @@ class SyncEngine:
 
         with self._exclusive(name):
             require_valid(self.engine, self.clients, name)
-            passes = [take] if take is not None else _passes(mapping.direction)
-            for direction in passes:
+            chosen = [take] if take is not None else passes(mapping.direction)
+            for direction in chosen:
                 force = take is direction
 
                 def work(px: PassContext, direction: Direction = direction,
@@ -238,7 +238,7 @@ class SyncEngine:
         try:
             if validate is not None:
                 validate()
-            px = self._context(mapping, direction, job_id, check_cancelled, on_progress)
+            px = self.context(mapping, direction, job_id, check_cancelled, on_progress)
             if work is not None:
                 work(px)
             elif direction is Direction.TO_INTEGRATION:
@@ -263,7 +263,7 @@ class SyncEngine:
                                               **dict(counts)})
         return PassResult(direction, job_id, counts)
 
-    def _context(self, mapping: TableMapping, direction: Direction, job_id: int,
+    def context(self, mapping: TableMapping, direction: Direction, job_id: int,
                  check_cancelled: Callable[[], None],
                  on_progress: Progress | None) -> PassContext:
         client = self.clients.get(mapping.connection_name)
@@ -299,7 +299,7 @@ class SyncEngine:
                 conn.commit()
 
 
-def _passes(direction: Direction) -> list[Direction]:
+def passes(direction: Direction) -> list[Direction]:
     passes = []
     if direction in (Direction.TO_INTEGRATION, Direction.BIDIRECTIONAL):
         passes.append(Direction.TO_INTEGRATION)

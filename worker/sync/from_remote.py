@@ -28,17 +28,24 @@ from worker.sync.context import (
     RecordFailed,
     chunks,
     new_id,
-    plan_coupled,
     remote_version,
-    settled,
     unchanged_snapshot,
     write_failure,
 )
+from worker.sync.decide import (
+    Action,
+    Kind,
+    Policy,
+    Presence,
+    Seen,
+    decide,
+    proposed_coupling,
+)
 from worker.sync.local import mark_own_writes
-from worker.sync.model import Coupling, CouplingState, DeletionConflict, Direction, FieldMapping
+from worker.sync.matches import match_records
+from worker.sync.model import Coupling, CouplingState, Direction, FieldMapping
 from worker.sync.transfer import (
     FieldValue,
-    conflict_message,
     constant,
     new_snapshot,
     transform,
@@ -143,8 +150,8 @@ def _apply_feed(px: PassContext, link: str | None) -> set[str] | None:
 
 
 def _remote_deleted(px: PassContext, remote_ids: list[str]) -> None:
-    """Records deleted in the CRM, by the mapping's deletion policy."""
-    policy = px.mapping.deletion_conflict
+    """Records deleted in the CRM, by the mapping's deletion policy (``decide.deletion``)."""
+    policy = Policy.of(px.mapping)
     with px.engine.begin() as conn:
         found = coupling_store.by_remote_ids(conn, px.mapping.name, remote_ids)
         lower = {k.lower(): c for k, c in found.items()}
@@ -152,26 +159,33 @@ def _remote_deleted(px: PassContext, remote_ids: list[str]) -> None:
         for c in couplings:
             if c.state is not CouplingState.COUPLED:
                 coupling_store.delete(conn, [c.id])
-            elif policy is DeletionConflict.PROPAGATE_DELETE:
-                mark_own_writes(conn)
-                try:
-                    with conn.begin_nested():  # e.g. rows of other tables still refer to it
-                        px.local.delete(conn, c.local_id)
-                        coupling_store.delete(conn, [c.id])
-                except sa_exc.DBAPIError as exc:
-                    px.fail(conn, c, describe_db_error(exc))
-                    continue
-                px.count("deleted")
-            elif policy is DeletionConflict.REMOVE_COUPLING:
-                coupling_store.delete(conn, [c.id])
-                px.count("uncoupled")
-            elif policy is DeletionConflict.RESTORE_RECORDS:
-                # The next local→remote pass creates it again under a new id.
-                coupling_store.set_remote_id(conn, c.id, new_id(), CouplingState.CREATING_REMOTE)
-            else:
-                px.fail(conn, c, f"the coupled record {px.mapping.entity_set}({c.remote_id}) "
-                                 "was deleted in the CRM; deletion_conflict_resolution is none")
+                continue
+            action = decide(Seen(c.remote_id, c, Presence.ABSENT, Presence.PRESENT),
+                            policy, FROM)
+            _enact_remote_deleted(px, conn, action, c)
         px.flush(conn)
+
+
+def _enact_remote_deleted(px: PassContext, conn: Connection, action: Action,
+                          c: Coupling) -> None:
+    if action.kind is Kind.DELETE:
+        mark_own_writes(conn)
+        try:
+            with conn.begin_nested():  # e.g. rows of other tables still refer to it
+                px.local.delete(conn, c.local_id)
+                coupling_store.delete(conn, [c.id])
+        except sa_exc.DBAPIError as exc:
+            px.fail(conn, c, describe_db_error(exc))
+            return
+        px.count("deleted")
+    elif action.kind is Kind.UNCOUPLE:
+        coupling_store.delete(conn, [c.id])
+        px.count("uncoupled")
+    elif action.kind is Kind.RESTORE:
+        # The next local→remote pass creates it again under a new id.
+        coupling_store.set_remote_id(conn, c.id, new_id(), CouplingState.CREATING_REMOTE)
+    elif action.kind is Kind.FAIL:
+        px.fail(conn, c, action.message)
 
 
 def _drop_vanished_intents(px: PassContext, retry: list[Coupling],
@@ -204,6 +218,23 @@ def run_records(px: PassContext, remote_ids: list[str], *, force: bool) -> int:
     return len(records)
 
 
+def decide_chunk(px: PassContext, records: list[dict[str, Any]], *, count_seen: bool
+                 ) -> tuple[list[Action], list[tuple[str, str]]]:
+    """What the pass would do to these CRM records, read only (``sync --plan``): the
+    actions, and the (local id, remote id) pairs it would couple by matching values."""
+    chunk = _Chunk(px, records, count_seen=count_seen)
+    return chunk.read_and_decide(commit_matches=False), chunk.matched
+
+
+def decide_deleted(px: PassContext, remote_ids: list[str]) -> list[Action]:
+    """What the pass would do about records the CRM's change feed says were deleted."""
+    policy = Policy.of(px.mapping)
+    with px.engine.connect() as conn:
+        found = coupling_store.by_remote_ids(conn, px.mapping.name, remote_ids)
+    return [decide(Seen(c.remote_id, c, Presence.ABSENT, Presence.PRESENT), policy, FROM)
+            for c in found.values() if c.state is CouplingState.COUPLED]
+
+
 class _Chunk:
     def __init__(self, px: PassContext, records: list[dict[str, Any]], *,
                  count_seen: bool = False, force: bool = False) -> None:
@@ -219,138 +250,125 @@ class _Chunk:
         self.successes: list[coupling_store.Success] = []
         self.uncouple: list[int] = []
         self.remote_deletes: list[tuple[Coupling, dict[str, Any]]] = []  # with the record read
+        self.matched: list[tuple[str, str]] = []  # (local id, remote id) coupled by value
+        self._by_rid = {self._rid(r): r for r in records}
 
     def _rid(self, record: dict[str, Any]) -> str:
         return str(record[self.px.mapping.remote_key])
 
     def run(self) -> None:
+        for action in self.read_and_decide(commit_matches=True):
+            self._enact(action)
+        self._apply()
+
+    def read_and_decide(self, *, commit_matches: bool) -> list[Action]:
+        """Read what the chunk's records need (couplings, matches, local rows, lookups) and
+        decide each; ``commit_matches``: couple the records matched by value first (else
+        they are decided as coupled without writing anything)."""
         px = self.px
-        rids = [self._rid(r) for r in self.records]
         with px.engine.connect() as conn:
-            cpl = coupling_store.by_remote_ids(conn, px.mapping.name, rids)
+            cpl = coupling_store.by_remote_ids(conn, px.mapping.name,
+                                               [self._rid(r) for r in self.records])
+        actions: list[Action] = []
         if not self.force:
             # The overlap re-read and the echoes of crmsync's own writes cost nothing more
             # than this: no local read, no lookup, no transaction.
-            seen = [r for r in self.records if _already_synced(cpl.get(self._rid(r)), r)]
-            if self.count_seen:
-                px.count("unchanged", len(seen))
-            if seen:
-                done = {id(r) for r in seen}
-                self.records = [r for r in self.records if id(r) not in done]
+            seen = {id(r) for r in self.records if _already_synced(cpl.get(self._rid(r)), r)}
+            actions = [Action(Kind.NOTHING, self._rid(r), cpl.get(self._rid(r)),
+                              counter="unchanged" if self.count_seen else None)
+                       for r in self.records if id(r) in seen]
+            self.records = [r for r in self.records if id(r) not in seen]
             if not self.records:
-                if seen and self.count_seen:
-                    with px.engine.begin() as conn:
-                        px.flush(conn)
-                return
-        cpl.update(self._match_uncoupled([r for r in self.records if self._rid(r) not in cpl]))
+                return actions
+        cpl.update(self._matched(cpl, commit=commit_matches))
         with px.engine.connect() as conn:
             rows = px.local.fetch(conn, [c.local_id for c in cpl.values()
                                          if c.state is CouplingState.COUPLED])
             reverse = {f.id: px.lookups.to_local(conn, f, [r.get(f.remote_read_name or "")
                                                           for r in self.records])
                        for f in self.fields if f.lookup_mapping}
+        policy = Policy.of(px.mapping)
         for record in self.records:
-            coupling = cpl.get(self._rid(record))
-            if coupling is not None and coupling.skipped and not self.force:
-                px.count("skipped")
-                continue
-            if coupling is not None and self.force:
-                coupling = replace(coupling, synced_values=None)  # every field: CRM wins
-            if coupling is not None and coupling.state is CouplingState.CREATING_REMOTE:
-                continue  # a create of the local→remote pass still in flight: it reconciles
+            seen_record = self._seen(record, cpl.get(self._rid(record)), rows, reverse)
+            actions.append(decide(seen_record, policy, FROM, force=self.force))
+        return actions
+
+    def _seen(self, record: dict[str, Any], coupling: Coupling | None, rows: dict[str, Any],
+              reverse: dict[int, dict[str, object]]) -> Seen:
+        px = self.px
+        row = rows.get(coupling.local_id) if coupling is not None \
+            and coupling.state is CouplingState.COUPLED else None
+        values: list[FieldValue] = []
+        failure: RecordFailed | None = None
+        unreadable = None
+        if not (coupling is not None and coupling.skipped and not self.force):
             try:
                 values = local_values(px, self.fields, record, reverse)
             except RecordFailed as exc:
-                self._fail(coupling, record, str(exc), transient=exc.transient)
-                continue
-            if coupling is None or coupling.state is CouplingState.CREATING_LOCAL:
-                if coupling is None and px.mapping.sync_only_coupled:
-                    px.count("skipped")
-                    continue
-                self.writes.append(_LocalWrite("insert", record, coupling, values,
-                                               coupling.local_id if coupling else None))
-                continue
-            row = rows.get(coupling.local_id)
-            if row is None:
-                self._local_deleted(coupling, record, values)
-                continue
+                failure = exc
+        if row is not None and coupling is not None:
+            values = [replace(v, current=row[v.field.local_column]) for v in values]
             unreadable = unreadable_message(px.mapping.local_table, coupling.local_id, row,
                                             self.fields)
-            if unreadable is not None:
-                self._fail(coupling, record, unreadable)
-                continue
-            self._update(coupling, record, values, row)
-        self._apply()
+        return Seen(self._rid(record), coupling, Presence.PRESENT,
+                    Presence.PRESENT if row is not None else Presence.ABSENT, tuple(values),
+                    str(failure) if failure else None, bool(failure and failure.transient),
+                    etag=record.get("@odata.etag"), unreadable=unreadable,
+                    version=remote_version(record, None))
+
+    def _enact(self, a: Action) -> None:
+        """Turn one decision into the chunk's local writes and records to keep."""
+        px, c = self.px, a.coupling
+        if a.kind in (Kind.NOTHING, Kind.WAIT, Kind.SKIP):
+            if a.counter:
+                px.count(a.counter)
+            return
+        record, values = self._by_rid[a.key], list(a.values)
+        if a.kind is Kind.FAIL:
+            self._fail(c, record, a.message, transient=a.transient)
+        elif a.kind is Kind.CREATE:
+            self.writes.append(_LocalWrite("insert", record, c, values,
+                                           c.local_id if c else None))
+        elif a.kind is Kind.UPDATE and c is not None:
+            self.writes.append(_LocalWrite("update", record, c, values, c.local_id,
+                                           set(a.written or ()), set(a.left)))
+        elif a.kind is Kind.UNCHANGED and c is not None:
+            px.count("unchanged")
+            snapshot = unchanged_snapshot(px, c, values, set(a.left))
+            if snapshot is not None:
+                self.successes.append(self._success(c, record, snapshot))
+        elif a.kind is Kind.DELETE_SOURCE and c is not None:
+            self.remote_deletes.append((c, record))
+        elif a.kind is Kind.UNCOUPLE and c is not None:
+            self.uncouple.append(c.id)
+            if a.then_create:
+                self.writes.append(_LocalWrite("insert", record, None, values, None))
+        elif a.kind is Kind.RECREATE and c is not None:
+            self.writes.append(_LocalWrite("restore", record, c, values, c.local_id))
 
     # -- decisions -----------------------------------------------------------------------
-    def _match_uncoupled(self, records: list[dict[str, Any]]) -> dict[str, Coupling]:
+    def _matched(self, cpl: dict[str, Coupling], *, commit: bool) -> dict[str, Coupling]:
         """Match-based coupling of records with no counterpart yet (when the mapping would
-        create one): a unique local match on the use-for-matching fields is coupled instead
-        of creating a duplicate."""
+        create one): a unique local match by ``decide.match_key`` is coupled instead of
+        creating a duplicate. ``commit``: the couplings are written (else made up, for a
+        plan)."""
         px = self.px
+        records = [r for r in self.records if self._rid(r) not in cpl]
         fields = px.mapping.match_fields
         if not records or not fields or px.mapping.sync_only_coupled:
             return {}
-        first = fields[0]
-        assert first.local_column and first.remote_property
+        with px.engine.connect() as conn:
+            self.matched = match_records(conn, px.local, px.mapping.name, fields, records,
+                                         self._rid)
+        if not self.matched or not commit:
+            return {rid: proposed_coupling(px.mapping.name, lid, rid)
+                    for lid, rid in self.matched}
         with px.engine.begin() as conn:
-            found = px.local.find_by(conn, first.local_column,
-                                     [r.get(first.remote_property) for r in records
-                                      if r.get(first.remote_property) not in (None, "")],
-                                     first.case_sensitive_matching)
-            taken = set(coupling_store.by_local_ids(
-                conn, px.mapping.name, [k for keys in found.values() for k in keys]))
-            matched: list[tuple[str, str]] = []
-            for record in records:
-                value = record.get(first.remote_property)
-                if value in (None, ""):
-                    continue
-                lookup = value if first.case_sensitive_matching else str(value).lower()
-                keys = [k for k in found.get(lookup, []) if k not in taken]
-                if len(keys) == 1:
-                    matched.append((keys[0], self._rid(record)))
-                    taken.add(keys[0])
-            for local_id, remote_id in matched:
+            for local_id, remote_id in self.matched:
                 coupling_store.add_coupled(conn, px.mapping.name, local_id, remote_id)
-            px.count("coupled", len(matched))
-            return coupling_store.by_remote_ids(conn, px.mapping.name, [r for _, r in matched])
-
-    def _update(self, coupling: Coupling, record: dict[str, Any], values: list[FieldValue],
-                row: Any) -> None:
-        px = self.px
-        values = [replace(v, current=row[v.field.local_column]) for v in values]
-        coupling = settled(px, coupling, values)
-        plan = plan_coupled(px, coupling, values)
-        if plan.conflicts:
-            self._fail(coupling, record, conflict_message(plan.conflicts))
-            return
-        left = {f.key for f in plan.left_for_other_pass}
-        if not plan.writes:
-            px.count("unchanged")
-            snapshot = unchanged_snapshot(px, coupling, values, left)
-            if snapshot is not None:
-                self.successes.append(self._success(coupling, record, snapshot))
-            return
-        self.writes.append(_LocalWrite("update", record, coupling, values, coupling.local_id,
-                                       set(plan.writes), left))
-
-    def _local_deleted(self, coupling: Coupling, record: dict[str, Any],
-                       values: list[FieldValue]) -> None:
-        px = self.px
-        policy = px.mapping.deletion_conflict
-        if policy is DeletionConflict.PROPAGATE_DELETE:
-            self.remote_deletes.append((coupling, record))
-        elif policy is DeletionConflict.REMOVE_COUPLING:
-            self.uncouple.append(coupling.id)
-            if not px.mapping.sync_only_coupled:
-                self.writes.append(_LocalWrite("insert", record, None, values, None))
-        elif policy is DeletionConflict.RESTORE_RECORDS:
-            self.writes.append(_LocalWrite("restore", record, coupling, values,
-                                           coupling.local_id))
-        else:
-            self._fail(coupling, record,
-                       f"the coupled local record {px.mapping.local_table} {coupling.local_id} "
-                       "was deleted; deletion_conflict_resolution is none")
+            px.count("coupled", len(self.matched))
+            return coupling_store.by_remote_ids(conn, px.mapping.name,
+                                                [r for _, r in self.matched])
 
     def _fail(self, coupling: Coupling | None, record: dict[str, Any], message: str, *,
               transient: bool = False) -> None:

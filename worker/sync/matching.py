@@ -15,9 +15,9 @@ from worker.errors import ConfigurationError
 from worker.sync import couplings as coupling_store
 from worker.sync import joblog
 from worker.sync.context import PassContext, chunks
+from worker.sync.decide import match_key
 from worker.sync.engine import SyncEngine
-from worker.sync.model import Direction, FieldMapping
-from worker.sync.transfer import canonical
+from worker.sync.model import Direction
 
 
 @dataclass
@@ -29,15 +29,6 @@ class MatchResult:
     job_id: int | None = None
 
 
-def _norm(f: FieldMapping, value: Any) -> Any:
-    value = canonical(value)
-    if isinstance(value, str):
-        value = value.strip()
-        if not f.case_sensitive_matching:
-            value = value.lower()
-    return value
-
-
 def couple_by_match(sync: SyncEngine, name: str, *, create_missing: bool = False) -> MatchResult:
     from worker.sync import mappings as mapping_store
 
@@ -47,7 +38,7 @@ def couple_by_match(sync: SyncEngine, name: str, *, create_missing: bool = False
         raise ConfigurationError(
             f"mapping {name}: no field mapping has use_for_matching set")
     job_id = joblog.start(sync.engine, name, Direction.TO_INTEGRATION, None, "coupling")
-    px = sync._context(mapping, Direction.TO_INTEGRATION, job_id, lambda: None, None)
+    px = sync.context(mapping, Direction.TO_INTEGRATION, job_id, lambda: None, None)
     result = MatchResult(job_id=job_id)
     with sync.engine.connect() as conn:
         coupled_remote = set(conn.scalars(sa.text(
@@ -62,8 +53,8 @@ def couple_by_match(sync: SyncEngine, name: str, *, create_missing: bool = False
         rid = str(record[mapping.remote_key])
         if rid.lower() in coupled_remote:
             continue
-        values = tuple(_norm(f, record.get(f.remote_property or "")) for f in fields)
-        if all(v is None for v in values):
+        values = match_key(fields, [record.get(f.remote_property or "") for f in fields])
+        if values is None:
             continue
         index.setdefault(values, []).append(rid)
     taken: set[str] = set()
@@ -71,8 +62,8 @@ def couple_by_match(sync: SyncEngine, name: str, *, create_missing: bool = False
         key = str(row[px.local.key.name])
         if key in coupled_local:
             continue
-        values = tuple(_norm(f, row[f.local_column]) for f in fields if f.local_column)
-        candidates = [r for r in index.get(values, []) if r not in taken]
+        values = match_key(fields, [row[str(f.local_column)] for f in fields])
+        candidates = [r for r in index.get(values, []) if r not in taken] if values else []
         if len(candidates) == 1:
             result.coupled.append((key, candidates[0]))
             taken.add(candidates[0])

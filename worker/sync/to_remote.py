@@ -23,7 +23,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from worker.remote.batch import Kind, Operation, OperationResult, connection_failure
+from worker.remote.batch import Kind as WriteKind
+from worker.remote.batch import Operation, OperationResult, connection_failure
 from worker.sync import capture, metadata
 from worker.sync import couplings as coupling_store
 from worker.sync.context import (
@@ -31,13 +32,12 @@ from worker.sync.context import (
     RecordFailed,
     chunks,
     new_id,
-    plan_coupled,
     remote_version,
-    settled,
     unchanged_snapshot,
     unique,
     write_failure,
 )
+from worker.sync.decide import Action, Kind, Policy, Presence, Seen, decide, update
 from worker.sync.local import Unreadable, mark_own_writes
 from worker.sync.lookups import uncoupled_message
 from worker.sync.metadata import PropertyInfo
@@ -45,7 +45,6 @@ from worker.sync.model import Coupling, CouplingState, DeletionConflict, Directi
 from worker.sync.pipeline import ChunkPipeline
 from worker.sync.transfer import (
     FieldValue,
-    conflict_message,
     constant,
     new_snapshot,
     transform,
@@ -60,7 +59,7 @@ TO = Direction.TO_INTEGRATION
 class _Write:
     """A remote write waiting for its result."""
 
-    kind: Kind
+    kind: WriteKind
     key: str
     coupling: Coupling | None
     values: list[FieldValue]
@@ -119,6 +118,11 @@ def run_records(px: PassContext, keys: list[str], *, force: bool,
     _Chunk(px, keys, set(), max_lengths, force=force).run()
 
 
+def decide_chunk(px: PassContext, keys: list[str], max_lengths: dict[str, int]) -> list[Action]:
+    """What the pass would do to these local records, read only (``sync --plan``)."""
+    return _Chunk(px, keys, set(), max_lengths).read_and_decide()
+
+
 class _Chunk:
     def __init__(self, px: PassContext, keys: list[str], deleted: set[str],
                  max_lengths: dict[str, int], *, force: bool = False) -> None:
@@ -135,11 +139,10 @@ class _Chunk:
         # then reconciled when the service has the record, else failed with the message.
         self.existing: list[tuple[_Write, str | None]] = []
         self.successes: list[coupling_store.Success] = []
-        self.uncouple: list[int] = []
+        self.uncouple: list[int] = []  # already counted
         self.local_deletes: list[tuple[str, int]] = []
         self.restores: list[tuple[int, str]] = []  # (coupling id, new remote id)
         self.restore_locals: list[Coupling] = []
-        self.uncouple_quietly: list[int] = []  # already counted
         self.gone: list[int] = []  # deleted on both sides: only the coupling is left
         # Writes refused because the record changed since it was read (412 on If-Match):
         # read again and decided again once; ``second_look``: this chunk is that decision.
@@ -157,6 +160,12 @@ class _Chunk:
         self._commit_intents()
 
     def _decide(self) -> None:
+        for action in self.read_and_decide():
+            self._enact(action)
+
+    def read_and_decide(self) -> list[Action]:
+        """Read the chunk (local rows, couplings, lookups, the coupled CRM records: GET
+        requests only) and decide each record; nothing is written."""
         px = self.px
         with px.engine.connect() as conn:
             rows = px.local.fetch(conn, self.keys, px.where)
@@ -169,42 +178,90 @@ class _Chunk:
         # Coupled records are read to compare; creates still in flight from an earlier
         # pass are read to learn whether the service has them (their answer was lost);
         # records whose local row was deleted, for their version (a delete's If-Match).
-        deleting = self.px.mapping.deletion_conflict is DeletionConflict.PROPAGATE_DELETE
+        deleting = px.mapping.deletion_conflict is DeletionConflict.PROPAGATE_DELETE
         remote_ids = [c.remote_id for k, c in cpl.items() if not c.skipped
                       and (k in rows or (deleting and k not in filtered_out))
                       and c.state in (CouplingState.COUPLED, CouplingState.CREATING_REMOTE)]
         current = _by_key(px, px.remote.read_by_keys(remote_ids, select=px.remote_select())
                           if remote_ids else [])
-        for key in self.keys:
-            coupling = cpl.get(key)
-            if coupling is not None and coupling.skipped and not self.force:
-                px.count("skipped")
-                continue
-            if coupling is not None and self.force:
-                coupling = replace(coupling, synced_values=None)  # every field: ERP wins
-            row = rows.get(key)
-            if row is None:
-                if coupling is not None and key not in filtered_out:
-                    self._local_deleted(coupling, current.get(coupling.remote_id.lower()))
-                continue
+        policy = Policy.of(px.mapping)
+        return [decide(self._seen(key, cpl.get(key), rows.get(key), key in filtered_out,
+                                  current, lookups), policy, TO, force=self.force)
+                for key in self.keys]
+
+    def _seen(self, key: str, coupling: Coupling | None, row: Any, out_of_scope: bool,
+              current: dict[str, dict[str, Any]], lookups: dict[int, dict[str, str]]) -> Seen:
+        record = current.get(coupling.remote_id.lower()) if coupling else None
+        source = Presence.PRESENT if row is not None else (
+            Presence.OUT_OF_SCOPE if out_of_scope else Presence.ABSENT)
+        values: list[FieldValue] = []
+        failure: RecordFailed | None = None
+        if row is not None and not (coupling is not None and coupling.skipped
+                                    and not self.force):
             try:
                 values = self._values(row, lookups)
             except RecordFailed as exc:
-                self._fail_record(coupling, key, str(exc), transient=exc.transient)
-                continue
-            record = current.get(coupling.remote_id.lower()) if coupling else None
-            if coupling is not None and coupling.state is CouplingState.CREATING_REMOTE \
-                    and record is not None:
-                self._update(coupling, key, values, record, reconciled=True)
-                continue
-            if coupling is None or coupling.state is CouplingState.CREATING_REMOTE:
-                self._create(coupling, key, values)
-                continue
-            if record is None:
-                self._remote_deleted(coupling, key, values)
-                continue
-            self._update(coupling, key, values, record)
+                failure = exc
+        if record is not None:
+            values = [replace(v, current=_remote_value(record, v.field)) for v in values]
+        return Seen(key, coupling, source,
+                    Presence.PRESENT if record is not None else Presence.ABSENT,
+                    tuple(values), str(failure) if failure else None,
+                    bool(failure and failure.transient),
+                    etag=record.get("@odata.etag") if record else None,
+                    version=remote_version(record, None))
 
+    def _enact(self, action: Action, record_version: str | None = None) -> None:
+        """Turn one decision into the chunk's writes, intents and records to keep."""
+        px, a, c = self.px, action, action.coupling
+        if a.kind is Kind.SKIP:
+            px.count("skipped")
+        elif a.kind is Kind.FAIL:
+            self._fail_record(c, a.key, a.message, transient=a.transient)
+        elif a.kind is Kind.CREATE:
+            self._create(c, a.key, list(a.values))
+        elif a.kind is Kind.UPDATE:
+            assert c is not None and a.written is not None
+            self.writes.append(_Write("update", a.key, c, list(a.values), set(a.written),
+                                      set(a.left), c.remote_id, reconciled=a.reconciled,
+                                      etag=a.etag))
+        elif a.kind is Kind.UNCHANGED:
+            assert c is not None and a.counter is not None
+            px.count(a.counter)
+            snapshot = unchanged_snapshot(px, c, list(a.values), set(a.left))
+            if snapshot is not None:
+                # With remote changes left for the remote→local pass, the stored version
+                # stays old so that pass does not take the record for an echo.
+                version = None if a.left else a.version
+                self.successes.append(coupling_store.Success(c.id, version, None, snapshot))
+        elif c is not None:
+            self._enact_deletion(a, c)
+
+    def _enact_deletion(self, a: Action, c: Coupling) -> None:
+        if a.kind is Kind.DELETE:
+            self.writes.append(_Write("delete", a.key, c, [], remote_id=c.remote_id,
+                                      etag=a.etag))
+        elif a.kind is Kind.GONE:
+            self.gone.append(c.id)
+        elif a.kind is Kind.DELETE_SOURCE:
+            self.local_deletes.append((a.key, c.id))
+        elif a.kind is Kind.UNCOUPLE:
+            self.px.count("uncoupled")
+            if not a.then_create:
+                self.uncouple.append(c.id)
+                return
+            # Uncoupled and, as an uncoupled record of this mapping, created anew: the
+            # coupling row is reused for the new record's intent.
+            self._recreate(a, c)
+        elif a.kind is Kind.RECREATE:
+            self._recreate(a, c)
+        elif a.kind is Kind.RESTORE:
+            self.restore_locals.append(c)
+
+    def _recreate(self, a: Action, c: Coupling) -> None:
+        remote_id = new_id()
+        self.restores.append((c.id, remote_id))
+        self.writes.append(_Write("create", a.key, c, list(a.values), None, set(), remote_id))
 
     # -- decisions -----------------------------------------------------------------------
     def _values(self, row: Any, lookups: dict[int, dict[str, str]]) -> list[FieldValue]:
@@ -262,78 +319,6 @@ class _Chunk:
             remote_id = coupling.remote_id
         self.writes.append(_Write("create", key, coupling, values, None, set(), remote_id))
 
-    def _update(self, coupling: Coupling, key: str, values: list[FieldValue],
-                record: dict[str, Any], *, reconciled: bool = False) -> None:
-        """Write what differs. ``reconciled``: a create whose outcome was not known, found
-        in the service. Its coupling's snapshot is then the values that create sent (stored
-        before sending): a field the CRM holds otherwise was changed there since and is
-        left for the remote→local pass; a field the ERP changed since is sent. With no
-        snapshot (values of an earlier attempt unknown), the ERP's values win."""
-        px = self.px
-        values = [replace(v, current=_remote_value(record, v.field)) for v in values]
-        coupling = settled(px, coupling, values)
-        plan = plan_coupled(px, coupling, values)
-        if plan.conflicts:
-            self._fail_record(coupling, key, conflict_message(plan.conflicts))
-            return
-        left = {f.key for f in plan.left_for_other_pass}
-        if not plan.writes:
-            px.count("inserted" if reconciled else "unchanged")
-            snapshot = unchanged_snapshot(px, coupling, values, left)
-            if snapshot is not None:
-                # With remote changes left for the remote→local pass, the stored version
-                # stays old so that pass does not take the record for an echo.
-                version = None if left else remote_version(record, None)
-                self.successes.append(coupling_store.Success(coupling.id, version, None, snapshot))
-            return
-        self.writes.append(_Write("update", key, coupling, values, set(plan.writes), left,
-                                  coupling.remote_id, reconciled=reconciled,
-                                  etag=record.get("@odata.etag")))
-
-    def _local_deleted(self, coupling: Coupling, record: dict[str, Any] | None) -> None:
-        policy = self.px.mapping.deletion_conflict
-        if policy is DeletionConflict.PROPAGATE_DELETE:
-            if record is None:  # gone from the service too (a delete whose answer was lost)
-                self.gone.append(coupling.id)
-                return
-            self.writes.append(_Write("delete", coupling.local_id, coupling, [],
-                                      remote_id=coupling.remote_id,
-                                      etag=record.get("@odata.etag")))
-        elif policy is DeletionConflict.REMOVE_COUPLING:
-            self.uncouple.append(coupling.id)
-        elif policy is DeletionConflict.RESTORE_RECORDS:
-            self.restore_locals.append(coupling)
-        else:
-            self._fail_record(coupling, coupling.local_id,
-                              f"local record was deleted but is still coupled to "
-                              f"{self.px.mapping.entity_set}({coupling.remote_id}); "
-                              "deletion_conflict_resolution is none")
-
-    def _remote_deleted(self, coupling: Coupling, key: str, values: list[FieldValue]) -> None:
-        px = self.px
-        policy = px.mapping.deletion_conflict
-        if policy is DeletionConflict.PROPAGATE_DELETE:
-            self.local_deletes.append((key, coupling.id))
-        elif policy is DeletionConflict.REMOVE_COUPLING:
-            px.count("uncoupled")
-            if px.mapping.sync_only_coupled:
-                self.uncouple_quietly.append(coupling.id)
-            else:
-                # Uncoupled and, as an uncoupled record of this mapping, created anew: the
-                # coupling row is reused for the new record's intent.
-                remote_id = new_id()
-                self.restores.append((coupling.id, remote_id))
-                self.writes.append(_Write("create", key, coupling, values, None, set(),
-                                          remote_id))
-        elif policy is DeletionConflict.RESTORE_RECORDS:
-            remote_id = new_id()
-            self.restores.append((coupling.id, remote_id))
-            self.writes.append(_Write("create", key, coupling, values, None, set(), remote_id))
-        else:
-            self._fail_record(coupling, key,
-                              f"the coupled record {px.mapping.entity_set}({coupling.remote_id}) "
-                              "was deleted; deletion_conflict_resolution is none")
-
     def _fail_record(self, coupling: Coupling | None, key: str, message: str, *,
                      transient: bool = False) -> None:
         if coupling is None:
@@ -362,8 +347,7 @@ class _Chunk:
                         transient=f.transient)
             coupling_store.record_successes(conn, TO, px.job_id, self.successes)
             px.count("deleted", coupling_store.delete(conn, self.gone))
-            px.count("uncoupled", coupling_store.delete(conn, self.uncouple))
-            coupling_store.delete(conn, self.uncouple_quietly)
+            coupling_store.delete(conn, self.uncouple)
             if self.local_deletes:
                 mark_own_writes(conn)
                 for key, _ in self.local_deletes:
@@ -436,8 +420,8 @@ class _Chunk:
                     f"{w.key} <its id>` or change the value", transient=refused is not None))
                 continue
             # An earlier attempt created it, with values not known: no snapshot.
-            again._update(replace(w.coupling, synced_values=None), w.key, w.values, record,
-                          reconciled=True)
+            again._decide_one(w, replace(w.coupling, synced_values=None), record,
+                              reconciled=True)
         again.prepare_decided()
         again.finish()
 
@@ -453,13 +437,23 @@ class _Chunk:
         again.second_look = True
         for w in self.changed:
             assert w.coupling is not None
-            record = found.get(w.remote_id.lower())
-            if record is None:
-                again._remote_deleted(w.coupling, w.key, w.values)
-            else:
-                again._update(w.coupling, w.key, w.values, record, reconciled=w.reconciled)
+            again._decide_one(w, w.coupling, found.get(w.remote_id.lower()),
+                              reconciled=w.reconciled)
         again.prepare_decided()
         again.finish()
+
+    def _decide_one(self, w: _Write, coupling: Coupling, record: dict[str, Any] | None, *,
+                    reconciled: bool) -> None:
+        """Decide a write's record again from a fresh read of it."""
+        values = [replace(v, current=_remote_value(record, v.field)) if record else v
+                  for v in w.values]
+        seen = Seen(w.key, coupling, Presence.PRESENT,
+                    Presence.PRESENT if record is not None else Presence.ABSENT,
+                    tuple(values), etag=record.get("@odata.etag") if record else None,
+                    version=remote_version(record, None))
+        policy = Policy.of(self.px.mapping)
+        self._enact(update(seen, coupling, policy, TO, reconciled=reconciled)
+                    if record is not None else decide(seen, policy, TO))
 
     def _operation(self, n: int, w: _Write) -> Operation:
         if w.kind == "delete":

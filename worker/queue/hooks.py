@@ -1,5 +1,7 @@
 """Observers of the worker's life (metrics, systemd notification). Each cross-cutting
-concern is one RunHooks implementation instead of code sprinkled through the loop."""
+concern is one RunHooks implementation instead of code sprinkled through the loop. They live
+beside the claims they observe, below the runtime, so that the metrics module implements
+them without depending on the layer that runs them."""
 
 from __future__ import annotations
 
