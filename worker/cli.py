@@ -147,7 +147,9 @@ def report(exc: BaseException) -> int:
     """Print ``exc`` as the one error line; its traceback goes to the debug log only."""
     status, message = describe(exc)
     log.debug("the error below came from here", exc_info=exc)
-    print(f"crmsync: error: {clean(' '.join(message.split()))}", file=sys.stderr, flush=True)
+    priority = "<3>" if logs.stderr_is_journal() else ""  # journalctl -p err shows it
+    print(f"{priority}crmsync: error: {clean(' '.join(message.split()))}", file=sys.stderr,
+          flush=True)
     return status
 
 

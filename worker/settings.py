@@ -159,7 +159,8 @@ LOGGING = (
     Setting("log_level", "--log-level", "CRMSYNC_LOG_LEVEL", "INFO", log_level,
             "DEBUG, INFO, WARNING or ERROR; DEBUG also prints the traceback of an error"),
     Setting("log_format", "--log-format", "CRMSYNC_LOG_FORMAT", "auto", log_format,
-            "auto (JSON lines unless stderr is a terminal), json or text"),
+            "auto (text on a terminal and in the journal, JSON lines elsewhere), json or "
+            "text; in the journal each line carries its syslog priority"),
 )
 
 WORKER = (

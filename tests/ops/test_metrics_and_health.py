@@ -153,6 +153,6 @@ def test_sd_notify_ready_watchdog_stopping(engine: Engine, tmp_path: Path,
             break
     sock.close()
     assert messages[0].startswith("READY=1")
-    assert "WATCHDOG=1" in messages
+    assert any(m.startswith("WATCHDOG=1\nSTATUS=crmsync worker ") for m in messages)
     assert messages[-1].startswith("STOPPING=1")
     assert os.environ["NOTIFY_SOCKET"] == path

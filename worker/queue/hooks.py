@@ -5,7 +5,12 @@ them without depending on the layer that runs them."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+
 from worker.queue.manager import Claim, Outcome, Rescued
+
+log = logging.getLogger(__name__)
 
 
 class RunHooks:
@@ -18,8 +23,27 @@ class RunHooks:
 
     def heartbeat(self, healthy: bool) -> None: ...
 
+    def liveness(self, alive: bool, database: bool) -> None:
+        """On every heartbeat tick: the loop goes round (``alive``) and whether the
+        database answered at the last contact."""
+
     def run_started(self, claim: Claim) -> None: ...
 
     def run_finished(self, claim: Claim, outcome: Outcome, seconds: float) -> None: ...
 
     def run_rescued(self, rescued: Rescued) -> None: ...
+
+
+class HookSet:
+    """The worker's hooks, told of each event in turn; one that raises is logged and the
+    others still hear of it."""
+
+    def __init__(self, hooks: Iterable[RunHooks]) -> None:
+        self.hooks = list(hooks)
+
+    def notify(self, name: str, *args: object) -> None:
+        for hook in self.hooks:
+            try:
+                getattr(hook, name)(*args)
+            except Exception:
+                log.exception("hook failed", extra={"hook": type(hook).__name__, "event": name})

@@ -1,8 +1,9 @@
 """systemd integration without a dependency: sd_notify(3) over $NOTIFY_SOCKET.
 
 READY=1 once the worker loop runs, STOPPING=1 when it stops, WATCHDOG=1 on every heartbeat
-at which the scheduler thread is alive and the database answered (so a wedged worker is
-restarted by systemd's WatchdogSec)."""
+at which the worker loop goes round and the scheduler thread is alive, whether the database
+answers or not: a wedged worker is restarted by systemd's WatchdogSec, a database outage is
+ridden out (the worker reconnects by itself). STATUS= says whether the database answers."""
 
 from __future__ import annotations
 
@@ -33,14 +34,21 @@ def notify(message: str) -> bool:
 
 
 class SystemdHooks(RunHooks):
+    def __init__(self) -> None:
+        self._worker = "crmsync worker"
+
     def worker_started(self, worker_id: str) -> None:
-        notify(f"READY=1\nSTATUS=crmsync worker {worker_id} running")
+        self._worker = f"crmsync worker {worker_id}"
+        notify(f"READY=1\nSTATUS={self._worker} running")
 
     def worker_stopping(self, worker_id: str) -> None:
         notify("STOPPING=1\nSTATUS=stopping: finishing runs in hand")
 
-    def heartbeat(self, healthy: bool) -> None:
-        if healthy:
-            notify("WATCHDOG=1")
+    def liveness(self, alive: bool, database: bool) -> None:
+        if not alive:
+            notify("STATUS=unhealthy: the worker loop or its scheduler thread is stuck")
+        elif database:
+            notify(f"WATCHDOG=1\nSTATUS={self._worker} running")
         else:
-            notify("STATUS=unhealthy: database unreachable or scheduler stopped")
+            notify(f"WATCHDOG=1\nSTATUS={self._worker} running; database unreachable, "
+                   "retrying")

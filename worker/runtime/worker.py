@@ -22,10 +22,11 @@ from sqlalchemy.engine import Engine
 from worker import __version__
 from worker.errors import DatabaseError, DatabaseUnavailable, JobError
 from worker.jobs import JobHandler, RunContext
-from worker.queue.hooks import RunHooks
+from worker.queue.hooks import HookSet, RunHooks
 from worker.queue.manager import Claim, Outcome, QueueManager
 from worker.queue.models import JobKind, RunStatus
 from worker.runtime.listener import CHANNEL, LOCAL_CHANGE_CHANNEL, Listener
+from worker.runtime.liveness import Liveness
 from worker.runtime.probe import Prober
 from worker.runtime.timers import Timers
 
@@ -102,7 +103,7 @@ class Worker:
         self.config = config or WorkerConfig()
         self.id = identity or make_identity()
         self.manager = QueueManager(engine)
-        self.hooks = list(hooks)
+        self.hooks = HookSet(hooks)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -117,6 +118,7 @@ class Worker:
         self.database_ok = False
         self.last_heartbeat: float | None = None
         self.started = threading.Event()
+        self.loop = Liveness()
 
     # -- public -------------------------------------------------------------------------
     def run(self) -> None:
@@ -130,12 +132,14 @@ class Worker:
         if self.prober is not None:
             self.prober.start()
         self.started.set()
-        self._notify_hooks("worker_started", self.id)
+        self.hooks.notify("worker_started", self.id)
         log.info("worker started", extra={"worker": self.id, "concurrency": cfg.concurrency})
         try:
             news = True
             while not self._stop.is_set():
+                self.loop.dispatching()
                 self._dispatch(news)
+                self.loop.waiting(cfg.poll_interval)
                 news = self._wake.wait(cfg.poll_interval)
                 self._wake.clear()
         finally:
@@ -157,9 +161,12 @@ class Worker:
         """Scheduler thread alive and database reachable at the last contact."""
         return self._timers.alive() and self.database_ok
 
+    def alive(self) -> bool:  # the database reachable or not: what the watchdog is fed on
+        return self._timers.alive() and self.loop.ok()
+
     def health(self) -> dict[str, bool]:
-        """For /healthz: each check by name, the database asked now."""
-        return {"scheduler": self._timers.alive(), "database": self.manager.ping()}
+        """For /healthz: the loop and its scheduler thread go round; the database, asked now."""
+        return {"loop": self.alive(), "database": self.manager.ping()}
 
     def readiness(self) -> dict[str, bool]:
         """For /readyz: the loop is running and claiming."""
@@ -236,7 +243,7 @@ class Worker:
         with self._lock:
             self._runs[claim.log_id] = run
         log.info("run started", extra=_fields(claim))
-        self._notify_hooks("run_started", claim)
+        self.hooks.notify("run_started", claim)
         run.thread.start()
 
     def _execute(self, run: _Run) -> None:
@@ -283,7 +290,7 @@ class Worker:
             **_fields(claim), "outcome": outcome.status.value, "seconds": round(seconds, 3),
             "detail": outcome.message or outcome.error,
         })
-        self._notify_hooks("run_finished", claim, outcome, seconds)
+        self.hooks.notify("run_finished", claim, outcome, seconds)
         self._wake.set()
 
     # -- timers -------------------------------------------------------------------------
@@ -297,6 +304,7 @@ class Worker:
                 self._database_lost(exc)
 
     def _heartbeat(self) -> None:
+        self.hooks.notify("liveness", self.alive(), self.database_ok)
         self._expire_timed_out_runs()
         with self._lock:
             log_ids = [r.claim.log_id for r in self._runs.values()]
@@ -306,7 +314,7 @@ class Worker:
             self.last_heartbeat = time.monotonic()
         except DatabaseUnavailable as exc:
             self._database_lost(exc, sleep=False)
-        self._notify_hooks("heartbeat", self.healthy())
+        self.hooks.notify("heartbeat", self.healthy())
 
     def _expire_timed_out_runs(self) -> None:
         now = time.monotonic()
@@ -330,13 +338,13 @@ class Worker:
         for item in rescued:
             log.warning("rescued abandoned run", extra={
                 "entry": item.entry_id, "dead_worker": item.worker_id, "log_id": item.log_id})
-            self._notify_hooks("run_rescued", item)
+            self.hooks.notify("run_rescued", item)
         if rescued:
             self._wake.set()
 
     # -- shutdown -----------------------------------------------------------------------
     def _shutdown(self) -> None:
-        self._notify_hooks("worker_stopping", self.id)
+        self.hooks.notify("worker_stopping", self.id)
         log.info("worker stopping", extra={"worker": self.id, "running": self.running_count()})
         deadline = time.monotonic() + self.config.shutdown_timeout
         while self.running_count() and time.monotonic() < deadline:
@@ -378,13 +386,6 @@ class Worker:
             log.info("database reachable", extra={"worker": self.id})
         self.database_ok = True
         self._backoff.reset()
-
-    def _notify_hooks(self, name: str, *args: object) -> None:
-        for hook in self.hooks:
-            try:
-                getattr(hook, name)(*args)
-            except Exception:
-                log.exception("hook failed", extra={"hook": type(hook).__name__, "event": name})
 
 
 def _fields(claim: Claim) -> dict[str, object]:
