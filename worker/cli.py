@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import requests
 from sqlalchemy import exc as sa_exc
 
-from worker import __version__, logs, settings
+from worker import __version__, envfile, logs, settings
+from worker.commands import common
 from worker.commands.output import clean
 from worker.db.engine import describe_db_error, describe_unavailable, normalize_url, redacted
 from worker.errors import (
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"crmsync {__version__}")
     parser.add_argument("--config", default=None,
                         help="TOML configuration file (default: $CRMSYNC_CONFIG)")
+    _add_common_options(parser, top=True)
     settings.add_options(parser, settings.LOGGING)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
@@ -91,11 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """Options every command takes, before or after its name (after it, an option left out
+    does not reset what was given before)."""
+    suppress = argparse.SUPPRESS
+    parser.add_argument(
+        "--env-file", metavar="FILE", default=None if top else suppress,
+        help="read settings from FILE first: NAME=VALUE lines as in systemd's "
+             "EnvironmentFile=, e.g. the service's own /etc/crmsync/crmsync.env; its values "
+             "win over the environment")
+    parser.add_argument(
+        "--embedded", action="store_true", default=False if top else suppress,
+        help="use the embedded PostgreSQL under $CRMSYNC_HOME when CRMSYNC_DATABASE_URL is "
+             "unset (without it, a command refuses to run; one process on one host only)")
+
+
 def _add_environment_help(commands: argparse._SubParsersAction, top: str = "") -> None:
     """Every sub-command's --help ends with the environment variables it reads."""
     for name, sub in commands.choices.items():
         command = top or name
         sub.formatter_class = _Formatter
+        _add_common_options(sub, top=False)
         sub.epilog = "\n".join(filter(None, (sub.epilog, settings.environment_help(command))))
         for action in sub._actions:
             if isinstance(action, argparse._SubParsersAction):
@@ -131,6 +149,9 @@ def _dispatch(argv: Sequence[str] | None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.env_file:
+        envfile.load(args.env_file)
+    common.allow_embedded(args.embedded or args.command == "demo")
     settings.resolve(args, settings.LOGGING)
     logs.configure(args.log_level, {"auto": None, "json": True, "text": False}[args.log_format])
     settings.check_environment()

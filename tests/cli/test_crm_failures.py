@@ -46,13 +46,13 @@ def test_check_sync_and_couple_name_the_address_and_the_cause(
     assert any(m and cause in m and origin in m for m in messages), messages
 
 
-def test_embedded_fallback_is_said_and_run_refuses_it(tmp_path: Path) -> None:
+def test_embedded_server_only_when_asked_for_and_then_said(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRMSYNC_")}
     env["CRMSYNC_HOME"] = str(tmp_path / "home")
     line = error_line(crmsync(["run"], env, tmp_path), 2)
     assert "CRMSYNC_DATABASE_URL: not set" in line and "--embedded" in line
     assert not (tmp_path / "home" / "pgdata").exists()  # refused before starting anything
-    done = crmsync(["db", "current"], env, tmp_path)
+    done = crmsync(["db", "current", "--embedded"], env, tmp_path)
     notes = [x for x in done.stderr.splitlines() if x.startswith("crmsync: note: ")]
     assert len(notes) == 1, done.stderr
     assert str(tmp_path / "home" / "pgdata") in notes[0] and "CRMSYNC_DATABASE_URL=" in notes[0]

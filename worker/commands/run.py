@@ -25,9 +25,6 @@ log = logging.getLogger(__name__)
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("run", help="run the worker: claim and run due job queue entries")
     settings.add_options(parser, settings.WORKER)
-    parser.add_argument("--embedded", action="store_true",
-                        help="allow the embedded PostgreSQL under $CRMSYNC_HOME when "
-                             "CRMSYNC_DATABASE_URL is unset (one worker on one host only)")
     parser.set_defaults(func=_run)
 
 
