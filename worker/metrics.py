@@ -99,6 +99,7 @@ WEBHOOK_CALLS = Counter("crmsync_webhook_calls_total",
 REQUEST_METHODS = ("GET", "POST", "PATCH", "DELETE")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 PROBE_RESULTS = ("nothing", "changed", "error")
+WEBHOOK_STATUSES = ("202", "400", "401", "411", "413", "503")  # what the receiver answers
 RESULTS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed", "coupled",
            "uncoupled")
 
@@ -402,6 +403,8 @@ def prime(engine: Engine) -> None:
             CHANGE_TO_SYNC.labels(name, direction.value)
     for connection in sorted({connection for _, connection in mappings}):
         THROTTLED.labels(connection)
+        for status in WEBHOOK_STATUSES:
+            WEBHOOK_CALLS.labels(connection, status)
         for method in REQUEST_METHODS:
             REQUEST_DURATION.labels(connection, method)
             for status_class in STATUS_CLASSES:
