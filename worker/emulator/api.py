@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from worker.emulator import changes, errors, query
+from worker.emulator.access import IndexedRows
 from worker.emulator.metadata import metadata_xml, service_document
 from worker.emulator.paths import BadKey, EntityRef, parse_resource
 from worker.emulator.profiles import Profile
@@ -91,11 +92,13 @@ class DataApi:
         page_size = query.page_size_from(prefs)
         if not self.profile.honours_maxpagesize:
             page_size = None  # pages of the server's own size, whatever the client prefers
-        with self.store.lock:  # the token's position is exactly the first page's snapshot
+        # Under one lock hold: the token's position is exactly the first page's snapshot,
+        # and an index walk reads the live indexes.
+        with self.store.lock:
             token = str(self.store.change_token()) if tracking else None
-            rows = self.store.scan(entity_set.name, options.predicate)
-        page = query.read_page(options, rows, page_size, skiptoken, track=token,
-                               default_size=self.profile.page_size)
+            rows = IndexedRows(self.store, entity_set, options)
+            page = query.read_page(options, rows, page_size, skiptoken, track=token,
+                                   default_size=self.profile.page_size)
         doc: dict[str, Any] = {"@odata.context": self._context(request, entity_set,
                                                                 options.select)}
         if options.count:

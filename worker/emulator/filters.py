@@ -124,14 +124,49 @@ def tokenize(text: str) -> list[Token]:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """``name op value``: a property compared with a literal (the property written on
+    either side; ``op`` is turned around when it stood on the right). Strings are
+    case-folded, GUIDs lower case, as the predicate compares them."""
+
+    name: str
+    op: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """Every term holds (``and``); a term of None is one the planner cannot use."""
+
+    terms: tuple[Shape | None, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """Some term holds (``or``)."""
+
+    terms: tuple[Shape | None, ...]
+
+
+Shape = Comparison | AllOf | AnyOf
+_FLIPPED = {"eq": "eq", "ne": "ne", "gt": "lt", "ge": "le", "lt": "gt", "le": "ge"}
+
+
+@dataclass(frozen=True)
 class _Expr:
     """A typed sub-expression: ``kind`` is string/guid/number/bool/datetime/null.
 
     String expressions evaluate to case-folded text (done once, at the leaves: properties
-    and literals), which is how comparisons and functions come to ignore case."""
+    and literals), which is how comparisons and functions come to ignore case. ``shape``
+    is what an index planner can read of it (``worker.emulator.access``); ``prop`` names
+    the property a bare property reference reads, ``literal`` marks a literal."""
 
     kind: str
     evaluate: Callable[[Record], Any]
+    shape: Shape | None = None
+    prop: str | None = None
+    literal: bool = False
+    value: Any = None
 
 
 class _Parser:
@@ -158,13 +193,13 @@ class _Parser:
             raise FilterError(f"'{text}' expected", self.current.position)
         self.advance()
 
-    def parse(self) -> Predicate:
+    def parse(self) -> tuple[Predicate, Shape | None]:
         expr = self.parse_or()
         if self.current.kind != "end":
             raise FilterError(f"unexpected '{self.current.text}'", self.current.position)
         self.require_bool(expr, 0)
         evaluate = expr.evaluate
-        return lambda record: bool(evaluate(record))
+        return (lambda record: bool(evaluate(record))), expr.shape
 
     def parse_or(self) -> _Expr:
         return self.chain("or", self.parse_and, any)
@@ -185,7 +220,9 @@ class _Parser:
         if len(terms) == 1:
             return first
         evaluators = tuple(t.evaluate for t in terms)
-        return _Expr("bool", lambda r: combine(e(r) for e in evaluators))
+        shapes = tuple(t.shape for t in terms)
+        return _Expr("bool", lambda r: combine(e(r) for e in evaluators),
+                     AllOf(shapes) if word == "and" else AnyOf(shapes))
 
     def parse_unary(self) -> _Expr:
         """``not* comparison``: the run of ``not`` is counted, not recursed into."""
@@ -198,7 +235,7 @@ class _Parser:
             return operand
         self.require_bool(operand, position)
         if negations % 2 == 0:
-            return _Expr("bool", operand.evaluate)
+            return _Expr("bool", operand.evaluate, operand.shape)
         inner = operand.evaluate
         return _Expr("bool", lambda r: not inner(r))
 
@@ -230,7 +267,7 @@ class _Parser:
                 return (a is None and b is None) == null_result
             return compare(a, b)
 
-        return _Expr("bool", evaluate)
+        return _Expr("bool", evaluate, _comparison_shape(token.text, left, right))
 
     def parse_operand(self) -> _Expr:
         token = self.current
@@ -246,12 +283,12 @@ class _Parser:
                 return self.function(token)
             if token.text in _LITERAL_WORDS:
                 kind, value = _LITERAL_WORDS[token.text]
-                return _Expr(kind, lambda r: value)
+                return _Expr(kind, lambda r: value, literal=True, value=value)
             return self.property(token)
         if token.kind in ("string", "number", "guid", "datetime"):
             self.advance()
             value = token.value.casefold() if token.kind == "string" else token.value
-            return _Expr(token.kind, lambda r: value)
+            return _Expr(token.kind, lambda r: value, literal=True, value=value)
         if token.kind == "end":
             raise FilterError("unexpected end of expression", token.position)
         raise FilterError(f"unexpected '{token.text}'", token.position)
@@ -264,11 +301,12 @@ class _Parser:
                               token.position)
         name, kind = prop.name, _EDM_KIND[prop.type]
         if kind == "string":
-            return _Expr(kind, lambda r: None if (v := r.get(name)) is None else v.casefold())
+            return _Expr(kind, lambda r: None if (v := r.get(name)) is None else v.casefold(),
+                         prop=name)
         if prop.type is EdmType.DATE:  # compared as midnight UTC, like a date literal
             return _Expr(kind, lambda r: None if (v := r.get(name)) is None
                          else datetime(v.year, v.month, v.day, tzinfo=UTC))
-        return _Expr(kind, lambda r: r.get(name))
+        return _Expr(kind, lambda r: r.get(name), prop=name)
 
     def function(self, token: Token) -> _Expr:
         self.expect("(")
@@ -308,6 +346,16 @@ class _Parser:
             raise FilterError(f"a boolean expression is required, found {expr.kind}", position)
 
 
+def _comparison_shape(op: str, left: _Expr, right: _Expr) -> Comparison | None:
+    """``property op literal`` (either way round) as a Comparison; None otherwise (two
+    properties, a null, a function)."""
+    if left.prop is not None and right.literal and right.value is not None:
+        return Comparison(left.prop, op, right.value)
+    if right.prop is not None and left.literal and left.value is not None:
+        return Comparison(right.prop, _FLIPPED[op], left.value)
+    return None
+
+
 def _number(raw: str, position: int) -> int | Decimal:
     """A numeric literal, exactly (``Decimal`` with a fraction or exponent)."""
     if any(c in raw for c in ".eE"):
@@ -325,13 +373,14 @@ def _number(raw: str, position: int) -> int | Decimal:
 
 def compile_filter(text: str, entity_set: EntitySet) -> Predicate:
     """The predicate of a ``$filter`` over ``entity_set``; raises ``FilterError``."""
-    return _Parser(text, entity_set).parse()
+    return _Parser(text, entity_set).parse()[0]
 
 
-def parse_filter(text: str, entity_set: EntitySet) -> Predicate:
-    """``compile_filter``, with errors in Dataverse's shape (400, syntax error code)."""
+def parse_filter(text: str, entity_set: EntitySet) -> tuple[Predicate, Shape | None]:
+    """The predicate and the shape of a ``$filter``, with errors in Dataverse's shape (400,
+    syntax error code)."""
     try:
-        return compile_filter(text, entity_set)
+        return _Parser(text, entity_set).parse()
     except FilterError as exc:
         where = f" at position {exc.position}" if exc.position is not None else ""
         shown = text if len(text) <= 200 else text[:200] + "..."

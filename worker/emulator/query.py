@@ -18,14 +18,15 @@ import hashlib
 import heapq
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cmp_to_key
-from typing import Any
+from itertools import islice
+from typing import Any, Protocol
 
 from worker.emulator import errors, jsoncodec
-from worker.emulator.filters import Predicate, parse_filter
+from worker.emulator.filters import Predicate, Shape, parse_filter
 from worker.emulator.literals import parse_date, parse_datetime
 from worker.emulator.schema import EntitySet
 
@@ -55,6 +56,7 @@ class CollectionQuery:
     order: tuple[tuple[str, bool], ...]  # (property, descending); ends with the key
     top: int | None
     count: bool
+    shape: Shape | None = None  # what an index can use of the filter (``access``)
 
     def sort_values(self, record: Record) -> SortValues:
         return tuple(_sortable(record.get(name)) for name, _ in self.order)
@@ -103,8 +105,10 @@ def parse_query(entity_set: EntitySet, params: Mapping[str, str]) -> CollectionQ
         if name.startswith("$") and name not in _KNOWN:
             raise errors.bad_query(f"The query parameter {name} is not supported")
     filter_text = params.get("$filter", "")
-    predicate = parse_filter(filter_text, entity_set) if filter_text.strip() else None
+    predicate, shape = (parse_filter(filter_text, entity_set) if filter_text.strip()
+                        else (None, None))
     return CollectionQuery(
+        shape=shape,
         predicate=predicate,
         filter_text=filter_text,
         select=parse_select(entity_set, params.get("$select")),
@@ -143,31 +147,40 @@ def _parse_top(text: str | None) -> int | None:
     return int(text)
 
 
-def read_page(query: CollectionQuery, rows: Sequence[Record], page_size: int | None,
+class RowSource(Protocol):
+    """The rows of one collection read (``access.IndexedRows``)."""
+
+    def in_order(self, after: SortValues | None) -> Iterator[Record] | None:
+        """The matching records sorting after ``after`` (all when None), in the query's
+        order; None when the source cannot give them in that order."""
+
+    def matching(self) -> Iterable[Record]:
+        """Every matching record, in no particular order."""
+
+
+def read_page(query: CollectionQuery, rows: RowSource, page_size: int | None,
               skiptoken: str | None, *, track: str | None = None,
               default_size: int = DEFAULT_PAGE_SIZE) -> Page:
-    """One page of ``rows`` (already filtered) after the position in ``skiptoken``.
+    """One page of ``rows`` after the position in ``skiptoken``.
 
     The page size is the request's ``Prefer``, else the one the token was made with (a client
     that does not repeat the header keeps its page size), else the server's ``default_size``
     (Dataverse's is 5000).
     ``track`` (a change token, for the first page of a tracked read) is handed on from page
-    to page in the skiptoken and returned in ``Page.track``."""
+    to page in the skiptoken and returned in ``Page.track``. ``total`` is counted only
+    for ``$count=true``."""
     remaining = query.top
-    candidates: list[Record] = list(rows)
-    total = len(candidates)
+    cursor: SortValues | None = None
     if skiptoken:
         cursor, remaining, token_page_size, track = _decode_token(query, skiptoken)
         page_size = page_size or token_page_size
-        compare, after = query.compare, query.sort_values
-        try:
-            candidates = [r for r in candidates if compare(after(r), cursor) > 0]
-        except TypeError as exc:  # a forged token whose values are not of the sort's types
-            raise errors.bad_query("The $skiptoken is not valid.") from exc
     page_size = page_size or default_size
     limit = page_size if remaining is None else min(page_size, remaining)
-    key = cmp_to_key(query.compare)
-    chosen = heapq.nsmallest(limit + 1, candidates, key=lambda r: key(query.sort_values(r)))
+    try:
+        chosen = _first(query, rows, cursor, limit + 1)
+    except TypeError as exc:  # a forged token whose values are not of the sort's types
+        raise errors.bad_query("The $skiptoken is not valid.") from exc
+    total = sum(1 for _ in rows.matching()) if query.count else 0
     more = len(chosen) > limit and (remaining is None or remaining > limit)
     chosen = chosen[:limit]
     token = None
@@ -175,6 +188,21 @@ def read_page(query: CollectionQuery, rows: Sequence[Record], page_size: int | N
         left = None if remaining is None else remaining - limit
         token = _encode_token(query, query.sort_values(chosen[-1]), left, page_size, track)
     return Page(chosen, total, token, track)
+
+
+def _first(query: CollectionQuery, rows: RowSource, cursor: SortValues | None,
+           count: int) -> list[Record]:
+    """The first ``count`` matching records after ``cursor``, in the query's order: from an
+    index walk when the source has one, else sorted here."""
+    ordered = rows.in_order(cursor)
+    if ordered is not None:
+        return list(islice(ordered, count))
+    candidates: Iterable[Record] = rows.matching()
+    if cursor is not None:
+        compare, after = query.compare, query.sort_values
+        candidates = [r for r in candidates if compare(after(r), cursor) > 0]
+    key = cmp_to_key(query.compare)
+    return heapq.nsmallest(count, candidates, key=lambda r: key(query.sort_values(r)))
 
 
 def _sortable(value: Any) -> Any:

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from worker.emulator import errors
+from worker.emulator.indexes import SetIndexes
 from worker.emulator.paths import EntityRef
 from worker.emulator.schema import EntitySet, Schema
 from worker.emulator.values import Changes, record_from_json, record_to_json
@@ -95,6 +96,7 @@ class Store:
         self._tables: dict[str, dict[str, Record]] = {s.name: {} for s in schema}
         self._indexes: dict[str, dict[str, dict[Any, str]]] = {
             s.name: {alt: {} for alt in s.alternate_keys} for s in schema}
+        self._ordered = {s.name: SetIndexes(s.modified_on) for s in schema}
         self._version = 0
         self._journal: list[tuple[str, str, Record | None, Tombstone | None]] | None = None
         self._listeners: list[Listener] = []
@@ -132,6 +134,15 @@ class Store:
         (name, value), = values.items()
         with self.lock:
             return self._indexes[ref.set_name][name].get(_fold(value))
+
+    def alternate_owner(self, set_name: str, name: str, value: Any) -> str | None:
+        """The key of the record whose alternate key ``name`` is ``value``, if any."""
+        with self.lock:
+            return self._indexes[set_name][name].get(_fold(value))
+
+    def indexes(self, set_name: str) -> SetIndexes:
+        """The ordered indexes of a set (read them under ``lock``)."""
+        return self._ordered[set_name]
 
     def require(self, set_name: str, key: str) -> Record:
         record = self.get(set_name, key)
@@ -334,6 +345,7 @@ class Store:
                 index.pop(_fold(old[name]), None)
             if record is not None and record.get(name) is not None:
                 index[_fold(record[name])] = key
+        self._ordered[entity_set.name].put(key, old, record)
         tombstones = self._tombstones[entity_set.name]
         if self._journal is not None:
             self._journal.append((entity_set.name, key, old, tombstones.get(key)))
@@ -399,6 +411,7 @@ class Store:
         with self.lock:
             for set_name, table in self._tables.items():
                 table.clear()
+                self._ordered[set_name].clear()
                 for index in self._indexes[set_name].values():
                     index.clear()
             self.expire_change_tokens()
