@@ -255,7 +255,7 @@ def run_at(options: argparse.Namespace, count: int) -> None:
         ids = data_file(path, count, names)
         port = free_port()
         server = start_emulator(port, "--data-file", path, "--page-size", "50",
-                                profile=options.profile)
+                                profile=options.profile, wait=30 + count / 1000)
         root = f"http://127.0.0.1:{port}"
         try:
             extra = prepare(root, ids, names)

@@ -20,14 +20,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_emulator(port: int, *extra: str,
-                   profile: str = "dataverse") -> subprocess.Popen[bytes]:
+def start_emulator(port: int, *extra: str, profile: str = "dataverse",
+                   wait: float = 15.0) -> subprocess.Popen[bytes]:
     """Start ``crmsync emulator --port PORT --profile PROFILE EXTRA…`` and wait until it
-    answers (``profile``: ``dataverse`` or ``odata``, the generic OData v4 server)."""
+    answers, ``wait`` seconds at most (``profile``: ``dataverse`` or ``odata``, the generic
+    OData v4 server)."""
     command = [sys.executable, "-m", "worker", "--log-level", "WARNING", "emulator",
                "--port", str(port), "--profile", profile, *extra]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         try:
             requests.get(f"http://127.0.0.1:{port}{SERVICE}/", timeout=1)

@@ -9,9 +9,10 @@ server: a test double for demos, tests and benchmarks, not a CRM.
 """
 
 from worker.emulator.faults import Fault, FaultInjector, FaultKind
+from worker.emulator.limits import ServiceLimits
 from worker.emulator.profiles import DATAVERSE, ODATA, Profile
 from worker.emulator.server import EmulatorServer, start_emulator
 from worker.emulator.webhooks import Webhook
 
 __all__ = ["DATAVERSE", "ODATA", "EmulatorServer", "Fault", "FaultInjector", "FaultKind",
-           "Profile", "Webhook", "start_emulator"]
+           "Profile", "ServiceLimits", "Webhook", "start_emulator"]

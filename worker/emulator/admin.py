@@ -10,6 +10,8 @@ never faulted, so a test can always reach them.
   (body ``{"sets": [...]}`` to limit it to some sets)
 - ``GET|POST|DELETE /_admin/webhooks``: list, add ``{"url": ..., "headers": {...}}``, remove
   all (see ``webhooks``)
+- ``GET|POST|DELETE /_admin/limits``: show, set ``{"requests": 6000, "window": 300, ...}``
+  (a fresh window), or turn off Dataverse's service protection limits (see ``limits``)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Protocol
 
 from worker.emulator import errors, jsoncodec
 from worker.emulator.faults import FaultInjector
+from worker.emulator.limits import ServiceLimits
 from worker.emulator.protocol import Request, Response, error_response, json_response
 from worker.emulator.schema import Schema
 from worker.emulator.store import Store
@@ -41,6 +44,11 @@ class Administered(Protocol):
 
     @property
     def stats(self) -> StatsSource: ...
+
+    @property
+    def protection(self) -> StatsSource | None: ...
+
+    def set_limits(self, limits: ServiceLimits | None) -> None: ...
 
     def reset(self) -> None: ...
 
@@ -70,6 +78,8 @@ class AdminApi:
                 return self._faults(request)
             if route == "webhooks":
                 return self._webhooks(request)
+            if route == "limits":
+                return self._limits(request)
             if route.startswith("records/") and request.method == "GET":
                 return self._records(route.removeprefix("records/"))
         except errors.ODataError as exc:
@@ -82,6 +92,20 @@ class AdminApi:
         doc["records"] = {s.name: self.emulator.store.count(s.name)
                           for s in self.emulator.schema}
         return doc
+
+    def _limits(self, request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                self.emulator.set_limits(ServiceLimits.from_json(
+                    jsoncodec.loads(request.body or b"{}")))
+            except (ValueError, TypeError) as exc:
+                raise errors.bad_payload(f"Bad service limits: {exc}") from exc
+        elif request.method == "DELETE":
+            self.emulator.set_limits(None)
+        elif request.method != "GET":
+            raise errors.ODataError(405, errors.QUERY_SYNTAX, "GET, POST or DELETE")
+        protection = self.emulator.protection
+        return json_response(200, {"limits": protection.snapshot() if protection else None})
 
     def _faults(self, request: Request) -> Response:
         faults = self.emulator.faults

@@ -4,10 +4,12 @@ collection reads, and reads and writes of single records."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
-from worker.emulator import changes, errors, query
+from worker.emulator import bulk, changes, errors, query
 from worker.emulator.access import IndexedRows
+from worker.emulator.bulk import BulkMessages
 from worker.emulator.metadata import metadata_xml, service_document
 from worker.emulator.paths import BadKey, EntityRef, parse_resource
 from worker.emulator.profiles import Profile
@@ -32,10 +34,13 @@ _ANONYMOUS_USER_ID = "4f4b1e0a-9f3c-4a52-9e43-0c0c5e0d0003"
 class DataApi:
     """Answers one data request (``path`` relative to the service root) from the store."""
 
-    def __init__(self, schema: Schema, store: Store, profile: Profile) -> None:
+    def __init__(self, schema: Schema, store: Store, profile: Profile,
+                 bulk_unsupported: Iterable[str] = ()) -> None:
         self.schema = schema
         self.store = store
         self.profile = profile
+        self.bulk = (BulkMessages(store, profile.namespace, frozenset(bulk_unsupported))
+                     if profile.bulk_messages else None)
 
     def handle(self, request: Request, path: str) -> Response:
         if path in ("", "/"):
@@ -43,11 +48,15 @@ class DataApi:
             return json_response(200, service_document(self.schema, request.service_root))
         if path == "/$metadata":
             self._allow(request, "GET")
+            actions = bulk.MESSAGES if self.bulk is not None else ()
             return Response(200, [("Content-Type", "application/xml"), *ODATA_HEADERS],
-                            metadata_xml(self.schema, self.profile.namespace))
+                            metadata_xml(self.schema, self.profile.namespace, actions))
         if path == "/WhoAmI" and self.profile.who_am_i:
             self._allow(request, "GET")
             return json_response(200, self._who_am_i(request))
+        action = bulk.split_action(path) if self.bulk is not None else None
+        if action is not None and action[0] in self.schema and self.bulk is not None:
+            return self.bulk.run(request, self.schema[action[0]], action[1])
         try:
             resource = parse_resource(path[1:])
         except BadKey as exc:

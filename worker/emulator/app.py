@@ -18,7 +18,9 @@ from worker.emulator.admin import AdminApi
 from worker.emulator.api import DataApi
 from worker.emulator.auth import TOKEN_PATH, TokenIssuer, unauthorized
 from worker.emulator.batch import BatchRunner
+from worker.emulator.bulk import split_action
 from worker.emulator.faults import FaultInjector, FaultKind, Verdict
+from worker.emulator.limits import ServiceLimits, ServiceProtection
 from worker.emulator.metadata import NOTICE
 from worker.emulator.paths import SERVICE_PATH
 from worker.emulator.profiles import DATAVERSE, Profile, profile_named
@@ -60,10 +62,15 @@ class Stats:
             self.by_method: Counter[str] = Counter()
             self.by_status: Counter[int] = Counter()
             self.by_set: Counter[str] = Counter()
+            self.by_message: Counter[str] = Counter()
 
     def record(self, method: str, path: str, status: int) -> None:
-        segment = path[len(SERVICE_PATH) + 1:].split("(", 1)[0].split("?", 1)[0] or "(root)"
+        resource = path[len(SERVICE_PATH) + 1:]
+        segment = resource.split("(", 1)[0].split("?", 1)[0].split("/", 1)[0] or "(root)"
+        action = split_action(resource)
         with self._lock:
+            if action is not None:
+                self.by_message[action[1]] += 1
             self.total += 1
             self.by_method[method] += 1
             self.by_status[status] += 1
@@ -73,7 +80,7 @@ class Stats:
         with self._lock:
             return {"requests": self.total, "by_method": dict(self.by_method),
                     "by_status": {str(k): v for k, v in self.by_status.items()},
-                    "by_set": dict(self.by_set),
+                    "by_set": dict(self.by_set), "by_message": dict(self.by_message),
                     "uptime_seconds": round(time.time() - self.started, 3)}
 
 
@@ -85,8 +92,10 @@ class Emulator:
     token stays valid (Dataverse's default is 7 days; None: forever); ``change_tracking``:
     True (every set), False, or the names of the sets with change tracking enabled (None:
     the profile's default); ``webhooks``: receivers called after every write; ``auth``: a
-token issuer of the caller's (certificates, managed identities) instead of the one built
-from ``client_id`` / ``client_secret``."""
+    token issuer of the caller's (certificates, managed identities) instead of the one built
+    from ``client_id`` / ``client_secret``; ``limits``: Dataverse's service protection limits
+    and headers (off when None); ``bulk_unsupported``: entity sets that refuse the bulk
+    messages."""
 
     def __init__(self, *, client_id: str | None = None, client_secret: str | None = None,
                  token_lifetime: float = 3600, sample_users: int = 0,
@@ -95,8 +104,11 @@ from ``client_id`` / ``client_secret``."""
                  change_retention: float | None = DEFAULT_CHANGE_RETENTION,
                  change_tracking: bool | Iterable[str] | None = None,
                  profile: str | Profile = DATAVERSE, page_size: int | None = None,
-                 webhooks: Iterable[Webhook] = (), auth: TokenIssuer | None = None) -> None:
+                 webhooks: Iterable[Webhook] = (), auth: TokenIssuer | None = None,
+                 limits: ServiceLimits | None = None,
+                 bulk_unsupported: Iterable[str] = ()) -> None:
         self.profile = profile_named(profile).with_page_size(page_size)
+        self.protection = ServiceProtection(limits) if limits is not None else None
         self.schema = schema or self.profile.schema()
         tracking = self.profile.change_tracking if change_tracking is None else change_tracking
         self.store = Store(self.schema, change_retention=change_retention,
@@ -111,7 +123,7 @@ from ``client_id`` / ``client_secret``."""
         self.stats = Stats()
         self.sample_users = sample_users
         self.data_file = Path(data_file) if data_file else None
-        self.api = DataApi(self.schema, self.store, self.profile)
+        self.api = DataApi(self.schema, self.store, self.profile, bulk_unsupported)
         self.batch = BatchRunner(self.store, self.dispatch_data,
                                  absolute_urls=self.profile.absolute_batch_urls)
         self.admin = AdminApi(self)
@@ -151,6 +163,23 @@ from ``client_id`` / ``client_secret``."""
         refusal = self.auth.check(request.headers.get("authorization"))
         if refusal is not None:
             return Outcome(unauthorized(refusal, request.root + TOKEN_PATH))
+        protection = self.protection
+        if protection is None:
+            return self._serve(request)
+        entry = protection.admit()
+        if isinstance(entry, errors.ODataError):
+            return Outcome(error_response(entry))
+        started = time.perf_counter()
+        outcome = self._serve(request)
+        outcome.response.headers += protection.finish(entry, time.perf_counter() - started)
+        return outcome
+
+    def set_limits(self, limits: ServiceLimits | None) -> None:
+        """Turn the service protection limits on (a fresh window) or off (None)."""
+        self.protection = ServiceProtection(limits) if limits is not None else None
+
+    def _serve(self, request: Request) -> Outcome:
+        """A data request past authentication and the limits: faults, then the API."""
         verdict = self.faults.decide(request.method)
         if verdict.delay:
             time.sleep(verdict.delay)

@@ -24,10 +24,14 @@ def service_document(schema: Schema, service_root: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=4)
-def metadata_xml(schema: Schema, namespace: str = NAMESPACE) -> bytes:
+def metadata_xml(schema: Schema, namespace: str = NAMESPACE,
+                 actions: tuple[str, ...] = ()) -> bytes:
     """The CSDL document: entity types with typed properties (decimals with ``Precision``
     and ``Scale``), keys, and lookups as navigation properties with the referential
-    constraint naming their foreign-key property (``_x_value``, or ``<nav>_ID``)."""
+    constraint naming their foreign-key property (``_x_value``, or ``<nav>_ID``); and the
+    bulk ``actions`` (``CreateMultiple`` …) bound to entity collections, as Dataverse
+    declares them (bound to ``crmbaseentity``: the document cannot say which tables have
+    them)."""
     ET.register_namespace("edmx", _EDMX)
     ET.register_namespace("", _EDM)
     root = ET.Element(f"{{{_EDMX}}}Edmx", Version="4.0")
@@ -35,6 +39,8 @@ def metadata_xml(schema: Schema, namespace: str = NAMESPACE) -> bytes:
     csdl = ET.SubElement(services, f"{{{_EDM}}}Schema", Namespace=namespace, Alias="mscrm")
     for entity_set in schema:
         _entity_type(csdl, schema, entity_set)
+    for action in actions:
+        _bulk_action(csdl, action)
     container = ET.SubElement(csdl, f"{{{_EDM}}}EntityContainer", Name="System")
     ET.SubElement(container, f"{{{_EDM}}}Annotation", Term="Org.OData.Core.V1.Description",
                   String=NOTICE)
@@ -68,3 +74,14 @@ def _entity_type(csdl: ET.Element, schema: Schema, entity_set: EntitySet) -> Non
                             Type=f"mscrm.{target_set.entity_type}")
         ET.SubElement(nav, f"{{{_EDM}}}ReferentialConstraint", Property=lookup.value_name,
                       ReferencedProperty=target_set.key)
+
+
+def _bulk_action(csdl: ET.Element, name: str) -> None:
+    element = ET.SubElement(csdl, f"{{{_EDM}}}Action", Name=name, IsBound="true")
+    ET.SubElement(element, f"{{{_EDM}}}Parameter", Name="entityset",
+                  Type="Collection(mscrm.crmbaseentity)", Nullable="false")
+    ET.SubElement(element, f"{{{_EDM}}}Parameter", Name="Targets",
+                  Type="Collection(mscrm.crmbaseentity)", Nullable="false")
+    if name == "CreateMultiple":
+        ET.SubElement(element, f"{{{_EDM}}}ReturnType", Type="mscrm.CreateMultipleResponse",
+                      Nullable="false")

@@ -41,6 +41,7 @@ class Profile:
     alternate_keys: bool = True
     change_tracking: bool = True
     who_am_i: bool = True
+    bulk_messages: bool = True  # CreateMultiple, UpdateMultiple, UpsertMultiple
     namespace: str = "Microsoft.Dynamics.CRM"
     keeps_microseconds: bool = False  # Dataverse keeps date-times to the second
     # Optimistic concurrency enforced, as a service whose entities carry an ETag does (SAP
@@ -79,7 +80,8 @@ ODATA = Profile(
     "odata", key_name="ID", modified_on="modifiedAt", duplicate_create_status=500,
     honours_maxpagesize=False, page_size=1000, relative_nextlinks=True,
     absolute_batch_urls=False, return_representation=False, dataverse_lookups=False,
-    alternate_keys=False, change_tracking=False, who_am_i=False, namespace="CrmService",
+    alternate_keys=False, change_tracking=False, who_am_i=False, bulk_messages=False,
+    namespace="CrmService",
     keeps_microseconds=True)
 # The generic service with ETags enforced on every write to an existing record.
 ODATA_ETAG = replace(ODATA, name="odata-etag", requires_if_match=True)

@@ -25,6 +25,7 @@ from worker.emulator import errors
 from worker.emulator.app import Emulator, Outcome, Stats
 from worker.emulator.auth import TOKEN_PATH, TokenIssuer
 from worker.emulator.faults import FaultInjector
+from worker.emulator.limits import ServiceLimits
 from worker.emulator.paths import SERVICE_PATH
 from worker.emulator.profiles import Profile
 from worker.emulator.protocol import Request, Response, error_response
@@ -237,8 +238,9 @@ class EmulatorServer:
     ``stop()`` (the command). ``store``, ``faults`` and ``stats`` give tests in-process
     control; ``base_url`` is what a client uses as its service root. ``profile``
     (``"dataverse"`` or ``"odata"``), ``page_size``, ``change_retention``,
-    ``change_tracking``, ``webhooks`` and ``auth`` are ``Emulator``'s. ``tls``: serve
-    https with this context (msal signs in only against an https authority)."""
+    ``change_tracking``, ``webhooks``, ``auth``, ``limits`` and ``bulk_unsupported`` are
+    ``Emulator``'s. ``tls``: serve https with this context (msal signs in only against an
+    https authority)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
                  client_id: str | None = None, client_secret: str | None = None,
@@ -248,12 +250,14 @@ class EmulatorServer:
                  change_tracking: bool | Iterable[str] | None = None,
                  profile: str | Profile = "dataverse", page_size: int | None = None,
                  webhooks: Iterable[Webhook] = (), auth: TokenIssuer | None = None,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, limits: ServiceLimits | None = None,
+                 bulk_unsupported: Iterable[str] = ()) -> None:
         self.emulator = Emulator(client_id=client_id, client_secret=client_secret,
                                  token_lifetime=token_lifetime, sample_users=sample_users,
                                  data_file=data_file, change_retention=change_retention,
                                  change_tracking=change_tracking, profile=profile,
-                                 page_size=page_size, webhooks=webhooks, auth=auth)
+                                 page_size=page_size, webhooks=webhooks, auth=auth,
+                                 limits=limits, bulk_unsupported=bulk_unsupported)
         self._httpd = _HTTPServer((host, port), self.emulator)
         if tls is not None:
             self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
@@ -358,10 +362,12 @@ def start_emulator(host: str = "127.0.0.1", port: int = 0, *, client_id: str | N
                    change_tracking: bool | Iterable[str] | None = None,
                    profile: str | Profile = "dataverse", page_size: int | None = None,
                    webhooks: Iterable[Webhook] = (), auth: TokenIssuer | None = None,
-                   tls: ssl.SSLContext | None = None) -> EmulatorServer:
+                   tls: ssl.SSLContext | None = None, limits: ServiceLimits | None = None,
+                   bulk_unsupported: Iterable[str] = ()) -> EmulatorServer:
     """An emulator serving from a background thread; ``port=0`` picks a free port."""
     return EmulatorServer(host, port, client_id=client_id, client_secret=client_secret,
                           token_lifetime=token_lifetime, sample_users=sample_users,
                           data_file=data_file, change_retention=change_retention,
                           change_tracking=change_tracking, profile=profile,
-                          page_size=page_size, webhooks=webhooks, auth=auth, tls=tls).start()
+                          page_size=page_size, webhooks=webhooks, auth=auth, tls=tls,
+                          limits=limits, bulk_unsupported=bulk_unsupported).start()
