@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from requests.structures import CaseInsensitiveDict
 
 from worker.errors import CrmsyncError
+from worker.remote import filters, wire
 from worker.remote.classify import Outcome, classify, parse_retry_after
 from worker.remote.client import Call, WriteResult
 from worker.remote.errors import (
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["create", "update", "delete"]
+Kind = Literal["create", "update", "upsert", "delete"]
 T = TypeVar("T")
 R = TypeVar("R")
 # Failures of the connection, not of a record: they propagate out of run_batch.
@@ -61,7 +62,9 @@ CONNECTION_ERRORS = (RemoteThrottled, RemoteUnavailable, RemoteAuthError)
 @dataclass(frozen=True)
 class Operation:
     """One write for :meth:`ODataClient.batch`. ``ref`` is the caller's own handle (a
-    coupling id, a row number), handed back in the result untouched."""
+    coupling id, a row number), handed back in the result untouched. An ``upsert`` creates
+    or updates the record named by ``key``, or by ``alternate`` (``{"accountnumber":
+    "C1"}``) when given (then ``key`` is only what the result carries)."""
 
     kind: Kind
     entity_set: EntitySet
@@ -69,12 +72,15 @@ class Operation:
     values: Mapping[str, Any] = field(default_factory=dict)
     etag: str | None = None
     ref: Any = None
+    alternate: Mapping[str, Any] | None = None
 
     def call(self) -> Call:
         if self.kind == "create":
             return self.entity_set.create_call(self.key, self.values)
         if self.kind == "update":
             return self.entity_set.update_call(self.key, self.values, etag=self.etag)
+        if self.kind == "upsert":
+            return upsert_call(self.entity_set, self.key, self.values, self.alternate)
         if self.kind == "delete":
             return self.entity_set.delete_call(self.key, etag=self.etag)
         raise ValueError(f"unknown operation kind {self.kind!r}")
@@ -124,6 +130,28 @@ class OperationResult:
         retried by later passes, never a reason to skip the record."""
         return not self.ok and (self.unknown or self.status is None or self.status >= 500
                                 or self.status == 429)
+
+
+def upsert_call(entity_set: EntitySet, key: str, values: Mapping[str, Any],
+                alternate: Mapping[str, Any] | None = None) -> Call:
+    """``PATCH set(key)`` (or ``set(name='value')``) without preconditions: Dataverse's
+    upsert, which creates the record when it is missing and updates it otherwise."""
+    url = (alternate_url(entity_set, alternate) if alternate
+           else entity_set.record_url(key))
+    headers = entity_set._write_headers()
+
+    def interpret(reply: Reply) -> WriteResult:
+        return entity_set._result(key, reply)
+
+    return Call("PATCH", url, headers, wire.dumps(dict(values)),
+                frozenset(), interpret)
+
+
+def alternate_url(entity_set: EntitySet, alternate: Mapping[str, Any]) -> str:
+    """``…/accounts(accountnumber='C1')``: a record by its alternate key."""
+    pairs = ",".join(f"{filters.prop(name)}={filters.literal(value)}"
+                     for name, value in alternate.items())
+    return f"{entity_set.url}({pairs})"
 
 
 def connection_failure(results: Sequence[OperationResult]) -> CrmsyncError | None:
@@ -186,7 +214,7 @@ def _run_single(client: ODataClient, ops: list[Operation], calls: dict[int, Call
         except RemoteError as exc:
             return i, OperationResult.failed(ops[i], exc)
 
-    for i, result in _parallel(client, one, list(calls), ordered):
+    for i, result in parallel(client, one, list(calls), ordered):
         results[i] = result
 
 
@@ -211,7 +239,7 @@ def _run_batched(client: ODataClient, ops: list[Operation], calls: dict[int, Cal
         attempt += 1
         chunks = [pending[i:i + settings.batch_size]
                   for i in range(0, len(pending), settings.batch_size)]
-        rounds = _parallel(client, send, chunks, ordered)
+        rounds = parallel(client, send, chunks, ordered)
         again: list[int] = []
         pause, throttled = 0.0, False
         for chunk, chunk_replies in zip(chunks, rounds, strict=True):
@@ -298,7 +326,7 @@ def _error_body(exc: RemoteError) -> bytes:
     return json.dumps({"error": {"code": exc.code or "", "message": exc.message}}).encode()
 
 
-def _parallel(client: ODataClient, fn: Callable[[T], R], items: list[T],
+def parallel(client: ODataClient, fn: Callable[[T], R], items: list[T],
               sequential: bool = False) -> Iterator[R]:
     """``map(fn, items)`` on the client's threads (at most its concurrency at a time),
     results in order; the first exception propagates once every item has finished."""

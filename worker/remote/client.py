@@ -32,6 +32,7 @@ from worker.remote.wire import Select, parse_datetime
 
 if TYPE_CHECKING:
     from worker.remote.batch import Operation, OperationResult
+    from worker.remote.bulk import BulkRecord, BulkSupport
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class ODataClient:
         self.transport = transport or Transport(settings, observer)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._bulk: BulkSupport | None = None
 
     @property
     def base_url(self) -> str:
@@ -119,6 +121,15 @@ class ODataClient:
         from worker.remote.batch import run_batch
 
         return run_batch(self, operations)
+
+    def bulk_support(self) -> BulkSupport:
+        """What this connection knows of Dataverse's bulk messages (``remote.bulk``)."""
+        from worker.remote.bulk import BulkSupport
+
+        with self._pool_lock:
+            if self._bulk is None:
+                self._bulk = BulkSupport(self)
+            return self._bulk
 
     def executor(self) -> ThreadPoolExecutor:
         """The threads that send a batch's requests in parallel (``concurrency`` of them,
@@ -319,6 +330,34 @@ class EntitySet:
     def delete(self, key: str, *, etag: str | None = None) -> WriteResult:
         """Delete the record; ``already_gone`` when there was none."""
         return self._run(self.delete_call(key, etag=etag))
+
+    def supports_bulk(self) -> bool:
+        """Whether writes of this set can go as Dataverse's bulk messages (``remote.bulk``:
+        the dialect's ``bulk_messages``, ``$metadata``, and what the service answered)."""
+        return self.client.bulk_support().supports(self.name)
+
+    def create_multiple(self, records: Sequence[BulkRecord], *,
+                        read_back: bool = True) -> list[OperationResult]:
+        """Create the records (caller-chosen keys) with ``CreateMultiple`` (see
+        ``remote.bulk``); one result per record, in order, as ``ODataClient.batch``."""
+        from worker.remote.bulk import run_bulk
+
+        return run_bulk(self, "create", records, read_back=read_back)
+
+    def update_multiple(self, records: Sequence[BulkRecord], *,
+                        read_back: bool = True) -> list[OperationResult]:
+        """Update existing records with ``UpdateMultiple``; results as ``create_multiple``."""
+        from worker.remote.bulk import run_bulk
+
+        return run_bulk(self, "update", records, read_back=read_back)
+
+    def upsert_multiple(self, records: Sequence[BulkRecord], *,
+                        read_back: bool = True) -> list[OperationResult]:
+        """Create or update records, named by key or by ``alternate`` key, with
+        ``UpsertMultiple``; results as ``create_multiple``."""
+        from worker.remote.bulk import run_bulk
+
+        return run_bulk(self, "upsert", records, read_back=read_back)
 
     def _run(self, call: Call) -> WriteResult:
         reply = self.client.transport.send(call.method, call.url, body=call.body,

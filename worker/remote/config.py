@@ -41,11 +41,13 @@ from worker.remote.secrets import Secret, credential_path, read_secret_file
 AuthKind = Literal["none", "bearer", "oauth2", "managed_identity"]
 TokenEndpointAuthMethod = Literal["client_secret_post", "client_secret_basic"]
 CreateMethod = Literal["patch", "post"]
+BulkMode = Literal["auto", "on", "off"]
 
 DEFAULT_CONNECTION = "crm"
 PUBLIC_AUTHORITY = "login.microsoftonline.com"
 MAX_PAGE_SIZE = 5000
 MAX_BATCH_SIZE = 1000
+MAX_BULK_SIZE = 5000
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class Dialect:
     writes ask for the written record back (its etag and modified-on). ``key_type``: how a
     key is written in a URL or filter (``guid`` unquoted, ``string`` quoted, ``int``).
     ``annotations``: value of ``Prefer: odata.include-annotations`` (None: not sent).
+    ``bulk_messages``: whether the service has Dataverse's ``CreateMultiple`` /
+    ``UpdateMultiple`` / ``UpsertMultiple`` (``auto``: when ``$metadata`` declares them).
     """
 
     name: str = "dataverse"
@@ -70,11 +74,12 @@ class Dialect:
     return_representation: bool = True
     key_type: KeyType = "guid"
     annotations: str | None = None
+    bulk_messages: BulkMode = "auto"
 
 
 DIALECTS: dict[str, Dialect] = {
     "dataverse": Dialect(),
-    "odata": Dialect(name="odata", create_method="post", batch=False),
+    "odata": Dialect(name="odata", create_method="post", batch=False, bulk_messages="off"),
 }
 
 
@@ -98,10 +103,12 @@ class ConnectionSettings:
     token: Secret | None = None
     page_size: int = MAX_PAGE_SIZE
     batch_size: int = 100
+    bulk_size: int = 500
     key_chunk_size: int = 50
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     concurrency: int = 4
+    follow_service_hints: bool = True
     max_retries: int = 5
     retry_base: float = 0.5
     retry_cap: float = 60.0
@@ -260,10 +267,12 @@ _SETTINGS: dict[str, Parser] = {
     "scope": _text,
     "page_size": _integer(1, MAX_PAGE_SIZE),
     "batch_size": _integer(1, MAX_BATCH_SIZE),
+    "bulk_size": _integer(1, MAX_BULK_SIZE),
     "key_chunk_size": _integer(1, 500),
     "connect_timeout": _number(0, 300, positive=True),
     "read_timeout": _number(0, 3600, positive=True),
     "concurrency": _integer(1, 256),
+    "follow_service_hints": _boolean,
     "max_retries": _integer(0, 50),
     "retry_base": _number(0, 60),
     "retry_cap": _number(0, 3600),
@@ -282,6 +291,7 @@ _DIALECT_SETTINGS: dict[str, Parser] = {
     "return_representation": _boolean,
     "key_type": _choice("guid", "string", "int"),
     "annotations": _text,
+    "bulk_messages": _choice("auto", "on", "off"),
 }
 _SECRETS = ("client_secret", "client_certificate", "client_certificate_passphrase", "token",
             "webhook_secret")

@@ -1,0 +1,267 @@
+"""Dataverse's bulk messages: ``CreateMultiple``, ``UpdateMultiple`` and ``UpsertMultiple``
+(``POST …/accounts/Microsoft.Dynamics.CRM.CreateMultiple`` with ``{"Targets": […]}``), many
+records in one request and one server-side operation, with per-record results of the same
+type ``$batch`` writes give (:class:`~worker.remote.batch.OperationResult`).
+
+On a standard table a bulk message is all or nothing: one bad record refuses the whole
+request. A refused request (any 4xx but 401/429, or a 5xx the service kept answering) is
+therefore sent again as per-record ``$batch`` operations (``ODataClient.batch``), so that a
+bad record fails alone and the others are written; the writes are idempotent (client-chosen
+keys), so a record the refused request did write is found there (``already_existed``). A
+request that got no usable answer (no response, throttled or credentials refused past the
+retries) leaves its records' outcome **unknown** (``unknown=True``, as ``$batch`` does), and
+the records of requests not sent after it too: the caller reconciles them by reading back.
+
+A bulk response carries no record versions (``CreateMultiple`` answers only the ids,
+the others 204), so after a successful request the records are read back by key
+(``read_back``, one read per ``key_chunk_size`` records) to give each result its etag and
+modified-on, as ``$batch`` with ``return=representation`` does.
+
+Whether an entity set has the messages: the dialect's ``bulk_messages`` (``on``, ``off``,
+or ``auto``: when ``$metadata`` declares the ``CreateMultiple`` action); a set the service
+answers "does not support entities of type …" (not every standard table has the messages)
+is remembered and written with ``$batch`` from then on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from worker.errors import CrmsyncError
+from worker.remote import filters, wire
+from worker.remote.batch import (
+    CONNECTION_ERRORS,
+    Kind,
+    Operation,
+    OperationResult,
+    parallel,
+)
+from worker.remote.errors import RemoteError, RemoteUnavailable
+
+if TYPE_CHECKING:
+    from worker.remote.client import EntitySet, ODataClient
+
+log = logging.getLogger(__name__)
+
+BulkKind = Literal["create", "update", "upsert"]
+MESSAGES: dict[BulkKind, str] = {"create": "CreateMultiple", "update": "UpdateMultiple",
+                                 "upsert": "UpsertMultiple"}
+_EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
+_NOT_SUPPORTED = ("does not support entities of type", "Resource not found for the segment")
+
+
+@dataclass(frozen=True)
+class BulkRecord:
+    """One record of a bulk write: its ``key`` (client-chosen for a create), the changed
+    ``values``, the caller's ``ref`` (handed back untouched) and, for an upsert by
+    alternate key, ``alternate`` (``{"accountnumber": "C1"}``: then ``key`` may be None,
+    and the result carries the key read back)."""
+
+    key: str | None
+    values: Mapping[str, Any] = field(default_factory=dict)
+    ref: Any = None
+    alternate: Mapping[str, Any] | None = None
+
+
+class BulkSupport:
+    """What one connection knows of the bulk messages: whether ``$metadata`` declares
+    them, each set's entity type, and the sets that refused them."""
+
+    def __init__(self, client: ODataClient) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._declared: bool | None = None
+        self._types: dict[str, str] = {}
+        self.refused: set[str] = set()
+
+    def supports(self, set_name: str) -> bool:
+        mode = self.client.settings.dialect.bulk_messages
+        if mode == "off" or set_name in self.refused:
+            return False
+        return mode == "on" or self._read_metadata()
+
+    def entity_type(self, entity_set: EntitySet) -> str:
+        """``Microsoft.Dynamics.CRM.account`` for ``accounts``: from ``$metadata``, else by
+        Dataverse's naming (the key ``accountid`` less ``id``)."""
+        self._read_metadata()
+        known = self._types.get(entity_set.name)
+        return known or f"Microsoft.Dynamics.CRM.{entity_set.key.removesuffix('id')}"
+
+    def _read_metadata(self) -> bool:
+        with self._lock:
+            if self._declared is None:
+                try:
+                    root = ET.fromstring(self.client.metadata())
+                except (CrmsyncError, ET.ParseError) as exc:
+                    log.warning("bulk messages: $metadata unreadable, using $batch",
+                                extra={"connection": self.client.settings.name,
+                                       "error": str(exc)})
+                    self._declared = False
+                    return False
+                self._declared = any(a.get("Name") == "CreateMultiple"
+                                     for a in root.iter(f"{_EDM}Action"))
+                self._types = {s.get("Name", ""): s.get("EntityType", "")
+                               for s in root.iter(f"{_EDM}EntitySet")}
+            return self._declared
+
+
+def run_bulk(entity_set: EntitySet, kind: BulkKind, records: Sequence[BulkRecord], *,
+             read_back: bool = True) -> list[OperationResult]:
+    """One result per record, in order (see the module docstring)."""
+    client = entity_set.client
+    support = client.bulk_support()
+    ops = [_operation(entity_set, kind, r) for r in records]
+    if not ops:
+        return []
+    names = [_identity(op) for op in ops]
+    if not support.supports(entity_set.name) or len(set(names)) < len(names):
+        return client.batch(ops)  # a record named twice cannot go in one bulk request
+    size = client.settings.bulk_size
+    chunks = [ops[i:i + size] for i in range(0, len(ops), size)]
+    down: list[CrmsyncError] = []
+    results: list[OperationResult] = []
+    for chunk_results in parallel(client, lambda c: _send(entity_set, kind, c, down), chunks):
+        results += chunk_results
+    if read_back:
+        results = _read_back(entity_set, results)
+    return results
+
+
+def _operation(entity_set: EntitySet, kind: BulkKind, record: BulkRecord) -> Operation:
+    op_kind: Kind = kind
+    key = record.key if record.key is not None else _alternate_text(record.alternate or {})
+    return Operation(op_kind, entity_set, key, record.values, ref=record.ref,
+                     alternate=record.alternate if kind == "upsert" else None)
+
+
+def _identity(op: Operation) -> tuple[Any, ...]:
+    if op.alternate:
+        return tuple(sorted((k, str(v).casefold()) for k, v in op.alternate.items()))
+    return (str(op.key).lower(),)
+
+
+def _alternate_text(alternate: Mapping[str, Any]) -> str:
+    return ",".join(f"{name}={filters.literal(value)}" for name, value in alternate.items())
+
+
+def _send(entity_set: EntitySet, kind: BulkKind, ops: list[Operation],
+          down: list[CrmsyncError]) -> list[OperationResult]:
+    """One bulk request for ``ops``; its refusal sends them again one by one in $batch."""
+    client = entity_set.client
+    if down:
+        return [OperationResult.not_answered(op, down[0]) for op in ops]
+    try:
+        body = _body(entity_set, kind, ops)
+    except CrmsyncError:  # a malformed key or value: found and failed alone by $batch
+        return client.batch(ops)
+    url = f"{entity_set.url}/Microsoft.Dynamics.CRM.{MESSAGES[kind]}"
+    try:
+        reply = client.transport.send("POST", url, body=body, headers={
+            "Content-Type": "application/json; charset=utf-8"})
+    except RemoteUnavailable as exc:
+        if exc.status is None:  # no answer at all: the outcome is unknown
+            down.append(exc)
+            return [OperationResult.not_answered(op, exc) for op in ops]
+        return _refused(entity_set, kind, ops, exc)
+    except CONNECTION_ERRORS as exc:
+        down.append(exc)
+        return [OperationResult.not_answered(op, exc) for op in ops]
+    except RemoteError as exc:
+        return _refused(entity_set, kind, ops, exc)
+    keys = _ids_for(ops, reply.body) if kind == "create" else [op.key for op in ops]
+    return [OperationResult(ref=op.ref, key=key, ok=True, status=reply.status)
+            for op, key in zip(ops, keys, strict=True)]
+
+
+def _refused(entity_set: EntitySet, kind: BulkKind, ops: list[Operation],
+             error: RemoteError) -> list[OperationResult]:
+    if any(text in (error.message or "") for text in _NOT_SUPPORTED):
+        entity_set.client.bulk_support().refused.add(entity_set.name)
+    log.info("bulk message refused as a whole, writing its records one by one", extra={
+        "connection": entity_set.client.settings.name, "entity_set": entity_set.name,
+        "message": MESSAGES[kind], "records": len(ops), "status": error.status,
+        "error": error.message})
+    return entity_set.client.batch(ops)
+
+
+def _body(entity_set: EntitySet, kind: BulkKind, ops: list[Operation]) -> bytes:
+    odata_type = entity_set.client.bulk_support().entity_type(entity_set)
+    targets = []
+    for op in ops:
+        target: dict[str, Any] = {"@odata.type": odata_type, **op.values}
+        if op.alternate:
+            target["@odata.id"] = (f"{entity_set.name}("
+                                   f"{_alternate_text(op.alternate)})")
+        else:
+            target[entity_set.key] = wire.key_value(op.key, entity_set.key_type)
+        targets.append(target)
+    return wire.dumps({"Targets": targets})
+
+
+def _ids(body: bytes) -> list[str] | None:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    ids = doc.get("Ids") if isinstance(doc, dict) else None
+    return [str(i) for i in ids] if isinstance(ids, list) else None
+
+
+def _ids_for(ops: list[Operation], body: bytes) -> list[str]:
+    """The ids ``CreateMultiple`` answered, or (when they do not fit) the keys sent."""
+    ids = _ids(body)
+    return ids if ids is not None and len(ids) == len(ops) else [op.key for op in ops]
+
+
+def _read_back(entity_set: EntitySet, results: list[OperationResult]
+               ) -> list[OperationResult]:
+    """Fill each written record's etag and modified-on (and, for an upsert by alternate
+    key, its key) from one read per ``key_chunk_size`` records; a read that fails leaves
+    the results as they are (the writes were confirmed)."""
+    written = [r for r in results if r.ok and r.etag is None and r.status != 304]
+    if not written:
+        return results
+    try:
+        found = _versions(entity_set, written)
+    except CrmsyncError as exc:
+        log.warning("bulk message: reading the written versions back failed", extra={
+            "connection": entity_set.client.settings.name, "entity_set": entity_set.name,
+            "error": str(exc)})
+        return results
+    out = []
+    for result in results:
+        row = found.get(result.key.lower()) if result.ok else None
+        if row is None:
+            out.append(result)
+            continue
+        out.append(replace(result, key=str(row[entity_set.key]),
+                           etag=row.get("@odata.etag"),
+                           modified_on=wire.parse_datetime(row.get(entity_set.modified_on))))
+    return out
+
+
+def _versions(entity_set: EntitySet, written: list[OperationResult]
+              ) -> dict[str, dict[str, Any]]:
+    """Rows by the lower-case key the results carry (``name='value'`` for an upsert by
+    alternate key, read by that key ``key_chunk_size`` at a time)."""
+    select = [entity_set.key, entity_set.modified_on]
+    rows = {str(row[entity_set.key]).lower(): row for row in entity_set.read_by_keys(
+        [r.key for r in written if "=" not in r.key], select=select)}
+    by_name: dict[str, list[str]] = {}
+    for result in written:
+        name, equals, literal = result.key.partition("=")
+        if equals and "," not in result.key:  # one-property alternate keys
+            by_name.setdefault(name, []).append(literal)
+    size = entity_set.client.settings.key_chunk_size
+    for name, literals in by_name.items():
+        for start in range(0, len(literals), size):
+            text = " or ".join(f"{name} eq {lit}" for lit in literals[start:start + size])
+            for row in entity_set.read(select=[*select, name], filter=text):
+                rows[f"{name}={filters.literal(row.get(name))}".lower()] = row
+    return rows
