@@ -270,7 +270,7 @@ def run_at(options: argparse.Namespace, count: int) -> None:
             print(f"server counted {stats['requests']} data requests, "
                   f"statuses {stats['by_status']}")
         finally:
-            server.terminate()
+            server.kill()  # not terminate: it would save the data file, for nothing
             server.wait(30)
 
 

@@ -109,6 +109,7 @@ class ConnectionSettings:
     read_timeout: float = 120.0
     concurrency: int = 4
     follow_service_hints: bool = True
+    rate_limit_window: float = 300.0
     max_retries: int = 5
     retry_base: float = 0.5
     retry_cap: float = 60.0
@@ -273,6 +274,7 @@ _SETTINGS: dict[str, Parser] = {
     "read_timeout": _number(0, 3600, positive=True),
     "concurrency": _integer(1, 256),
     "follow_service_hints": _boolean,
+    "rate_limit_window": _number(0, 86400, positive=True),
     "max_retries": _integer(0, 50),
     "retry_base": _number(0, 60),
     "retry_cap": _number(0, 3600),

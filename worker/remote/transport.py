@@ -14,7 +14,6 @@ service that restarts refuses connections for a while.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from worker.remote.errors import (
     origin_of,
 )
 from worker.remote.observer import RequestObserver, SafeObserver
+from worker.remote.pacing import Pacer
 from worker.remote.retry import RetryPolicy, ThrottleGate
 from worker.remote.secrets import scrub
 
@@ -149,7 +149,9 @@ class Transport:
         self.policy = policy or settings.retry_policy
         self.observer = SafeObserver(observer)
         self.sleep = sleep
-        self._slots = threading.BoundedSemaphore(settings.concurrency)
+        # The concurrency limit and pace follow the service's hints (x-ms-dop-hint, …).
+        self._slots = Pacer(settings.concurrency, follow=settings.follow_service_hints,
+                            window=settings.rate_limit_window)
 
     def close(self) -> None:
         self.session.close()
@@ -246,8 +248,8 @@ class Transport:
         status: int | None = None
         settings = self.settings
         try:
-            with self._slots, WATCHER.watch(settings.connect_timeout
-                                            + settings.read_timeout) as watch:
+            with self._slots as slot_started, WATCHER.watch(settings.connect_timeout
+                                                            + settings.read_timeout) as watch:
                 try:
                     response = self.session.request(
                         method, url, data=body, headers=dict(headers or {}),
@@ -263,6 +265,7 @@ class Transport:
             # A reply cut off at the deadline may look complete (headers ended by EOF).
             if watch.expired:
                 raise requests.ReadTimeout("the reply did not complete in time")
+            self._slots.observe(reply.headers, slot_started, counted=reply.status != 429)
             status = reply.status
             return reply
         finally:
