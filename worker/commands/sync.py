@@ -7,7 +7,8 @@ import argparse
 import json
 import sys
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from worker.commands.common import open_engine
 from worker.commands.output import clean, print_table
@@ -154,20 +155,37 @@ def _print_summaries(summaries: list[RunSummary]) -> None:
             print(clean(f"{s.mapping}: {s.error}"))
 
 
+JOB_COUNTS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed")
+
+
+def job_pace(row: dict[str, Any], now: datetime) -> tuple[float, float | None]:
+    """(seconds, records per second) of a job: until it finished, or until ``now`` while
+    it runs; the rate counts every record the job has dealt with so far (None before
+    any, or in its first tenth of a second)."""
+    end = row["finished_at"] or now
+    seconds = max(0.0, (end - row["started_at"]).total_seconds())
+    done = sum(row.get(k) or 0 for k in JOB_COUNTS)
+    return seconds, (done / seconds if done and seconds >= 0.1 else None)
+
+
 def _jobs(args: argparse.Namespace) -> int:
     rows = joblog.recent(open_engine(), mapping=args.mapping, limit=args.limit)
+    now = datetime.now(UTC)
+    for row in rows:
+        seconds, rate = job_pace(row, now)
+        row["elapsed_seconds"] = round(seconds, 1)
+        row["records_per_second"] = round(rate, 1) if rate is not None else None
     if args.json:
         print(json.dumps(rows, default=str, indent=2))
         return 0
-    header = ("job", "mapping", "direction", "started", "seconds", "status", "ins", "mod",
-              "del", "unch", "skip", "fail", "coup", "message")
+    header = ("job", "mapping", "direction", "started", "seconds", "rec/s", "status", "ins",
+              "mod", "del", "unch", "skip", "fail", "coup", "message")
     table = [header]
     for r in reversed(rows):
-        took = (r["finished_at"] - r["started_at"]).total_seconds() if r["finished_at"] else None
+        rate = r["records_per_second"]
         table.append((str(r["id"]), r["mapping_name"], r["direction"], _stamp(r["started_at"]),
-                      f"{took:.1f}" if took is not None else "", r["status"],
-                      *(str(r[k]) for k in ("inserted", "modified", "deleted", "unchanged",
-                                            "skipped", "failed", "coupled")),
+                      f"{r['elapsed_seconds']:.1f}", f"{rate:.0f}" if rate is not None else "",
+                      r["status"], *(str(r[k]) for k in (*JOB_COUNTS, "coupled")),
                       r["message"] or ""))
     print_table(table)
     return 0
