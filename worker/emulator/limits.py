@@ -26,6 +26,8 @@ from worker.emulator import errors
 BURST_REMAINING = "x-ms-ratelimit-burst-remaining-xrm-requests"
 TIME_REMAINING = "x-ms-ratelimit-time-remaining-xrm-requests"
 DOP_HINT = "x-ms-dop-hint"
+TIME_CODE = "0x80072321"  # Dataverse's codes for the execution time and concurrency limits
+CONCURRENCY_CODE = "0x80072326"
 
 
 @dataclass(frozen=True)
@@ -74,14 +76,12 @@ class ServiceProtection:
         with self._lock:
             now = self._clock()
             self._slide(now)
-            wait = self._refusal(now)
-            if wait is not None:
+            refusal = self._refusal(now)
+            if refusal is not None:
                 self.refused += 1
-                return errors.ODataError(
-                    429, errors.THROTTLED, f"Number of requests exceeded the limit of "
-                    f"{self.limits.requests} over time window of {self.limits.window:g} "
-                    "seconds.", {"Retry-After": str(max(1, math.ceil(wait))),
-                                 **self._headers()})
+                wait, code, message = refusal
+                return errors.ODataError(429, code, message, {
+                    "Retry-After": str(max(1, math.ceil(wait))), **self._headers()})
             entry = [now, 0.0]
             self._window.append(entry)
             self._running += 1
@@ -102,20 +102,28 @@ class ServiceProtection:
             _, seconds = self._window.popleft()
             self._spent -= seconds
 
-    def _refusal(self, now: float) -> float | None:
-        """Seconds until the request would be allowed, or None when it is."""
-        if self._running >= self.limits.concurrent:
-            return 1.0
-        if len(self._window) >= self.limits.requests:
-            return self._window[0][0] + self.limits.window - now
-        if self._spent >= self.limits.execution_seconds:
+    def _refusal(self, now: float) -> tuple[float, str, str] | None:
+        """(seconds until the request would be allowed, Dataverse's error code and
+        message), or None when it is allowed."""
+        limits = self.limits
+        if self._running >= limits.concurrent:
+            return 1.0, CONCURRENCY_CODE, (f"Number of concurrent requests exceeded the limit "
+                                           f"of {limits.concurrent}.")
+        if len(self._window) >= limits.requests:
+            return (self._window[0][0] + limits.window - now, errors.THROTTLED,
+                    f"Number of requests exceeded the limit of {limits.requests} over time "
+                    f"window of {limits.window:g} seconds.")
+        if self._spent >= limits.execution_seconds:
             spent, wait = self._spent, 0.0
             for started, seconds in self._window:  # until enough time has slid out
                 spent -= seconds
-                wait = started + self.limits.window - now
-                if spent < self.limits.execution_seconds:
+                wait = started + limits.window - now
+                if spent < limits.execution_seconds:
                     break
-            return wait
+            return wait, TIME_CODE, (
+                f"Combined execution time of incoming requests exceeded limit of "
+                f"{limits.execution_seconds * 1000:,.0f} milliseconds over time window of "
+                f"{limits.window:g} seconds.")
         return None
 
     def _headers(self) -> dict[str, str]:
