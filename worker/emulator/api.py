@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from worker.emulator import bulk, changes, errors, query
+from worker.emulator import changes, errors, query
 from worker.emulator.access import IndexedRows
 from worker.emulator.bulk import BulkMessages
 from worker.emulator.metadata import metadata_xml, service_document
@@ -39,8 +39,7 @@ class DataApi:
         self.schema = schema
         self.store = store
         self.profile = profile
-        self.bulk = (BulkMessages(store, profile.namespace, frozenset(bulk_unsupported))
-                     if profile.bulk_messages else None)
+        self.bulk = BulkMessages(schema, store, profile, frozenset(bulk_unsupported))
 
     def handle(self, request: Request, path: str) -> Response:
         if path in ("", "/"):
@@ -48,15 +47,13 @@ class DataApi:
             return json_response(200, service_document(self.schema, request.service_root))
         if path == "/$metadata":
             self._allow(request, "GET")
-            actions = bulk.MESSAGES if self.bulk is not None else ()
             return Response(200, [("Content-Type", "application/xml"), *ODATA_HEADERS],
-                            metadata_xml(self.schema, self.profile.namespace, actions))
+                            metadata_xml(self.schema, self.profile.namespace, self.bulk.actions))
         if path == "/WhoAmI" and self.profile.who_am_i:
             self._allow(request, "GET")
             return json_response(200, self._who_am_i(request))
-        action = bulk.split_action(path) if self.bulk is not None else None
-        if action is not None and action[0] in self.schema and self.bulk is not None:
-            return self.bulk.run(request, self.schema[action[0]], action[1])
+        if (answer := self.bulk.route(request, path)) is not None:
+            return answer
         try:
             resource = parse_resource(path[1:])
         except BadKey as exc:
@@ -101,9 +98,7 @@ class DataApi:
         page_size = query.page_size_from(prefs)
         if not self.profile.honours_maxpagesize:
             page_size = None  # pages of the server's own size, whatever the client prefers
-        # Under one lock hold: the token's position is exactly the first page's snapshot,
-        # and an index walk reads the live indexes.
-        with self.store.lock:
+        with self.store.lock:  # the token is the first page's position; walks read live indexes
             token = str(self.store.change_token()) if tracking else None
             rows = IndexedRows(self.store, entity_set, options)
             page = query.read_page(options, rows, page_size, skiptoken, track=token,

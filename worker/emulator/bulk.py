@@ -27,8 +27,9 @@ from typing import Any
 
 from worker.emulator import errors
 from worker.emulator.paths import BadKey, EntityRef, parse_entity_ref
+from worker.emulator.profiles import Profile
 from worker.emulator.protocol import Request, Response, empty_response, json_response
-from worker.emulator.schema import EntitySet
+from worker.emulator.schema import EntitySet, Schema
 from worker.emulator.store import Store
 from worker.emulator.values import coerce, parse_body
 
@@ -38,14 +39,29 @@ MAX_TARGETS = 5000  # more than any client should send at once; Dataverse's limi
 
 
 class BulkMessages:
-    """Runs one bulk message against the store, all or nothing. ``unsupported``: sets
-    whose entity refuses the messages (not every standard table has them)."""
+    """Runs one bulk message against the store, all or nothing, when the profile has them.
+    ``unsupported``: sets whose entity refuses the messages (not every standard table has
+    them)."""
 
-    def __init__(self, store: Store, namespace: str,
+    def __init__(self, schema: Schema, store: Store, profile: Profile,
                  unsupported: frozenset[str] = frozenset()) -> None:
+        self.schema = schema
         self.store = store
-        self.namespace = namespace
+        self.namespace = profile.namespace
+        self.enabled = profile.bulk_messages
         self.unsupported = unsupported
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """The bound actions ``$metadata`` declares."""
+        return MESSAGES if self.enabled else ()
+
+    def route(self, request: Request, path: str) -> Response | None:
+        """The answer to ``path`` when it names a bulk message of a set; else None."""
+        action = split_action(path) if self.enabled else None
+        if action is None or action[0] not in self.schema:
+            return None
+        return self.run(request, self.schema[action[0]], action[1])
 
     def run(self, request: Request, entity_set: EntitySet, message: str) -> Response:
         if message not in MESSAGES:
