@@ -22,7 +22,8 @@ from worker.errors import ConfigurationError
 from worker.remote.auth import authenticator_for
 from worker.remote.client import ODataClient
 from worker.remote.config import load_connection
-from worker.remote.errors import RemoteAuthError
+from worker.remote.errors import RemoteAuthError, RemoteProtocolError
+from worker.remote.transport import Transport
 
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 TENANT = "contoso.onmicrosoft.com"
@@ -261,3 +262,33 @@ def test_a_certificate_near_its_end_is_a_warning(caplog: pytest.LogCaptureFixtur
     assert warning.levelno == logging.WARNING
     assert getattr(warning, "days_left", None) == 10
     assert getattr(warning, "setting", None) == "CRMSYNC_CRM_CLIENT_CERTIFICATE"
+
+
+class HugeAuthority(FlakyAuthority):
+    """An https authority whose token reply is 3 MiB."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.answer(200, {"token_type": "Bearer", "access_token": "t" * (3 << 20)})
+
+
+def test_an_authority_reply_larger_than_the_limit_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    context, bundle = pki.server_tls(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HugeAuthority)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = load_connection(env={
+            "CRMSYNC_CRM_URL": "https://127.0.0.1:1/api", "CRMSYNC_CRM_TENANT": TENANT,
+            "CRMSYNC_CRM_AUTHORITY": f"127.0.0.1:{server.server_address[1]}",
+            "CRMSYNC_CRM_CLIENT_ID": CLIENT_ID, "CRMSYNC_CRM_CLIENT_SECRET": SECRET,
+            "CRMSYNC_CRM_MAX_REPLY_MIB": "1"})
+        transport = Transport(settings)
+        with pytest.raises(RemoteProtocolError, match="larger than max_reply_mib 1 MiB"):
+            transport.auth.authorization()
+        transport.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -204,9 +204,9 @@ def authenticator_for(settings: ConnectionSettings, session: requests.Session) -
         # to import, which a command that never signs in to Entra ID need not wait for.
         from worker.remote.entra import ManagedIdentity
 
-        return ManagedIdentity(settings)
+        return ManagedIdentity(settings, session=session)
     if settings.uses_entra:
-        return _entra_application(settings)
+        return _entra_application(settings, session)
     if not (settings.client_id and settings.client_secret and settings.token_url):
         raise ConfigurationError(
             f"connection {settings.name!r}: oauth2 auth needs client_id, client_secret "
@@ -224,7 +224,8 @@ def authenticator_for(settings: ConnectionSettings, session: requests.Session) -
     )
 
 
-def _entra_application(settings: ConnectionSettings) -> Authenticator:
+def _entra_application(settings: ConnectionSettings,
+                       session: requests.Session) -> Authenticator:
     from worker.remote.certificate import load_client_certificate
     from worker.remote.entra import EntraApplication
 
@@ -239,4 +240,4 @@ def _entra_application(settings: ConnectionSettings) -> Authenticator:
             settings.client_certificate, settings.client_certificate_passphrase,
             settings.source("client_certificate"),
             settings.source("client_certificate_passphrase"))
-    return EntraApplication(settings, certificate)
+    return EntraApplication(settings, certificate, session=session)

@@ -75,11 +75,15 @@ _guard_msal_logs()
 
 class _TimedSession(requests.Session):
     """The HTTP client handed to msal: our timeouts on every request (msal sets none when
-    given a client), no redirects followed on a token request."""
+    given a client), no redirects followed on a token request, and the connection
+    session's response hooks (the ``max_reply_mib`` limit on a reply read whole)."""
 
-    def __init__(self, timeout: tuple[float, float]) -> None:
+    def __init__(self, timeout: tuple[float, float],
+                 like: requests.Session | None = None) -> None:
         super().__init__()
         self._timeout = timeout
+        if like is not None:
+            self.hooks["response"] = list(like.hooks.get("response", []))
 
     def request(self, method: str | bytes, url: str | bytes,  # type: ignore[override]
                 *args: Any, **kwargs: Any) -> requests.Response:
@@ -94,12 +98,12 @@ class _MsalToken(RenewingToken):
     policy (a refused or unresolvable address fails at once in a foreground command)."""
 
     def __init__(self, settings: ConnectionSettings, *, clock: Callable[[], float],
-                 sleep: Callable[[float], None]) -> None:
+                 sleep: Callable[[float], None], session: requests.Session | None) -> None:
         super().__init__(settings.name, clock)
         self._settings = settings
         self._policy = settings.retry_policy
         self._sleep = sleep
-        self._session = _TimedSession(settings.timeout)
+        self._session = _TimedSession(settings.timeout, like=session)
         self._cache = msal.TokenCache()
 
     def _fetch(self) -> tuple[Secret, float]:
@@ -160,9 +164,10 @@ class EntraApplication(_MsalToken):
     or the certificate (``certificate`` given)."""
 
     def __init__(self, settings: ConnectionSettings, certificate: ClientCertificate | None,
-                 *, clock: Callable[[], float] = time.monotonic,
+                 *, session: requests.Session | None = None,
+                 clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        super().__init__(settings, clock=clock, sleep=sleep)
+        super().__init__(settings, clock=clock, sleep=sleep, session=session)
         self._certificate = certificate
         self._app: Any = None
         self._credential_key = "client_certificate" if certificate else "client_secret"
@@ -259,9 +264,10 @@ class ManagedIdentity(_MsalToken):
     scope without ``/.default``)."""
 
     def __init__(self, settings: ConnectionSettings, *,
+                 session: requests.Session | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        super().__init__(settings, clock=clock, sleep=sleep)
+        super().__init__(settings, clock=clock, sleep=sleep, session=session)
         self._identity = (msal.UserAssignedManagedIdentity(client_id=settings.client_id)
                           if settings.client_id else msal.SystemAssignedManagedIdentity())
         self._reset()
