@@ -123,6 +123,20 @@ def test_failure_with_attempts_left_retries_after_delay_and_growing_backoff() ->
     assert (last.status, last.next_run_at, last.attempts) == (EntryStatus.ERROR, None, 3)
 
 
+def test_a_failed_run_that_confirmed_records_is_not_a_failure_in_a_row() -> None:
+    """It ends the row of failures: attempts start again, no backoff, only the rerun
+    delay, even when the attempts before it had nearly reached max_attempts."""
+    e = entry(retry=RetryPolicy(max_attempts=3, rerun_delay=timedelta(seconds=30)),
+              attempts=2)
+    now = utc(2026, 11, 25, 12)
+    progressed = schedule.after_failure(e, now, "boom", confirmed=160)
+    assert (progressed.status, progressed.attempts, progressed.last_error) == (
+        EntryStatus.READY, 0, "boom")
+    assert progressed.next_run_at == now + timedelta(seconds=30)
+    nothing = schedule.after_failure(replace(e, attempts=0), now, "boom", confirmed=0)
+    assert (nothing.attempts, nothing.next_run_at) == (1, now + timedelta(seconds=31))
+
+
 def test_success_resets_attempts() -> None:
     s = Schedule(run_interval=timedelta(minutes=5))
     decision = schedule.after_success(entry(schedule=s, attempts=4), utc(2026, 1, 1),
@@ -274,6 +288,7 @@ def test_the_rules_never_raise_on_values_the_database_accepts(
 ) -> None:
     for decision in (schedule.after_success(e, scheduled, now, changed),
                      schedule.after_failure(e, now, "failed"),
+                     schedule.after_failure(e, now, "failed", confirmed=1),
                      schedule.when_due(e, scheduled, now)):
         if decision is not None and decision.next_run_at is not None:
             assert decision.next_run_at.year <= 3001

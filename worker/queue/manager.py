@@ -3,10 +3,14 @@ finish, release, rescue, reschedule after an edit, heartbeat. The longer stateme
 queries.py; an entry that cannot be read or scheduled is put in 'error' alone (the helpers
 at the end).
 
-Claims are serialized cluster-wide by one transaction-scoped advisory lock: a claim is a few
-milliseconds, and serializing them makes the category and dependency rules exact (two workers
-can never both see a category as free). The partial unique indexes of the schema are the
-second line of defence."""
+A claim takes as many runs as the worker has free slots in one transaction: one statement
+reads the candidates (locked with SKIP LOCKED, so workers never wait for each other's rows),
+one writes the claims. Workers do not serialize their claims: two that both see a category,
+a mapping or the sync entries as free at the same moment are stopped by the database (the
+partial unique indexes of one running entry per category and per mapping, the exclusion
+constraint of sync_all_modified), the later one's batch is refused and claimed again from a
+fresh view. Dependencies need no such guard: a child waits while its parent is due or
+running, and a parent is always one or the other until its run is recorded."""
 
 from __future__ import annotations
 
@@ -24,11 +28,10 @@ from sqlalchemy.engine import Connection, Engine
 from worker.db.engine import describe_db_error, translate_errors
 from worker.errors import CrmsyncError, DatabaseUnavailable
 from worker.queue import queries, schedule
-from worker.queue.models import EntryStatus, JobQueueEntry, RunStatus
+from worker.queue.models import EntryStatus, JobKind, JobQueueEntry, RunStatus
 
 log = logging.getLogger(__name__)
 
-CLAIM_LOCK_KEY = 0x63726D73  # "crms": the advisory lock that serializes claims
 # A run rescued this often (its workers died each time) is a poison job, not bad luck.
 RESCUES_BEFORE_ERROR = 3
 
@@ -89,76 +92,125 @@ class QueueManager:
         self.engine = engine
 
     # -- claiming -----------------------------------------------------------------------
+    def claim(self, worker_id: str, lease: timedelta, slots: int) -> list[Claim]:
+        """Claim up to ``slots`` runnable due entries, in priority order, in one transaction
+        (a second when the first page of rows was used up by entries passed over). Entries
+        found expired or outside their window are moved on; entries held back (a running
+        entry of their category or mapping, a parent due, running or failed) are marked
+        'waiting' with the reason. An entry that cannot be read, scheduled or claimed is put
+        in 'error' with a message naming it; the others go on."""
+        claims: list[Claim] = []
+        careful = False
+        for _ in range(_PAGES):
+            wanted = slots - len(claims)
+            if wanted <= 0:
+                break
+            try:
+                got, full = self._claim_page(worker_id, lease, wanted, careful)
+            except _BatchRefused:
+                careful = True  # written again row by row, each in a savepoint
+                continue
+            claims += got
+            if not full:
+                break
+        return claims
+
     def claim_next(self, worker_id: str, lease: timedelta) -> Claim | None:
-        """Claim the first runnable due entry, or return None. Entries found expired or
-        outside their window are moved on; entries held back (a running entry of their
-        category or mapping, a parent due, running or failed) are marked 'waiting' with the
-        reason. An entry that cannot be read or scheduled is put in 'error' with a message
-        naming it; the others go on."""
+        """Claim the first runnable due entry, or return None."""
+        claims = self.claim(worker_id, lease, 1)
+        return claims[0] if claims else None
+
+    def _claim_page(
+        self, worker_id: str, lease: timedelta, slots: int, careful: bool
+    ) -> tuple[list[Claim], bool]:
+        limit = slots * queries.CLAIM_ROWS_PER_SLOT
         with translate_errors(), self.engine.begin() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK_KEY})
-            # The recursive ancestors' row estimate on small, unanalyzed tables is large
-            # enough to trigger JIT compilation: ~1 s per claim instead of ~1 ms.
-            conn.execute(sa.text("SET LOCAL jit = off"))
-            now: datetime = conn.scalar(sa.text("SELECT clock_timestamp()"))
-            for row in _readable_rows(conn, queries.CANDIDATES, {"now": now}):
+            now: datetime = conn.execute(queries.CLAIM_SETTINGS).one().now
+            rows = _readable_rows(conn, queries.CLAIMABLE, {"now": now, "limit": limit})
+            batch = _Batch(slots)
+            for row in rows:
+                if batch.full:
+                    break
                 try:
-                    with conn.begin_nested():
-                        claim = self._consider(conn, row, worker_id, lease, now)
+                    self._sort(conn, row, now, batch)
                 except Exception as exc:
                     _reraise_if_unavailable(exc)
-                    if _constraint_of(exc) in _ONE_RUNNING:
-                        continue  # someone else runs its category or mapping: not its fault
                     _mark_broken(conn, row["id"], "could not be claimed", exc)
-                    continue
-                if claim is not None:
-                    return claim
-            return None
+            _mark_waiting(conn, batch.waiting)
+            if careful:
+                claims = self._write_one_by_one(conn, batch.chosen, worker_id, lease, now)
+            else:
+                claims = self._write(conn, batch.chosen, worker_id, lease, now)
+            return claims, len(rows) >= limit
 
-    def _consider(
-        self, conn: Connection, row: sa.RowMapping, worker_id: str, lease: timedelta,
-        now: datetime,
-    ) -> Claim | None:
+    def _sort(self, conn: Connection, row: sa.RowMapping, now: datetime, batch: _Batch) -> None:
+        """Where one candidate goes: moved on, held, chosen, or left for the next claim."""
         entry = JobQueueEntry.from_row(row)
         assert entry.next_run_at is not None
         moved = schedule.when_due(entry, entry.next_run_at, now)
         if moved is not None:
-            self._apply(conn, entry.id, moved)
-            return None
-        reason = _wait_reason(row)
-        if reason is not None:
-            conn.execute(queries.MARK_WAITING, {"id": entry.id, "reason": reason})
-            return None
-        return self._claim(conn, entry, worker_id, lease, now)
+            with conn.begin_nested():
+                self._apply(conn, entry.id, moved)
+        elif row["hold"] is not None:
+            batch.waiting[entry.id] = row["hold"]
+        else:
+            batch.offer(entry)
 
-    def _claim(
-        self, conn: Connection, entry: JobQueueEntry, worker_id: str, lease: timedelta,
+    def _write(
+        self, conn: Connection, chosen: Sequence[JobQueueEntry], worker_id: str,
+        lease: timedelta, now: datetime,
+    ) -> list[Claim]:
+        """All claims of a batch in one statement. When the database refuses it (another
+        worker claimed the same category or mapping a moment earlier, or a row is broken),
+        the whole transaction is given up: the next page sees the other worker's claims
+        and writes row by row."""
+        if not chosen:
+            return []
+        try:
+            written = conn.execute(queries.CLAIM_ROWS, _claim_params(chosen, worker_id, lease))
+        except sa_exc.DBAPIError as exc:
+            if not _lock_timed_out(exc):
+                _reraise_if_unavailable(exc)
+            raise _BatchRefused from exc
+        return self._claims_of(conn, chosen, written.all(), now)
+
+    def _write_one_by_one(
+        self, conn: Connection, chosen: Sequence[JobQueueEntry], worker_id: str,
+        lease: timedelta, now: datetime,
+    ) -> list[Claim]:
+        claims: list[Claim] = []
+        for entry in chosen:
+            try:
+                with conn.begin_nested():
+                    written = conn.execute(
+                        queries.CLAIM_ROWS, _claim_params([entry], worker_id, lease)).all()
+                    claims += self._claims_of(conn, [entry], written, now)
+            except Exception as exc:
+                if _constraint_of(exc) in _ONE_RUNNING or _lock_timed_out(exc):
+                    continue  # someone else runs its category or mapping: not its fault
+                _reraise_if_unavailable(exc)
+                _mark_broken(conn, entry.id, "could not be claimed", exc)
+        return claims
+
+    def _claims_of(
+        self, conn: Connection, chosen: Sequence[JobQueueEntry], written: Sequence[Any],
         now: datetime,
-    ) -> Claim | None:
-        scheduled_for = entry.next_run_at
-        assert scheduled_for is not None
-        # started_at is read after the candidates were chosen: a run of the same category
-        # that finished just before (and freed it) never appears to overlap this one.
-        logged = conn.execute(queries.INSERT_LOG, {
-            "entry_id": entry.id, "job_kind": entry.job_kind.value,
-            "mapping_name": entry.mapping_name, "description": entry.description,
-            "category_code": entry.category_code, "worker_id": worker_id,
-            "scheduled_for": scheduled_for,
-        }).first()
-        if logged is None:
+    ) -> list[Claim]:
+        logged = {row.entry_id: row for row in written}
+        claims: list[Claim] = []
+        for entry in chosen:
+            assert entry.next_run_at is not None
+            row = logged.get(entry.id)
+            if row is not None:
+                claims.append(Claim(entry=entry, log_id=row.log_id,
+                                    scheduled_for=entry.next_run_at, started_at=row.started_at))
+                continue
             # This occurrence already ran (a user set next_run_at back to it): move on.
-            following = schedule.next_run_after(entry.schedule, scheduled_for, now)
+            following = schedule.next_run_after(entry.schedule, entry.next_run_at, now)
             status = EntryStatus.READY if following else EntryStatus.FINISHED
             self._apply(conn, entry.id, schedule.Decision(
                 status, following, entry.attempts, entry.last_error))
-            return None
-        log_id, started_at = logged
-        conn.execute(queries.MARK_CLAIMED, {
-            "worker_id": worker_id, "now": started_at, "lease": lease,
-            "scheduled_for": scheduled_for, "log_id": log_id, "id": entry.id,
-        })
-        return Claim(entry=entry, log_id=log_id, scheduled_for=scheduled_for,
-                     started_at=started_at)
+        return claims
 
     @staticmethod
     def _apply(conn: Connection, entry_id: int, decision: schedule.Decision) -> None:
@@ -240,12 +292,9 @@ class QueueManager:
     def _finish(
         self, conn: Connection, claim: Claim, worker_id: str, outcome: Outcome
     ) -> bool:
-        now = _now(conn)
-        row = conn.execute(
-            sa.text("SELECT * FROM crmsync.job_queue_entries "
-                    "WHERE id = :id AND locked_by = :w AND current_log_id = :log FOR UPDATE"),
-            {"id": claim.entry.id, "w": worker_id, "log": claim.log_id},
-        ).mappings().first()
+        row = conn.execute(queries.OWNED_RUN, {
+            "id": claim.entry.id, "w": worker_id, "log": claim.log_id}).mappings().first()
+        now = row["finishing_at"] if row is not None else _now(conn)
         finished = conn.execute(queries.FINISH_LOG, {
             "log_id": claim.log_id, "status": outcome.status.value, "now": now,
             "message": outcome.message or None, "error": outcome.error,
@@ -265,7 +314,9 @@ class QueueManager:
             decision = schedule.after_success(
                 current, claim.scheduled_for, now, outcome.changed)
         else:
-            decision = schedule.after_failure(current, now, outcome.error or "failed")
+            confirmed = row["confirmed"] if outcome.status is RunStatus.ERROR else 0
+            decision = schedule.after_failure(current, now, outcome.error or "failed",
+                                              confirmed)
         self._apply(conn, current.id, decision)
         return True
 
@@ -480,7 +531,84 @@ def _describe(entry_id: int, what: str, exc: BaseException, column: str | None =
 
 
 _ONE_RUNNING = ("job_queue_entries_one_running_per_category",
-                "job_queue_entries_one_running_per_mapping")
+                "job_queue_entries_one_running_per_mapping",
+                "job_queue_entries_sync_all_modified_runs_alone")
+# A claim reads at most this many pages of candidates (each a transaction) per call.
+_PAGES = 3
+
+
+class _BatchRefused(Exception):
+    """The database refused a batch of claims; the caller writes them again one by one."""
+
+
+class _Batch:
+    """The entries one claim takes: in priority order, never two of one category or one
+    mapping, and sync_all_modified never beside a sync entry (the rules of running
+    entries, applied within the batch as the database applies them across workers)."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.chosen: list[JobQueueEntry] = []
+        self.waiting: dict[int, str] = {}
+        self._categories: set[str] = set()
+        self._mappings: set[str] = set()
+        self._kinds: set[JobKind] = set()
+
+    @property
+    def full(self) -> bool:
+        return len(self.chosen) >= self.slots
+
+    def offer(self, entry: JobQueueEntry) -> None:
+        """Take ``entry`` unless it conflicts with one taken; a conflicting one stays due
+        and is held (or claimed) by the next claim."""
+        sync = {JobKind.SYNC_MAPPING, JobKind.SYNC_ALL_MODIFIED}
+        if entry.category_code is not None and entry.category_code in self._categories:
+            return
+        if entry.mapping_name is not None and entry.mapping_name in self._mappings:
+            return
+        if entry.job_kind is JobKind.SYNC_ALL_MODIFIED and self._kinds & sync:
+            return
+        if entry.job_kind in sync and JobKind.SYNC_ALL_MODIFIED in self._kinds:
+            return
+        self.chosen.append(entry)
+        self._kinds.add(entry.job_kind)
+        if entry.category_code is not None:
+            self._categories.add(entry.category_code)
+        if entry.mapping_name is not None:
+            self._mappings.add(entry.mapping_name)
+
+
+def _claim_params(
+    chosen: Sequence[JobQueueEntry], worker_id: str, lease: timedelta
+) -> dict[str, Any]:
+    return {"ids": [e.id for e in chosen], "scheduled": [e.next_run_at for e in chosen],
+            "worker_id": worker_id, "lease": lease}
+
+
+def _mark_waiting(conn: Connection, waiting: Mapping[int, str]) -> None:
+    """Held entries show why (status, entries list): one statement for all of them."""
+    if not waiting:
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(queries.MARK_WAITING,
+                         {"ids": list(waiting), "reasons": list(waiting.values())})
+        return
+    except sa_exc.DBAPIError as exc:
+        _reraise_if_unavailable(exc)
+    for entry_id, reason in waiting.items():  # one row refused it: find which
+        try:
+            with conn.begin_nested():
+                conn.execute(queries.MARK_WAITING, {"ids": [entry_id], "reasons": [reason]})
+        except sa_exc.DBAPIError as exc:
+            _reraise_if_unavailable(exc)
+            _mark_broken(conn, entry_id, "could not be marked waiting", exc)
+
+
+def _lock_timed_out(exc: BaseException) -> bool:
+    """Another worker's claim held us up (lock timeout) or crossed ours (deadlock): the
+    driver calls these operational errors, but the connection is fine."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in ("55P03", "40P01")
 
 
 def _constraint_of(exc: BaseException) -> str | None:
@@ -494,17 +622,3 @@ def _reraise_if_unavailable(exc: BaseException) -> None:
         isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)
     if lost:
         raise exc
-
-
-def _wait_reason(row: sa.RowMapping) -> str | None:
-    """Why an entry must not start now (shown by status and entries list), or None. A
-    failed parent holds its children until its next run succeeds."""
-    if row["failed_parents"]:
-        return f"waiting for parent: {row['failed_parents']}"
-    if row["category_busy"]:
-        return f"waiting for category {row['category_code']}"
-    if row["mapping_busy"]:
-        return "waiting: mapping running in another entry"
-    if row["dependency_busy"]:
-        return "waiting for parent: running or due first"
-    return None

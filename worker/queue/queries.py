@@ -5,87 +5,130 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-# Ancestors are followed transitively; an enabled parent counts as failed while the most
-# recent sync job of any of its directions is 'failed' or 'abandoned' (record-level failures
-# do not count; a disabled parent never runs again, so it holds nobody). The LATERAL reads
-# the newest row per (mapping, direction) from its index.
-CANDIDATES = sa.text(
+# The rows a claim considers, in (priority, next_run_at, id) order, each locked or skipped:
+# the due entries that may start now, and the held ones whose 'waiting' mark is not yet
+# what holds them (so a held entry is marked once, and then passed over by an index probe
+# per rule). Nothing here grows with the number of entries or of due entries:
+# - the distinct priorities are walked through the claim index (one probe each), and per
+#   priority the due rows are read from the same index up to :limit;
+# - category and mapping checks are probes of the partial unique indexes of running
+#   entries; sync_all_modified's check is a probe of the running entries' index;
+# - a parent counts as failed while its newest sync job in either direction is 'failed' or
+#   'abandoned' (record-level failures do not count; a disabled parent never runs again,
+#   so it holds nobody), read from mapping_ancestors (the dependency closure) and
+#   mapping_last_sync_jobs, both kept by triggers (revision 0007);
+# - a child waits while a direct parent's entry is running or due (so parents sync first
+#   in every cycle; a grandparent holds through the parent, which is then due too); the
+#   needless q.id <> e.id keeps this a probe per row of the mapping index, where the
+#   planner would otherwise hash every sync entry of the table once per claim.
+# Two workers never wait for each other here (SKIP LOCKED); a rule they might both break
+# at the same moment is caught by the unique indexes and the exclusion constraint when the
+# claim is written (CLAIM_ROWS).
+CLAIMABLE = sa.text(
     """
-    WITH RECURSIVE ancestors (mapping_name, ancestor) AS (
-        SELECT mapping_name, depends_on FROM crmsync.integration_table_mapping_dependencies
-        UNION
-        SELECT a.mapping_name, d.depends_on
-          FROM ancestors a
-          JOIN crmsync.integration_table_mapping_dependencies d ON d.mapping_name = a.ancestor
-    ), failed_parents AS (
-        SELECT a.mapping_name,
-               string_agg(a.ancestor || ' sync job ' || j.id || ' ' || j.status, ', '
-                          ORDER BY a.ancestor, j.direction) AS parents
-          FROM ancestors a
-         CROSS JOIN (VALUES ('to_integration'), ('from_integration')) AS dir (direction)
-         CROSS JOIN LATERAL (
-               SELECT s.id, s.direction, s.status FROM crmsync.sync_jobs s
-                WHERE s.mapping_name = a.ancestor AND s.direction = dir.direction
-                ORDER BY s.id DESC LIMIT 1) j
-          JOIN crmsync.integration_table_mappings m ON m.name = a.ancestor AND m.enabled
-         WHERE j.status IN ('failed', 'abandoned')
-         GROUP BY a.mapping_name
+    WITH RECURSIVE priorities (priority) AS (
+        (SELECT e.priority FROM crmsync.job_queue_entries e
+          WHERE e.status IN ('ready', 'waiting', 'on_hold_inactivity') AND NOT e.schedule_changed
+          ORDER BY e.priority LIMIT 1)
+        UNION ALL
+        SELECT (SELECT e.priority FROM crmsync.job_queue_entries e
+                 WHERE e.status IN ('ready', 'waiting', 'on_hold_inactivity')
+                   AND NOT e.schedule_changed AND e.priority > p.priority
+                 ORDER BY e.priority LIMIT 1)
+          FROM priorities p WHERE p.priority IS NOT NULL
     )
-    SELECT e.*,
-           (e.category_code IS NOT NULL AND EXISTS (
-               SELECT 1 FROM crmsync.job_queue_entries r
-                WHERE r.status = 'in_process' AND r.category_code = e.category_code
-           )) AS category_busy,
-           EXISTS (
-               SELECT 1 FROM crmsync.job_queue_entries r
-                WHERE r.status = 'in_process' AND r.id <> e.id
-                  AND (r.mapping_name = e.mapping_name
-                       OR (r.job_kind = 'sync_all_modified'
-                           AND e.job_kind IN ('sync_mapping', 'sync_all_modified'))
-                       OR (e.job_kind = 'sync_all_modified' AND r.job_kind = 'sync_mapping'))
-           ) AS mapping_busy,
-           (e.job_kind = 'sync_mapping' AND EXISTS (
-               SELECT 1
-                 FROM crmsync.integration_table_mapping_dependencies d
-                 JOIN crmsync.job_queue_entries p
-                   ON p.mapping_name = d.depends_on AND p.job_kind = 'sync_mapping'
-                WHERE d.mapping_name = e.mapping_name
-                  AND (p.status = 'in_process'
-                       OR (p.status IN ('ready', 'waiting', 'on_hold_inactivity')
-                           AND p.next_run_at <= :now))
-           )) AS dependency_busy,
-           f.parents AS failed_parents
-      FROM crmsync.job_queue_entries e
-      LEFT JOIN failed_parents f
-        ON e.job_kind = 'sync_mapping' AND f.mapping_name = e.mapping_name
-     WHERE e.status IN ('ready', 'waiting', 'on_hold_inactivity')
-       AND e.next_run_at <= :now AND NOT e.schedule_changed
-       AND (CAST(:only AS bigint) IS NULL OR e.id = :only)
-     ORDER BY e.priority, e.id
-     LIMIT 500
-       FOR UPDATE OF e SKIP LOCKED
+    SELECT c.* FROM priorities p CROSS JOIN LATERAL (
+        SELECT e.*, h.hold
+          FROM crmsync.job_queue_entries e
+         CROSS JOIN LATERAL (SELECT COALESCE(
+               (SELECT 'waiting for parent: '
+                       || string_agg(a.ancestor || ' sync job ' || j.job_id || ' ' || j.status,
+                                     ', ' ORDER BY a.ancestor, j.direction)
+                  FROM crmsync.mapping_ancestors a
+                  JOIN crmsync.mapping_last_sync_jobs j ON j.mapping_name = a.ancestor
+                  JOIN crmsync.integration_table_mappings m ON m.name = a.ancestor AND m.enabled
+                 WHERE e.job_kind = 'sync_mapping' AND a.mapping_name = e.mapping_name
+                   AND j.status IN ('failed', 'abandoned')),
+               CASE WHEN e.category_code IS NOT NULL AND EXISTS (
+                        SELECT 1 FROM crmsync.job_queue_entries r
+                         WHERE r.status = 'in_process' AND r.category_code = e.category_code)
+                    THEN 'waiting for category ' || e.category_code END,
+               CASE WHEN (e.mapping_name IS NOT NULL AND EXISTS (
+                             SELECT 1 FROM crmsync.job_queue_entries r
+                              WHERE r.status = 'in_process' AND r.mapping_name = e.mapping_name
+                                AND r.id <> e.id))
+                      OR (e.job_kind IN ('sync_mapping', 'sync_all_modified') AND EXISTS (
+                             SELECT 1 FROM crmsync.job_queue_entries r
+                              WHERE r.status = 'in_process' AND r.job_kind = 'sync_all_modified'
+                                AND r.id <> e.id))
+                      OR (e.job_kind = 'sync_all_modified' AND EXISTS (
+                             SELECT 1 FROM crmsync.job_queue_entries r
+                              WHERE r.status = 'in_process' AND r.job_kind = 'sync_mapping'))
+                    THEN 'waiting: mapping running in another entry' END,
+               CASE WHEN e.job_kind = 'sync_mapping' AND EXISTS (
+                        SELECT 1
+                          FROM crmsync.integration_table_mapping_dependencies d
+                          JOIN crmsync.job_queue_entries q
+                            ON q.mapping_name = d.depends_on AND q.job_kind = 'sync_mapping'
+                         WHERE d.mapping_name = e.mapping_name AND q.id <> e.id
+                           AND (q.status = 'in_process'
+                                OR (q.status IN ('ready', 'waiting', 'on_hold_inactivity')
+                                    AND q.next_run_at <= :now)))
+                    THEN 'waiting for parent: running or due first' END) AS hold
+               OFFSET 0) h  -- evaluated once per row, not once per reference
+         WHERE e.priority = p.priority
+           AND e.status IN ('ready', 'waiting', 'on_hold_inactivity') AND NOT e.schedule_changed
+           AND e.next_run_at <= :now
+           AND (CAST(:only AS bigint) IS NULL OR e.id = :only)
+           AND (h.hold IS NULL OR e.status <> 'waiting'
+                OR e.waiting_reason IS DISTINCT FROM h.hold)
+         ORDER BY e.next_run_at, e.id
+         LIMIT :limit
+           FOR UPDATE OF e SKIP LOCKED
+    ) c
+     ORDER BY c.priority, c.next_run_at, c.id
+     LIMIT :limit
     """
 )
+# A claim's transaction: JIT off (its compilation would cost more than the statement), and
+# a claim that meets another worker's uncommitted claim of the same category waits for it
+# at most 100 ms (then it claims again) instead of up to the deadlock timeout.
+CLAIM_SETTINGS = sa.text(
+    "SELECT set_config('jit', 'off', true), set_config('lock_timeout', '100ms', true), "
+    "clock_timestamp() AS now")
 
-INSERT_LOG = sa.text(
-    """
-    INSERT INTO crmsync.job_queue_log_entries
-           (entry_id, job_kind, mapping_name, description, category_code, worker_id,
-            scheduled_for, started_at)
-    VALUES (:entry_id, :job_kind, :mapping_name, :description, :category_code, :worker_id,
-            :scheduled_for, clock_timestamp())
-    ON CONFLICT (entry_id, scheduled_for) WHERE status <> 'abandoned' DO NOTHING
-    RETURNING id, started_at
-    """
-)
+# How many rows a claim reads per free slot: room for rows it passes over (a second entry
+# of a category it takes, one moved into its window, one to mark 'waiting').
+CLAIM_ROWS_PER_SLOT = 4
 
-MARK_CLAIMED = sa.text(
+# One statement writes a batch of claims: a log row per run (unless that occurrence already
+# ran) and the entry in_process with its lease. started_at is read now, after the rows were
+# chosen: a run of the same category that finished just before (and freed it) never
+# appears to overlap this one. Returns the entries claimed.
+CLAIM_ROWS = sa.text(
     """
-    UPDATE crmsync.job_queue_entries
-       SET status = 'in_process', locked_by = :worker_id, lease_expires_at = :now + :lease,
-           running_since = :now, scheduled_for = :scheduled_for, current_log_id = :log_id,
-           waiting_reason = NULL
-     WHERE id = :id
+    WITH chosen (id, scheduled_for) AS (
+        SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:scheduled AS timestamptz[]))
+    ), logged AS (
+        INSERT INTO crmsync.job_queue_log_entries
+               (entry_id, job_kind, mapping_name, description, category_code, worker_id,
+                scheduled_for, started_at)
+        SELECT e.id, e.job_kind, e.mapping_name, e.description, e.category_code, :worker_id,
+               c.scheduled_for, clock_timestamp()
+          FROM chosen c JOIN crmsync.job_queue_entries e ON e.id = c.id
+        ON CONFLICT (entry_id, scheduled_for) WHERE status <> 'abandoned' DO NOTHING
+        RETURNING id, entry_id, scheduled_for, started_at
+    ), claimed AS (
+        UPDATE crmsync.job_queue_entries e
+           SET status = 'in_process', locked_by = :worker_id,
+               lease_expires_at = l.started_at + :lease, running_since = l.started_at,
+               scheduled_for = l.scheduled_for, current_log_id = l.id, waiting_reason = NULL
+          FROM logged l
+         WHERE e.id = l.entry_id
+        RETURNING e.id
+    )
+    SELECT l.entry_id, l.id AS log_id, l.started_at
+      FROM logged l JOIN claimed c ON c.id = l.entry_id
     """
 )
 
@@ -97,6 +140,19 @@ APPLY_DECISION = sa.text(
            running_since = NULL, scheduled_for = NULL, current_log_id = NULL,
            schedule_changed = false, waiting_reason = NULL
      WHERE id = :id
+    """
+)
+
+# The run a worker records, if it still owns it, locked; with the records the other side
+# confirmed in its sync jobs (a failed run that confirmed some is not a failure in a row).
+OWNED_RUN = sa.text(
+    """
+    SELECT e.*, clock_timestamp() AS finishing_at,
+           (SELECT COALESCE(sum(s.inserted + s.modified + s.deleted + s.coupled), 0)
+              FROM crmsync.sync_jobs s WHERE s.job_queue_log_entry_id = :log) AS confirmed
+      FROM crmsync.job_queue_entries e
+     WHERE e.id = :id AND e.locked_by = :w AND e.current_log_id = :log
+       FOR UPDATE OF e
     """
 )
 
@@ -112,8 +168,9 @@ FINISH_LOG = sa.text(
 
 MARK_WAITING = sa.text(
     """
-    UPDATE crmsync.job_queue_entries SET status = 'waiting', waiting_reason = :reason
-     WHERE id = :id AND (status <> 'waiting' OR waiting_reason IS DISTINCT FROM :reason)
+    UPDATE crmsync.job_queue_entries e SET status = 'waiting', waiting_reason = w.reason
+      FROM unnest(CAST(:ids AS bigint[]), CAST(:reasons AS text[])) AS w (id, reason)
+     WHERE e.id = w.id
     """
 )
 

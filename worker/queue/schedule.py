@@ -180,8 +180,19 @@ def after_success(
     return Decision(EntryStatus.READY, following, 0, None)
 
 
-def after_failure(entry: JobQueueEntry, now: datetime, error: str) -> Decision:
-    """A run failed."""
+def after_failure(
+    entry: JobQueueEntry, now: datetime, error: str, confirmed: int = 0
+) -> Decision:
+    """A run failed. Only runs in a row that confirmed nothing count as attempts (toward
+    the backoff and max_attempts): a run that failed after the other side confirmed
+    ``confirmed`` records made progress, so it ends the row of failures and its entry is
+    due again after the rerun delay alone."""
+    if confirmed > 0:
+        with _overflow_names("rerun_delay", entry.retry.rerun_delay):
+            retry_at = _bounded(entry.schedule, now + entry.retry.rerun_delay)
+        if retry_at is None:
+            return Decision(EntryStatus.FINISHED, None, 0, error)
+        return Decision(EntryStatus.READY, retry_at, 0, error)
     attempts = min(entry.attempts + 1, entry.retry.max_attempts, MAX_ATTEMPTS)
     if attempts >= min(entry.retry.max_attempts, MAX_ATTEMPTS):
         return Decision(EntryStatus.ERROR, None, attempts, error)

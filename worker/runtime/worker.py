@@ -212,11 +212,10 @@ class Worker:
         try:
             self._pull_forward_changed()
             self.manager.reschedule()
-            while not self._stop.is_set() and self.running_count() < self.config.concurrency:
-                claim = self.manager.claim_next(self.id, self.config.lease)
-                if claim is None:
-                    break
-                self._start(claim)
+            free = self.config.concurrency - self.running_count()
+            if free > 0 and not self._stop.is_set():
+                for claim in self.manager.claim(self.id, self.config.lease, free):
+                    self._start(claim)
             next_due = self.manager.next_due_at()
             self._database_back()
         except DatabaseUnavailable as exc:
