@@ -156,6 +156,25 @@ class QueueManager:
                       extra={"entry": claim.entry.id, "error": message})
             return True
 
+    def finish_many(self, finished: Sequence[tuple[Claim, Outcome]], worker_id: str) -> None:
+        """Record several outcomes in one transaction, each run's log row with its entry's
+        next run. Rows are locked in entry order, so two batches never deadlock. When the
+        batch cannot be written, each run is recorded alone (finish): a row that cannot
+        be scheduled stops only its own run."""
+        ordered = sorted(finished, key=lambda item: item[0].entry.id)
+        if len(ordered) > 1:
+            try:
+                with translate_errors(), self.engine.begin() as conn:
+                    for claim, outcome in ordered:
+                        self._finish(conn, claim, worker_id, outcome.printable())
+                return
+            except DatabaseUnavailable:
+                raise
+            except Exception:
+                log.info("outcomes recorded one by one", extra={"runs": len(ordered)})
+        for claim, outcome in ordered:
+            self.finish(claim, worker_id, outcome)
+
     def _finish(
         self, conn: Connection, claim: Claim, worker_id: str, outcome: Outcome
     ) -> bool:

@@ -28,6 +28,7 @@ from worker.queue.models import JobKind, RunStatus
 from worker.runtime.listener import CHANNEL, LOCAL_CHANGE_CHANNEL, Listener
 from worker.runtime.liveness import Liveness
 from worker.runtime.probe import Prober
+from worker.runtime.recorder import OutcomeRecorder, Pending
 from worker.runtime.timers import Timers
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class _Run:
     started: float
     thread: threading.Thread | None = None
     detached: bool = False  # outcome already recorded by the job-timeout check
+    ended: float | None = None  # when the handler returned (recording is not run time)
 
 
 @dataclass
@@ -115,6 +117,9 @@ class Worker:
         self.prober = Prober(engine, self.config.change_wake_delay) \
             if self.config.remote_probe else None
         self._backoff = _Backoff()
+        self._recorder = OutcomeRecorder(
+            self.manager, self.id, self._stop, self._recorded,
+            lambda exc: self._database_lost(exc, sleep=False))
         self.database_ok = False
         self.last_heartbeat: float | None = None
         self.started = threading.Event()
@@ -263,25 +268,15 @@ class Worker:
             if run.detached:
                 log.warning("run returned after its job timeout", extra=_fields(claim))
                 return
-        self._record(run, outcome)
+            run.ended = time.monotonic()
+        self._recorder.record(run, outcome)
 
-    def _record(self, run: _Run, outcome: Outcome) -> None:
-        """Write the outcome, retrying while the database is away (bounded by shutdown)."""
-        claim, backoff = run.claim, _Backoff()
-        seconds = time.monotonic() - run.started
-        while True:
-            try:
-                self.manager.finish(claim, self.id, outcome)
-                break
-            except DatabaseUnavailable as exc:
-                self._database_lost(exc, sleep=False)
-                if self._stop.is_set() and time.monotonic() > run.deadline:
-                    break
-                time.sleep(backoff.next())
-            except Exception as exc:  # the lease expires and the reaper gives the run back
-                log.error("could not record run outcome",
-                          extra={**_fields(claim), "error": str(exc)})
-                break
+    def _recorded(self, pending: Pending, outcome: Outcome) -> None:
+        """A run's outcome is in the database (or given up): the slot is free."""
+        assert isinstance(pending, _Run)
+        run = pending
+        claim = run.claim
+        seconds = (run.ended or time.monotonic()) - run.started
         with self._lock:
             self._runs.pop(claim.log_id, None)
         level = logging.INFO if outcome.status is RunStatus.SUCCESS else logging.WARNING
@@ -326,7 +321,8 @@ class Worker:
             outcome = Outcome(
                 RunStatus.ERROR, error=f"job timeout of {run.claim.entry.job_timeout} exceeded")
             # Not on the timer thread: recording may wait for the database.
-            threading.Thread(target=self._record, args=(run, outcome), daemon=True).start()
+            threading.Thread(target=self._recorder.record, args=(run, outcome),
+                             daemon=True).start()
 
     def _reap(self) -> None:
         try:
