@@ -107,11 +107,12 @@ class QueueManager:
         """One cheap statement for a wake-up with no news: (True, earliest due time) when
         no entry is due and no schedule was edited; (False, None) otherwise."""
         with translate_errors(), self.engine.connect() as conn:
+            # Two index probes (the due index, the edited schedules' index), not a scan.
             row = conn.execute(sa.text(
-                "SELECT min(next_run_at) FILTER (WHERE status IN "
-                "       ('ready', 'waiting', 'on_hold_inactivity')), "
-                "       bool_or(schedule_changed), clock_timestamp() "
-                "FROM crmsync.job_queue_entries")).one()
+                "SELECT (SELECT min(next_run_at) FROM crmsync.job_queue_entries "
+                "         WHERE status IN ('ready', 'waiting', 'on_hold_inactivity')), "
+                "       EXISTS (SELECT 1 FROM crmsync.job_queue_entries "
+                "                WHERE schedule_changed), clock_timestamp()")).one()
         due, flagged, now = row
         if flagged or (due is not None and due <= now):
             return False, None
