@@ -161,6 +161,7 @@ class Claimer:
                 status, following, entry.attempts, entry.last_error))
         return claims
 
+
 # A claim reads at most this many pages of candidates (each a transaction) per call.
 _PAGES = 3
 

@@ -240,9 +240,12 @@ class QueueManager:
                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
                 """), {"id": worker_id, **info})
             if log_ids:
+                # Rows locked in id order, as finish_many locks them: never a deadlock.
                 conn.execute(sa.text(
                     "UPDATE crmsync.job_queue_entries SET lease_expires_at = now() + :lease "
-                    "WHERE locked_by = :w AND current_log_id = ANY(:logs)"),
+                    "WHERE id IN (SELECT id FROM crmsync.job_queue_entries "
+                    "             WHERE locked_by = :w AND current_log_id = ANY(:logs) "
+                    "             ORDER BY id FOR UPDATE)"),
                     {"lease": lease, "w": worker_id, "logs": list(log_ids)})
 
     def ping(self) -> bool:
