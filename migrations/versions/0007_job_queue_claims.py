@@ -12,6 +12,8 @@
   unique indexes of one running entry per category and per mapping), so two workers that
   claim at the same moment cannot break a rule; the later one's conflicting row fails and is
   claimed again from a fresh view.
+- The time zone check of an inserted entry answers UTC without reading the whole time zone
+  database.
 
 Revision ID: 0007_job_queue_claims
 Revises: 0006_remote_probe
@@ -132,6 +134,13 @@ END $$;
 CREATE TRIGGER sync_jobs_truncated AFTER TRUNCATE ON crmsync.sync_jobs
     FOR EACH STATEMENT EXECUTE FUNCTION crmsync.sync_jobs_truncated();
 
+-- pg_timezone_names reads every zone of the time zone database (some 70 ms): an insert of
+-- 1,000 entries took over a minute. UTC, the default, is answered without it.
+CREATE OR REPLACE FUNCTION crmsync.is_time_zone_name(tz text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT tz = 'UTC' OR EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = tz)
+$$;
+
 -- What is there already.
 INSERT INTO crmsync.mapping_ancestors (mapping_name, ancestor)
 WITH RECURSIVE ancestors (mapping_name, ancestor) AS (
@@ -148,6 +157,10 @@ SELECT DISTINCT ON (mapping_name, direction) mapping_name, direction, id, status
 """
 
 DOWNGRADE = r"""
+CREATE OR REPLACE FUNCTION crmsync.is_time_zone_name(tz text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = tz)
+$$;
 DROP TRIGGER sync_jobs_truncated ON crmsync.sync_jobs;
 DROP FUNCTION crmsync.sync_jobs_truncated();
 DROP TRIGGER sync_jobs_track_last ON crmsync.sync_jobs;

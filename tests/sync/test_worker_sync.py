@@ -65,8 +65,11 @@ def test_entries_sync_in_dependency_order_and_wake_on_local_change(world: World,
 def test_a_broken_mapping_fails_alone(world: World, worker: Worker) -> None:
     world.sql("UPDATE crmsync.integration_field_mappings SET local_column = 'nmae' "
               "WHERE mapping_name = 'CUSTOMER' AND remote_property = 'name'")
-    world.sql("""INSERT INTO crmsync.job_queue_entries (job_kind, run_interval, max_attempts)
-                 VALUES ('sync_all_modified', '1 hour', 1)""")
+    # The first run fails after CURRENCY's records were confirmed: progress, not an attempt;
+    # the next one, at once, confirms nothing and uses up the only attempt.
+    world.sql("""INSERT INTO crmsync.job_queue_entries
+                 (job_kind, run_interval, max_attempts, rerun_delay)
+                 VALUES ('sync_all_modified', '1 hour', 1, '0 seconds')""")
     wait_for(lambda: world.scalar("SELECT status FROM crmsync.job_queue_entries") == "error",
              timeout=20)
     error = world.scalar("SELECT error_message FROM crmsync.job_queue_log_entries")
