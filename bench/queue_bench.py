@@ -61,6 +61,10 @@ def populate(engine: sa.Engine, entries: int, due: int, interval: str,
             "SELECT 'M' || lpad(n::text, 2, '0'), 'M' || lpad((n - 1)::text, 2, '0') "
             "FROM generate_series(1, :m - 1, 2) n"), {"m": MAPPINGS})
         every = max(entries // due, 1) if due else 1
+        # Before revision 0007 the entries' insert trigger checked every time zone against
+        # pg_timezone_names, some 70 ms a row; the rows below are valid by construction, so
+        # triggers are off for them and the same script measures either revision.
+        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
         conn.execute(sa.text(
             """
             INSERT INTO crmsync.job_queue_entries
@@ -78,6 +82,7 @@ def populate(engine: sa.Engine, entries: int, due: int, interval: str,
               FROM generate_series(0, :n - 1) n
             """), {"n": entries, "m": MAPPINGS, "c": CATEGORIES, "interval": interval,
                    "due": due, "every": every, "spread": spread_seconds})
+        conn.execute(sa.text("SET LOCAL session_replication_role = DEFAULT"))
         conn.execute(sa.text("ANALYZE crmsync.job_queue_entries"))
 
 
