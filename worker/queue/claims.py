@@ -30,6 +30,16 @@ from worker.queue.models import EntryStatus, JobKind, JobQueueEntry
 
 
 @dataclass(frozen=True)
+class Claimed:
+    """What one claim found: its runs, whether edited schedules wait to be recomputed,
+    and when the next entry becomes due."""
+
+    claims: list[Claim]
+    edited: bool
+    next_due: datetime | None
+
+
+@dataclass(frozen=True)
 class Claim:
     """A run this worker owns: the entry as claimed, its log row and its occurrence."""
 
@@ -45,7 +55,7 @@ class Claimer:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def claim(self, worker_id: str, lease: timedelta, slots: int) -> list[Claim]:
+    def claim(self, worker_id: str, lease: timedelta, slots: int) -> Claimed:
         """Claim up to ``slots`` runnable due entries, in priority order, in one transaction
         (a second when the first page of rows was used up by entries passed over). Entries
         found expired or outside their window are moved on; entries held back (a running
@@ -53,27 +63,29 @@ class Claimer:
         'waiting' with the reason. An entry that cannot be read, scheduled or claimed is put
         in 'error' with a message naming it; the others go on."""
         claims: list[Claim] = []
-        careful = False
+        careful, edited, next_due = False, False, None
         for _ in range(_PAGES):
             wanted = slots - len(claims)
             if wanted <= 0:
                 break
             try:
-                got, full = self._claim_page(worker_id, lease, wanted, careful)
+                page = self._claim_page(worker_id, lease, wanted, careful)
             except _BatchRefused:
                 careful = True  # written again row by row, each in a savepoint
                 continue
-            claims += got
-            if not full:
+            claims += page.claims
+            edited, next_due = edited or page.edited, page.next_due
+            if not page.full:
                 break
-        return claims
+        return Claimed(claims, edited, next_due)
 
     def _claim_page(
         self, worker_id: str, lease: timedelta, slots: int, careful: bool
-    ) -> tuple[list[Claim], bool]:
+    ) -> _Page:
         limit = slots * queries.CLAIM_ROWS_PER_SLOT
         with translate_errors(), self.engine.begin() as conn:
-            now: datetime = conn.execute(queries.CLAIM_SETTINGS).one().now
+            settings = conn.execute(queries.CLAIM_SETTINGS).one()
+            now: datetime = settings.now
             candidates = rows.readable_rows(
                 conn, queries.CLAIMABLE, {"now": now, "limit": limit})
             batch = _Batch(slots)
@@ -90,7 +102,7 @@ class Claimer:
                 claims = self._write_one_by_one(conn, batch.chosen, worker_id, lease, now)
             else:
                 claims = self._write(conn, batch.chosen, worker_id, lease, now)
-            return claims, len(candidates) >= limit
+            return _Page(claims, len(candidates) >= limit, settings.edited, settings.next_due)
 
     def _sort(self, conn: Connection, row: sa.RowMapping, now: datetime, batch: _Batch) -> None:
         """Where one candidate goes: moved on, held, chosen, or left for the next claim."""
@@ -164,6 +176,14 @@ class Claimer:
 
 # A claim reads at most this many pages of candidates (each a transaction) per call.
 _PAGES = 3
+
+
+@dataclass(frozen=True)
+class _Page:
+    claims: list[Claim]
+    full: bool  # every row read was used: more may wait behind them
+    edited: bool
+    next_due: datetime | None
 
 
 class _BatchRefused(Exception):

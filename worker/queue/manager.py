@@ -19,10 +19,10 @@ from sqlalchemy.engine import Connection, Engine
 from worker.db.engine import translate_errors
 from worker.errors import DatabaseUnavailable
 from worker.queue import queries, rows, schedule
-from worker.queue.claims import Claim, Claimer
+from worker.queue.claims import Claim, Claimed, Claimer
 from worker.queue.models import EntryStatus, JobQueueEntry, RunStatus
 
-__all__ = ["Claim", "Outcome", "QueueManager", "Rescued"]
+__all__ = ["Claim", "Claimed", "Outcome", "QueueManager", "Rescued"]
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,20 @@ class QueueManager:
 
     # -- claiming -----------------------------------------------------------------------
     def claim(self, worker_id: str, lease: timedelta, slots: int) -> list[Claim]:
-        """Claim up to ``slots`` runnable due entries (see claims.Claimer.claim)."""
-        return self._claimer.claim(worker_id, lease, slots)
+        """Claim up to ``slots`` runnable due entries (see claims.Claimer.claim); entries
+        whose schedule was edited are not claimed before reschedule() recomputed them."""
+        return self._claimer.claim(worker_id, lease, slots).claims
+
+    def claim_due(self, worker_id: str, lease: timedelta, slots: int) -> Claimed:
+        """A worker's dispatch: schedules a user edited are recomputed (when the claim saw
+        any), then up to ``slots`` runs claimed; with the next due time for its timer."""
+        found = self._claimer.claim(worker_id, lease, slots)
+        if not found.edited:
+            return found
+        self.reschedule()
+        more = self._claimer.claim(worker_id, lease, slots - len(found.claims))
+        due = [d for d in (found.next_due, more.next_due) if d is not None]
+        return Claimed(found.claims + more.claims, False, min(due) if due else None)
 
     def claim_next(self, worker_id: str, lease: timedelta) -> Claim | None:
         """Claim the first runnable due entry, or return None."""
@@ -117,13 +129,6 @@ class QueueManager:
         if flagged or (due is not None and due <= now):
             return False, None
         return True, due
-
-    def next_due_at(self) -> datetime | None:
-        """When the earliest waiting entry becomes due (for the local wake-up timer)."""
-        with translate_errors(), self.engine.connect() as conn:
-            return conn.scalar(sa.text(
-                "SELECT min(next_run_at) FROM crmsync.job_queue_entries "
-                "WHERE status IN ('ready', 'waiting', 'on_hold_inactivity')"))
 
     # -- finishing ----------------------------------------------------------------------
     def finish(self, claim: Claim, worker_id: str, outcome: Outcome) -> bool:
@@ -181,17 +186,19 @@ class QueueManager:
     ) -> bool:
         row = conn.execute(queries.OWNED_RUN, {
             "id": claim.entry.id, "w": worker_id, "log": claim.log_id}).mappings().first()
-        now = row["finishing_at"] if row is not None else rows.db_now(conn)
-        finished = conn.execute(queries.FINISH_LOG, {
-            "log_id": claim.log_id, "status": outcome.status.value, "now": now,
-            "message": outcome.message or None, "error": outcome.error,
-            "traceback": outcome.traceback,
-        }).rowcount
+        run = {"log_id": claim.log_id, "run_status": outcome.status.value,
+               "message": outcome.message or None, "error": outcome.error,
+               "traceback": outcome.traceback}
         if row is None:
+            finished = conn.execute(queries.FINISH_LOG, {
+                "log_id": claim.log_id, "status": outcome.status.value,
+                "now": rows.db_now(conn), "message": outcome.message or None,
+                "error": outcome.error, "traceback": outcome.traceback}).rowcount
             if not finished:
                 log.warning("run outcome arrived after the lease was lost",
                             extra={"entry": claim.entry.id, "log_id": claim.log_id})
             return False
+        now = row["finishing_at"]
         current = JobQueueEntry.from_row(row)
         if current.status is not EntryStatus.IN_PROCESS:
             # A user changed the status (e.g. on_hold) while the run went on: keep it.
@@ -204,7 +211,10 @@ class QueueManager:
             confirmed = row["confirmed"] if outcome.status is RunStatus.ERROR else 0
             decision = schedule.after_failure(current, now, outcome.error or "failed",
                                               confirmed)
-        rows.apply_decision(conn, current.id, decision)
+        conn.execute(queries.RECORD_RUN, {
+            **run, "now": now, "id": current.id, "status": decision.status.value,
+            "next_run_at": decision.next_run_at, "attempts": decision.attempts,
+            "last_error": decision.last_error})
         return True
 
     def release(self, claim: Claim, worker_id: str, reason: str) -> None:

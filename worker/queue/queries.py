@@ -92,10 +92,20 @@ CLAIMABLE = sa.text(
 )
 # A claim's transaction: JIT off (its compilation would cost more than the statement), and
 # a claim that meets another worker's uncommitted claim of the same category waits for it
-# at most 100 ms (then it claims again) instead of up to the deadlock timeout.
+# at most 100 ms (then it claims again) instead of up to the deadlock timeout. With the
+# clock it reads, from their indexes, whether schedules were edited (to be recomputed
+# first) and when the next entry becomes due (for the worker's wake-up timer).
 CLAIM_SETTINGS = sa.text(
-    "SELECT set_config('jit', 'off', true), set_config('lock_timeout', '100ms', true), "
-    "clock_timestamp() AS now")
+    """
+    SELECT set_config('jit', 'off', true), set_config('lock_timeout', '100ms', true),
+           clock_timestamp() AS now,
+           EXISTS (SELECT 1 FROM crmsync.job_queue_entries
+                    WHERE schedule_changed AND status <> 'in_process') AS edited,
+           (SELECT min(next_run_at) FROM crmsync.job_queue_entries
+             WHERE status IN ('ready', 'waiting', 'on_hold_inactivity')
+               AND next_run_at > clock_timestamp()) AS next_due
+    """
+)
 
 # How many rows a claim reads per free slot: room for rows it passes over (a second entry
 # of a category it takes, one moved into its window, one to mark 'waiting').
@@ -153,6 +163,25 @@ OWNED_RUN = sa.text(
       FROM crmsync.job_queue_entries e
      WHERE e.id = :id AND e.locked_by = :w AND e.current_log_id = :log
        FOR UPDATE OF e
+    """
+)
+
+# A run's log row and its entry's next run, in one statement (RECORD_RUN); FINISH_LOG alone
+# when the entry is no longer this worker's.
+RECORD_RUN = sa.text(
+    """
+    WITH logged AS (
+        UPDATE crmsync.job_queue_log_entries
+           SET status = :run_status, finished_at = :now, message = :message,
+               error_message = :error, error_traceback = :traceback
+         WHERE id = :log_id AND status = 'in_process'
+    )
+    UPDATE crmsync.job_queue_entries
+       SET status = :status, next_run_at = :next_run_at, attempts = :attempts,
+           last_error = :last_error, locked_by = NULL, lease_expires_at = NULL,
+           running_since = NULL, scheduled_for = NULL, current_log_id = NULL,
+           schedule_changed = false, waiting_reason = NULL
+     WHERE id = :id
     """
 )
 

@@ -216,12 +216,13 @@ class Worker:
                 return
         try:
             self._pull_forward_changed()
-            self.manager.reschedule()
             free = self.config.concurrency - self.running_count()
-            if free > 0 and not self._stop.is_set():
-                for claim in self.manager.claim(self.id, self.config.lease, free):
-                    self._start(claim)
-            next_due = self.manager.next_due_at()
+            if free <= 0 or self._stop.is_set():
+                return  # the next run to finish wakes the loop
+            found = self.manager.claim_due(self.id, self.config.lease, free)
+            for claim in found.claims:
+                self._start(claim)
+            next_due = found.next_due
             self._database_back()
         except DatabaseUnavailable as exc:
             self._database_lost(exc)
