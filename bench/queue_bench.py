@@ -61,9 +61,9 @@ def populate(engine: sa.Engine, entries: int, due: int, interval: str,
             "SELECT 'M' || lpad(n::text, 2, '0'), 'M' || lpad((n - 1)::text, 2, '0') "
             "FROM generate_series(1, :m - 1, 2) n"), {"m": MAPPINGS})
         every = max(entries // due, 1) if due else 1
-        # Before revision 0007 the entries' insert trigger checked every time zone against
+        # Before revision 0008 the entries' insert trigger checked every time zone against
         # pg_timezone_names, some 70 ms a row; the rows below are valid by construction, so
-        # triggers are off for them and the same script measures either revision.
+        # triggers are off for them and the same script measures the claim before and after it.
         conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
         conn.execute(sa.text(
             """
@@ -187,7 +187,7 @@ def claim_seconds(entries: int, due: int, repeat: int, explain: bool) -> float:
 def _claim_statement() -> tuple[sa.TextClause, dict[str, Any]]:
     if hasattr(queries, "CLAIMABLE"):
         return queries.CLAIMABLE, {"limit": 4 * queries.CLAIM_ROWS_PER_SLOT, "only": None}
-    return queries.CANDIDATES, {"only": None}  # the one-at-a-time claim of revision 0006
+    return queries.CANDIDATES, {"only": None}  # the one-at-a-time claim before revision 0008
 
 
 def _drop(url: str) -> None:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 # - a parent counts as failed while its newest sync job in either direction is 'failed' or
 #   'abandoned' (record-level failures do not count; a disabled parent never runs again,
 #   so it holds nobody), read from mapping_ancestors (the dependency closure) and
-#   mapping_last_sync_jobs, both kept by triggers (revision 0007);
+#   mapping_last_sync_jobs, both kept by triggers (revision 0008);
 # - a child waits while a direct parent's entry is running or due (so parents sync first
 #   in every cycle; a grandparent holds through the parent, which is then due too); the
 #   needless q.id <> e.id keeps this a probe per row of the mapping index, where the

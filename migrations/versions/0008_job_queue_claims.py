@@ -15,8 +15,8 @@
 - The time zone check of an inserted entry answers UTC without reading the whole time zone
   database.
 
-Revision ID: 0007_job_queue_claims
-Revises: 0006_remote_probe
+Revision ID: 0008_job_queue_claims
+Revises: 0007_pending_writes
 Create Date: 2026-12-06
 """
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0007_job_queue_claims"
-down_revision = "0006_remote_probe"
+revision = "0008_job_queue_claims"
+down_revision = "0007_pending_writes"
 branch_labels = None
 depends_on = None
 
