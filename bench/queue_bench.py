@@ -108,8 +108,15 @@ def throughput(table: Table, entries: int, interval: float, seconds: float,
         with engine.connect() as conn:
             first = conn.scalar(sa.text("SELECT min(next_run_at) FROM crmsync.job_queue_entries"))
         window_end = first + timedelta(seconds=seconds)
+        cpu0, commits0 = _cpu(workers), _commits(engine)
         time.sleep(5 + seconds + 2)
-        _report_runs(table, engine, entries, interval, seconds, workers_n, window_end)
+        cpu, commits = _cpu(workers) - cpu0, _commits(engine) - commits0
+        runs = _report_runs(table, engine, entries, interval, seconds, workers_n, window_end)
+        # What a run costs, whatever the machine's load: the workers' CPU and the database's
+        # commits (every transaction of the workers, the bench's own few included).
+        table.add("1. per run: workers' CPU, database transactions",
+                  f"{cpu / max(runs, 1) * 1000:.2f} ms, {commits / max(runs, 1):.2f}", "-",
+                  None, None)
         with engine.begin() as conn:
             conn.execute(sa.text("UPDATE crmsync.job_queue_entries SET status = 'on_hold'"))
         time.sleep(5)
@@ -126,8 +133,23 @@ def throughput(table: Table, entries: int, interval: float, seconds: float,
     return url
 
 
+def _cpu(workers: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds (user + system) the worker processes used so far."""
+    total = 0.0
+    for w in workers:
+        fields = Path(f"/proc/{w.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _commits(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(sa.text(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")))
+
+
 def _report_runs(table: Table, engine: sa.Engine, entries: int, interval: float,
-                 seconds: float, workers_n: int, window_end: Any) -> None:
+                 seconds: float, workers_n: int, window_end: Any) -> int:
     with engine.connect() as conn:
         rows = conn.execute(sa.text(
             "SELECT entry_id, scheduled_for, status, started_at, finished_at, category_code "
@@ -152,6 +174,7 @@ def _report_runs(table: Table, engine: sa.Engine, entries: int, interval: float,
     table.add("1. category overlaps, occurrences run twice, errors",
               f"{overlaps}, {doubles}, {sum(r.status == 'error' for r in rows)}", "0, 0", None,
               overlaps == 0 and doubles == 0)
+    return len([r for r in rows if r.status == "success"])
 
 
 def claim_seconds(entries: int, due: int, repeat: int, explain: bool) -> float:

@@ -139,7 +139,7 @@ class QueueManager:
         outcome = outcome.printable()
         try:
             with translate_errors(), self.engine.begin() as conn:
-                return self._finish(conn, claim, worker_id, outcome)
+                return self._finish(conn, [(claim, outcome)], worker_id)[0]
         except DatabaseUnavailable:
             raise
         except Exception as exc:
@@ -163,59 +163,50 @@ class QueueManager:
             return True
 
     def finish_many(self, finished: Sequence[tuple[Claim, Outcome]], worker_id: str) -> None:
-        """Record several outcomes in one transaction, each run's log row with its entry's
-        next run. Rows are locked in entry order, so two batches never deadlock. When the
-        batch cannot be written, each run is recorded alone (finish): a row that cannot
-        be scheduled stops only its own run."""
-        ordered = sorted(finished, key=lambda item: item[0].entry.id)
-        if len(ordered) > 1:
+        """Record several outcomes in one transaction of two statements, each run's log row
+        with its entry's next run. When the batch cannot be written, each run is recorded
+        alone (finish): a row that cannot be scheduled stops only its own run."""
+        if len(finished) > 1:
             try:
                 with translate_errors(), self.engine.begin() as conn:
-                    for claim, outcome in ordered:
-                        self._finish(conn, claim, worker_id, outcome.printable())
+                    self._finish(conn, [(c, o.printable()) for c, o in finished], worker_id)
                 return
             except DatabaseUnavailable:
                 raise
             except Exception:
-                log.info("outcomes recorded one by one", extra={"runs": len(ordered)})
-        for claim, outcome in ordered:
+                log.info("outcomes recorded one by one", extra={"runs": len(finished)})
+        for claim, outcome in finished:
             self.finish(claim, worker_id, outcome)
 
     def _finish(
-        self, conn: Connection, claim: Claim, worker_id: str, outcome: Outcome
-    ) -> bool:
-        row = conn.execute(queries.OWNED_RUN, {
-            "id": claim.entry.id, "w": worker_id, "log": claim.log_id}).mappings().first()
-        run = {"log_id": claim.log_id, "run_status": outcome.status.value,
-               "message": outcome.message or None, "error": outcome.error,
-               "traceback": outcome.traceback}
-        if row is None:
-            finished = conn.execute(queries.FINISH_LOG, {
-                "log_id": claim.log_id, "status": outcome.status.value,
-                "now": rows.db_now(conn), "message": outcome.message or None,
-                "error": outcome.error, "traceback": outcome.traceback}).rowcount
-            if not finished:
-                log.warning("run outcome arrived after the lease was lost",
-                            extra={"entry": claim.entry.id, "log_id": claim.log_id})
-            return False
-        now = row["finishing_at"]
-        current = JobQueueEntry.from_row(row)
-        if current.status is not EntryStatus.IN_PROCESS:
-            # A user changed the status (e.g. on_hold) while the run went on: keep it.
-            decision = schedule.Decision(
-                current.status, current.next_run_at, current.attempts, outcome.error)
-        elif outcome.status is RunStatus.SUCCESS:
-            decision = schedule.after_success(
-                current, claim.scheduled_for, now, outcome.changed)
-        else:
-            confirmed = row["confirmed"] if outcome.status is RunStatus.ERROR else 0
-            decision = schedule.after_failure(current, now, outcome.error or "failed",
-                                              confirmed)
-        conn.execute(queries.RECORD_RUN, {
-            **run, "now": now, "id": current.id, "status": decision.status.value,
-            "next_run_at": decision.next_run_at, "attempts": decision.attempts,
-            "last_error": decision.last_error})
-        return True
+        self, conn: Connection, finished: Sequence[tuple[Claim, Outcome]], worker_id: str
+    ) -> list[bool]:
+        owned = {row["id"]: row for row in conn.execute(queries.OWNED_RUNS, {
+            "ids": [c.entry.id for c, _ in finished], "w": worker_id,
+            "logs": [c.log_id for c, _ in finished]}).mappings()}
+        now = next(iter(owned.values()))["finishing_at"] if owned else rows.db_now(conn)
+        recorded: list[tuple[Claim, Outcome, schedule.Decision]] = []
+        for claim, outcome in finished:
+            row = owned.get(claim.entry.id)
+            if row is None or row["current_log_id"] != claim.log_id:
+                self._lease_lost(conn, claim, outcome, now)
+            else:
+                recorded.append((claim, outcome, _decide(row, claim, outcome, now)))
+        if recorded:
+            conn.execute(queries.RECORD_RUNS, _record_params(recorded, now))
+        done = {c.log_id for c, _, _ in recorded}
+        return [c.log_id in done for c, _ in finished]
+
+    @staticmethod
+    def _lease_lost(conn: Connection, claim: Claim, outcome: Outcome, now: datetime) -> None:
+        """Another worker rescued the entry: the log row is left as the rescuer wrote it."""
+        finished = conn.execute(queries.FINISH_LOG, {
+            "log_id": claim.log_id, "status": outcome.status.value, "now": now,
+            "message": outcome.message or None, "error": outcome.error,
+            "traceback": outcome.traceback}).rowcount
+        if not finished:
+            log.warning("run outcome arrived after the lease was lost",
+                        extra={"entry": claim.entry.id, "log_id": claim.log_id})
 
     def release(self, claim: Claim, worker_id: str, reason: str) -> None:
         """Give an unfinished run back (worker shutdown): the log row says 'abandoned' and
@@ -357,3 +348,34 @@ class QueueManager:
             "DELETE FROM crmsync.job_queue_log_entries "
             "WHERE finished_at IS NOT NULL AND finished_at < :cutoff"),
             {"cutoff": cutoff}).rowcount
+
+
+def _decide(row: sa.RowMapping, claim: Claim, outcome: Outcome, now: datetime
+            ) -> schedule.Decision:
+    """The entry's next run after this outcome, by the scheduling rules."""
+    current = JobQueueEntry.from_row(row)
+    if current.status is not EntryStatus.IN_PROCESS:
+        # A user changed the status (e.g. on_hold) while the run went on: keep it.
+        return schedule.Decision(
+            current.status, current.next_run_at, current.attempts, outcome.error)
+    if outcome.status is RunStatus.SUCCESS:
+        return schedule.after_success(current, claim.scheduled_for, now, outcome.changed)
+    confirmed = row["confirmed"] if outcome.status is RunStatus.ERROR else 0
+    return schedule.after_failure(current, now, outcome.error or "failed", confirmed)
+
+
+def _record_params(
+    recorded: Sequence[tuple[Claim, Outcome, schedule.Decision]], now: datetime
+) -> dict[str, Any]:
+    return {
+        "now": now, "ids": [c.entry.id for c, _, _ in recorded],
+        "logs": [c.log_id for c, _, _ in recorded],
+        "run_statuses": [o.status.value for _, o, _ in recorded],
+        "messages": [o.message or None for _, o, _ in recorded],
+        "errors": [o.error for _, o, _ in recorded],
+        "tracebacks": [o.traceback for _, o, _ in recorded],
+        "statuses": [d.status.value for _, _, d in recorded],
+        "next_runs": [d.next_run_at for _, _, d in recorded],
+        "attempts": [d.attempts for _, _, d in recorded],
+        "last_errors": [d.last_error for _, _, d in recorded],
+    }

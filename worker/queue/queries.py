@@ -153,35 +153,48 @@ APPLY_DECISION = sa.text(
     """
 )
 
-# The run a worker records, if it still owns it, locked; with the records the other side
-# confirmed in its sync jobs (a failed run that confirmed some is not a failure in a row).
-OWNED_RUN = sa.text(
+# The runs a worker records, those it still owns, locked in entry order (as the heartbeat
+# locks them: never a deadlock); with the records the other side confirmed in each run's
+# sync jobs (a failed run that confirmed some is not a failure in a row).
+OWNED_RUNS = sa.text(
     """
     SELECT e.*, clock_timestamp() AS finishing_at,
            (SELECT COALESCE(sum(s.inserted + s.modified + s.deleted + s.coupled), 0)
-              FROM crmsync.sync_jobs s WHERE s.job_queue_log_entry_id = :log) AS confirmed
+              FROM crmsync.sync_jobs s
+             WHERE s.job_queue_log_entry_id = e.current_log_id) AS confirmed
       FROM crmsync.job_queue_entries e
-     WHERE e.id = :id AND e.locked_by = :w AND e.current_log_id = :log
+     WHERE e.id = ANY(CAST(:ids AS bigint[])) AND e.locked_by = :w
+       AND e.current_log_id = ANY(CAST(:logs AS bigint[]))
+     ORDER BY e.id
        FOR UPDATE OF e
     """
 )
 
-# A run's log row and its entry's next run, in one statement (RECORD_RUN); FINISH_LOG alone
-# when the entry is no longer this worker's.
-RECORD_RUN = sa.text(
+# The runs' log rows and their entries' next runs, in one statement for the batch; FINISH_LOG
+# alone for a run whose entry is no longer this worker's.
+RECORD_RUNS = sa.text(
     """
-    WITH logged AS (
-        UPDATE crmsync.job_queue_log_entries
-           SET status = :run_status, finished_at = :now, message = :message,
-               error_message = :error, error_traceback = :traceback
-         WHERE id = :log_id AND status = 'in_process'
+    WITH run (id, log_id, run_status, message, error, traceback, status, next_run_at,
+              attempts, last_error) AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS bigint[]), CAST(:logs AS bigint[]), CAST(:run_statuses AS text[]),
+            CAST(:messages AS text[]), CAST(:errors AS text[]), CAST(:tracebacks AS text[]),
+            CAST(:statuses AS text[]), CAST(:next_runs AS timestamptz[]),
+            CAST(:attempts AS integer[]), CAST(:last_errors AS text[]))
+    ), logged AS (
+        UPDATE crmsync.job_queue_log_entries l
+           SET status = r.run_status, finished_at = :now, message = r.message,
+               error_message = r.error, error_traceback = r.traceback
+          FROM run r
+         WHERE l.id = r.log_id AND l.status = 'in_process'
     )
-    UPDATE crmsync.job_queue_entries
-       SET status = :status, next_run_at = :next_run_at, attempts = :attempts,
-           last_error = :last_error, locked_by = NULL, lease_expires_at = NULL,
+    UPDATE crmsync.job_queue_entries e
+       SET status = r.status, next_run_at = r.next_run_at, attempts = r.attempts,
+           last_error = r.last_error, locked_by = NULL, lease_expires_at = NULL,
            running_since = NULL, scheduled_for = NULL, current_log_id = NULL,
            schedule_changed = false, waiting_reason = NULL
-     WHERE id = :id
+      FROM run r
+     WHERE e.id = r.id
     """
 )
 

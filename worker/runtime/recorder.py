@@ -1,7 +1,9 @@
-"""Run outcomes recorded in batches (group commit): the run threads that end while another
-one is writing leave their outcomes to it, and it records them all in one transaction —
-each run's log row with its entry's next run, as for one. A worker whose runs end together
-(a batch claimed together, short jobs) writes one transaction instead of one per run."""
+"""Run outcomes recorded in batches: a run thread that ends takes every outcome waiting at
+that moment (its own and those of runs that ended meanwhile) and records them in one
+transaction of two statements — each run's log row with its entry's next run, as for one.
+Threads do not wait for each other: one that finds nothing left (another took its outcome)
+returns at once, and the taker reports it. A worker whose runs end together (a batch
+claimed together, short jobs) writes one transaction instead of one per run."""
 
 from __future__ import annotations
 
@@ -50,20 +52,18 @@ class OutcomeRecorder:
         self.recorded = recorded
         self.database_lost = database_lost
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
-        self._writing = threading.Lock()
 
     def record(self, run: Pending, outcome: Outcome) -> None:
-        """Record ``outcome`` (now, or as part of the batch another thread is writing)."""
+        """Record ``outcome`` (by this thread, or in the batch of one that took it)."""
         self._queue.put(_Item(run, outcome))
-        with self._writing:  # whoever holds it writes everything queued so far
-            batch: list[_Item] = []
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if batch:
-                self._write(batch)
+        batch: list[_Item] = []
+        while True:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if batch:
+            self._write(batch)
         for item in batch:
             self.recorded(item.run, item.outcome)
 
