@@ -49,8 +49,9 @@ MAPPINGS = 20  # M00 … M19: each odd one depends on the even one before it
 def populate(engine: sa.Engine, entries: int, due: int, interval: str,
              spread_seconds: float) -> None:
     """``entries`` entries: 10 % in categories, 4 % sync entries of mappings with parents,
-    the rest cleanup. ``due`` of them (spread over the ids) are due now; the others either
-    due within ``spread_seconds`` from now (when ``due`` is None) or in an hour."""
+    the rest cleanup. ``due`` of them (of every kind, spread over the ids) are due now; the
+    others either due within ``spread_seconds`` from now (when ``due`` is None) or in an
+    hour."""
     with engine.begin() as conn:
         conn.execute(sa.text(
             "INSERT INTO crmsync.integration_table_mappings (name) "
@@ -60,7 +61,6 @@ def populate(engine: sa.Engine, entries: int, due: int, interval: str,
             "INSERT INTO crmsync.integration_table_mapping_dependencies (mapping_name, depends_on) "
             "SELECT 'M' || lpad(n::text, 2, '0'), 'M' || lpad((n - 1)::text, 2, '0') "
             "FROM generate_series(1, :m - 1, 2) n"), {"m": MAPPINGS})
-        every = max(entries // due, 1) if due else 1
         # Before revision 0008 the entries' insert trigger checked every time zone against
         # pg_timezone_names, some 70 ms a row; the rows below are valid by construction, so
         # triggers are off for them and the same script measures the claim before and after it.
@@ -77,11 +77,11 @@ def populate(engine: sa.Engine, entries: int, due: int, interval: str,
                    CASE WHEN CAST(:due AS int) IS NULL
                         THEN now() + interval '5 seconds'
                              + (n % 1000) * CAST(:spread AS float8) / 1000 * interval '1 second'
-                        WHEN n % :every = 0 THEN now() - interval '1 minute'
+                        WHEN n * 7919 % :n < :due THEN now() - interval '1 minute'
                         ELSE now() + interval '1 hour' END
               FROM generate_series(0, :n - 1) n
             """), {"n": entries, "m": MAPPINGS, "c": CATEGORIES, "interval": interval,
-                   "due": due, "every": every, "spread": spread_seconds})
+                   "due": due, "spread": spread_seconds})
         conn.execute(sa.text("SET LOCAL session_replication_role = DEFAULT"))
         conn.execute(sa.text("ANALYZE crmsync.job_queue_entries"))
 

@@ -37,8 +37,10 @@ CREATE INDEX job_queue_entries_schedule_changed
     ON crmsync.job_queue_entries (id) WHERE schedule_changed;
 CREATE INDEX job_queue_entries_running
     ON crmsync.job_queue_entries (job_kind) WHERE status = 'in_process';
-CREATE INDEX job_queue_entries_of_mapping
-    ON crmsync.job_queue_entries (mapping_name) WHERE mapping_name IS NOT NULL;
+-- A child's check of its parents' due entries: one range of this index per parent.
+CREATE INDEX job_queue_entries_due_per_mapping
+    ON crmsync.job_queue_entries (mapping_name, next_run_at)
+    WHERE mapping_name IS NOT NULL AND status IN ('ready', 'waiting', 'on_hold_inactivity');
 -- A failed run's confirmed records are read by its log row (and ON DELETE SET NULL of the
 -- log retention finds the jobs by it).
 CREATE INDEX sync_jobs_log_entry
@@ -174,7 +176,7 @@ DROP TABLE crmsync.mapping_ancestors;
 ALTER TABLE crmsync.job_queue_entries
     DROP CONSTRAINT job_queue_entries_sync_all_modified_runs_alone;
 DROP INDEX crmsync.sync_jobs_log_entry;
-DROP INDEX crmsync.job_queue_entries_of_mapping;
+DROP INDEX crmsync.job_queue_entries_due_per_mapping;
 DROP INDEX crmsync.job_queue_entries_running;
 DROP INDEX crmsync.job_queue_entries_schedule_changed;
 DROP INDEX crmsync.job_queue_entries_claim_order;

@@ -18,9 +18,10 @@ import sqlalchemy as sa
 #   so it holds nobody), read from mapping_ancestors (the dependency closure) and
 #   mapping_last_sync_jobs, both kept by triggers (revision 0008);
 # - a child waits while a direct parent's entry is running or due (so parents sync first
-#   in every cycle; a grandparent holds through the parent, which is then due too); the
-#   needless q.id <> e.id keeps this a probe per row of the mapping index, where the
-#   planner would otherwise hash every sync entry of the table once per claim.
+#   in every cycle; a grandparent holds through the parent, which is then due too): a
+#   probe of the running entries per mapping and one of the due entries per mapping (the
+#   needless q.id <> e.id keeps them probes per row, where the planner would otherwise
+#   hash every sync entry of the table once per claim).
 # Two workers never wait for each other here (SKIP LOCKED); a rule they might both break
 # at the same moment is caught by the unique indexes and the exclusion constraint when the
 # claim is written (CLAIM_ROWS).
@@ -66,14 +67,18 @@ CLAIMABLE = sa.text(
                               WHERE r.status = 'in_process' AND r.job_kind = 'sync_mapping'))
                     THEN 'waiting: mapping running in another entry' END,
                CASE WHEN e.job_kind = 'sync_mapping' AND EXISTS (
-                        SELECT 1
-                          FROM crmsync.integration_table_mapping_dependencies d
-                          JOIN crmsync.job_queue_entries q
-                            ON q.mapping_name = d.depends_on AND q.job_kind = 'sync_mapping'
-                         WHERE d.mapping_name = e.mapping_name AND q.id <> e.id
-                           AND (q.status = 'in_process'
-                                OR (q.status IN ('ready', 'waiting', 'on_hold_inactivity')
-                                    AND q.next_run_at <= :now)))
+                        SELECT 1 FROM crmsync.integration_table_mapping_dependencies d
+                         WHERE d.mapping_name = e.mapping_name
+                           AND (EXISTS (
+                                   SELECT 1 FROM crmsync.job_queue_entries q
+                                    WHERE q.mapping_name = d.depends_on
+                                      AND q.status = 'in_process' AND q.id <> e.id)
+                                OR EXISTS (
+                                   SELECT 1 FROM crmsync.job_queue_entries q
+                                    WHERE q.mapping_name = d.depends_on
+                                      AND q.job_kind = 'sync_mapping' AND q.id <> e.id
+                                      AND q.status IN ('ready', 'waiting', 'on_hold_inactivity')
+                                      AND q.next_run_at <= :now)))
                     THEN 'waiting for parent: running or due first' END) AS hold
                OFFSET 0) h  -- evaluated once per row, not once per reference
          WHERE e.priority = p.priority
