@@ -39,6 +39,7 @@ from worker.sync.context import (
 )
 from worker.sync.decide import Action, Kind, Policy, Presence, Seen, decide, update
 from worker.sync.local import Unreadable, mark_own_writes
+from worker.sync.local_writes import restore_local
 from worker.sync.lookups import uncoupled_message
 from worker.sync.metadata import PropertyInfo
 from worker.sync.model import Coupling, CouplingState, DeletionConflict, Direction, FieldMapping
@@ -360,8 +361,6 @@ class _Chunk:
         if self.changed:
             self._decide_again()
         if self.restore_locals:
-            from worker.sync.from_remote import restore_local
-
             restore_local(px, self.restore_locals)
         failure = connection_failure(results)
         if failure is not None:
