@@ -208,7 +208,8 @@ def _example(mapping: TableMapping, action: Action, direction: Direction) -> dic
     shown = action.values if action.kind in (Kind.CREATE, Kind.RECREATE) else [
         v for v in action.values
         if (action.written and v.field.key in action.written) or v.field in action.conflicts]
-    fields = {v.field.label: [canonical(v.current), canonical(v.wanted)] for v in shown}
+    fields = {v.field.label: [canonical(v.current), canonical(v.wanted)] for v in shown
+              if v.wanted is not None or action.kind not in (Kind.CREATE, Kind.RECREATE)}
     if fields and action.kind is not Kind.NOTHING:
         doc["fields"] = fields
     if action.message:
