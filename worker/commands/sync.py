@@ -21,6 +21,11 @@ from worker.sync.model import Direction
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    _register_sync(commands)
+    _register_records(commands)
+
+
+def _register_sync(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("sync", help="synchronize mappings now, in the foreground")
     p.add_argument("mappings", nargs="*", metavar="MAPPING")
     p.add_argument("--all", action="store_true",
@@ -45,6 +50,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                 "unreachable or not upgraded; 4 CRM connection failure")
     p.set_defaults(func=_sync)
 
+
+def _register_records(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("jobs", help="recent synchronization jobs with their counts")
     p.add_argument("--mapping")
     p.add_argument("--limit", type=int, default=30)

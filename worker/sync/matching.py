@@ -17,7 +17,7 @@ from worker.sync import joblog
 from worker.sync.context import PassContext, chunks
 from worker.sync.decide import match_key
 from worker.sync.engine import SyncEngine
-from worker.sync.model import Direction
+from worker.sync.model import Direction, FieldMapping
 
 
 @dataclass
@@ -47,16 +47,7 @@ def couple_by_match(sync: SyncEngine, name: str, *, create_missing: bool = False
         coupled_local = set(conn.scalars(sa.text(
             "SELECT local_id FROM crmsync.couplings WHERE mapping_name = :m"), {"m": name}))
         rows = conn.execute(sa.select(px.local.table).where(px.where)).mappings().all()
-    index: dict[tuple[Any, ...], list[str]] = {}
-    select = [mapping.remote_key] + [f.remote_property for f in fields if f.remote_property]
-    for record in px.remote.read(select=select, filter=mapping.remote_filter):
-        rid = str(record[mapping.remote_key])
-        if rid.lower() in coupled_remote:
-            continue
-        values = match_key(fields, [record.get(f.remote_property or "") for f in fields])
-        if values is None:
-            continue
-        index.setdefault(values, []).append(rid)
+    index = _remote_index(px, fields, coupled_remote)
     taken: set[str] = set()
     for row in rows:
         key = str(row[px.local.key.name])
@@ -82,6 +73,22 @@ def couple_by_match(sync: SyncEngine, name: str, *, create_missing: bool = False
                                  result.unmatched)
     joblog.finish(sync.engine, job_id)
     return result
+
+
+def _remote_index(px: PassContext, fields: tuple[FieldMapping, ...],
+                  coupled: set[str]) -> dict[tuple[Any, ...], list[str]]:
+    """Uncoupled CRM records by their match key (``decide.match_key``)."""
+    mapping = px.mapping
+    index: dict[tuple[Any, ...], list[str]] = {}
+    select = [mapping.remote_key] + [f.remote_property for f in fields if f.remote_property]
+    for record in px.remote.read(select=select, filter=mapping.remote_filter):
+        rid = str(record[mapping.remote_key])
+        if rid.lower() in coupled:
+            continue
+        values = match_key(fields, [record.get(f.remote_property or "") for f in fields])
+        if values is not None:
+            index.setdefault(values, []).append(rid)
+    return index
 
 
 def _create(px: PassContext, keys: list[str]) -> Counter[str]:
