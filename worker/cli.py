@@ -20,7 +20,7 @@ import requests
 from sqlalchemy import exc as sa_exc
 
 from worker import __version__, envfile, logs, settings
-from worker.commands import common
+from worker.commands import common, helptext
 from worker.commands.output import clean
 from worker.db.engine import describe_db_error, describe_unavailable, normalize_url, redacted
 from worker.errors import (
@@ -114,6 +114,8 @@ def _add_environment_help(commands: argparse._SubParsersAction, top: str = "") -
         command = top or name
         sub.formatter_class = _Formatter
         _add_common_options(sub, top=False)
+        sub.description, sub.epilog = helptext.describe(
+            f"{top} {name}".strip(), sub.description, sub.epilog)
         sub.epilog = "\n".join(filter(None, (sub.epilog, settings.environment_help(command))))
         for action in sub._actions:
             if isinstance(action, argparse._SubParsersAction):

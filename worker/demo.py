@@ -39,6 +39,7 @@ from worker.runtime.worker import Worker, WorkerConfig
 from worker.sample.data import load_sample_data
 from worker.sample.defaults import DEFAULT_MAPPINGS, setup_defaults
 from worker.settings import Settings
+from worker.sync.capture import pending_change_age
 
 log = logging.getLogger(__name__)
 DEMO_DATABASE = "crmsync_demo"
@@ -122,25 +123,22 @@ class Demo:
         return self.finish()
 
     def finish(self) -> int:
-        self.stop.set()
+        self.stop.set()  # no more edits; the worker carries what is left
         if self.worker is not None and self.worker_thread is not None:
+            if self.engine is not None:
+                _wait_until_carried(self.engine, seconds=20)
             self.worker.stop()
             self.worker_thread.join(20)
-        synced = self._synced_mappings() if self.engine is not None else set()
+        status, line = _closing(self.engine, self.database_url) if self.engine is not None \
+            else (1, "the demo did not start")
         if self.status is not None:
             self.status.stop()
         if self.webhooks is not None:
             self.webhooks.stop()
         if self.crm is not None:
             self.crm.stop()
-        expected = [m.name for m in DEFAULT_MAPPINGS]
-        missing = [m for m in expected if m not in synced]
-        if missing:
-            print(f"not yet synchronized successfully: {', '.join(missing)}")
-            return 1
-        print(f"all seven mappings synchronized ({', '.join(expected)}). "
-              f"The demo database stays at {_redacted(self.database_url)}.")
-        return 0
+        print(line)
+        return status
 
     def _render(self, tty: bool) -> None:
         assert self.engine is not None and self.crm is not None
@@ -191,13 +189,6 @@ class Demo:
             "headers": {"x-crmsync-webhook-key": os.environ["CRMSYNC_CRM_WEBHOOK_SECRET"]}})
         self._say("CRM edits are pushed to the worker (webhook) and probed for at each "
                   "run interval")
-
-    def _synced_mappings(self) -> set[str]:
-        assert self.engine is not None
-        with self.engine.connect() as conn:
-            return set(conn.scalars(sa.text(
-                "SELECT DISTINCT mapping_name FROM crmsync.job_queue_log_entries "
-                "WHERE status = 'success' AND mapping_name IS NOT NULL")))
 
     def _say(self, text: str) -> None:
         line = f"{datetime.now():%H:%M:%S} {text}"
@@ -311,6 +302,37 @@ def _start_status(address: str, worker: Worker,
     except ConfigurationError:
         host = address.rpartition(":")[0] or "127.0.0.1"
         return StatusServer(f"{host}:0", worker.health, worker.readiness, webhooks).start()
+
+
+def _wait_until_carried(engine: Engine, seconds: float) -> None:
+    """Until no ERP change waits for a pass (the worker is still running), at most
+    ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if not pending_change_age(conn):
+                return
+        time.sleep(0.5)
+
+
+def _closing(engine: Engine, database_url: str) -> tuple[int, str]:
+    """The demo's exit status and last line, true when it is printed: which mappings have
+    synchronized, and whether an ERP edit still waits to be carried."""
+    with engine.connect() as conn:
+        synced = set(conn.scalars(sa.text(
+            "SELECT DISTINCT mapping_name FROM crmsync.job_queue_log_entries "
+            "WHERE status = 'success' AND mapping_name IS NOT NULL")))
+        pending = sorted(pending_change_age(conn))
+    expected = [m.name for m in DEFAULT_MAPPINGS]
+    missing = [m for m in expected if m not in synced]
+    if missing:
+        return 1, f"not yet synchronized successfully: {', '.join(missing)}"
+    where = f"The demo database stays at {_redacted(database_url)}."
+    if pending:
+        return 0, (f"all seven mappings synchronized; ERP edits of {', '.join(pending)} were "
+                   f"not carried yet when the demo stopped. {where}")
+    return 0, (f"all seven mappings synchronized ({', '.join(expected)}), and every ERP edit "
+               f"was carried to the CRM. {where}")
 
 
 def _redacted(url: str) -> str:

@@ -228,7 +228,7 @@ def check_environment(env: Mapping[str, str] | None = None) -> None:
 
 _DATABASE = (
     "CRMSYNC_DATABASE_URL: the PostgreSQL database, postgresql://user@host:5432/db (unset: "
-    "the embedded PostgreSQL under CRMSYNC_HOME, said on stderr)",
+    "the command refuses, unless --embedded: the embedded PostgreSQL under CRMSYNC_HOME)",
     "CRMSYNC_HOME: local files, the embedded server's data (default ~/.local/share/crmsync)",
 )
 _CONNECTIONS = (

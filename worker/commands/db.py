@@ -16,7 +16,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("db", help="database schema: upgrade, current revision")
     actions = parser.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     up = actions.add_parser("upgrade", help="apply the schema revisions (idempotent)")
-    up.add_argument("revision", nargs="?", default="head")
+    up.add_argument("revision", nargs="?", default="head",
+                    help="the revision to upgrade to, e.g. 0005_administration (default: head)")
     up.set_defaults(func=_upgrade)
     cur = actions.add_parser("current", help="print the applied and the expected revision")
     cur.set_defaults(func=_current)

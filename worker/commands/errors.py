@@ -8,11 +8,10 @@ import argparse
 import json
 import shutil
 import textwrap
-from datetime import datetime
 from typing import Any
 
 from worker.commands.common import open_engine
-from worker.commands.output import clean
+from worker.commands.output import clean, when
 from worker.errors import ConfigurationError
 from worker.sync import joblog
 from worker.sync import mappings as mapping_store
@@ -70,7 +69,7 @@ def _wrapped(text: str, width: int) -> None:
 
 def _heading(r: dict[str, Any]) -> str:
     record = r["business_key"] or r["local_id"] or r["remote_id"] or "?"
-    return clean(f"{_stamp(r['created_at'])}  {r['mapping_name']} "
+    return clean(f"{when(r['created_at'])}  {r['mapping_name']} "
                  f"{_ARROW.get(r['direction'], r['direction'])}  record {record}  "
                  f"job {r['job_id']}")
 
@@ -80,7 +79,3 @@ def _as_json(r: dict[str, Any]) -> dict[str, Any]:
             "direction": r["direction"], "created_at": r["created_at"].isoformat(),
             "business_key": r["business_key"], "local_id": r["local_id"],
             "remote_id": r["remote_id"], "message": r["message"], "detail": r["detail"]}
-
-
-def _stamp(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"

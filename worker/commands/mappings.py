@@ -12,7 +12,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from worker.commands.common import open_engine
-from worker.commands.output import clean, print_table
+from worker.commands.output import clean, print_table, yes_no
 from worker.db.engine import translate_errors
 from worker.errors import EXIT_USAGE, ConfigurationError
 from worker.sync import capture, document_apply
@@ -26,7 +26,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     actions.add_parser("list", help="the mappings").set_defaults(func=_list_mappings)
     for name, enabled in (("enable", True), ("disable", False)):
         sub = actions.add_parser(name, help=f"{name} mappings and their change-capture triggers")
-        sub.add_argument("names", nargs="+", metavar="NAME")
+        sub.add_argument("names", nargs="+", metavar="NAME",
+                         help="mapping names, e.g. ITEM-PRODUCT")
         sub.set_defaults(func=_set_enabled, enabled=enabled)
 
     sub = actions.add_parser(
@@ -111,8 +112,8 @@ def _list_mappings(args: argparse.Namespace) -> int:
             """)).mappings().all()
     table = [("mapping", "enabled", "local", "remote", "direction", "only coupled", "triggers",
               "depends on", "couplings")]
-    table += [(r["name"], str(r["enabled"]), r["local_table"] or "", r["entity_set"] or "",
-               r["direction"], str(r["sync_only_coupled"]), str(r["triggers_installed"]),
+    table += [(r["name"], yes_no(r["enabled"]), r["local_table"] or "", r["entity_set"] or "",
+               r["direction"], yes_no(r["sync_only_coupled"]), yes_no(r["triggers_installed"]),
                r["depends_on"] or "", str(r["couplings"])) for r in rows]
     print_table(table)
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 # C0 and C1 controls and DEL; bidirectional overrides and isolates (they reorder what is
 # shown); line and paragraph separators.
@@ -57,3 +58,27 @@ def print_table(rows: Sequence[Sequence[object]]) -> None:
 def print_line(text: object) -> None:
     """One line of text from data, cleaned."""
     print(clean(text))
+
+
+def when(value: datetime | None) -> str:
+    """A time for a table: date, time and zone, in this machine's zone."""
+    if value is None:
+        return "-"
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def interval(value: timedelta | None) -> str:
+    """An interval as people write it and ``entries edit --every`` takes it: '30 minutes',
+    '1 hour 30 minutes', '10 seconds'."""
+    if value is None:
+        return "-"
+    left, parts = round(value.total_seconds()), []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, left = divmod(left, size)
+        if count:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+    return " ".join(parts) or "0 seconds"
+
+
+def yes_no(value: object) -> str:
+    return "yes" if value else "no"

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from worker.commands.common import open_engine
-from worker.commands.output import print_table
+from worker.commands.output import print_table, when
 from worker.db.engine import translate_errors
 
 _ENTRIES = sa.text(
@@ -63,8 +63,8 @@ def entry_rows(entries: list[dict[str, Any]]) -> list[tuple[str, ...]]:
         counts = "/".join(str(e[k]) for k in ("inserted", "modified", "deleted", "unchanged",
                                               "skipped", "failed"))
         rows.append((str(e["id"]), e["mapping_name"] or e["job_kind"], e["status"],
-                     _clock(e["last_run_at"]), e["last_outcome"] or "-", counts,
-                     _clock(e["next_run_at"]), f"{e['attempts']}/{e['max_attempts']}",
+                     when(e["last_run_at"]), e["last_outcome"] or "-", counts,
+                     when(e["next_run_at"]), f"{e['attempts']}/{e['max_attempts']}",
                      ((e["status"] == "waiting" and e["waiting_reason"])
                       or e["last_error"] or "")[:50]))
     return rows
@@ -85,16 +85,6 @@ def _status(args: argparse.Namespace) -> int:
     else:
         print_table(workers)
     return 0
-
-
-def _clock(value: datetime | None) -> str:
-    """Local time; with the date when it is not today (a 24 h inactivity hold)."""
-    if value is None:
-        return "-"
-    local = value.astimezone()
-    if local.date() != datetime.now().astimezone().date():
-        return local.strftime("%m-%d %H:%M")
-    return local.strftime("%H:%M:%S")
 
 
 def _json_default(value: object) -> object:

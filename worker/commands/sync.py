@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.commands.common import open_engine
-from worker.commands.output import clean, print_table
+from worker.commands.output import clean, print_table, when
 from worker.errors import EXIT_INTERNAL, EXIT_OK, EXIT_RECORDS_FAILED, ConfigurationError
 from worker.sync import couplings as coupling_store
 from worker.sync import joblog, records
@@ -27,7 +27,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _register_sync(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("sync", help="synchronize mappings now, in the foreground")
-    p.add_argument("mappings", nargs="*", metavar="MAPPING")
+    p.add_argument("mappings", nargs="*", metavar="MAPPING",
+                   help="mapping names, e.g. CUSTOMER (their dependencies first)")
     p.add_argument("--all", action="store_true",
                    help="every enabled mapping in dependency order (Synchronize Modified Records)")
     p.add_argument("--full", action="store_true",
@@ -53,21 +54,25 @@ def _register_sync(commands: argparse._SubParsersAction) -> None:
 
 def _register_records(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("jobs", help="recent synchronization jobs with their counts")
-    p.add_argument("--mapping")
-    p.add_argument("--limit", type=int, default=30)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--mapping", help="only the jobs of this mapping, e.g. CUSTOMER")
+    p.add_argument("--limit", type=int, default=30, help="at most this many (default 30)")
+    p.add_argument("--json", action="store_true", help="a JSON array instead of a table")
     p.set_defaults(func=_jobs)
 
     p = commands.add_parser("retry-skipped", help="let skipped records be synchronized again")
-    p.add_argument("mapping", nargs="?")
+    p.add_argument("mapping", nargs="?", help="only this mapping (default: every mapping)")
     p.set_defaults(func=_retry_skipped)
 
     p = commands.add_parser(
         "couple", help="couple a record to a chosen CRM record, or records by matching values",
         description="crmsync couple MAPPING KEY REMOTE_ID couples one record (NAV's 'Couple "
                     "to...'); crmsync couple --match MAPPING couples by matching field values.")
-    p.add_argument("target", nargs="*", metavar="MAPPING KEY REMOTE_ID")
-    p.add_argument("--match", metavar="MAPPING")
+    p.add_argument("target", nargs="*", metavar="MAPPING KEY REMOTE_ID",
+                   help="couple the record with local KEY of MAPPING to the CRM record "
+                        "REMOTE_ID")
+    p.add_argument("--match", metavar="MAPPING",
+                   help="couple every uncoupled record of MAPPING to the CRM record with the "
+                        "same match values")
     p.add_argument("--create-missing", action="store_true",
                    help="with --match: create records without a match in the CRM")
     p.add_argument("--take", choices=("local", "remote"),
@@ -76,7 +81,7 @@ def _register_records(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_couple)
 
     p = commands.add_parser("uncouple", help="remove couplings of a mapping")
-    p.add_argument("mapping")
+    p.add_argument("mapping", help="the mapping whose couplings go, e.g. CUSTOMER")
     p.add_argument("--local-id", action="append", help="only these local ids (repeatable)")
     p.set_defaults(func=_uncouple)
 
@@ -190,7 +195,7 @@ def _jobs(args: argparse.Namespace) -> int:
     table = [header]
     for r in reversed(rows):
         rate = r["records_per_second"]
-        table.append((str(r["id"]), r["mapping_name"], r["direction"], _stamp(r["started_at"]),
+        table.append((str(r["id"]), r["mapping_name"], r["direction"], when(r["started_at"]),
                       f"{r['elapsed_seconds']:.1f}", f"{rate:.0f}" if rate is not None else "",
                       r["status"], *(str(r[k]) for k in (*JOB_COUNTS, "coupled")),
                       r["message"] or ""))
@@ -276,7 +281,3 @@ def _check(args: argparse.Namespace) -> int:
     for note in mapping_store.creating_nothing(sync.engine):
         print(clean(note))
     return 1 if problems else 0
-
-
-def _stamp(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
