@@ -105,37 +105,37 @@ def test_concurrent_batches_never_run_a_category_or_mapping_twice(engine: Engine
                      mapping_name=f"M{n % 4}" if n % 5 == 0 else None)
     lock = threading.Lock()
     start = threading.Barrier(4)
+    errors: list[BaseException] = []
 
     def claimer(name: str) -> None:
-        queue = QueueManager(engine)
-        start.wait()
-        for _ in range(30):
-            claims = queue.claim(name, LEASE, 4)
-            with engine.connect() as conn:
-                now_running = conn.execute(sa.text(
-                    "SELECT category_code, mapping_name FROM crmsync.job_queue_entries "
-                    "WHERE status = 'in_process'")).all()
-            with lock:
-                cats = [r.category_code for r in now_running if r.category_code]
-                maps = [r.mapping_name for r in now_running if r.mapping_name]
-                assert len(cats) == len(set(cats)) and len(maps) == len(set(maps))
-            queue.finish_many([(c, Outcome.success()) for c in claims], name)
+        try:
+            queue = QueueManager(engine)
+            start.wait()
+            for _ in range(30):
+                claims = queue.claim(name, LEASE, 4)
+                with engine.connect() as conn:
+                    now_running = conn.execute(sa.text(
+                        "SELECT category_code, mapping_name FROM crmsync.job_queue_entries "
+                        "WHERE status = 'in_process'")).all()
+                with lock:
+                    cats = [r.category_code for r in now_running if r.category_code]
+                    maps = [r.mapping_name for r in now_running if r.mapping_name]
+                    assert len(cats) == len(set(cats)) and len(maps) == len(set(maps))
+                queue.finish_many([(c, Outcome.success()) for c in claims], name)
+        except BaseException as exc:  # a failed check in a thread fails the test
+            errors.append(exc)
 
     threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     logged = log_rows(engine)
     assert len({(r.entry_id, r.scheduled_for) for r in logged}) == len(logged)
-    for key in ("category_code", "mapping_name"):
-        spans: dict[str, list[tuple[object, object]]] = {}
-        for r in logged:
-            if getattr(r, key):
-                spans.setdefault(getattr(r, key), []).append((r.started_at, r.finished_at))
-        for runs in spans.values():
-            runs.sort()
-            assert all(b[0] >= a[1] for a, b in zip(runs, runs[1:], strict=False)), key
+    # No span check on the log's stamps: started_at is the claim transaction's now(), which
+    # may precede the commit of the previous run's finish that the claim waited for. The
+    # exclusivity is checked above, at every claim, on what is running.
 
 
 def test_children_follow_their_parents_newest_sync_job(engine: Engine) -> None:
