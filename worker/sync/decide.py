@@ -153,25 +153,37 @@ def decide(seen: Seen, policy: Policy, pass_direction: Direction, *,
 
 def update(seen: Seen, coupling: Coupling, policy: Policy, pass_direction: Direction, *,
            reconciled: bool = False) -> Action:
-    """A coupled record present on both sides: the fields to write, or a conflict."""
-    coupling = settled(coupling, seen.values, pass_direction)
+    """A coupled record present on both sides: the fields to write, or a conflict.
+    ``reconciled``: the record is this pass's own create whose answer was lost, so every
+    field counts, those written on create only included (:func:`after_create`)."""
+    values = seen.values if reconciled else after_create(seen.values)
+    coupling = settled(coupling, values, pass_direction)
     source, destination = ("l", "r") if pass_direction is TO else ("r", "l")
     plan = plan_update(
-        list(seen.values), pass_direction=pass_direction, mapping_direction=policy.direction,
+        list(values), pass_direction=pass_direction, mapping_direction=policy.direction,
         policy=policy.update_conflict, source_snapshot=coupling.snapshot(source),
         destination_snapshot=coupling.snapshot(destination))
     if plan.conflicts:
-        return Action(Kind.FAIL, seen.key, coupling, seen.values,
+        return Action(Kind.FAIL, seen.key, coupling, values,
                       message=conflict_message(plan.conflicts), counter="failed",
                       conflicts=tuple(plan.conflicts))
     left = frozenset(f.key for f in plan.left_for_other_pass)
     if not plan.writes:
-        return Action(Kind.UNCHANGED, seen.key, coupling, seen.values, left=left,
+        return Action(Kind.UNCHANGED, seen.key, coupling, values, left=left,
                       reconciled=reconciled, etag=seen.etag, version=seen.version,
                       counter="inserted" if reconciled else "unchanged")
-    return Action(Kind.UPDATE, seen.key, coupling, seen.values, frozenset(plan.writes), left,
+    return Action(Kind.UPDATE, seen.key, coupling, values, frozenset(plan.writes), left,
                   reconciled=reconciled, etag=seen.etag, version=seen.version,
                   counter="inserted" if reconciled else "modified")
+
+
+def after_create(values: Sequence[FieldValue]) -> tuple[FieldValue, ...]:
+    """The fields a sync of an existing record weighs: a field with ``apply_on = 'create'``
+    was written when the record was created and is never written again, nor does a
+    difference in it count as a change or a conflict. Left out of the action's values, it
+    keeps its snapshot entries as they were (``transfer.new_snapshot`` keeps what it is not
+    given)."""
+    return tuple(v for v in values if not v.field.on_create_only)
 
 
 def settled(coupling: Coupling, values: Sequence[FieldValue],

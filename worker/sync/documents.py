@@ -24,6 +24,7 @@ FORMAT = 1
 DIRECTIONS = ("to_integration", "from_integration", "bidirectional")
 UPDATE_CONFLICTS = ("none", "send_update_to_integration", "get_update_from_integration")
 DELETION_CONFLICTS = ("none", "restore_records", "remove_coupling", "propagate_delete")
+APPLY_ON = ("always", "create")
 REQUIRED = object()
 
 
@@ -81,6 +82,7 @@ FIELD_COLUMNS: dict[str, Column] = {
     "use_for_matching": Column("bool", False),
     "case_sensitive_matching": Column("bool", False),
     "match_priority": Column("int", 0),
+    "apply_on": Column("text", "always", APPLY_ON),
 }
 ENTRY_COLUMNS: dict[str, Column] = {
     "description": Column("text", ""),

@@ -16,7 +16,7 @@ from worker.db.engine import translate_errors
 from worker.errors import ConfigurationError
 from worker.sync.document_plan import SCOPE_COLUMNS, Change, Plan
 from worker.sync.documents import ENTRY_COLUMNS, FIELD_COLUMNS, MAPPING_COLUMNS, MappingDoc
-from worker.sync.model import FieldMapping, TableMapping
+from worker.sync.model import ApplyOn, FieldMapping, TableMapping
 
 
 class MappingNotFound(ConfigurationError):
@@ -62,7 +62,7 @@ def _load(conn: Connection, name: str) -> TableMapping:
         {"n": name}).mappings().first()
     if row is None:
         raise MappingNotFound(f"mapping {name!r} does not exist")
-    fields = tuple(FieldMapping.from_row(r) for r in conn.execute(sa.text(
+    fields = tuple(_field_mapping(name, r) for r in conn.execute(sa.text(
         "SELECT * FROM crmsync.integration_field_mappings "
         "WHERE mapping_name = :n AND enabled ORDER BY id"), {"n": name}).mappings())
     depends = frozenset(conn.scalars(sa.text(
@@ -72,6 +72,18 @@ def _load(conn: Connection, name: str) -> TableMapping:
     if missing:
         raise ConfigurationError(f"mapping {name}: {', '.join(missing)} not set")
     return TableMapping.from_row(row, fields, depends)
+
+
+def _field_mapping(mapping: str, row: Mapping[Any, Any]) -> FieldMapping:
+    """A field mapping row; a value outside a fixed vocabulary (a schema whose constraint
+    was dropped) is a one-line configuration error naming the mapping and the field."""
+    apply_on = row.get("apply_on") or ApplyOn.ALWAYS
+    if apply_on not in tuple(ApplyOn):
+        label = " <-> ".join(row[c] or "(constant)" for c in ("local_column", "remote_property"))
+        raise ConfigurationError(
+            f"mapping {mapping}: field {label}: apply_on {apply_on!r} is not one of "
+            f"{', '.join(ApplyOn)}")
+    return FieldMapping.from_row(row)
 
 
 def require_exists(engine: Engine, name: str) -> None:

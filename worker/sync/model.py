@@ -33,6 +33,14 @@ class DeletionConflict(enum.StrEnum):
     PROPAGATE_DELETE = "propagate_delete"
 
 
+class ApplyOn(enum.StrEnum):
+    """When a field mapping's value is written (Business Central's configuration templates:
+    values a new record gets, which its users may change afterwards)."""
+
+    ALWAYS = "always"  # every sync that finds the field changed writes it
+    CREATE = "create"  # only when the record is created on the destination side
+
+
 class CouplingState(enum.StrEnum):
     COUPLED = "coupled"
     CREATING_REMOTE = "creating_remote"
@@ -58,6 +66,7 @@ class FieldMapping:
     case_sensitive_matching: bool
     match_priority: int
     remote_read_property: str | None = None
+    apply_on: ApplyOn = ApplyOn.ALWAYS
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> FieldMapping:
@@ -72,12 +81,18 @@ class FieldMapping:
             case_sensitive_matching=row["case_sensitive_matching"],
             match_priority=row["match_priority"],
             remote_read_property=row.get("remote_read_property"),
+            apply_on=ApplyOn(row.get("apply_on") or ApplyOn.ALWAYS),
         )
 
     @property
     def key(self) -> str:
         """The field's name in a coupling's snapshot of synced values."""
         return str(self.id)
+
+    @property
+    def on_create_only(self) -> bool:
+        """Written when the record is created, never by a later sync."""
+        return self.apply_on is ApplyOn.CREATE
 
     @property
     def label(self) -> str:
