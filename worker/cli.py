@@ -43,6 +43,7 @@ COMMANDS = (
     "worker.commands.sync",
     "worker.commands.mappings",
     "worker.commands.errors",
+    "worker.commands.records",
     "worker.commands.status",
     "worker.commands.demo",
     "worker.commands.sample",

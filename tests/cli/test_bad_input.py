@@ -37,6 +37,7 @@ ARGUMENTS: dict[str, list[str]] = {
     "mappings enable": ["CURRENCY"],
     "mappings disable": ["CURRENCY"],
     "mappings apply": [str(DEFAULTS_DOCUMENT)],
+    "records": ["CUSTOMER"],
     "demo": ["--duration", "1", "--crm-port", "0", "--metrics-address", ""],
 }
 NO_DATABASE = {"emulator"}  # serves HTTP only
