@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from worker.db.engine import translate_errors
 from worker.sync import mappings as mapping_store
 from worker.sync.local import LocalTable
-from worker.sync.model import TableMapping
+from worker.sync.model import Marks, TableMapping
 
 TRIGGERS = {
     "insert": "AFTER INSERT ON {t} REFERENCING NEW TABLE AS new_rows",
@@ -48,6 +48,17 @@ _TRIGGER_COUNT = """
                 OR t.tgargs = convert_to(CAST(:k AS text), 'UTF8') || '\\x00'::bytea)"""
 
 
+def queue_updates(conn: Connection, table_name: str, keys: list[str]) -> None:
+    """Queue rows as changed, as the triggers would: crmsync's own writes are not captured,
+    so a value the table filled in itself (a number series, a default) is sent to the CRM
+    by the next local→remote pass only when queued here."""
+    if keys:
+        conn.execute(sa.text(
+            "INSERT INTO crmsync.local_changes (table_name, row_key, operation) "
+            "SELECT :t, k, 'U' FROM unnest(CAST(:ks AS text[])) AS k"),
+            {"t": table_name, "ks": keys})
+
+
 def triggers_present(conn: Connection, qualified: str, key: str | None = None) -> bool:
     """Whether the capture triggers are on the table (and, given ``key``, log that key
     column: a mapping whose local_key changed gets its triggers made again)."""
@@ -61,8 +72,7 @@ def install(conn: Connection, mapping: TableMapping) -> bool:
     they were missing: changes made before are unknown, so the mapping's local watermark
     is cleared and the next pass scans the whole table."""
     if triggers_present(conn, mapping.local_table, mapping.local_key):
-        if not mapping.triggers_installed:
-            mapping_store.set_triggers_installed(conn, mapping.name, True)
+        mapping_store.set_triggers_installed(conn, mapping.name, True)
         return False
     LocalTable(conn, mapping.local_table, mapping.local_key, mapping.name)  # validates
     table = _quoted(conn, mapping.local_table)
@@ -128,12 +138,12 @@ class LocalChanges:
     resumed: bool = False  # an interrupted pass's snapshot: newer changes wait for the next
 
 
-def collect(conn: Connection, mapping: TableMapping, table: LocalTable,
+def collect(conn: Connection, mapping: TableMapping, marks: Marks, table: LocalTable,
             where: sa.ColumnElement[bool], *, full: bool) -> LocalChanges:
     if mapping.change_capture == "modified_at":
-        return _collect_modified_at(conn, mapping, table, where, full=full)
+        return _collect_modified_at(conn, mapping, marks, table, where, full=full)
     state = _pass_state(conn, mapping)
-    if not state.triggers_ok or not mapping.triggers_installed:
+    if not state.triggers_ok or not marks.triggers_installed:
         install(conn, mapping)  # a mapping enabled by plain SQL gets its triggers here
         if not state.triggers_ok:
             state = _pass_state(conn, mapping)  # the install cleared the marks
@@ -190,7 +200,7 @@ def _changed(conn: Connection, table: str, previous: str, current: str) -> list[
         """), {"t": table, "prev": previous, "cur": current}).all())
 
 
-def peek(conn: Connection, mapping: TableMapping, table: LocalTable,
+def peek(conn: Connection, mapping: TableMapping, marks: Marks, table: LocalTable,
          where: sa.ColumnElement[bool], *, full: bool) -> tuple[Iterable[str], set[str]]:
     """The local keys (and deleted keys) the next pass would look at, read only: nothing
     installed, no snapshot or progress saved (``crmsync sync --plan``). An interrupted pass
@@ -198,13 +208,13 @@ def peek(conn: Connection, mapping: TableMapping, table: LocalTable,
     both included."""
     if mapping.change_capture == "modified_at":
         assert mapping.local_modified_column is not None
-        since = None if full or mapping.local_modified_since is None \
-            else mapping.local_modified_since - MODIFIED_AT_OVERLAP
+        since = None if full or marks.local_modified_since is None \
+            else marks.local_modified_since - MODIFIED_AT_OVERLAP
         found = table.keys_modified_since(conn, mapping.local_modified_column, since, where)
         return [k for k, _ in found], set()
     state = _pass_state(conn, mapping)
     previous, snapshot, done, resumed = state.snapshots(full=full)
-    if full or previous is None or not (state.triggers_ok and mapping.triggers_installed):
+    if full or previous is None or not (state.triggers_ok and marks.triggers_installed):
         return table.stream_keys(conn.engine, where, after=done), set()
     rows = [r for r in _changed(conn, mapping.local_table, previous, snapshot)
             if done is None or r[0] > done]
@@ -248,11 +258,12 @@ def _pass_state(conn: Connection, mapping: TableMapping) -> _PassState:
     return _PassState(row[0] == len(TRIGGERS), row[1], row[2], row[3], str(row[4]))
 
 
-def _collect_modified_at(conn: Connection, mapping: TableMapping, table: LocalTable,
-                         where: sa.ColumnElement[bool], *, full: bool) -> LocalChanges:
+def _collect_modified_at(conn: Connection, mapping: TableMapping, marks: Marks,
+                         table: LocalTable, where: sa.ColumnElement[bool], *,
+                         full: bool) -> LocalChanges:
     assert mapping.local_modified_column is not None
-    since = None if full or mapping.local_modified_since is None \
-        else mapping.local_modified_since - MODIFIED_AT_OVERLAP
+    since = None if full or marks.local_modified_since is None \
+        else marks.local_modified_since - MODIFIED_AT_OVERLAP
     found = table.keys_modified_since(conn, mapping.local_modified_column, since, where)
     newest = max((m for _, m in found if m is not None), default=None)
 

@@ -19,7 +19,7 @@ from worker.sync import couplings as coupling_store
 from worker.sync import joblog
 from worker.sync.local import LocalTable
 from worker.sync.lookups import Lookups
-from worker.sync.model import Coupling, Direction, TableMapping
+from worker.sync.model import Coupling, Direction, Marks, TableMapping
 from worker.sync.transfer import (
     FieldValue,
     Plan,
@@ -55,6 +55,7 @@ class PassContext:
     job_id: int
     check_cancelled: Callable[[], None]
     on_progress: Callable[[Counter[str]], None] | None = None
+    marks: Marks = field(default_factory=Marks)  # as the run found them
     counts: Counter[str] = field(default_factory=Counter)
     _pending: Counter[str] = field(default_factory=Counter)
     _errors: list[joblog.RecordError] = field(default_factory=list)

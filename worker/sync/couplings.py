@@ -234,3 +234,10 @@ def clear_stamps(engine: Engine, mappings: Sequence[str]) -> None:
         conn.execute(sa.text(
             "UPDATE crmsync.couplings SET synced_values = NULL, remote_version = NULL, "
             "local_version = NULL WHERE mapping_name = ANY(:m)"), {"m": list(mappings)})
+
+
+def all_coupled_remote_ids(conn: Connection, mapping: str) -> list[str]:
+    """The CRM ids of the mapping's completed couplings."""
+    return list(conn.execute(sa.text(
+        "SELECT remote_id FROM crmsync.couplings WHERE mapping_name = :m "
+        "AND state = 'coupled'"), {"m": mapping}).scalars())

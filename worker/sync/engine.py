@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
@@ -23,7 +23,7 @@ from worker.sync.clients import Clients
 from worker.sync.context import PassContext
 from worker.sync.local import LocalTable
 from worker.sync.lookups import Lookups
-from worker.sync.model import Direction, TableMapping
+from worker.sync.model import Direction, Marks, TableMapping
 from worker.sync.order import topological_order
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class SyncEngine:
             with self._exclusive(name):
                 # Loaded under the run lock: no other run moves its marks meanwhile, and
                 # neither pass changes what the other reads, so one load serves both.
-                mapping = mappings.load(self.engine, name)
+                mapping, marks = mappings.load_with_marks(self.engine, name)
                 if not mapping.enabled:
                     summary.error = "mapping is disabled"
                     return summary
@@ -129,7 +129,7 @@ class SyncEngine:
                 # fails it leaves a failed job with the message.
                 validate: Callable[[], None] | None = partial(self._validate, mapping)
                 for direction in passes(mapping.direction):
-                    result = self._run_pass(mapping, direction, log_entry_id, full,
+                    result = self._run_pass(mapping, marks, direction, log_entry_id, full,
                                             check_cancelled, on_progress, validate)
                     validate = None
                     summary.passes.append(result)
@@ -182,7 +182,7 @@ class SyncEngine:
         sync jobs. ``take``: the direction whose source wins every field (TO_INTEGRATION:
         the ERP's values go to the CRM; FROM_INTEGRATION: the CRM's come to the ERP) —
         this settles an update conflict in one step; without it, the mapping's rules."""
-        mapping = mappings.load(self.engine, name)
+        mapping, marks = mappings.load_with_marks(self.engine, name)
         summary = RunSummary(name)
         from worker.sync.check import require_valid
 
@@ -203,9 +203,9 @@ class SyncEngine:
                     elif remote_id is not None:
                         from_remote.run_records(px, [remote_id], force=force)
 
-                summary.passes.append(self._run_pass(mapping, direction, None, False,
+                summary.passes.append(self._run_pass(mapping, marks, direction, None, False,
                                                      lambda: None, None, work=work))
-                mapping = mappings.load(self.engine, name)
+                mapping, marks = mappings.load_with_marks(self.engine, name)
         return summary
 
     # -- internals ---------------------------------------------------------------------
@@ -215,9 +215,7 @@ class SyncEngine:
         changed ERP table or CRM metadata within VALID_FOR, as reflection is cached)."""
         from worker.sync.check import require_valid
 
-        definition = repr(replace(mapping, local_watermark=None, local_modified_since=None,
-                                  remote_modified_since=None, triggers_installed=False,
-                                  remote_modified_complete=False))
+        definition = repr(mapping)
         key = (self.engine.url.render_as_string(hide_password=True), mapping.name)
         with _validated_lock:
             checked = _validated.get(key)
@@ -228,7 +226,8 @@ class SyncEngine:
         with _validated_lock:
             _validated[key] = (definition, time.monotonic())
 
-    def _run_pass(self, mapping: TableMapping, direction: Direction, log_entry_id: int | None,
+    def _run_pass(self, mapping: TableMapping, marks: Marks, direction: Direction,
+                  log_entry_id: int | None,
                   full: bool, check_cancelled: Callable[[], None],
                   on_progress: Progress | None,
                   validate: Callable[[], None] | None = None,
@@ -238,7 +237,8 @@ class SyncEngine:
         try:
             if validate is not None:
                 validate()
-            px = self.context(mapping, direction, job_id, check_cancelled, on_progress)
+            px = self.context(mapping, direction, job_id, check_cancelled, on_progress,
+                              marks)
             if work is not None:
                 work(px)
             elif direction is Direction.TO_INTEGRATION:
@@ -265,7 +265,7 @@ class SyncEngine:
 
     def context(self, mapping: TableMapping, direction: Direction, job_id: int,
                  check_cancelled: Callable[[], None],
-                 on_progress: Progress | None) -> PassContext:
+                 on_progress: Progress | None, marks: Marks | None = None) -> PassContext:
         client = self.clients.get(mapping.connection_name)
         local = LocalTable(self.engine, mapping.local_table, mapping.local_key, mapping.name)
         for f in mapping.fields:
@@ -280,7 +280,7 @@ class SyncEngine:
         return PassContext(
             engine=self.engine, mapping=mapping, local=local, remote=remote, client=client,
             lookups=Lookups(self.engine, mapping), direction=direction, job_id=job_id,
-            check_cancelled=check_cancelled, on_progress=progress)
+            check_cancelled=check_cancelled, on_progress=progress, marks=marks or Marks())
 
     @contextmanager
     def _exclusive(self, name: str) -> Iterator[None]:

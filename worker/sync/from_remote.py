@@ -13,22 +13,16 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection
-
-from worker.db.engine import describe_db_error
 from worker.remote.client import parse_datetime
 from worker.remote.errors import RemoteDeltaExpired
 from worker.sync import couplings as coupling_store
 from worker.sync import mappings as mapping_store
+from worker.sync import runner
 from worker.sync.context import (
     PassContext,
     RecordFailed,
     chunks,
-    new_id,
     remote_version,
-    unchanged_snapshot,
 )
 from worker.sync.decide import (
     Action,
@@ -39,8 +33,7 @@ from worker.sync.decide import (
     decide,
     proposed_coupling,
 )
-from worker.sync.local import mark_own_writes
-from worker.sync.local_writes import LocalWrite, LocalWriter, local_values
+from worker.sync.local_writes import local_values
 from worker.sync.matches import match_records
 from worker.sync.model import Coupling, CouplingState, Direction
 from worker.sync.transfer import (
@@ -69,18 +62,19 @@ def run(px: PassContext, *, full: bool) -> None:
     if px.client.settings.dialect.change_tracking and not mapping.remote_filter:
         _run_change_tracking(px, full=full)
         return
-    since = None if full else mapping.remote_modified_since
+    marks = px.marks
+    since = None if full else marks.remote_modified_since
     newest: datetime | None = None
     stream = px.remote.read_modified_since(
         since, select=px.remote_select(), filter=mapping.remote_filter, overlap=OVERLAP,
-        after=since is not None and mapping.remote_modified_complete)
+        after=since is not None and marks.remote_modified_complete)
     for chunk in chunks(stream):
         px.check_cancelled()
         _Chunk(px, chunk, count_seen=full).run()
         stamps = [parse_datetime(r.get(mapping.remote_modified_on)) for r in chunk]
         newest = max([s for s in stamps if s] + ([newest] if newest else []), default=None)
-        if newest is not None and (mapping.remote_modified_since is None
-                                   or newest > mapping.remote_modified_since):
+        if newest is not None and (marks.remote_modified_since is None
+                                   or newest > marks.remote_modified_since):
             # Records come in (modified-on, key) order and the next read overlaps by a
             # second, deduplicated by stored versions: the mark may advance per chunk, so
             # a pass that is killed is resumed about where it stopped.
@@ -93,13 +87,12 @@ def _settle_mark(px: PassContext, mark: datetime | None, server_time: datetime |
     """When this read began SETTLED after the mark by the service's own clock, every record
     stamped at or before the mark had committed and was read: the next read starts after
     the mark instead of re-reading its last second (one statement, only when it changes)."""
-    mapping = px.mapping
     if mark is None or server_time is None or server_time < mark + SETTLED:
         return
-    if mapping.remote_modified_complete and mark == mapping.remote_modified_since:
+    if px.marks.remote_modified_complete and mark == px.marks.remote_modified_since:
         return
     with px.engine.begin() as conn:
-        mapping_store.save_remote_modified_since(conn, mapping.name, mark, complete=True)
+        mapping_store.save_remote_modified_since(conn, px.mapping.name, mark, complete=True)
 
 
 def _run_change_tracking(px: PassContext, *, full: bool) -> None:
@@ -117,9 +110,7 @@ def _run_change_tracking(px: PassContext, *, full: bool) -> None:
         seen = _apply_feed(px, None)
     if link is None and seen is not None:
         with px.engine.connect() as conn:
-            coupled = conn.execute(sa.text(
-                "SELECT remote_id FROM crmsync.couplings WHERE mapping_name = :m "
-                "AND state = 'coupled'"), {"m": px.mapping.name}).scalars().all()
+            coupled = coupling_store.all_coupled_remote_ids(conn, px.mapping.name)
         gone = [r for r in coupled if r.lower() not in seen]
         if gone:
             _remote_deleted(px, gone)
@@ -145,42 +136,24 @@ def _apply_feed(px: PassContext, link: str | None) -> set[str] | None:
 
 
 def _remote_deleted(px: PassContext, remote_ids: list[str]) -> None:
-    """Records deleted in the CRM, by the mapping's deletion policy (``decide.deletion``)."""
-    policy = Policy.of(px.mapping)
-    with px.engine.begin() as conn:
+    """Records deleted in the CRM, by the mapping's deletion policy (``decide.deletion``);
+    couplings of creates that never completed are only forgotten."""
+    with px.engine.connect() as conn:
         found = coupling_store.by_remote_ids(conn, px.mapping.name, remote_ids)
-        lower = {k.lower(): c for k, c in found.items()}
-        couplings = [c for c in (found.get(r) or lower.get(r.lower()) for r in remote_ids) if c]
-        for c in couplings:
-            if c.state is not CouplingState.COUPLED:
-                coupling_store.delete(conn, [c.id])
-                continue
-            action = decide(Seen(c.remote_id, c, Presence.ABSENT, Presence.PRESENT),
-                            policy, FROM)
-            _enact_remote_deleted(px, conn, action, c)
-        px.flush(conn)
+    lower = {k.lower(): c for k, c in found.items()}
+    couplings = [c for c in (found.get(r) or lower.get(r.lower()) for r in remote_ids) if c]
+    unfinished = [c.id for c in couplings if c.state is not CouplingState.COUPLED]
+    if unfinished:
+        with px.engine.begin() as conn:
+            coupling_store.delete(conn, unfinished)
+    runner.apply(px, _deleted_actions(px, [c for c in couplings
+                                           if c.state is CouplingState.COUPLED]))
 
 
-def _enact_remote_deleted(px: PassContext, conn: Connection, action: Action,
-                          c: Coupling) -> None:
-    if action.kind is Kind.DELETE:
-        mark_own_writes(conn)
-        try:
-            with conn.begin_nested():  # e.g. rows of other tables still refer to it
-                px.local.delete(conn, c.local_id)
-                coupling_store.delete(conn, [c.id])
-        except sa_exc.DBAPIError as exc:
-            px.fail(conn, c, describe_db_error(exc))
-            return
-        px.count("deleted")
-    elif action.kind is Kind.UNCOUPLE:
-        coupling_store.delete(conn, [c.id])
-        px.count("uncoupled")
-    elif action.kind is Kind.RESTORE:
-        # The next local→remote pass creates it again under a new id.
-        coupling_store.set_remote_id(conn, c.id, new_id(), CouplingState.CREATING_REMOTE)
-    elif action.kind is Kind.FAIL:
-        px.fail(conn, c, action.message)
+def _deleted_actions(px: PassContext, couplings: list[Coupling]) -> list[Action]:
+    policy = Policy.of(px.mapping)
+    return [decide(Seen(c.remote_id, c, Presence.ABSENT, Presence.PRESENT), policy, FROM)
+            for c in couplings]
 
 
 def _drop_vanished_intents(px: PassContext, retry: list[Coupling],
@@ -212,11 +185,10 @@ def decide_chunk(px: PassContext, records: list[dict[str, Any]], *, count_seen: 
 
 def decide_deleted(px: PassContext, remote_ids: list[str]) -> list[Action]:
     """What the pass would do about records the CRM's change feed says were deleted."""
-    policy = Policy.of(px.mapping)
     with px.engine.connect() as conn:
         found = coupling_store.by_remote_ids(conn, px.mapping.name, remote_ids)
-    return [decide(Seen(c.remote_id, c, Presence.ABSENT, Presence.PRESENT), policy, FROM)
-            for c in found.values() if c.state is CouplingState.COUPLED]
+    return _deleted_actions(px, [c for c in found.values()
+                                 if c.state is CouplingState.COUPLED])
 
 
 class _Chunk:
@@ -229,17 +201,14 @@ class _Chunk:
         # incremental one does not count its overlap re-reads and echoes.
         self.count_seen = count_seen
         self.fields = [f for f in px.mapping.fields_for(FROM) if f.local_column]
-        self.out = LocalWriter(px, self.fields)  # what the decisions write to the ERP
+        self.all_records = list(records)
         self.matched: list[tuple[str, str]] = []  # (local id, remote id) coupled by value
-        self._by_rid = {self._rid(r): r for r in records}
 
     def _rid(self, record: dict[str, Any]) -> str:
         return str(record[self.px.mapping.remote_key])
 
     def run(self) -> None:
-        for action in self.read_and_decide(commit_matches=True):
-            self._enact(action)
-        self.out.apply()
+        runner.apply(self.px, self.read_and_decide(commit_matches=True), self.all_records)
 
     def read_and_decide(self, *, commit_matches: bool) -> list[Action]:
         """Read what the chunk's records need (couplings, matches, local rows, lookups) and
@@ -296,36 +265,6 @@ class _Chunk:
                     etag=record.get("@odata.etag"), unreadable=unreadable,
                     version=remote_version(record, None))
 
-    def _enact(self, a: Action) -> None:
-        """Turn one decision into the chunk's local writes and records to keep."""
-        px, c = self.px, a.coupling
-        if a.kind in (Kind.NOTHING, Kind.WAIT, Kind.SKIP):
-            if a.counter:
-                px.count(a.counter)
-            return
-        record, values = self._by_rid[a.key], list(a.values)
-        if a.kind is Kind.FAIL:
-            self._fail(c, record, a.message, transient=a.transient)
-        elif a.kind is Kind.CREATE:
-            self.out.writes.append(LocalWrite("insert", record, c, values,
-                                           c.local_id if c else None))
-        elif a.kind is Kind.UPDATE and c is not None:
-            self.out.writes.append(LocalWrite("update", record, c, values, c.local_id,
-                                           set(a.written or ()), set(a.left)))
-        elif a.kind is Kind.UNCHANGED and c is not None:
-            px.count("unchanged")
-            snapshot = unchanged_snapshot(px, c, values, set(a.left))
-            if snapshot is not None:
-                self.out.successes.append(self.out.success(c, record, snapshot))
-        elif a.kind is Kind.DELETE_SOURCE and c is not None:
-            self.out.remote_deletes.append((c, record))
-        elif a.kind is Kind.UNCOUPLE and c is not None:
-            self.out.uncouple.append(c.id)
-            if a.then_create:
-                self.out.writes.append(LocalWrite("insert", record, None, values, None))
-        elif a.kind is Kind.RECREATE and c is not None:
-            self.out.writes.append(LocalWrite("restore", record, c, values, c.local_id))
-
     # -- decisions -----------------------------------------------------------------------
     def _matched(self, cpl: dict[str, Coupling], *, commit: bool) -> dict[str, Coupling]:
         """Match-based coupling of records with no counterpart yet (when the mapping would
@@ -350,12 +289,6 @@ class _Chunk:
             return coupling_store.by_remote_ids(conn, px.mapping.name,
                                                 [r for _, r in self.matched])
 
-    def _fail(self, coupling: Coupling | None, record: dict[str, Any], message: str, *,
-              transient: bool = False) -> None:
-        if coupling is None and self.px.mapping.sync_only_coupled:
-            self.px.count("skipped")
-            return
-        self.out.failures.append((coupling, record, message, transient))
 
 def _already_synced(coupling: Coupling | None, record: dict[str, Any]) -> bool:
     return (coupling is not None and coupling.state is CouplingState.COUPLED

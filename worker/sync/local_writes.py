@@ -1,25 +1,33 @@
-"""The ERP side's writes of a chunk (the remote→local pass's, and a restore asked for by
-the local→remote pass): the local values a CRM record maps to, new rows in a few statements,
-updates and restores each in a savepoint, couplings and the job log in the same transaction,
-and the CRM deletes that follow a local deletion. Neither pass imports the other: both hand
-their local writes to this module."""
+"""The ERP side's writer (``sides.Writer``): the writes of a chunk of the remote→local pass,
+and the local rows the local→remote pass's decisions delete or put back. New rows go in a
+few statements, updates, restores and deletes each in a savepoint (one bad row fails
+alone), all in one transaction marked as crmsync's own (the capture triggers skip it), with
+the couplings and the job log's counters and errors."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from worker.db.engine import describe_db_error
-from worker.remote.batch import Operation, connection_failure
 from worker.remote.client import parse_datetime
+from worker.sync import capture
 from worker.sync import couplings as coupling_store
-from worker.sync.context import PassContext, RecordFailed, new_id, remote_version, write_failure
+from worker.sync.context import (
+    PassContext,
+    RecordFailed,
+    new_id,
+    remote_version,
+    unchanged_snapshot,
+)
+from worker.sync.decide import Action, Kind
 from worker.sync.local import mark_own_writes
 from worker.sync.model import Coupling, CouplingState, Direction, FieldMapping
+from worker.sync.sides import Finished
 from worker.sync.transfer import FieldValue, constant, new_snapshot, transform
 from worker.sync.values import to_local as to_local_value
 from worker.sync.values import value_failure
@@ -40,36 +48,105 @@ class LocalWrite:
     left: set[str] | None = None
 
 
+@dataclass(frozen=True)
+class _Failure:
+    coupling: Coupling | None
+    remote_id: str
+    record: dict[str, Any] | None
+    message: str
+    transient: bool = False
+
 
 class LocalWriter:
-    """What one chunk writes to the ERP, gathered from its decisions, then applied."""
+    """What one chunk writes to the ERP: its decisions (``enact``) gathered, then applied
+    and recorded in one transaction (``finish``). ``records``: the CRM records the
+    decisions were made from, by id."""
 
-    def __init__(self, px: PassContext, fields: list[FieldMapping]) -> None:
+    def __init__(self, px: PassContext, records: Iterable[dict[str, Any]] = ()) -> None:
         self.px = px
-        self.fields = fields
+        self.fields = [f for f in px.mapping.fields_for(FROM) if f.local_column]
+        self.records = {self._rid(r): r for r in records}
         self.writes: list[LocalWrite] = []
-        self.failures: list[tuple[Coupling | None, dict[str, Any], str, bool]] = []
+        self.failures: list[_Failure] = []
         self.successes: list[coupling_store.Success] = []
         self.uncouple: list[int] = []
-        self.remote_deletes: list[tuple[Coupling, dict[str, Any]]] = []  # with the record read
+        self.deletes: list[Coupling] = []
+        self.restores: list[Coupling] = []  # deleted rows to put back from the CRM record
 
     def _rid(self, record: dict[str, Any]) -> str:
         return str(record[self.px.mapping.remote_key])
 
+    def enact(self, a: Action) -> None:
+        """Turn one decision into the chunk's local writes and records to keep."""
+        px, c = self.px, a.coupling
+        record = self.records.get(a.key)
+        if a.kind in (Kind.NOTHING, Kind.WAIT, Kind.SKIP):
+            if a.counter:
+                px.count(a.counter)
+        elif a.kind is Kind.FAIL:
+            self._fail(c, a.key, record, a.message, transient=a.transient)
+        elif c is None:
+            if a.kind is Kind.CREATE and record is not None:
+                self.writes.append(LocalWrite("insert", record, None, list(a.values)))
+        elif a.kind is Kind.DELETE:
+            self.deletes.append(c)
+        elif a.kind is Kind.UNCOUPLE:
+            self.uncouple.append(c.id)
+            if a.then_create and record is not None:
+                self.writes.append(LocalWrite("insert", record, None, list(a.values)))
+        elif record is None:
+            if a.kind is Kind.RECREATE:
+                self.restores.append(c)
+        else:
+            self._enact_record(a, c, record)
+
+    def _enact_record(self, a: Action, c: Coupling, record: dict[str, Any]) -> None:
+        values = list(a.values)
+        if a.kind is Kind.CREATE:
+            self.writes.append(LocalWrite("insert", record, c, values, c.local_id))
+        elif a.kind is Kind.UPDATE:
+            self.writes.append(LocalWrite("update", record, c, values, c.local_id,
+                                          set(a.written or ()), set(a.left)))
+        elif a.kind is Kind.UNCHANGED:
+            self.px.count("unchanged")
+            snapshot = unchanged_snapshot(self.px, c, values, set(a.left))
+            if snapshot is not None:
+                self.successes.append(self.success(c, record, snapshot))
+        elif a.kind is Kind.RECREATE:
+            self.writes.append(LocalWrite("restore", record, c, values, c.local_id))
+
+    def _fail(self, coupling: Coupling | None, remote_id: str, record: dict[str, Any] | None,
+              message: str, *, transient: bool = False) -> None:
+        if coupling is None and self.px.mapping.sync_only_coupled:
+            self.px.count("skipped")
+            return
+        self.failures.append(_Failure(coupling, remote_id, record, message, transient))
+
     def success(self, coupling: Coupling, record: dict[str, Any],
-                 snapshot: dict[str, Any]) -> coupling_store.Success:
+                snapshot: dict[str, Any]) -> coupling_store.Success:
         return coupling_store.Success(
             coupling.id, remote_version(record, None),
             parse_datetime(record.get(self.px.mapping.remote_modified_on)), snapshot)
 
-    def apply(self) -> None:
+    def commit_intents(self) -> None:
+        """Nothing to commit first: the ERP's writes and their couplings are one
+        transaction."""
+
+    def finish(self) -> Finished:
         """Write the chunk to the ERP in one transaction marked as crmsync's own (each
         record in a savepoint, so one bad row fails alone), with its couplings, counters
-        and errors; then delete the CRM records whose local rows were deleted."""
+        and errors."""
         px = self.px
+        if self.restores:
+            for item in restored(px, self.restores):
+                if isinstance(item, LocalWrite):
+                    self.writes.append(item)
+                else:
+                    self.failures.append(item)
+            self.restores = []
         if not (self.writes or self.failures or self.successes or self.uncouple
-                or self.remote_deletes or px.has_pending()):
-            return
+                or self.deletes or px.has_pending()):
+            return Finished()
         with px.engine.begin() as conn:
             mark_own_writes(conn)
             inserts = [w for w in self.writes if w.kind == "insert"]
@@ -77,21 +154,38 @@ class LocalWriter:
             one_by_one += self._insert_all(conn, inserts)
             for write in one_by_one:
                 self._write(conn, write)
-            for coupling, record, message, transient in self.failures:
-                if coupling is None:
-                    local_id = new_id() if px.local.chooses_own_keys() else None
-                    if local_id is not None:
-                        coupling_store.add_intent(conn, px.mapping.name, local_id,
-                                                  self._rid(record), CouplingState.CREATING_LOCAL)
-                        coupling = coupling_store.by_local_ids(
-                            conn, px.mapping.name, [local_id])[local_id]
-                px.fail(conn, coupling, message, remote_id=self._rid(record),
-                        transient=transient, record=record)
+            for coupling in self.deletes:
+                self._delete(conn, coupling)
+            for f in self.failures:
+                self._record_failure(conn, f)
             coupling_store.record_successes(conn, FROM, px.job_id, self.successes)
             px.count("uncoupled", coupling_store.delete(conn, self.uncouple))
             px.flush(conn)
-        if self.remote_deletes:
-            self._delete_remote()
+        return Finished()
+
+    def _record_failure(self, conn: Connection, f: _Failure) -> None:
+        px, coupling = self.px, f.coupling
+        if coupling is None:
+            local_id = new_id() if px.local.chooses_own_keys() else None
+            if local_id is not None:
+                coupling_store.add_intent(conn, px.mapping.name, local_id, f.remote_id,
+                                          CouplingState.CREATING_LOCAL)
+                coupling = coupling_store.by_local_ids(conn, px.mapping.name,
+                                                       [local_id])[local_id]
+        px.fail(conn, coupling, f.message, remote_id=f.remote_id, transient=f.transient,
+                record=f.record)
+
+    def _delete(self, conn: Connection, coupling: Coupling) -> None:
+        """A local row whose CRM record was deleted (or the other pass decided to delete);
+        a row the database refuses to delete (other rows refer to it) fails alone."""
+        try:
+            with conn.begin_nested():
+                self.px.local.delete(conn, coupling.local_id)
+                coupling_store.delete(conn, [coupling.id])
+        except sa_exc.DBAPIError as exc:
+            self.px.fail(conn, coupling, describe_db_error(exc))
+            return
+        self.px.count("deleted")
 
     def _columns(self, w: LocalWrite) -> dict[str, Any]:
         chosen = w.values if w.written is None else [v for v in w.values
@@ -108,7 +202,7 @@ class LocalWriter:
         if len(writes) < 2 or not px.local.chooses_own_keys():
             return writes
         keyed = [(w.local_key or new_id(), w) for w in writes]
-        back = self._send_back_columns()
+        back = send_back_columns(px.mapping, self.fields)
         try:
             with conn.begin_nested():
                 returned = px.local.insert_many(
@@ -119,35 +213,15 @@ class LocalWriter:
         except sa_exc.DBAPIError:
             return writes
         made = coupling_store.by_local_ids(conn, px.mapping.name, [k for k, _ in keyed])
-        filled = [k for k, w in keyed if self._filled_by_table(returned.get(k), w.values)]
-        if filled:
-            conn.execute(sa.text(
-                "INSERT INTO crmsync.local_changes (table_name, row_key, operation) "
-                "SELECT :t, k, 'U' FROM unnest(CAST(:ks AS text[])) AS k"),
-                {"t": px.mapping.local_table, "ks": filled})
+        filled = [k for k, w in keyed if filled_by_table(
+            getattr(returned.get(k), "_mapping", None), w.values)]
+        capture.queue_updates(conn, px.mapping.local_table, filled)
         for key, w in keyed:
             snapshot = new_snapshot(None, w.values, pass_direction=FROM, written=None,
                                     left=set())
             px.count("inserted")
             self.successes.append(self.success(made[key], w.record, snapshot))
         return []
-
-    def _send_back_columns(self) -> list[str]:
-        """Mapped columns a new row's table may fill in itself, to send back to the CRM."""
-        px = self.px
-        if px.mapping.change_capture != "trigger" or \
-                not px.mapping.direction.runs(Direction.TO_INTEGRATION):
-            return []
-        return [f.local_column for f in self.fields
-                if f.direction.runs(Direction.TO_INTEGRATION) and f.local_column]
-
-    def _filled_by_table(self, row: Any, values: list[FieldValue]) -> bool:
-        if row is None:
-            return False
-        mapping = row._mapping
-        return any(v.field.direction.runs(Direction.TO_INTEGRATION) and v.field.local_column
-                   and v.wanted is None and mapping.get(v.field.local_column) not in (None, "")
-                   for v in values)
 
     def _write(self, conn: Connection, w: LocalWrite) -> None:
         px = self.px
@@ -166,7 +240,8 @@ class LocalWriter:
                         coupling_store.add_coupled(conn, px.mapping.name, key, self._rid(w.record))
                         coupling = coupling_store.by_local_ids(conn, px.mapping.name, [key])[key]
         except sa_exc.DBAPIError as exc:
-            self._fail_write(conn, w, describe_db_error(exc))
+            self._record_failure(conn, _Failure(w.coupling, self._rid(w.record), w.record,
+                                                describe_db_error(exc)))
             return
         old = None if w.kind != "update" else coupling.synced_values
         snapshot = new_snapshot(old, w.values, pass_direction=FROM, written=w.written,
@@ -178,57 +253,52 @@ class LocalWriter:
         """A new local row whose table filled in a mapped value itself (a number series, a
         default) is queued as a local change, so the next local→remote pass sends that value
         to the CRM (the record's own insert is crmsync's write and not captured)."""
-        px = self.px
-        if px.mapping.change_capture != "trigger" or \
-                not px.mapping.direction.runs(Direction.TO_INTEGRATION):
-            return
-        row = px.local.fetch(conn, [key]).get(key)
-        if row is None:
-            return
-        filled = [v for v in values if v.field.direction.runs(Direction.TO_INTEGRATION)
-                  and v.field.local_column and v.wanted is None
-                  and row[v.field.local_column] not in (None, "")]
-        if filled:
-            conn.execute(sa.text(
-                "INSERT INTO crmsync.local_changes (table_name, row_key, operation) "
-                "VALUES (:t, :k, 'U')"), {"t": px.mapping.local_table, "k": key})
+        if send_back_columns(self.px.mapping, self.fields):
+            row = self.px.local.fetch(conn, [key]).get(key)
+            if filled_by_table(row, values):
+                capture.queue_updates(conn, self.px.mapping.local_table, [key])
 
-    def _fail_write(self, conn: Connection, w: LocalWrite, message: str) -> None:
-        coupling = w.coupling
-        if coupling is None and self.px.local.chooses_own_keys():
-            local_id = new_id()
-            coupling_store.add_intent(conn, self.px.mapping.name, local_id, self._rid(w.record),
-                                      CouplingState.CREATING_LOCAL)
-            coupling = coupling_store.by_local_ids(conn, self.px.mapping.name,
-                                                   [local_id])[local_id]
-        self.px.fail(conn, coupling, message, remote_id=self._rid(w.record), record=w.record)
 
-    def _delete_remote(self) -> None:
-        px = self.px
-        # If-Match with the version this pass read: a record a CRM user changed since is
-        # not deleted by this pass; the next one reads it again.
-        ops = [Operation("delete", px.remote, c.remote_id, etag=r.get("@odata.etag"), ref=n)
-               for n, (c, r) in enumerate(self.remote_deletes)]
-        results = px.client.batch(ops)
-        with px.engine.begin() as conn:
-            for result in results:
-                coupling, record = self.remote_deletes[result.ref]
-                if result.ok:
-                    coupling_store.delete(conn, [coupling.id])
-                    px.count("deleted")
-                elif result.status == 412:
-                    px.fail(conn, coupling, f"{px.mapping.entity_set}({coupling.remote_id}) "
-                            "changed in the CRM after this pass read it (its ETag no longer "
-                            "matched); not deleted, the next pass reads it again",
-                            transient=True)
-                elif not result.unknown:
-                    px.fail(conn, coupling, write_failure(result),
-                            transient=result.transient)
-            px.flush(conn)
-        failure = connection_failure(results)
-        if failure is not None:
-            raise failure
+def restored(px: PassContext, couplings: list[Coupling]) -> list[LocalWrite | _Failure]:
+    """Deletion policy 'restore_records' seen by the local→remote pass: the deleted local
+    rows put back from their CRM records, with their old keys (or the record's failure)."""
+    by_remote = {c.remote_id.lower(): c for c in couplings}
+    records = list(px.remote.read_by_keys(list(by_remote), select=px.remote_select()))
+    fields = [f for f in px.mapping.fields if f.local_column and f.remote_property]
+    with px.engine.connect() as conn:
+        reverse = {f.id: px.lookups.to_local(conn, f, [r.get(f.remote_read_name or "")
+                                                      for r in records])
+                   for f in fields if f.lookup_mapping}
+    out: list[LocalWrite | _Failure] = []
+    for record in records:
+        coupling = by_remote[str(record[px.mapping.remote_key]).lower()]
+        try:
+            values = local_values(px, fields, record, reverse)
+        except RecordFailed as exc:
+            out.append(_Failure(coupling, coupling.remote_id, record, str(exc),
+                                exc.transient))
+            continue
+        out.append(LocalWrite("restore", record, coupling, values, coupling.local_id))
+    return out
 
+
+def send_back_columns(mapping: Any, fields: list[FieldMapping]) -> list[str]:
+    """Mapped columns a new row's table may fill in itself (to send back to the CRM): none
+    unless the mapping captures changes by trigger and also runs local→remote."""
+    if mapping.change_capture != "trigger" or \
+            not mapping.direction.runs(Direction.TO_INTEGRATION):
+        return []
+    return [f.local_column for f in fields
+            if f.direction.runs(Direction.TO_INTEGRATION) and f.local_column]
+
+
+def filled_by_table(row: Mapping[str, Any] | None, values: list[FieldValue]) -> bool:
+    """Whether the table filled in a mapped value that crmsync left empty."""
+    if row is None:
+        return False
+    return any(v.field.direction.runs(Direction.TO_INTEGRATION) and v.field.local_column
+               and v.wanted is None and row.get(v.field.local_column) not in (None, "")
+               for v in values)
 
 
 def local_values(px: PassContext, fields: list[FieldMapping], record: dict[str, Any],
@@ -268,25 +338,3 @@ def _local_value(px: PassContext, f: FieldMapping, record: dict[str, Any],
         return FieldValue(f, source, wanted)
     wanted = transform(f, source, FROM, px.local.max_length(f.local_column))
     return FieldValue(f, source, to_local_value(wanted, column))
-
-
-def restore_local(px: PassContext, couplings: list[Coupling]) -> None:
-    """Deletion policy 'restore_records' seen by the local→remote pass: put the deleted
-    local records back from their remote counterparts, with their old keys."""
-    by_remote = {c.remote_id.lower(): c for c in couplings}
-    records = list(px.remote.read_by_keys(list(by_remote), select=px.remote_select()))
-    fields = [f for f in px.mapping.fields if f.local_column and f.remote_property]
-    chunk = LocalWriter(px, fields)
-    with px.engine.connect() as conn:
-        reverse = {f.id: px.lookups.to_local(conn, f, [r.get(f.remote_read_name or "")
-                                                      for r in records])
-                   for f in fields if f.lookup_mapping}
-    for record in records:
-        coupling = by_remote[str(record[px.mapping.remote_key]).lower()]
-        try:
-            values = local_values(px, fields, record, reverse)
-        except RecordFailed as exc:
-            chunk.failures.append((coupling, record, str(exc), exc.transient))
-            continue
-        chunk.writes.append(LocalWrite("restore", record, coupling, values, coupling.local_id))
-    chunk.apply()

@@ -16,7 +16,7 @@ from worker.db.engine import translate_errors
 from worker.errors import ConfigurationError
 from worker.sync.document_plan import SCOPE_COLUMNS, Change, Plan
 from worker.sync.documents import ENTRY_COLUMNS, FIELD_COLUMNS, MAPPING_COLUMNS, MappingDoc
-from worker.sync.model import ApplyOn, FieldMapping, TableMapping
+from worker.sync.model import ApplyOn, FieldMapping, Marks, TableMapping
 
 
 class MappingNotFound(ConfigurationError):
@@ -37,17 +37,23 @@ def load_all(engine: Engine, *, enabled_only: bool = False) -> list[TableMapping
         names = conn.scalars(sa.text(
             "SELECT name FROM crmsync.integration_table_mappings "
             + ("WHERE enabled " if enabled_only else "") + "ORDER BY created_at, name")).all()
-        return [_load(conn, name) for name in names]
+        return [_load(conn, name)[0] for name in names]
 
 
 def load(engine: Engine, name: str) -> TableMapping:
+    with translate_errors(), engine.connect() as conn:
+        return _load(conn, name)[0]
+
+
+def load_with_marks(engine: Engine, name: str) -> tuple[TableMapping, Marks]:
+    """The mapping's definition and its marks, read together (one run's start)."""
     with translate_errors(), engine.connect() as conn:
         return _load(conn, name)
 
 
 def load_in(conn: Connection, name: str) -> TableMapping:
     """``load`` in the caller's transaction."""
-    return _load(conn, name)
+    return _load(conn, name)[0]
 
 
 def triggers_installed(conn: Connection, name: str) -> bool:
@@ -56,7 +62,7 @@ def triggers_installed(conn: Connection, name: str) -> bool:
         {"n": name}))
 
 
-def _load(conn: Connection, name: str) -> TableMapping:
+def _load(conn: Connection, name: str) -> tuple[TableMapping, Marks]:
     row = conn.execute(sa.text(
         "SELECT * FROM crmsync.integration_table_mappings WHERE name = :n"),
         {"n": name}).mappings().first()
@@ -71,7 +77,7 @@ def _load(conn: Connection, name: str) -> TableMapping:
     missing = [k for k in ("local_table", "entity_set", "remote_key") if not row[k]]
     if missing:
         raise ConfigurationError(f"mapping {name}: {', '.join(missing)} not set")
-    return TableMapping.from_row(row, fields, depends)
+    return TableMapping.from_row(row, fields, depends), Marks.from_row(row)
 
 
 def _field_mapping(mapping: str, row: Mapping[Any, Any]) -> FieldMapping:
@@ -187,7 +193,8 @@ def clear_marks(engine: Engine, names: list[str]) -> None:
 
 def set_triggers_installed(conn: Connection, name: str, installed: bool) -> None:
     conn.execute(sa.text(
-        "UPDATE crmsync.integration_table_mappings SET triggers_installed = :i WHERE name = :n"),
+        "UPDATE crmsync.integration_table_mappings SET triggers_installed = :i "
+        "WHERE name = :n AND triggers_installed IS DISTINCT FROM :i"),
         {"n": name, "i": installed})
 
 

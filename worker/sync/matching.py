@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from worker.errors import ConfigurationError
 from worker.sync import couplings as coupling_store
-from worker.sync import joblog
+from worker.sync import joblog, to_remote
 from worker.sync.context import PassContext, chunks
 from worker.sync.decide import match_key
 from worker.sync.engine import SyncEngine
@@ -92,9 +92,6 @@ def _remote_index(px: PassContext, fields: tuple[FieldMapping, ...],
 
 
 def _create(px: PassContext, keys: list[str]) -> Counter[str]:
-    from worker.sync.to_remote import _Chunk
-
-    lengths: dict[str, int] = {}
     for chunk in chunks(keys):
-        _Chunk(px, chunk, set(), lengths).run()
+        to_remote.run_records(px, chunk, force=False, max_lengths={})
     return px.counts

@@ -112,8 +112,26 @@ class FieldMapping:
 
 
 @dataclass(frozen=True)
+class Marks:
+    """How far a mapping's passes have come: its run state, kept apart from its definition
+    (the same definition with other marks is the same mapping)."""
+
+    local_modified_since: datetime | None = None
+    remote_modified_since: datetime | None = None
+    remote_modified_complete: bool = False  # every record stamped at the mark was read
+    triggers_installed: bool = False
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Marks:
+        return cls(row["local_modified_since"], row["remote_modified_since"],
+                   bool(row.get("remote_modified_complete")),
+                   bool(row.get("triggers_installed")))
+
+
+@dataclass(frozen=True)
 class TableMapping:
-    """One row of ``crmsync.integration_table_mappings`` with its field mappings."""
+    """One row of ``crmsync.integration_table_mappings`` with its field mappings: the
+    definition only (its run state is :class:`Marks`)."""
 
     name: str
     local_table: str
@@ -130,15 +148,10 @@ class TableMapping:
     sync_only_coupled: bool
     update_conflict: UpdateConflict
     deletion_conflict: DeletionConflict
-    local_watermark: int | None
-    local_modified_since: datetime | None
-    remote_modified_since: datetime | None
     enabled: bool
     fields: tuple[FieldMapping, ...]
     depends_on: frozenset[str] = frozenset()
     business_key_column: str | None = None
-    triggers_installed: bool = False
-    remote_modified_complete: bool = False
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any], fields: tuple[FieldMapping, ...],
@@ -154,13 +167,8 @@ class TableMapping:
             remote_filter=row["remote_filter"], sync_only_coupled=row["sync_only_coupled"],
             update_conflict=UpdateConflict(row["update_conflict_resolution"]),
             deletion_conflict=DeletionConflict(row["deletion_conflict_resolution"]),
-            local_watermark=row["local_watermark"],
-            local_modified_since=row["local_modified_since"],
-            remote_modified_since=row["remote_modified_since"],
             enabled=row["enabled"], fields=fields, depends_on=depends_on,
             business_key_column=row.get("business_key_column"),
-            triggers_installed=bool(row.get("triggers_installed")),
-            remote_modified_complete=bool(row.get("remote_modified_complete")),
         )
 
     def fields_for(self, pass_direction: Direction) -> tuple[FieldMapping, ...]:

@@ -80,7 +80,7 @@ def plan_run(sync: SyncEngine, names: Sequence[str] | None, *, full: bool = Fals
 
 
 def _plan_mapping(sync: SyncEngine, name: str, *, full: bool) -> list[PassPlan]:
-    mapping = mappings.load(sync.engine, name)
+    mapping, marks = mappings.load_with_marks(sync.engine, name)
     directions = passes(mapping.direction)
     waiting_for = joblog.failed_parents(sync.engine, name)
     if waiting_for:
@@ -93,7 +93,7 @@ def _plan_mapping(sync: SyncEngine, name: str, *, full: bool) -> list[PassPlan]:
     plans = []
     for direction in directions:
         plan = PassPlan(name, direction)
-        px = sync.context(mapping, direction, 0, lambda: None, None)
+        px = sync.context(mapping, direction, 0, lambda: None, None, marks)
         try:
             if direction is TO:
                 _plan_to_remote(sync, px, plan, full=full)
@@ -110,7 +110,7 @@ def _plan_to_remote(sync: SyncEngine, px: PassContext, plan: PassPlan, *, full: 
     lengths = sync.clients.max_lengths(mapping.connection_name, mapping.entity_set)
     with px.engine.connect() as conn:
         retry = coupling_store.to_retry(conn, mapping.name, TO)
-        keys, _ = capture.peek(conn, mapping, px.local, px.where, full=full)
+        keys, _ = capture.peek(conn, mapping, px.marks, px.local, px.where, full=full)
     first = unique(c.local_id for c in retry)
     done = set(first)
     for chunk in chunks(chain(first, (k for k in keys if k not in done))):
@@ -145,11 +145,11 @@ def _remote_records(px: PassContext, *, full: bool, deleted: PassPlan
     if px.client.settings.dialect.change_tracking and not mapping.remote_filter:
         yield from _feed(px, full=full, deleted=deleted)
         return
-    since = None if full else mapping.remote_modified_since
+    since = None if full else px.marks.remote_modified_since
     yield from px.remote.read_modified_since(
         since, select=px.remote_select(), filter=mapping.remote_filter,
         overlap=from_remote.OVERLAP,
-        after=since is not None and mapping.remote_modified_complete)
+        after=since is not None and px.marks.remote_modified_complete)
 
 
 def _feed(px: PassContext, *, full: bool, deleted: PassPlan) -> Iterator[dict[str, Any]]:

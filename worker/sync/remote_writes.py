@@ -1,9 +1,10 @@
-"""The CRM side's writes of a chunk of the local→remote pass: creates with their intents
-(id and values committed before they are sent), updates with what they leave (committed
-too, so a lost answer is recognised), deletes with the record's ETag; the outcomes recorded
-with the couplings and the job log; creates answered "already exists" and updates refused
-by a changed ETag read back and decided again. What is assumed of a write is only what the
-service confirmed or was read to hold."""
+"""The CRM side's writer (``sides.Writer``): the writes of a chunk of the local→remote pass,
+and the CRM records the remote→local pass's decisions delete or mark to be created again.
+Creates go with their intents (id and values committed before they are sent), updates with
+what they leave (committed too, so a lost answer is recognised), deletes with the record's
+ETag; the outcomes are recorded with the couplings and the job log; creates answered
+"already exists" and updates refused by a changed ETag are read back and decided again.
+What is assumed of a write is only what the service confirmed or was read to hold."""
 
 from __future__ import annotations
 
@@ -23,9 +24,8 @@ from worker.sync.context import (
     write_failure,
 )
 from worker.sync.decide import Action, Kind, Policy, Presence, Seen, decide, update
-from worker.sync.local import mark_own_writes
-from worker.sync.local_writes import restore_local
 from worker.sync.model import Coupling, CouplingState, Direction, FieldMapping
+from worker.sync.sides import Again, Finished
 from worker.sync.transfer import FieldValue, new_snapshot
 
 TO = Direction.TO_INTEGRATION
@@ -61,9 +61,8 @@ class RemoteWriter:
     (``commit_intents``), then the writes sent as $batch and their outcomes recorded with the
     job log in one transaction (``finish``)."""
 
-    def __init__(self, px: PassContext, max_lengths: dict[str, int]) -> None:
+    def __init__(self, px: PassContext, *, second_look: bool = False) -> None:
         self.px = px
-        self.max_lengths = max_lengths
         self.writes: list[_Write] = []
         self.intents: list[tuple[str, str]] = []  # (local id, chosen remote id)
         self.failures: list[_Failure] = []
@@ -72,15 +71,12 @@ class RemoteWriter:
         self.existing: list[tuple[_Write, str | None]] = []
         self.successes: list[coupling_store.Success] = []
         self.uncouple: list[int] = []  # already counted
-        self.local_deletes: list[tuple[str, int]] = []
         self.restores: list[tuple[int, str]] = []  # (coupling id, new remote id)
-        self.restore_locals: list[Coupling] = []
         self.gone: list[int] = []  # deleted on both sides: only the coupling is left
         # Writes refused because the record changed since it was read (412 on If-Match):
         # read again and decided again once; ``second_look``: this chunk is that decision.
         self.changed: list[_Write] = []
-        self.second_look = False
-
+        self.second_look = second_look
 
     def enact(self, action: Action) -> None:
         """Turn one decision into the chunk's writes, intents and records to keep."""
@@ -114,8 +110,6 @@ class RemoteWriter:
                                       etag=a.etag))
         elif a.kind is Kind.GONE:
             self.gone.append(c.id)
-        elif a.kind is Kind.DELETE_SOURCE:
-            self.local_deletes.append((a.key, c.id))
         elif a.kind is Kind.UNCOUPLE:
             self.px.count("uncoupled")
             if not a.then_create:
@@ -127,7 +121,9 @@ class RemoteWriter:
         elif a.kind is Kind.RECREATE:
             self._recreate(a, c)
         elif a.kind is Kind.RESTORE:
-            self.restore_locals.append(c)
+            # The CRM record was deleted (seen by the remote→local pass): a new id is
+            # committed as its intent, and the next local→remote pass creates it.
+            self.restores.append((c.id, new_id()))
 
     def _recreate(self, a: Action, c: Coupling) -> None:
         remote_id = new_id()
@@ -156,8 +152,9 @@ class RemoteWriter:
         self.failures.append(_Failure(coupling, key, message, transient))
 
     # -- sending and recording ----------------------------------------------------------
-    def finish(self) -> None:
-        """Send the writes and record their results (after :meth:`commit_intents`)."""
+    def finish(self) -> Finished:
+        """Send the writes and record their results (after :meth:`commit_intents`); the
+        records to decide again, and a connection failure, go back to the runner."""
         px = self.px
         ops = [self._operation(n, w) for n, w in enumerate(self.writes)]
         results = px.client.batch(ops) if ops else []
@@ -172,22 +169,13 @@ class RemoteWriter:
             coupling_store.record_successes(conn, TO, px.job_id, self.successes)
             px.count("deleted", coupling_store.delete(conn, self.gone))
             coupling_store.delete(conn, self.uncouple)
-            if self.local_deletes:
-                mark_own_writes(conn)
-                for key, _ in self.local_deletes:
-                    px.local.delete(conn, key)
-                coupling_store.delete(conn, [cid for _, cid in self.local_deletes])
-                px.count("deleted", len(self.local_deletes))
             px.flush(conn)
+        again = []
         if self.existing:
-            self._reconcile_existing()
+            again.append(Again(reconciled(px, self.existing)))
         if self.changed:
-            self._decide_again()
-        if self.restore_locals:
-            restore_local(px, self.restore_locals)
-        failure = connection_failure(results)
-        if failure is not None:
-            raise failure  # after recording what the service confirmed
+            again.append(Again(decided_again(px, self.changed), second_look=True))
+        return Finished(again, connection_failure(results))
 
     def commit_intents(self) -> None:
         """The ids of records about to be created, and the values sent, committed before
@@ -214,64 +202,6 @@ class RemoteWriter:
                                              CouplingState.CREATING_REMOTE)
             coupling_store.save_intent_snapshots(conn, px.mapping.name, {
                 key: s for key, s in snapshots.items() if key not in new})
-
-    def _reconcile_existing(self) -> None:
-        """Creates answered "already exists" or refused with a 5xx: the record is read back;
-        when the service has it, it is compared field by field and only what differs is
-        sent. Nothing is assumed about what it holds."""
-        px = self.px
-        found = by_key(px, px.remote.read_by_keys([w.remote_id for w, _ in self.existing],
-                                                   select=px.remote_select()))
-        again = RemoteWriter(px, self.max_lengths)
-        for w, refused in self.existing:
-            assert w.coupling is not None
-            record = found.get(w.remote_id.lower())
-            if record is None:
-                # Refused with a 5xx and not there: may pass. Answered "already exists" yet
-                # no record has this id: another record holds one of its alternate keys
-                # (Dataverse answers a duplicate accountnumber so), which lasts.
-                again.failures.append(_Failure(
-                    w.coupling, w.key, refused or f"the service refused to create "
-                    f"{px.mapping.entity_set}({w.remote_id}) as a duplicate, and has no "
-                    "record with that id: another record holds the same alternate key "
-                    f"(e.g. a number); couple to it with `crmsync couple {px.mapping.name} "
-                    f"{w.key} <its id>` or change the value", transient=refused is not None))
-                continue
-            # An earlier attempt created it, with values not known: no snapshot.
-            again._decide_one(w, replace(w.coupling, synced_values=None), record,
-                              reconciled=True)
-        again.commit_intents()
-        again.finish()
-
-    def _decide_again(self) -> None:
-        """Updates refused because the record changed in the CRM since it was read: read
-        again and decided again, so a field changed on one side flows and a field changed on
-        both is a conflict; never overwritten blindly. A second refusal waits for the next
-        pass."""
-        px = self.px
-        found = by_key(px, px.remote.read_by_keys([w.remote_id for w in self.changed],
-                                                   select=px.remote_select()))
-        again = RemoteWriter(px, self.max_lengths)
-        again.second_look = True
-        for w in self.changed:
-            assert w.coupling is not None
-            again._decide_one(w, w.coupling, found.get(w.remote_id.lower()),
-                              reconciled=w.reconciled)
-        again.commit_intents()
-        again.finish()
-
-    def _decide_one(self, w: _Write, coupling: Coupling, record: dict[str, Any] | None, *,
-                    reconciled: bool) -> None:
-        """Decide a write's record again from a fresh read of it."""
-        values = [replace(v, current=remote_value(record, v.field)) if record else v
-                  for v in w.values]
-        seen = Seen(w.key, coupling, Presence.PRESENT,
-                    Presence.PRESENT if record is not None else Presence.ABSENT,
-                    tuple(values), etag=record.get("@odata.etag") if record else None,
-                    version=remote_version(record, None))
-        policy = Policy.of(self.px.mapping)
-        self.enact(update(seen, coupling, policy, TO, reconciled=reconciled)
-                    if record is not None else decide(seen, policy, TO))
 
     def _operation(self, n: int, w: _Write) -> Operation:
         if w.kind == "delete":
@@ -324,6 +254,61 @@ class RemoteWriter:
         version = None if w.left else remote_version(result.record, result.etag)
         self.successes.append(coupling_store.Success(
             coupling.id, version, None if w.left else result.modified_on, snapshot))
+
+
+def reconciled(px: PassContext, existing: list[tuple[_Write, str | None]]) -> list[Action]:
+    """Creates answered "already exists" or refused with a 5xx: the record is read back;
+    when the service has it, it is compared field by field and only what differs is sent
+    (decided as an update). Nothing is assumed about what it holds."""
+    found = by_key(px, px.remote.read_by_keys([w.remote_id for w, _ in existing],
+                                               select=px.remote_select()))
+    actions = []
+    for w, refused in existing:
+        assert w.coupling is not None
+        record = found.get(w.remote_id.lower())
+        if record is None:
+            # Refused with a 5xx and not there: may pass. Answered "already exists" yet
+            # no record has this id: another record holds one of its alternate keys
+            # (Dataverse answers a duplicate accountnumber so), which lasts.
+            actions.append(Action(
+                Kind.FAIL, w.key, w.coupling, message=refused or "the service refused to "
+                f"create {px.mapping.entity_set}({w.remote_id}) as a duplicate, and has no "
+                "record with that id: another record holds the same alternate key "
+                f"(e.g. a number); couple to it with `crmsync couple {px.mapping.name} "
+                f"{w.key} <its id>` or change the value", transient=refused is not None))
+            continue
+        # An earlier attempt created it, with values not known: no snapshot.
+        actions.append(_decide_one(px, w, replace(w.coupling, synced_values=None), record,
+                                   reconciled=True))
+    return actions
+
+
+def decided_again(px: PassContext, changed: list[_Write]) -> list[Action]:
+    """Updates refused because the record changed in the CRM since it was read: read again
+    and decided again, so a field changed on one side flows and a field changed on both is
+    a conflict; never overwritten blindly. A second refusal waits for the next pass."""
+    found = by_key(px, px.remote.read_by_keys([w.remote_id for w in changed],
+                                               select=px.remote_select()))
+    actions = []
+    for w in changed:
+        assert w.coupling is not None
+        actions.append(_decide_one(px, w, w.coupling, found.get(w.remote_id.lower()),
+                                   reconciled=w.reconciled))
+    return actions
+
+
+def _decide_one(px: PassContext, w: _Write, coupling: Coupling, record: dict[str, Any] | None,
+                *, reconciled: bool) -> Action:
+    """Decide a write's record again from a fresh read of it."""
+    values = [replace(v, current=remote_value(record, v.field)) if record else v
+              for v in w.values]
+    seen = Seen(w.key, coupling, Presence.PRESENT,
+                Presence.PRESENT if record is not None else Presence.ABSENT,
+                tuple(values), etag=record.get("@odata.etag") if record else None,
+                version=remote_version(record, None))
+    policy = Policy.of(px.mapping)
+    return (update(seen, coupling, policy, TO, reconciled=reconciled)
+            if record is not None else decide(seen, policy, TO))
 
 
 def remote_value(record: dict[str, Any], f: FieldMapping) -> Any:

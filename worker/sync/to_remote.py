@@ -21,7 +21,7 @@ from dataclasses import replace
 from itertools import chain
 from typing import Any
 
-from worker.sync import capture, metadata
+from worker.sync import capture, metadata, runner
 from worker.sync import couplings as coupling_store
 from worker.sync.context import (
     PassContext,
@@ -36,7 +36,7 @@ from worker.sync.lookups import uncoupled_message
 from worker.sync.metadata import PropertyInfo
 from worker.sync.model import Coupling, CouplingState, DeletionConflict, Direction, FieldMapping
 from worker.sync.pipeline import ChunkPipeline
-from worker.sync.remote_writes import RemoteWriter, by_key, remote_value
+from worker.sync.remote_writes import by_key, remote_value
 from worker.sync.transfer import (
     FieldValue,
     constant,
@@ -64,16 +64,15 @@ def _run_once(px: PassContext, first: list[str], *, full: bool,
     """One pass over ``first``, then the local changes (but those that failed earlier in
     this run: the next run retries them); returns whether it resumed an interrupted pass."""
     with px.engine.begin() as conn:
-        changes = capture.collect(conn, px.mapping, px.local, px.where, full=full)
+        changes = capture.collect(conn, px.mapping, px.marks, px.local, px.where, full=full)
     done = set(first) | px.failed_keys
     work = chain(((chunk, None) for chunk in chunks(first)), (
         (chunk, chunk[-1]) for chunk in chunks(k for k in changes.keys if k not in done)))
     with ChunkPipeline(px.engine, changes.commit_progress) as pipeline:
         for keys, progress in work:
             px.check_cancelled()
-            chunk = _Chunk(px, keys, changes.deleted, max_lengths)
-            chunk.prepare()
-            pipeline.send(chunk, progress)
+            actions = _Chunk(px, keys, changes.deleted, max_lengths).read_and_decide()
+            pipeline.send(runner.prepare(px, actions), progress)
     with px.engine.begin() as conn:
         changes.commit_mark(conn)
     return changes.resumed
@@ -84,7 +83,7 @@ def run_records(px: PassContext, keys: list[str], *, force: bool,
     """Synchronize these local records now (NAV's "Synchronize Now"), skipped or not.
     ``force``: the ERP's values win over whatever changed in the CRM (settles an update
     conflict); an uncoupled record is created."""
-    _Chunk(px, keys, set(), max_lengths, force=force).run()
+    runner.apply(px, _Chunk(px, keys, set(), max_lengths, force=force).read_and_decide())
 
 
 def decide_chunk(px: PassContext, keys: list[str], max_lengths: dict[str, int]) -> list[Action]:
@@ -93,6 +92,8 @@ def decide_chunk(px: PassContext, keys: list[str], max_lengths: dict[str, int]) 
 
 
 class _Chunk:
+    """The read and decide steps of one chunk of local records."""
+
     def __init__(self, px: PassContext, keys: list[str], deleted: set[str],
                  max_lengths: dict[str, int], *, force: bool = False) -> None:
         self.px = px
@@ -101,23 +102,6 @@ class _Chunk:
         self.deleted = deleted
         self.max_lengths = max_lengths
         self.fields = px.mapping.fields_for(TO)
-        self.out = RemoteWriter(px, max_lengths)  # what the decisions write to the CRM
-
-    def run(self) -> None:
-        """Synchronize the chunk's records now (no pipeline)."""
-        self.prepare()
-        self.finish()
-
-    def prepare(self) -> None:
-        """Read, decide, and commit the ids of the records to be created (and what the
-        updates leave), so that the chunk can be sent."""
-        for action in self.read_and_decide():
-            self.out.enact(action)
-        self.out.commit_intents()
-
-    def finish(self) -> None:
-        """Send the writes and record their results (after :meth:`prepare`)."""
-        self.out.finish()
 
     def read_and_decide(self) -> list[Action]:
         """Read the chunk (local rows, couplings, lookups, the coupled CRM records: GET
