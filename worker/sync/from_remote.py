@@ -53,14 +53,17 @@ def run(px: PassContext, *, full: bool) -> None:
     mapping = px.mapping
     with px.engine.connect() as conn:
         retry = coupling_store.to_retry(conn, mapping.name, FROM)
+    retried: set[tuple[str, str | None]] = set()
     if retry:
         found = list(px.remote.read_by_keys([c.remote_id for c in retry],
                                             select=px.remote_select()))
         _drop_vanished_intents(px, retry, found)
         for chunk in chunks(found):
             _Chunk(px, chunk, count_seen=full).run()
+        # Read again by the changes below as they were here: decided once per pass.
+        retried = {_version_key(px, r) for r in found}
     if px.client.settings.dialect.change_tracking and not mapping.remote_filter:
-        _run_change_tracking(px, full=full)
+        _run_change_tracking(px, full=full, retried=retried)
         return
     marks = px.marks
     since = None if full else marks.remote_modified_since
@@ -70,7 +73,7 @@ def run(px: PassContext, *, full: bool) -> None:
         after=since is not None and marks.remote_modified_complete)
     for chunk in chunks(stream):
         px.check_cancelled()
-        _Chunk(px, chunk, count_seen=full).run()
+        _Chunk(px, _not_in(px, chunk, retried), count_seen=full).run()
         stamps = [parse_datetime(r.get(mapping.remote_modified_on)) for r in chunk]
         newest = max([s for s in stamps if s] + ([newest] if newest else []), default=None)
         if newest is not None and (marks.remote_modified_since is None
@@ -95,19 +98,32 @@ def _settle_mark(px: PassContext, mark: datetime | None, server_time: datetime |
         mapping_store.save_remote_modified_since(conn, px.mapping.name, mark, complete=True)
 
 
-def _run_change_tracking(px: PassContext, *, full: bool) -> None:
+def _version_key(px: PassContext, record: dict[str, Any]) -> tuple[str, str | None]:
+    return str(record[px.mapping.remote_key]).lower(), remote_version(record, None)
+
+
+def _not_in(px: PassContext, records: list[dict[str, Any]],
+            decided: set[tuple[str, str | None]]) -> list[dict[str, Any]]:
+    """The records not decided already in this pass at the same version."""
+    if not decided:
+        return records
+    return [r for r in records if _version_key(px, r) not in decided]
+
+
+def _run_change_tracking(px: PassContext, *, full: bool,
+                         retried: set[tuple[str, str | None]]) -> None:
     """Dataverse change tracking: the delta link returns changed and deleted records. An
     expired link means a full reconcile: every record is read again, and coupled records
     that are no longer there count as deleted."""
     with px.engine.connect() as conn:
         link = None if full else mapping_store.delta_link(conn, px.mapping.name)
     try:
-        seen = _apply_feed(px, link)
+        seen = _apply_feed(px, link, retried)
     except RemoteDeltaExpired:
         log.warning("change tracking token expired; reconciling all records",
                     extra={"mapping": px.mapping.name})
         link = None
-        seen = _apply_feed(px, None)
+        seen = _apply_feed(px, None, retried)
     if link is None and seen is not None:
         with px.engine.connect() as conn:
             coupled = coupling_store.all_coupled_remote_ids(conn, px.mapping.name)
@@ -116,7 +132,8 @@ def _run_change_tracking(px: PassContext, *, full: bool) -> None:
             _remote_deleted(px, gone)
 
 
-def _apply_feed(px: PassContext, link: str | None) -> set[str] | None:
+def _apply_feed(px: PassContext, link: str | None,
+                retried: set[tuple[str, str | None]]) -> set[str] | None:
     """Apply one change feed; returns the keys of the records read when it was a full read."""
     feed = px.remote.read_changes(link, select=px.remote_select())
     seen: set[str] = set()
@@ -124,7 +141,7 @@ def _apply_feed(px: PassContext, link: str | None) -> set[str] | None:
         px.check_cancelled()
         records = [c.record for c in page if c.record is not None]
         deleted = [c.key for c in page if c.record is None]
-        for chunk in chunks(records):
+        for chunk in chunks(_not_in(px, records, retried)):
             _Chunk(px, chunk).run()
         if deleted:
             _remote_deleted(px, deleted)

@@ -27,7 +27,7 @@ from worker.sync.context import (
 from worker.sync.decide import Action, Kind
 from worker.sync.local import mark_own_writes
 from worker.sync.model import Coupling, CouplingState, Direction, FieldMapping
-from worker.sync.sides import Finished
+from worker.sync.sides import Answer, Finished
 from worker.sync.transfer import FieldValue, constant, new_snapshot, transform
 from worker.sync.values import to_local as to_local_value
 from worker.sync.values import value_failure
@@ -111,7 +111,7 @@ class LocalWriter:
             self.px.count("unchanged")
             snapshot = unchanged_snapshot(self.px, c, values, set(a.left))
             if snapshot is not None:
-                self.successes.append(self.success(c, record, snapshot))
+                self.successes.append(_success(self.px, c, record, snapshot))
         elif a.kind is Kind.RECREATE:
             self.writes.append(LocalWrite("restore", record, c, values, c.local_id))
 
@@ -121,12 +121,6 @@ class LocalWriter:
             self.px.count("skipped")
             return
         self.failures.append(_Failure(coupling, remote_id, record, message, transient))
-
-    def success(self, coupling: Coupling, record: dict[str, Any],
-                snapshot: dict[str, Any]) -> coupling_store.Success:
-        return coupling_store.Success(
-            coupling.id, remote_version(record, None),
-            parse_datetime(record.get(self.px.mapping.remote_modified_on)), snapshot)
 
     def commit_intents(self) -> None:
         """Nothing to commit first: the ERP's writes and their couplings are one
@@ -183,7 +177,8 @@ class LocalWriter:
                 self.px.local.delete(conn, coupling.local_id)
                 coupling_store.delete(conn, [coupling.id])
         except sa_exc.DBAPIError as exc:
-            self.px.fail(conn, coupling, describe_db_error(exc))
+            self.px.fail(conn, coupling, describe_db_error(exc),
+                         transient=answer_of(exc) is Answer.FAILED)
             return
         self.px.count("deleted")
 
@@ -220,7 +215,7 @@ class LocalWriter:
             snapshot = new_snapshot(None, w.values, pass_direction=FROM, written=None,
                                     left=set())
             px.count("inserted")
-            self.successes.append(self.success(made[key], w.record, snapshot))
+            self.successes.append(_success(self.px, made[key], w.record, snapshot))
         return []
 
     def _write(self, conn: Connection, w: LocalWrite) -> None:
@@ -241,13 +236,14 @@ class LocalWriter:
                         coupling = coupling_store.by_local_ids(conn, px.mapping.name, [key])[key]
         except sa_exc.DBAPIError as exc:
             self._record_failure(conn, _Failure(w.coupling, self._rid(w.record), w.record,
-                                                describe_db_error(exc)))
+                                                describe_db_error(exc),
+                                                answer_of(exc) is Answer.FAILED))
             return
         old = None if w.kind != "update" else coupling.synced_values
         snapshot = new_snapshot(old, w.values, pass_direction=FROM, written=w.written,
                                 left=w.left or set())
         px.count("modified" if w.kind == "update" else "inserted")
-        self.successes.append(self.success(coupling, w.record, snapshot))
+        self.successes.append(_success(self.px, coupling, w.record, snapshot))
 
     def _send_back_defaults(self, conn: Connection, key: str, values: list[FieldValue]) -> None:
         """A new local row whose table filled in a mapped value itself (a number series, a
@@ -257,6 +253,25 @@ class LocalWriter:
             row = self.px.local.fetch(conn, [key]).get(key)
             if filled_by_table(row, values):
                 capture.queue_updates(conn, self.px.mapping.local_table, [key])
+
+
+def _success(px: PassContext, coupling: Coupling, record: dict[str, Any],
+             snapshot: dict[str, Any]) -> coupling_store.Success:
+    return coupling_store.Success(
+        coupling.id, remote_version(record, None),
+        parse_datetime(record.get(px.mapping.remote_modified_on)), snapshot)
+
+
+# SQLSTATEs of refusals that may pass: serialization failure, deadlock (class 40), a lock
+# not available in time, a statement cancelled by a timeout.
+_MAY_PASS = ("40", "55P03", "57014")
+
+
+def answer_of(exc: sa_exc.DBAPIError) -> Answer:
+    """The database's answer to one refused row write: a lock, a deadlock or a timeout may
+    pass; a constraint or a value the column cannot hold lasts."""
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    return Answer.FAILED if state.startswith(_MAY_PASS) else Answer.REFUSED
 
 
 def restored(px: PassContext, couplings: list[Coupling]) -> list[LocalWrite | _Failure]:

@@ -25,7 +25,7 @@ from worker.sync.context import (
 )
 from worker.sync.decide import Action, Kind, Policy, Presence, Seen, decide, update
 from worker.sync.model import Coupling, CouplingState, Direction, FieldMapping
-from worker.sync.sides import Again, Finished
+from worker.sync.sides import Again, Answer, Finished
 from worker.sync.transfer import FieldValue, new_snapshot
 
 TO = Direction.TO_INTEGRATION
@@ -215,9 +215,10 @@ class RemoteWriter:
                 fresh: dict[str, Coupling]) -> None:
         px = self.px
         coupling = w.coupling or fresh.get(w.key)
-        if result.unknown:
+        answer = answer_of(result)
+        if answer is Answer.UNKNOWN:
             return  # not confirmed: the intent stays and the next pass reads it back
-        if not result.ok:
+        if answer is not Answer.CONFIRMED:
             message = write_failure(result)
             if result.status == 412 and w.etag is not None and w.kind != "create":
                 if not self.second_look and w.kind == "update":
@@ -229,13 +230,13 @@ class RemoteWriter:
                 px.fail(conn, coupling, message, local_id=w.key, remote_id=w.remote_id,
                         transient=True)
                 return
-            if w.kind == "create" and result.transient and coupling is not None:
+            if w.kind == "create" and answer is Answer.FAILED and coupling is not None:
                 # Some services answer a duplicate key with a 500: whether the record is
                 # there is read, not inferred from the status.
                 self.existing.append((replace(w, coupling=coupling), message))
                 return
             px.fail(conn, coupling, message, local_id=w.key, remote_id=w.remote_id,
-                    transient=result.transient)
+                    transient=answer is Answer.FAILED)
             return
         assert coupling is not None
         if w.kind == "create" and result.already_existed:
@@ -254,6 +255,16 @@ class RemoteWriter:
         version = None if w.left else remote_version(result.record, result.etag)
         self.successes.append(coupling_store.Success(
             coupling.id, version, None if w.left else result.modified_on, snapshot))
+
+
+def answer_of(result: OperationResult) -> Answer:
+    """The service's answer to one write, from its result alone: no answer is unknown;
+    throttling, a 5xx or a connection failure may pass; any other refusal lasts."""
+    if result.unknown:
+        return Answer.UNKNOWN
+    if result.ok:
+        return Answer.CONFIRMED
+    return Answer.FAILED if result.transient else Answer.REFUSED
 
 
 def reconciled(px: PassContext, existing: list[tuple[_Write, str | None]]) -> list[Action]:

@@ -12,10 +12,23 @@ leaves its intent, and the next pass reads the record back.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from worker.sync.decide import Action
+
+
+class Answer(enum.Enum):
+    """A side's answer to one action, as its writer records it."""
+
+    CONFIRMED = "confirmed"  # done: the side said so, or was read to hold it
+    REFUSED = "refused"      # refused for a reason that lasts (a value, a constraint): the
+    #                          same failure twice in a row skips the record
+    FAILED = "failed"        # failed for a reason that may pass (throttled, a 5xx, a lock
+    #                          or deadlock): retried by every pass, never skipped
+    UNKNOWN = "unknown"      # no usable answer: nothing is assumed, the intent stays and
+    #                          the next pass reads the record back
 
 
 @dataclass(frozen=True)
