@@ -33,7 +33,7 @@ from worker.sync.decide import (
     decide,
     proposed_coupling,
 )
-from worker.sync.local_writes import local_values
+from worker.sync.mapped import local_values
 from worker.sync.matches import match_records
 from worker.sync.model import Coupling, CouplingState, Direction
 from worker.sync.transfer import (

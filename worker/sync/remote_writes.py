@@ -24,7 +24,8 @@ from worker.sync.context import (
     write_failure,
 )
 from worker.sync.decide import Action, Kind, Policy, Presence, Seen, decide, update
-from worker.sync.model import Coupling, CouplingState, Direction, FieldMapping
+from worker.sync.mapped import by_key, remote_value
+from worker.sync.model import Coupling, CouplingState, Direction
 from worker.sync.sides import Again, Answer, Finished
 from worker.sync.transfer import FieldValue, new_snapshot
 
@@ -322,14 +323,6 @@ def _decide_one(px: PassContext, w: _Write, coupling: Coupling, record: dict[str
             if record is not None else decide(seen, policy, TO))
 
 
-def remote_value(record: dict[str, Any], f: FieldMapping) -> Any:
-    name = f.remote_read_name
-    value = record.get(name) if name else None
-    if f.lookup_mapping and isinstance(value, str):
-        return value.lower()
-    return value
-
-
 def _payload(px: PassContext, values: list[FieldValue], *, create: bool) -> dict[str, Any]:
     body: dict[str, Any] = {}
     for v in values:
@@ -345,6 +338,3 @@ def _payload(px: PassContext, values: list[FieldValue], *, create: bool) -> dict
             body[f.remote_property] = v.wanted
     return body
 
-
-def by_key(px: PassContext, records: Any) -> dict[str, dict[str, Any]]:
-    return {str(r[px.mapping.remote_key]).lower(): r for r in records}

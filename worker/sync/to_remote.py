@@ -33,10 +33,10 @@ from worker.sync.context import (
 from worker.sync.decide import Action, Policy, Presence, Seen, decide
 from worker.sync.local import Unreadable
 from worker.sync.lookups import uncoupled_message
+from worker.sync.mapped import by_key, remote_value
 from worker.sync.metadata import PropertyInfo
 from worker.sync.model import Coupling, CouplingState, DeletionConflict, Direction, FieldMapping
 from worker.sync.pipeline import ChunkPipeline
-from worker.sync.remote_writes import by_key, remote_value
 from worker.sync.transfer import (
     FieldValue,
     constant,
