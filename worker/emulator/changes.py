@@ -79,15 +79,7 @@ def read_delta(store: Store, entity_set: EntitySet, request: Request, *,
     limit = page_size or query.DEFAULT_PAGE_SIZE
     chosen = entries[:limit]
 
-    context = f"{request.service_root}/$metadata#{entity_set.name}"
-    selected = f"({','.join(options.select)})" if options.select else ""
-    doc: dict[str, Any] = {"@odata.context": f"{context}{selected}/$delta"}
-    if options.count:
-        doc["@odata.count"] = total
-    doc["value"] = [
-        render(entity_set, item, options.select, annotations) if isinstance(item, dict)
-        else {"@odata.context": f"{context}/$deletedEntity", "id": item, "reason": "deleted"}
-        for _, _, item in chosen]
+    doc = _delta_page(request, entity_set, options, annotations, chosen, total)
     if len(entries) > limit:
         last_part, last_version, _ = chosen[-1]
         token = _encode_skiptoken(upto, (last_part, last_version), limit)
@@ -101,6 +93,22 @@ def read_delta(store: Store, entity_set: EntitySet, request: Request, *,
         applied.append(f"odata.maxpagesize={page_size}")
     headers = [("Preference-Applied", ",".join(applied))] if applied else []
     return json_response(200, doc, headers)
+
+
+def _delta_page(request: Request, entity_set: EntitySet, options: Any, annotations: bool,
+                chosen: list[Entry], total: int) -> dict[str, Any]:
+    """The page's document: changed records as they are now, deleted ones as
+    ``$deletedEntity`` entries."""
+    context = f"{request.service_root}/$metadata#{entity_set.name}"
+    selected = f"({','.join(options.select)})" if options.select else ""
+    doc: dict[str, Any] = {"@odata.context": f"{context}{selected}/$delta"}
+    if options.count:
+        doc["@odata.count"] = total
+    doc["value"] = [
+        render(entity_set, item, options.select, annotations) if isinstance(item, dict)
+        else {"@odata.context": f"{context}/$deletedEntity", "id": item, "reason": "deleted"}
+        for _, _, item in chosen]
+    return doc
 
 
 def _encode_skiptoken(upto: ChangeToken, cursor: tuple[int, int], page_size: int) -> str:
