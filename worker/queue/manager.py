@@ -21,6 +21,7 @@ from worker.errors import DatabaseUnavailable
 from worker.queue import queries, rows, schedule
 from worker.queue.claims import Claim, Claimed, Claimer
 from worker.queue.models import EntryStatus, JobQueueEntry, RunStatus
+from worker.queue.wake import wake
 
 __all__ = ["Claim", "Claimed", "Outcome", "QueueManager", "Rescued"]
 
@@ -99,21 +100,10 @@ class QueueManager:
         return claims[0] if claims else None
 
     def pull_forward(self, tables: Sequence[str], delay: timedelta) -> int:
-        """A mapped local table changed: its sync entries run within ``delay`` (also out of
-        'on_hold_inactivity'), unless they are due sooner anyway."""
+        """A mapped local table changed: its sync entries run within ``delay``
+        (``wake.wake``'s rule)."""
         with translate_errors(), self.engine.begin() as conn:
-            return conn.execute(sa.text(
-                """
-                UPDATE crmsync.job_queue_entries e
-                   SET next_run_at = LEAST(e.next_run_at, now() + :delay),
-                       status = CASE WHEN e.status = 'on_hold_inactivity' THEN 'ready'
-                                     ELSE e.status END
-                  FROM crmsync.integration_table_mappings m
-                 WHERE e.job_kind = 'sync_mapping' AND e.mapping_name = m.name
-                   AND m.local_table = ANY(:tables) AND m.enabled
-                   AND e.status IN ('ready', 'waiting', 'on_hold_inactivity')
-                   AND (e.next_run_at IS NULL OR e.next_run_at > now() + :delay)
-                """), {"tables": list(tables), "delay": delay}).rowcount
+            return len(wake(conn, delay, tables=tables))
 
     def nothing_to_do(self) -> tuple[bool, datetime | None]:
         """One cheap statement for a wake-up with no news: (True, earliest due time) when

@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from worker.db.engine import translate_errors
 from worker.metrics import PROBES
+from worker.queue.wake import wake
 from worker.remote import filters, links, wire
 from worker.remote.errors import RemoteProtocolError
 
@@ -132,26 +133,13 @@ def versions_at_mark(conn: Connection, mappings: Sequence[str]) -> dict[str, Ver
     return found
 
 
-def pull_forward(conn: Connection, mappings: Sequence[str], delay: timedelta) -> int:
-    """Wake the sync entries of ``mappings``: due within ``delay`` (also out of
-    'on_hold_inactivity'), unless due sooner anyway. The same rule as a local change."""
-    return conn.execute(sa.text(
-        """
-        UPDATE crmsync.job_queue_entries
-           SET next_run_at = LEAST(next_run_at, now() + :delay),
-               status = CASE WHEN status = 'on_hold_inactivity' THEN 'ready' ELSE status END
-         WHERE job_kind = 'sync_mapping' AND mapping_name = ANY(:names)
-           AND status IN ('ready', 'waiting', 'on_hold_inactivity')
-           AND (next_run_at IS NULL OR next_run_at > now() + :delay)
-        """), {"names": list(mappings), "delay": delay}).rowcount
-
-
 def wake_mappings(engine: Engine, mappings: Sequence[str], delay: timedelta) -> int:
-    """:func:`pull_forward` in its own short transaction (its NOTIFY wakes every worker)."""
+    """Wake the sync entries of ``mappings`` (``wake.wake``'s rule) in a short transaction
+    of its own (its NOTIFY wakes every worker)."""
     if not mappings:
         return 0
     with translate_errors(), engine.begin() as conn:
-        return pull_forward(conn, mappings, delay)
+        return len(wake(conn, delay, mappings=mappings))
 
 
 def probe(clients: Clients, target: ProbeTarget, shown: Versions | None) -> Versions | None:

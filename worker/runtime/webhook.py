@@ -28,14 +28,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from worker.db.engine import translate_errors
 from worker.errors import ConfigurationError
 from worker.metrics import WEBHOOK_CALLS
+from worker.queue.wake import wake
 from worker.remote.config import ConnectionSettings, load_connection
-from worker.runtime.probe import pull_forward
 
 if TYPE_CHECKING:
     from worker.sync.clients import Clients
@@ -194,14 +193,10 @@ class WebhookReceiver:
     def _wake(self, connection: str, entity: str) -> None:
         sets = entity_sets(self.clients, connection, entity)
         with translate_errors(), self.engine.begin() as conn:
-            names = list(conn.scalars(sa.text(
-                "SELECT name FROM crmsync.integration_table_mappings "
-                "WHERE connection_name = :c AND lower(entity_set) = ANY(:sets) AND enabled "
-                "AND direction IN ('from_integration', 'bidirectional')"),
-                {"c": connection, "sets": sets}))
-            woken = pull_forward(conn, names, timedelta(0)) if names else 0
+            woken = wake(conn, timedelta(0), connection=connection, entity_sets=sets)
         log.info("webhook: entries woken", extra={
-            "connection": connection, "entity": entity, "mappings": names, "entries": woken})
+            "connection": connection, "entity": entity, "mappings": sorted(set(woken)),
+            "entries": len(woken)})
 
 
 class SettingsCache:
