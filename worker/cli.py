@@ -44,6 +44,7 @@ COMMANDS = (
     "worker.commands.mappings",
     "worker.commands.errors",
     "worker.commands.records",
+    "worker.commands.audit",
     "worker.commands.status",
     "worker.commands.demo",
     "worker.commands.sample",

@@ -246,6 +246,7 @@ COMMAND_ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "run": (*_DATABASE, *_CONNECTIONS, *_WORKER),
     "sync": (*_DATABASE, *_CONNECTIONS),
     "check": (*_DATABASE, *_CONNECTIONS),
+    "audit": (*_DATABASE, *_CONNECTIONS),
     "couple": (*_DATABASE, *_CONNECTIONS),
     "emulator": _EMULATOR,
     "demo": _DATABASE,

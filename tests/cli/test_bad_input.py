@@ -38,6 +38,7 @@ ARGUMENTS: dict[str, list[str]] = {
     "mappings disable": ["CURRENCY"],
     "mappings apply": [str(DEFAULTS_DOCUMENT)],
     "records": ["CUSTOMER"],
+    "audit": ["--all"],
     "demo": ["--duration", "1", "--crm-port", "0", "--metrics-address", ""],
 }
 NO_DATABASE = {"emulator"}  # serves HTTP only

@@ -54,6 +54,7 @@ HELP: dict[str, tuple[str, str]] = {
     "mappings apply": ("Validate a TOML mapping document with check's rules and apply it in "
                        "one transaction.", "crmsync mappings apply customer.toml --dry-run"),
     "errors": ("", "crmsync errors CUSTOMER --record C00012"),
+    "audit": ("", "crmsync audit CUSTOMER --json; crmsync audit --all --fix"),
     "records": ("", "crmsync records CUSTOMER --state failed; crmsync records CONTACTS --json"),
     "status": ("The job queue entries with their last run, outcome, counts and next run, and "
                "the registered workers.", "crmsync status"),

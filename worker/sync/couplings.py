@@ -55,6 +55,38 @@ def to_retry(conn: Connection, mapping: str, direction: Direction) -> list[Coupl
     return [Coupling.from_row(r) for r in rows]
 
 
+def settled_after(conn: Connection, mapping: str, after_id: int, limit: int) -> list[Coupling]:
+    """The next ``limit`` couplings by id after ``after_id`` that nothing is about to carry:
+    coupled, not skipped, no write in flight, no failure waiting for its retry (what
+    ``crmsync audit`` compares, one page at a time)."""
+    rows = conn.execute(sa.text(
+        """
+        SELECT * FROM crmsync.couplings
+         WHERE mapping_name = :m AND id > :after AND state = 'coupled' AND NOT skipped
+           AND pending_values IS NULL AND last_result_to IS DISTINCT FROM 'failure'
+           AND last_result_from IS DISTINCT FROM 'failure'
+         ORDER BY id LIMIT :n
+        """), {"m": mapping, "after": after_id, "n": limit}).mappings()
+    return [Coupling.from_row(r) for r in rows]
+
+
+def mark_for_retry(conn: Connection, coupling_ids: Sequence[int], direction: Direction,
+                   message: str) -> int:
+    """Put couplings on the retry list of the pass of ``direction`` (read by key first by
+    its next run, as a failed record is), with ``message`` as their last error. A coupling
+    that is skipped or failing for a reason of its own is left as it is."""
+    if not coupling_ids:
+        return 0
+    suffix = _suffix(direction)
+    return conn.execute(sa.text(
+        f"""
+        UPDATE crmsync.couplings
+           SET last_result_{suffix} = 'failure', last_error = :message
+         WHERE id = ANY(:ids) AND NOT skipped
+           AND (last_error IS NULL OR last_error = :message)
+        """), {"ids": list(coupling_ids), "message": message}).rowcount
+
+
 def add_intent(conn: Connection, mapping: str, local_id: str, remote_id: str,
                state: CouplingState) -> int:
     """Record the id chosen for a record about to be created (committed by the caller

@@ -192,11 +192,12 @@ def run_records(px: PassContext, remote_ids: list[str], *, force: bool) -> int:
     return len(records)
 
 
-def decide_chunk(px: PassContext, records: list[dict[str, Any]], *, count_seen: bool
-                 ) -> tuple[list[Action], list[tuple[str, str]]]:
-    """What the pass would do to these CRM records, read only (``sync --plan``): the
-    actions, and the (local id, remote id) pairs it would couple by matching values."""
-    chunk = _Chunk(px, records, count_seen=count_seen)
+def decide_chunk(px: PassContext, records: list[dict[str, Any]], *, count_seen: bool,
+                 force: bool = False) -> tuple[list[Action], list[tuple[str, str]]]:
+    """What the pass would do to these CRM records, read only (``sync --plan``; ``force``:
+    every record decided with its values, none taken for an echo, for ``crmsync audit``):
+    the actions, and the (local id, remote id) pairs it would couple by matching values."""
+    chunk = _Chunk(px, records, count_seen=count_seen, force=force)
     return chunk.read_and_decide(commit_matches=False), chunk.matched
 
 

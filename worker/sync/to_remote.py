@@ -86,9 +86,15 @@ def run_records(px: PassContext, keys: list[str], *, force: bool,
     runner.apply(px, _Chunk(px, keys, set(), max_lengths, force=force).read_and_decide())
 
 
-def decide_chunk(px: PassContext, keys: list[str], max_lengths: dict[str, int]) -> list[Action]:
-    """What the pass would do to these local records, read only (``sync --plan``)."""
-    return _Chunk(px, keys, set(), max_lengths).read_and_decide()
+def decide_chunk(px: PassContext, keys: list[str], max_lengths: dict[str, int], *,
+                 read: dict[str, dict[str, Any]] | None = None) -> list[Action]:
+    """What the pass would do to these local records, read only (``sync --plan``,
+    ``crmsync audit``); ``read`` receives the CRM records read, by lower-case key."""
+    chunk = _Chunk(px, keys, set(), max_lengths)
+    actions = chunk.read_and_decide()
+    if read is not None:
+        read.update(chunk.current)
+    return actions
 
 
 class _Chunk:
@@ -102,6 +108,7 @@ class _Chunk:
         self.deleted = deleted
         self.max_lengths = max_lengths
         self.fields = px.mapping.fields_for(TO)
+        self.current: dict[str, dict[str, Any]] = {}  # the CRM records read, by key
 
     def read_and_decide(self) -> list[Action]:
         """Read the chunk (local rows, couplings, lookups, the coupled CRM records: GET
@@ -122,8 +129,9 @@ class _Chunk:
         remote_ids = [c.remote_id for k, c in cpl.items() if not c.skipped
                       and (k in rows or (deleting and k not in filtered_out))
                       and c.state in (CouplingState.COUPLED, CouplingState.CREATING_REMOTE)]
-        current = by_key(px, px.remote.read_by_keys(remote_ids, select=px.remote_select())
-                          if remote_ids else [])
+        current = self.current = by_key(
+            px, px.remote.read_by_keys(remote_ids, select=px.remote_select())
+            if remote_ids else [])
         policy = Policy.of(px.mapping)
         return [decide(self._seen(key, cpl.get(key), rows.get(key), key in filtered_out,
                                   current, lookups), policy, TO, force=self.force)
