@@ -287,6 +287,7 @@ class ClusterCollector(Collector):
             return iter(self._cached)
 
     def _read(self) -> Iterator[Any]:
+        from worker.sync.audit import drift_by_mapping
         from worker.sync.capture import pending_change_age
 
         with self.engine.connect() as conn:
@@ -302,6 +303,7 @@ class ClusterCollector(Collector):
             mappings = conn.scalars(sa.text(
                 "SELECT name FROM crmsync.integration_table_mappings WHERE enabled")).all()
             ages = pending_change_age(conn)
+            drift = drift_by_mapping(conn)
             entries = conn.execute(_ENTRIES).all()
         yield _gauge("crmsync_job_queue_entries", "Job queue entries by status", "status",
                      [(st.value, by_status.get(st.value, 0)) for st in EntryStatus])
@@ -310,6 +312,9 @@ class ClusterCollector(Collector):
         yield _gauge("crmsync_sync_lag_seconds",
                      "Age of the oldest local change not yet read by the mapping", "mapping",
                      [(name, ages.get(name, 0.0)) for name in mappings])
+        yield _gauge("crmsync_drift_records",
+                     "Coupled records whose sides differ without a captured change, as the "
+                     "mapping's last audit found them (crmsync audit)", "mapping", drift)
         yield _gauge("crmsync_worker_heartbeat_age_seconds",
                      "Seconds since each registered worker's last heartbeat", "worker", workers)
         yield GaugeMetricFamily("crmsync_workers", "Registered workers (cluster)",

@@ -7,10 +7,14 @@ count is kept for the gauge."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from typing import Any
 
 import pytest
 
+from tests.acceptance.conftest import ROOT, crmsync_executable
 from tests.fixtures.emulator import PROFILES
 from tests.sync.conftest import World, add_customers
 from worker.sync.audit import audit_run, drift_by_mapping
@@ -117,3 +121,44 @@ def test_fix_makes_the_next_run_carry_them(world: World) -> None:
     assert _audit(world)[0].drifted == 0
     assert set(dict(world.sql("SELECT business_key, state FROM crmsync.record_status"))
                .values()) == {"synced"}
+
+
+def test_the_audit_command(world: World, database_url: str) -> None:
+    accounts = _synced(world)
+    _bulk_load(world, "UPDATE erp_t.customer SET city = 'Bulk city' WHERE no = 'C0001'")
+    _silent_crm_edit(world, accounts["C0002"], {"telephone1": "+49 CRM"})
+    env = {**os.environ, "CRMSYNC_DATABASE_URL": database_url, "PYTHONPATH": str(ROOT),
+           "CRMSYNC_CRM_URL": world.emulator.base_url}
+    if world.profile != "dataverse":
+        env.update({"CRMSYNC_CRM_DIALECT": "odata", "CRMSYNC_CRM_BATCH": "true"})
+
+    def crmsync(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([crmsync_executable(), *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    done = crmsync("audit", "CUSTOMER", "--json")
+    assert done.returncode == 1, done.stderr  # drift found
+    doc = json.loads(done.stdout)
+    assert doc["mappings"] == [{"mapping": "CUSTOMER", "audited": 4, "drifted": 2,
+                                "fixed": 0}]
+    assert sorted((r["business_key"], r["moved"]) for r in doc["records"]) == [
+        ("C0001", "erp"), ("C0002", "crm")]
+    text = crmsync("audit", "--all")
+    assert text.returncode == 1, text.stderr
+    assert f"CUSTOMER C0001 (CRM {accounts['C0001']}): moved: erp" in text.stdout
+    assert "  city <-> address1_city: ERP 'Bulk city', CRM 'City 1' (moved: erp)" in text.stdout
+    assert "audit: nothing has been written" in text.stdout
+    fixed = crmsync("audit", "CUSTOMER", "--fix")
+    assert "audit: 2 records put on the next run's retry list" in fixed.stdout
+    world.counts("CUSTOMER")
+    clean = crmsync("audit", "CUSTOMER", "CURRENCY")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+
+    for args, expected in ((["audit", "CUSTOMERS"], "no enabled mapping named CUSTOMERS"),
+                           (["audit"], "audit: name mappings or use --all")):
+        bad = crmsync(*args)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+        assert bad.stdout == ""
+        (line,) = bad.stderr.strip().splitlines()
+        assert line.startswith("crmsync: error: ") and expected in line, line
+

@@ -79,13 +79,13 @@ class _JsonPrinter:
 
     def __init__(self) -> None:
         self.n = 0
-        print('{"records": [', end="")
 
     def record(self, mapping: str, d: RecordDrift) -> None:
         doc: dict[str, Any] = {"mapping": mapping, **d.as_json()}
-        print(("," if self.n else "") + "\n  " + json.dumps(doc, default=str), end="")
+        print(('{"records": [' if not self.n else ",") + "\n  "
+              + json.dumps(doc, default=str), end="")
         self.n += 1
 
     def finish(self, results: list[MappingAudit], *, fixed: bool) -> None:
         mappings = json.dumps([r.as_json() for r in results], indent=2)
-        print(f'\n], "mappings": {mappings}}}')
+        print(('{"records": [' if not self.n else "") + f'\n], "mappings": {mappings}}}')

@@ -85,7 +85,7 @@ def _add(args: argparse.Namespace) -> int:
         values["recurring"] = "false"
     if "job_kind" not in values:
         raise ConfigurationError("entries add: --kind (--job-kind) is required: sync_mapping, "
-                                 "sync_all_modified or cleanup")
+                                 "sync_all_modified, cleanup or audit")
     with translate_errors(), open_engine().begin() as conn:
         for name, value in values.items():
             column = columns.by_name(name)

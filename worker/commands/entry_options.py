@@ -17,7 +17,7 @@ SHORT_NAMES = {"job_kind": "--kind", "mapping_name": "--mapping", "run_interval"
 
 HELP = {
     "description": "free text shown in lists",
-    "job_kind": "sync_mapping, sync_all_modified or cleanup",
+    "job_kind": "sync_mapping, sync_all_modified, cleanup or audit",
     "mapping_name": "the mapping a sync_mapping entry synchronizes",
     "parameters": "JSON object handed to the job, e.g. '{\"full\": true}'",
     "recurring": "yes: runs every interval; no: runs once",

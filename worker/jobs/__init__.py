@@ -55,12 +55,13 @@ Handlers = MutableMapping[JobKind, JobHandler]
 
 
 def load_handlers(plugins: Iterable[str] = ()) -> dict[JobKind, JobHandler]:
-    from worker.jobs import cleanup, sync
+    from worker.jobs import audit, cleanup, sync
 
     handlers: dict[JobKind, JobHandler] = {
         JobKind.SYNC_MAPPING: sync.sync_mapping,
         JobKind.SYNC_ALL_MODIFIED: sync.sync_all_modified,
         JobKind.CLEANUP: cleanup.cleanup,
+        JobKind.AUDIT: audit.audit,
     }
     for name in plugins:
         name = name.strip()

@@ -68,7 +68,7 @@ RULES: dict[str, tuple[str, str]] = {
         "status", "must be ready, in_process, error, on_hold, on_hold_inactivity, waiting or "
                   "finished"),
     "job_queue_entries_job_kind_must_be_known":
-        ("job_kind", "must be sync_mapping, sync_all_modified or cleanup"),
+        ("job_kind", "must be sync_mapping, sync_all_modified, cleanup or audit"),
     "job_queue_entries_mapping_must_exist": ("mapping_name", "must name an existing mapping"),
     "job_queue_entries_mapping_name_set_exactly_for_sync_mapping":
         ("mapping_name", "is required for sync_mapping and only for it"),

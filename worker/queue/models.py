@@ -13,6 +13,7 @@ class JobKind(enum.StrEnum):
     SYNC_MAPPING = "sync_mapping"
     SYNC_ALL_MODIFIED = "sync_all_modified"
     CLEANUP = "cleanup"
+    AUDIT = "audit"
 
 
 class EntryStatus(enum.StrEnum):
