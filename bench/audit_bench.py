@@ -33,7 +33,7 @@ from worker.sync.audit import audit_run
 from worker.sync.clients import Clients
 from worker.sync.context import CHUNK
 from worker.sync.engine import SyncEngine
-from worker.sync.mappings import load
+from worker.sync.mappings import load_with_marks
 from worker.sync.model import Direction
 
 
@@ -66,8 +66,8 @@ def peak_rss(work: Callable[[], Any]) -> tuple[Any, float, int, int]:
 def raw_reads(sync: SyncEngine, limit: int | None) -> tuple[int, float]:
     """The same reads without the comparison: couplings by page, local rows by key, the
     CRM's records by key, chunk by chunk."""
-    mapping = load(sync.engine, "CUSTOMER")
-    px = sync.context(mapping, Direction.TO_INTEGRATION, 0, lambda: None, None)
+    mapping, marks = load_with_marks(sync.engine, "CUSTOMER")
+    px = sync.context(mapping, Direction.TO_INTEGRATION, 0, lambda: None, None, marks)
     n, t = 0, time.perf_counter()
     for page in audit_module._pages(sync.engine, "CUSTOMER"):
         with sync.engine.connect() as conn:
@@ -129,8 +129,7 @@ def main() -> int:
 
 def _audit_first(sync: SyncEngine, limit: int) -> None:
     """An audit of the first ``limit`` couplings only (the same code, fewer pages)."""
-    mapping = load(sync.engine, "CUSTOMER")
-    reader = audit_module._Reader(sync, mapping)
+    reader = audit_module._Reader(sync, *load_with_marks(sync.engine, "CUSTOMER"))
     n = 0
     for page in audit_module._pages(sync.engine, "CUSTOMER"):
         reader.compare(page)

@@ -34,9 +34,9 @@ from worker.sync.context import CHUNK, PassContext, remote_version
 from worker.sync.decide import Kind
 from worker.sync.drift import FieldDrift, RecordDrift, business_key, carriers, drifted_fields
 from worker.sync.engine import SyncEngine
-from worker.sync.model import Coupling, Direction, TableMapping
+from worker.sync.mapped import by_key
+from worker.sync.model import Coupling, Direction, Marks, TableMapping
 from worker.sync.order import topological_order
-from worker.sync.remote_writes import by_key
 
 TO, FROM = Direction.TO_INTEGRATION, Direction.FROM_INTEGRATION
 FIX_MESSAGE = ("drift found by crmsync audit: the values differ without a captured change; "
@@ -92,7 +92,7 @@ def audit_mapping(sync: SyncEngine, name: str, *, fix: bool = False,
         result.started_at = conn.scalar(sa.text("SELECT now()"))
     try:
         require_valid(sync.engine, sync.clients, name)
-        reader = _Reader(sync, mappings.load(sync.engine, name))
+        reader = _Reader(sync, *mappings.load_with_marks(sync.engine, name))
         for page in _pages(sync.engine, name):
             check_cancelled()
             drifts = reader.compare(page)
@@ -128,6 +128,7 @@ class _Reader:
 
     sync: SyncEngine
     mapping: TableMapping
+    marks: Marks
     to: PassContext | None = None
     back: PassContext | None = None
     from_keys: set[str] = field(default_factory=set)   # fields only the remote→local pass has
@@ -138,17 +139,18 @@ class _Reader:
         m = self.mapping
         to_keys: set[str] = set()
         if m.direction.runs(TO):
-            self.to = self.sync.context(m, TO, 0, lambda: None, None)
+            self.to = self.sync.context(m, TO, 0, lambda: None, None, self.marks)
             self.lengths = self.sync.clients.max_lengths(m.connection_name, m.entity_set)
             to_keys = {f.key for f in m.fields_for(TO) if f.remote_property}
             with self.sync.engine.connect() as conn:
-                keys, _ = capture.peek(conn, m, self.to.local, self.to.where, full=False)
+                keys, _ = capture.peek(conn, m, self.marks, self.to.local, self.to.where,
+                                       full=False)
                 self.captured = set(keys)
         if m.direction.runs(FROM):
             self.from_keys = {f.key for f in m.fields_for(FROM)
                               if f.local_column and f.key not in to_keys}
             if self.from_keys or self.to is None:
-                self.back = self.sync.context(m, FROM, 0, lambda: None, None)
+                self.back = self.sync.context(m, FROM, 0, lambda: None, None, self.marks)
 
     def compare(self, page: list[Coupling]) -> list[RecordDrift]:
         found: dict[int, list[FieldDrift]] = {}
@@ -208,11 +210,11 @@ class _Reader:
         assert client is not None
         if client.client.settings.dialect.change_tracking and not m.remote_filter:
             return True
-        since = m.remote_modified_since
+        since = self.marks.remote_modified_since
         stamp = parse_datetime(record.get(m.remote_modified_on))
         if since is None or stamp is None:
             return True
-        return stamp > since if m.remote_modified_complete else \
+        return stamp > since if self.marks.remote_modified_complete else \
             stamp >= since - from_remote.OVERLAP
 
 
