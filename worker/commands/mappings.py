@@ -9,11 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from worker.commands.common import open_engine
 from worker.commands.output import clean, print_table, yes_no
-from worker.db.engine import translate_errors
 from worker.errors import EXIT_USAGE, ConfigurationError
 from worker.sync import capture, document_apply
 from worker.sync import mappings as mapping_store
@@ -98,18 +95,7 @@ def _read(name: str) -> str:
 
 def _list_mappings(args: argparse.Namespace) -> int:
     engine = open_engine()
-    with translate_errors(), engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            """
-            SELECT m.name, m.enabled, m.local_table, m.entity_set, m.direction,
-                   m.sync_only_coupled, m.triggers_installed,
-                   (SELECT string_agg(depends_on, ',' ORDER BY depends_on)
-                      FROM crmsync.integration_table_mapping_dependencies d
-                     WHERE d.mapping_name = m.name) AS depends_on,
-                   (SELECT count(*) FROM crmsync.couplings c WHERE c.mapping_name = m.name)
-                       AS couplings
-              FROM crmsync.integration_table_mappings m ORDER BY m.created_at, m.name
-            """)).mappings().all()
+    rows = mapping_store.summaries(engine)
     table = [("mapping", "enabled", "local", "remote", "direction", "only coupled", "triggers",
               "depends on", "couplings")]
     table += [(r["name"], yes_no(r["enabled"]), r["local_table"] or "", r["entity_set"] or "",

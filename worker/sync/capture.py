@@ -82,9 +82,7 @@ def install(conn: Connection, mapping: TableMapping) -> bool:
         conn.execute(sa.text(
             f"CREATE TRIGGER crmsync_capture_{event} {clause.format(t=table)} "
             f"FOR EACH STATEMENT EXECUTE FUNCTION crmsync.capture_local_changes('{key}')"))
-    conn.execute(sa.text(
-        "UPDATE crmsync.integration_table_mappings SET local_watermark = NULL, "
-        "local_snapshot = NULL WHERE local_table = :t"), {"t": mapping.local_table})
+    mapping_store.clear_local_marks(conn, mapping.local_table)
     mapping_store.set_triggers_installed(conn, mapping.name, True)
     return True
 
@@ -92,10 +90,7 @@ def install(conn: Connection, mapping: TableMapping) -> bool:
 def remove(conn: Connection, mapping: TableMapping) -> bool:
     """Drop the capture triggers unless another enabled trigger-mode mapping still reads
     the same table. Returns True when they were dropped."""
-    others = conn.scalar(sa.text(
-        "SELECT count(*) FROM crmsync.integration_table_mappings WHERE local_table = :t "
-        "AND name <> :n AND enabled AND change_capture = 'trigger'"),
-        {"t": mapping.local_table, "n": mapping.name})
+    others = mapping_store.other_trigger_mappings(conn, mapping.local_table, mapping.name)
     mapping_store.set_triggers_installed(conn, mapping.name, False)
     if others:
         return False
@@ -110,9 +105,7 @@ def remove(conn: Connection, mapping: TableMapping) -> bool:
 def set_enabled(engine: Engine, mapping: TableMapping, enabled: bool) -> str:
     """Enable or disable a mapping, installing or removing its triggers (idempotent)."""
     with translate_errors(), engine.begin() as conn:
-        conn.execute(sa.text(
-            "UPDATE crmsync.integration_table_mappings SET enabled = :e WHERE name = :n"),
-            {"e": enabled, "n": mapping.name})
+        mapping_store.set_enabled(conn, mapping.name, enabled)
         if mapping.change_capture != "trigger":
             return "modified_at mode: no triggers"
         if enabled:
@@ -250,11 +243,8 @@ class _PassState:
 
 def _pass_state(conn: Connection, mapping: TableMapping) -> _PassState:
     schema, _, table = mapping.local_table.partition(".")
-    row = conn.execute(sa.text(
-        f"SELECT ({_TRIGGER_COUNT}) AS triggers, local_snapshot, local_pass_snapshot, "
-        "local_pass_done_key, CAST(pg_current_snapshot() AS text) "
-        "FROM crmsync.integration_table_mappings WHERE name = :n"),
-        {"n": mapping.name, "s": schema, "t": table, "k": mapping.local_key}).one()
+    row = mapping_store.local_pass_marks(conn, mapping.name, sa.text(_TRIGGER_COUNT),
+                                         {"s": schema, "t": table, "k": mapping.local_key})
     return _PassState(row[0] == len(TRIGGERS), row[1], row[2], row[3], str(row[4]))
 
 

@@ -15,6 +15,7 @@ from worker.db.engine import describe_db_error
 from worker.errors import ConfigurationError, CrmsyncError
 from worker.remote.errors import RemoteAuthError, RemoteUnavailable
 from worker.sync import capture
+from worker.sync import couplings as coupling_store
 from worker.sync import mappings as mapping_store
 from worker.sync.clients import Clients
 from worker.sync.compat import (
@@ -52,9 +53,7 @@ def check_all(engine: Engine, clients: Clients, *, probe_filters: bool = True) -
     except ConfigurationError as exc:
         problems.append(Problem("*", "dependencies", str(exc)))
     with engine.connect() as conn:
-        names = conn.scalars(sa.text(
-            "SELECT name FROM crmsync.integration_table_mappings WHERE enabled "
-            "ORDER BY created_at, name")).all()
+        names = mapping_store.enabled_names(conn)
     for name in names:
         problems.extend(check_mapping(engine, clients, name, probe_filters=probe_filters))
     return problems
@@ -302,9 +301,7 @@ def _coupled_ids_problem(conn: Connection, mapping: TableMapping,
     """Couplings made under another local_key or local_table: their local ids are not
     values of the key, name rows only by another column, or name no row of a table whose
     change capture was never installed although the mapping's was."""
-    ids = conn.scalars(sa.text(
-        "SELECT local_id FROM crmsync.couplings WHERE mapping_name = :m "
-        "AND state = 'coupled' ORDER BY id DESC LIMIT 20"), {"m": mapping.name}).all()
+    ids = coupling_store.recent_local_ids(conn, mapping.name)
     if not ids:
         return None
     try:
@@ -339,13 +336,7 @@ def _check_overlaps(engine: Engine, mapping: TableMapping, add) -> None:  # type
     if mapping.sync_only_coupled:
         return
     with engine.connect() as conn:
-        others = conn.execute(sa.text(
-            "SELECT name, local_table, remote_filter, local_filter, direction "
-            "FROM crmsync.integration_table_mappings WHERE enabled AND name <> :n "
-            "AND NOT sync_only_coupled AND connection_name = :c AND entity_set = :e "
-            "ORDER BY name"),
-            {"n": mapping.name, "c": mapping.connection_name,
-             "e": mapping.entity_set}).mappings().all()
+        others = mapping_store.same_entity_set(conn, mapping)
     for other in others:
         reads = Direction(other["direction"])
         if (mapping.direction.runs(FROM) and reads.runs(FROM)):

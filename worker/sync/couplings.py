@@ -273,3 +273,24 @@ def all_coupled_remote_ids(conn: Connection, mapping: str) -> list[str]:
     return list(conn.execute(sa.text(
         "SELECT remote_id FROM crmsync.couplings WHERE mapping_name = :m "
         "AND state = 'coupled'"), {"m": mapping}).scalars())
+
+
+def recent_local_ids(conn: Connection, mapping: str, limit: int = 20) -> list[str]:
+    """Local ids of the mapping's newest completed couplings."""
+    return list(conn.scalars(sa.text(
+        "SELECT local_id FROM crmsync.couplings WHERE mapping_name = :m "
+        "AND state = 'coupled' ORDER BY id DESC LIMIT :l"), {"m": mapping, "l": limit}))
+
+
+def coupled_ids(conn: Connection, mapping: str) -> tuple[set[str], set[str]]:
+    """(local ids, lower-case CRM ids) of every coupling of the mapping."""
+    rows = conn.execute(sa.text(
+        "SELECT local_id, lower(remote_id) FROM crmsync.couplings WHERE mapping_name = :m"),
+        {"m": mapping}).all()
+    return {r[0] for r in rows}, {r[1] for r in rows}
+
+
+def count(conn: Connection, mapping: str) -> int:
+    return int(conn.scalar(sa.text(
+        "SELECT count(*) FROM crmsync.couplings WHERE mapping_name = :n"),
+        {"n": mapping}) or 0)

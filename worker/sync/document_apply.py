@@ -22,6 +22,7 @@ from worker.db.engine import describe_db_error, translate_errors
 from worker.errors import ConfigurationError, CrmsyncError
 from worker.remote.client import ODataClient
 from worker.sync import capture, documents
+from worker.sync import couplings as coupling_store
 from worker.sync import mappings as mapping_store
 from worker.sync.check import check_mapping
 from worker.sync.clients import Clients
@@ -198,9 +199,7 @@ def _notes(held: Engine, conn: Connection, docs: Sequence[MappingDoc],
     for c in changes.changes:
         if c.kind == "mapping" and c.op == "~" and any(
                 name in ("local_key", "local_table") for name, _, _ in c.differences):
-            n = conn.scalar(sa.text(
-                "SELECT count(*) FROM crmsync.couplings WHERE mapping_name = :n"),
-                {"n": c.mapping})
+            n = coupling_store.count(conn, c.mapping)
             if n:
                 notes.append(f"note: mapping {c.mapping}: its {n} couplings name records by "
                              "the old key; remove them (crmsync uncouple) and couple again")

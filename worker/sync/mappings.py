@@ -355,3 +355,70 @@ def _entry(conn: Connection, change: Change) -> None:
             f"{', '.join(columns)}) VALUES ('sync_mapping', :mapping, "
             f"{', '.join(_placeholder(c) for c in columns)})"),
             {"mapping": change.mapping, **_params(change.values, columns)})
+
+
+def clear_local_marks(conn: Connection, local_table: str) -> None:
+    """Forget how far the local→remote passes of every mapping of ``local_table`` came
+    (changes made before the capture triggers existed are unknown: the next pass scans)."""
+    conn.execute(sa.text(
+        "UPDATE crmsync.integration_table_mappings SET local_watermark = NULL, "
+        "local_snapshot = NULL WHERE local_table = :t"), {"t": local_table})
+
+
+def other_trigger_mappings(conn: Connection, local_table: str, name: str) -> int:
+    """How many other enabled trigger-mode mappings read ``local_table``."""
+    return int(conn.scalar(sa.text(
+        "SELECT count(*) FROM crmsync.integration_table_mappings WHERE local_table = :t "
+        "AND name <> :n AND enabled AND change_capture = 'trigger'"),
+        {"t": local_table, "n": name}) or 0)
+
+
+def set_enabled(conn: Connection, name: str, enabled: bool) -> None:
+    conn.execute(sa.text(
+        "UPDATE crmsync.integration_table_mappings SET enabled = :e WHERE name = :n"),
+        {"e": enabled, "n": name})
+
+
+def local_pass_marks(conn: Connection, name: str, trigger_count: sa.TextClause,
+                     params: dict[str, Any]) -> Any:
+    """The local→remote pass's marks (last snapshot, an interrupted pass's snapshot and last
+    key done) with ``trigger_count`` and the database's current snapshot, in one query."""
+    return conn.execute(sa.text(
+        f"SELECT ({trigger_count.text}) AS triggers, local_snapshot, local_pass_snapshot, "
+        "local_pass_done_key, CAST(pg_current_snapshot() AS text) "
+        "FROM crmsync.integration_table_mappings WHERE name = :n"),
+        {"n": name, **params}).one()
+
+
+def enabled_names(conn: Connection) -> list[str]:
+    return list(conn.scalars(sa.text(
+        "SELECT name FROM crmsync.integration_table_mappings WHERE enabled "
+        "ORDER BY created_at, name")))
+
+
+def same_entity_set(conn: Connection, mapping: TableMapping) -> list[Any]:
+    """The other enabled mappings that create records, of the same entity set and
+    connection as ``mapping``."""
+    return list(conn.execute(sa.text(
+        "SELECT name, local_table, remote_filter, local_filter, direction "
+        "FROM crmsync.integration_table_mappings WHERE enabled AND name <> :n "
+        "AND NOT sync_only_coupled AND connection_name = :c AND entity_set = :e "
+        "ORDER BY name"),
+        {"n": mapping.name, "c": mapping.connection_name,
+         "e": mapping.entity_set}).mappings())
+
+
+def summaries(engine: Engine) -> list[Any]:
+    """Every mapping with its dependencies and number of couplings (``mappings list``)."""
+    with translate_errors(), engine.connect() as conn:
+        return list(conn.execute(sa.text(
+            """
+            SELECT m.name, m.enabled, m.local_table, m.entity_set, m.direction,
+                   m.sync_only_coupled, m.triggers_installed,
+                   (SELECT string_agg(depends_on, ',' ORDER BY depends_on)
+                      FROM crmsync.integration_table_mapping_dependencies d
+                     WHERE d.mapping_name = m.name) AS depends_on,
+                   (SELECT count(*) FROM crmsync.couplings c WHERE c.mapping_name = m.name)
+                       AS couplings
+              FROM crmsync.integration_table_mappings m ORDER BY m.created_at, m.name
+            """)).mappings())

@@ -41,11 +41,7 @@ def couple_by_match(sync: SyncEngine, name: str, *, create_missing: bool = False
     px = sync.context(mapping, Direction.TO_INTEGRATION, job_id, lambda: None, None)
     result = MatchResult(job_id=job_id)
     with sync.engine.connect() as conn:
-        coupled_remote = set(conn.scalars(sa.text(
-            "SELECT lower(remote_id) FROM crmsync.couplings WHERE mapping_name = :m"),
-            {"m": name}))
-        coupled_local = set(conn.scalars(sa.text(
-            "SELECT local_id FROM crmsync.couplings WHERE mapping_name = :m"), {"m": name}))
+        coupled_local, coupled_remote = coupling_store.coupled_ids(conn, name)
         rows = conn.execute(sa.select(px.local.table).where(px.where)).mappings().all()
     index = _remote_index(px, fields, coupled_remote)
     taken: set[str] = set()
