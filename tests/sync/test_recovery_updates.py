@@ -174,7 +174,8 @@ def test_a_run_after_an_interrupted_pass_leaves_nothing_pending(world: World) ->
     """The pass resumed with its old snapshot is followed, in the same run, by a fresh one
     over the changes committed since."""
     world.counts("CURRENCY")
-    add_customers(world, 1200)
+    add_customers(world, 1800)  # four chunks: the first one's progress is committed
+    # before the fourth is prepared (two chunks are in flight at most)
 
     def stop_after_first_chunk() -> None:
         if world.scalar("SELECT local_pass_done_key FROM crmsync.integration_table_mappings "
@@ -188,7 +189,7 @@ def test_a_run_after_an_interrupted_pass_leaves_nothing_pending(world: World) ->
     to = world.counts("CUSTOMER")[("CUSTOMER", "to")]
     assert to["failed"] == 0
     accounts = _accounts(world)
-    assert len(accounts) == 1230
+    assert len(accounts) == 1830
     assert accounts["C0001"]["address1_city"] == "Edited after the stop"
     _settled(world)
 

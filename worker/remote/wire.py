@@ -5,12 +5,15 @@ JSON replies and OData timestamps."""
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+import orjson
 
 from worker.remote import filters
 from worker.remote.errors import RemoteProtocolError
@@ -111,8 +114,36 @@ def key_value(key: str, key_type: KeyType) -> Any:
 
 def loads(text: str | bytes) -> Any:
     """JSON with exact numbers: a number with a fraction or exponent is a ``Decimal`` (so
-    are the non-standard NaN and Infinity some services write; no float is ever made)."""
+    are the non-standard NaN and Infinity some services write; no float is ever made).
+
+    orjson reads a body about five times faster than the json module (``bench/
+    json_bench.py``) but has no Decimal: a body it reads without any float is taken as it
+    read it; any other (a fraction, an exponent, an integer beyond 64 bits, NaN, anything
+    orjson refuses) is read again by the json module, which gives the exact numbers."""
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _exact_loads(text)
+    return doc if _no_float(doc) else _exact_loads(text)
+
+
+def _exact_loads(text: str | bytes) -> Any:
     return json.loads(text, parse_float=Decimal, parse_constant=Decimal)
+
+
+def _no_float(value: Any) -> bool:
+    kind = type(value)
+    if kind is dict:
+        items: Any = value.values()
+    elif kind is list:
+        items = value
+    else:
+        return kind is not float
+    for item in items:
+        kind = type(item)
+        if kind is float or ((kind is dict or kind is list) and not _no_float(item)):
+            return False
+    return True
 
 
 def _json_default(value: object) -> object:
@@ -152,7 +183,43 @@ def _swap_decimals(value: Any, found: dict[str, str]) -> Any:
 def dumps(values: Mapping[str, Any]) -> bytes:
     """A request body: compact UTF-8 JSON, datetimes as UTC ``Z``, UUIDs, and Decimals as
     number literals with their exact digits (the json module would need a float, which
-    changes amounts beyond 15 significant digits)."""
+    changes amounts beyond 15 significant digits). Non-finite numbers are refused.
+
+    Written by orjson (about twenty times faster than the json module with the Decimal
+    swap, ``bench/json_bench.py``), Decimals as raw literals; what orjson does not take
+    as the json module would (a key that is not text, an integer beyond 64 bits, a lone
+    surrogate) is written, or refused, by the json module as before."""
+    try:
+        body = orjson.dumps(values, default=_orjson_default, option=_ORJSON_OPTIONS)
+    except TypeError as exc:
+        if isinstance(exc.__cause__, ValueError):  # a non-finite Decimal
+            raise exc.__cause__ from None
+        return _json_dumps(values)
+    if b"null" in body and not _finite(values):  # orjson writes NaN and inf as null
+        raise ValueError("cannot send a non-finite number as JSON")
+    return body
+
+
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _orjson_default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(number_literal(value))
+    return _json_default(value)
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def _json_dumps(values: Mapping[str, Any]) -> bytes:
     found: dict[str, str] = {}
     text = json.dumps(_swap_decimals(values, found), default=_json_default,
                       ensure_ascii=False, allow_nan=False, separators=(",", ":"))

@@ -1,13 +1,19 @@
-"""A one-deep pipeline for the chunks of a pass: each chunk is finished (sent to the CRM
-and recorded) on one thread, in order, while the caller prepares the next one."""
+"""A two-deep pipeline for the chunks of a pass: chunks are finished (sent to the CRM and
+recorded) on threads of their own while the caller prepares the next one, and their
+progress is committed in order."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Protocol
 
 from sqlalchemy.engine import Connection, Engine
+
+from worker.db.engine import asynchronous_commit
+
+DEPTH = 2  # chunks finishing at once: one's requests overlap the other's recording
 
 
 class Chunk(Protocol):
@@ -15,35 +21,51 @@ class Chunk(Protocol):
 
 
 class ChunkPipeline:
-    """Chunks sent and recorded on one thread, in order, while the next chunk is read and
-    decided (and its intents committed) on the caller's: the CRM's round trips overlap
-    the local work. At most one chunk is in flight; a failure stops the pass at the next
-    chunk, after every earlier chunk was recorded. A chunk's progress (its last key) is
-    committed after its results, so a resumed pass never skips an unrecorded chunk."""
+    """Chunks sent and recorded on ``DEPTH`` threads while the next chunk is read and
+    decided (and its intents committed) on the caller's: the CRM's round trips overlap the
+    local work, and one chunk's requests overlap the recording of the one before. Chunks
+    hold disjoint records, so finishing two at once changes no record's order of writes.
+
+    A failure stops the pass at the next chunk sent, after every chunk in flight was
+    recorded. A chunk's progress (its last key) is committed after its own results and
+    only once every earlier chunk finished without failing, so a resumed pass never skips
+    an unrecorded chunk."""
 
     def __init__(self, engine: Engine,
                  commit_progress: Callable[[Connection, str], None]) -> None:
         self.engine = engine
         self.commit_progress = commit_progress
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmsync-send")
-        self.in_flight: Future[None] | None = None
+        self.pool = ThreadPoolExecutor(max_workers=DEPTH, thread_name_prefix="crmsync-send")
+        # Each chunk's future: whether it and every chunk before it finished without failing.
+        self.in_flight: deque[Future[bool]] = deque()
 
     def send(self, chunk: Chunk, progress: str | None) -> None:
-        """Finish ``chunk`` once the one before it is finished; ``progress``: the key to
-        commit as done after it (None: none)."""
-        self.wait()
-        self.in_flight = self.pool.submit(self._finish, chunk, progress)
+        """Finish ``chunk`` once fewer than DEPTH chunks are in flight; ``progress``: the
+        key to commit as done after it (None: none). Raises what an earlier chunk raised."""
+        while len(self.in_flight) >= DEPTH:
+            self.in_flight.popleft().result()
+        for done in [f for f in self.in_flight if f.done()]:
+            done.result()  # a failure stops the pass before anything more is sent
+        before = self.in_flight[-1] if self.in_flight else None
+        self.in_flight.append(self.pool.submit(self._finish, chunk, progress, before))
 
-    def _finish(self, chunk: Chunk, progress: str | None) -> None:
+    def _finish(self, chunk: Chunk, progress: str | None, before: Future[bool] | None) -> bool:
         chunk.finish()
+        if before is not None and (before.exception() is not None or not before.result()):
+            return False  # an earlier chunk failed (the caller raises it): no progress
         if progress is not None:
             with self.engine.begin() as conn:
+                # Progress lost to a database crash only makes a resumed pass redo a chunk.
+                asynchronous_commit(conn)
                 self.commit_progress(conn, progress)
+        return True
 
     def wait(self) -> None:
-        in_flight, self.in_flight = self.in_flight, None
-        if in_flight is not None:
-            in_flight.result()  # raises what the chunk raised
+        """Wait for every chunk in flight; raises what the first failed one raised."""
+        in_flight, self.in_flight = list(self.in_flight), deque()
+        wait(in_flight)
+        for future in in_flight:
+            future.result()
 
     def __enter__(self) -> ChunkPipeline:
         return self
@@ -52,7 +74,7 @@ class ChunkPipeline:
         try:
             if exc[0] is None:
                 self.wait()
-            elif self.in_flight is not None:
-                wait([self.in_flight])  # let the chunk in flight be recorded
+            else:
+                wait(list(self.in_flight))  # let the chunks in flight be recorded
         finally:
             self.pool.shutdown(wait=True)

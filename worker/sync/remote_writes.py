@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from worker.db.engine import asynchronous_commit
 from worker.remote.batch import Kind as WriteKind
 from worker.remote.batch import Operation, OperationResult, connection_failure
 from worker.sync import couplings as coupling_store
@@ -46,6 +47,9 @@ class _Write:
     deletes_local: bool = False
     reconciled: bool = False  # a create whose outcome was unknown, compared and completed
     etag: str | None = None  # the record's version as read: the write's If-Match
+    # The snapshot a create or update leaves when the service applies it: made once, for
+    # the intent committed before sending, and stored as it is when the write succeeds.
+    sent: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class RemoteWriter:
         # read again and decided again once; ``second_look``: this chunk is that decision.
         self.changed: list[_Write] = []
         self.second_look = second_look
+        self.fresh: dict[str, Coupling] = {}  # the intents' couplings, by local id
 
     def enact(self, action: Action) -> None:
         """Turn one decision into the chunk's writes, intents and records to keep."""
@@ -160,8 +165,8 @@ class RemoteWriter:
         ops = [self._operation(n, w) for n, w in enumerate(self.writes)]
         results = px.client.batch(ops) if ops else []
         with px.engine.begin() as conn:
-            fresh = coupling_store.by_local_ids(conn, px.mapping.name,
-                                                [k for k, _ in self.intents])
+            asynchronous_commit(conn)  # what it loses in a crash, the intents find again
+            fresh = self.fresh
             for result in results:
                 self._record(conn, self.writes[result.ref], result, fresh)
             for f in self.failures:
@@ -182,22 +187,24 @@ class RemoteWriter:
         """The ids of records about to be created, and the values sent, committed before
         they are sent: a later pass that finds the record reconciles against them."""
         px = self.px
+        for w in self.writes:
+            if w.kind == "create" or (w.kind == "update" and w.coupling is not None):
+                old = w.coupling.synced_values if w.kind == "update" and w.coupling else None
+                w.sent = new_snapshot(old, w.values, pass_direction=TO, written=w.written,
+                                      left=w.left or set())
         creates = {w.key: w for w in self.writes if w.kind == "create"}
         # An update's outcome may be lost too: what it leaves is committed with the
         # intents, so a later pass recognises the CRM's values as crmsync's own write.
-        pending = {w.coupling.id: new_snapshot(w.coupling.synced_values, w.values,
-                                               pass_direction=TO, written=w.written,
-                                               left=w.left or set())
-                   for w in self.writes if w.kind == "update" and w.coupling is not None}
+        pending = {w.coupling.id: w.sent for w in self.writes
+                   if w.kind == "update" and w.coupling is not None and w.sent is not None}
         if not creates and not self.intents and not pending and not self.restores:
             return
-        snapshots = {key: new_snapshot(None, w.values, pass_direction=TO, written=None,
-                                       left=set()) for key, w in creates.items()}
+        snapshots = {key: w.sent for key, w in creates.items() if w.sent is not None}
         new = {key for key, _ in self.intents}
         with px.engine.begin() as conn:
             coupling_store.save_pending(conn, pending)
-            coupling_store.add_intents(conn, px.mapping.name, self.intents,
-                                       CouplingState.CREATING_REMOTE, snapshots)
+            self.fresh = coupling_store.add_intents(conn, px.mapping.name, self.intents,
+                                                    CouplingState.CREATING_REMOTE, snapshots)
             for coupling_id, remote_id in self.restores:
                 coupling_store.set_remote_id(conn, coupling_id, remote_id,
                                              CouplingState.CREATING_REMOTE)
@@ -248,8 +255,8 @@ class RemoteWriter:
             px.count("deleted")
             return
         old = None if w.kind == "create" else coupling.synced_values
-        snapshot = new_snapshot(old, w.values, pass_direction=TO, written=w.written,
-                                left=w.left or set())
+        snapshot = w.sent if w.sent is not None else new_snapshot(
+            old, w.values, pass_direction=TO, written=w.written, left=w.left or set())
         px.count("inserted" if w.kind == "create" or w.reconciled else "modified")
         # The post-write version lets the remote→local pass recognise this write's echo;
         # when remote changes were left for that pass, the old version is kept instead.
