@@ -116,34 +116,10 @@ def loads(text: str | bytes) -> Any:
     """JSON with exact numbers: a number with a fraction or exponent is a ``Decimal`` (so
     are the non-standard NaN and Infinity some services write; no float is ever made).
 
-    orjson reads a body about five times faster than the json module (``bench/
-    json_bench.py``) but has no Decimal: a body it reads without any float is taken as it
-    read it; any other (a fraction, an exponent, an integer beyond 64 bits, NaN, anything
-    orjson refuses) is read again by the json module, which gives the exact numbers."""
-    try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return _exact_loads(text)
-    return doc if _no_float(doc) else _exact_loads(text)
-
-
-def _exact_loads(text: str | bytes) -> Any:
+    The json module, not orjson: orjson has no Decimal, and reading a body with orjson
+    first, then again when it holds a fraction (an amount in nearly every record), costs
+    more than it saves (``bench/json_bench.py``)."""
     return json.loads(text, parse_float=Decimal, parse_constant=Decimal)
-
-
-def _no_float(value: Any) -> bool:
-    kind = type(value)
-    if kind is dict:
-        items: Any = value.values()
-    elif kind is list:
-        items = value
-    else:
-        return kind is not float
-    for item in items:
-        kind = type(item)
-        if kind is float or ((kind is dict or kind is list) and not _no_float(item)):
-            return False
-    return True
 
 
 def _json_default(value: object) -> object:
