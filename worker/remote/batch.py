@@ -440,33 +440,52 @@ def _split(body: bytes, boundary: str) -> list[bytes]:
     return parts
 
 
-def _split_head(raw: bytes) -> tuple[CaseInsensitiveDict[str], bytes]:
+class PartHeaders(dict[str, str]):
+    """The headers of a $batch part, looked up in any case (names kept lower-case): a
+    plain dict, as a batch response holds hundreds of parts and each part two heads."""
+
+    def __getitem__(self, name: str) -> str:
+        return dict.__getitem__(self, name.lower())
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return dict.get(self, name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and dict.__contains__(self, name.lower())
+
+
+def _split_head(raw: bytes) -> tuple[PartHeaders, bytes]:
     """Headers and body of a MIME part or an HTTP message (CRLF or LF line ends)."""
-    crlf, lf = raw.find(b"\r\n\r\n"), raw.find(b"\n\n")
-    if crlf >= 0 and (lf < 0 or crlf <= lf):
+    crlf = raw.find(b"\r\n\r\n")
+    lf = raw.find(b"\n\n", 0, crlf if crlf >= 0 else len(raw))
+    if crlf >= 0 and lf < 0:
         head, body = raw[:crlf], raw[crlf + 4:]
     elif lf >= 0:
         head, body = raw[:lf], raw[lf + 2:]
     else:
         head, body = raw, b""
-    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+    return _headers(head), body
+
+
+def _headers(head: bytes) -> PartHeaders:
+    headers = PartHeaders()
     for line in head.decode("utf-8", "replace").splitlines():
         name, sep, value = line.partition(":")
         if sep:
-            headers[name.strip()] = value.strip()
-    return headers, body
+            headers[name.strip().lower()] = value.strip()
+    return headers
 
 
-def _http_part(mime: CaseInsensitiveDict[str], payload: bytes) -> Part:
+def _http_part(mime: PartHeaders, payload: bytes) -> Part:
     line, _, rest = payload.lstrip(b"\r\n").partition(b"\n")
     fields = line.decode("latin-1").split()
     if len(fields) < 2 or not fields[0].startswith("HTTP/") or not fields[1].isdigit():
         raise RemoteProtocolError("a $batch response part has no HTTP status line")
-    headers: CaseInsensitiveDict[str]
+    headers: PartHeaders
     if rest.startswith(b"\r\n"):  # no headers
-        headers, body = CaseInsensitiveDict(), rest[2:]
+        headers, body = PartHeaders(), rest[2:]
     elif rest.startswith(b"\n"):
-        headers, body = CaseInsensitiveDict(), rest[1:]
+        headers, body = PartHeaders(), rest[1:]
     else:
         headers, body = _split_head(rest)
     content_id = mime.get("Content-ID") or headers.get("Content-ID")

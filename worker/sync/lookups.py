@@ -12,8 +12,11 @@ from sqlalchemy.engine import Connection, Engine
 from worker.errors import ConfigurationError
 from worker.sync import couplings as coupling_store
 from worker.sync import mappings as mapping_store
-from worker.sync.local import LocalTable
+from worker.sync.local import LocalTable, any_of
 from worker.sync.model import FieldMapping, TableMapping
+
+
+KEPT = 1000  # lookup values kept per field and pass (memory stays flat)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Lookups:
         self.engine = engine
         self.mapping = mapping
         self._targets: dict[int, Target] | None = None
+        self._kept: dict[int, dict[str, str]] = {}  # field id → value → remote id
 
     @property
     def targets(self) -> dict[int, Target]:
@@ -66,14 +70,28 @@ class Lookups:
 
         Two indexed lookups instead of one join: a join through a cast key is at the
         planner's mercy when the couplings table has just grown (stale statistics made it a
-        nested loop of seconds per chunk)."""
+        nested loop of seconds per chunk). Values found are kept for the pass (up to
+        KEPT per field: a handful of currencies are looked up once, not once per chunk);
+        values not found are asked again, as their record may be coupled meanwhile."""
         wanted = sorted({str(v) for v in values if v not in (None, "")})
         if not wanted:
             return {}
+        kept = self._kept.setdefault(f.id, {})
+        found = {v: kept[v] for v in wanted if v in kept}
+        missing = [v for v in wanted if v not in kept]
+        if missing:
+            fresh = self._query_remote_ids(conn, f, missing)
+            found.update(fresh)
+            if len(kept) + len(fresh) <= KEPT:
+                kept.update(fresh)
+        return found
+
+    def _query_remote_ids(self, conn: Connection, f: FieldMapping, wanted: list[str]
+                          ) -> dict[str, str]:
         t = self.targets[f.id]
         column = t.column if isinstance(t.column.type, sa.String) else sa.cast(t.column, sa.Text)
         keys = {str(key): str(value) for key, value in conn.execute(
-            sa.select(t.table.key, column).where(column.in_(wanted)))}
+            sa.select(t.table.key, column).where(column == any_of(column, wanted)))}
         remote_ids = coupling_store.coupled_remote_ids(conn, t.mapping.name, list(keys))
         return {keys[local_id]: remote_id for local_id, remote_id in remote_ids.items()}
 

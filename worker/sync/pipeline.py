@@ -21,9 +21,10 @@ class Chunk(Protocol):
 
 
 class ChunkPipeline:
-    """Chunks sent and recorded on ``DEPTH`` threads while the next chunk is read and
-    decided (and its intents committed) on the caller's: the CRM's round trips overlap the
-    local work, and one chunk's requests overlap the recording of the one before. Chunks
+    """Chunks finished (their intents committed, their writes sent and recorded) on
+    ``DEPTH`` threads while the next chunk is read and decided on the caller's: the CRM's
+    round trips overlap the local work, and one chunk's requests overlap the recording of
+    the one before. Chunks
     hold disjoint records, so finishing two at once changes no record's order of writes.
 
     A failure stops the pass at the next chunk sent, after every chunk in flight was

@@ -5,8 +5,8 @@ decision asks of the pass's *source* side — a record deleted there, or a local
 (``restore_records``) — is an action for that side's writer, applied right after: neither
 writer nor pass reaches into the other side.
 
-``prepare`` and ``Prepared.finish`` are the two halves the local→remote pass's one-deep
-pipeline runs on two threads (the next chunk is read and decided while this one is sent);
+``prepare`` and ``Prepared.finish`` are the two halves the local→remote pass's pipeline
+runs on different threads (the next chunk is read and decided while this one is sent);
 ``apply`` runs both at once.
 """
 
@@ -35,12 +35,13 @@ def apply(px: PassContext, actions: Sequence[Action],
 
 def prepare(px: PassContext, actions: Sequence[Action],
             records: Iterable[dict[str, Any]] = ()) -> Prepared:
-    """Enact the decisions on the destination's writer and commit their intents."""
+    """Enact the decisions on the destination's writer (its intents are committed by
+    ``Prepared.finish``, just before its writes are sent)."""
     return Prepared(px, actions, records)
 
 
 class Prepared:
-    """A chunk whose intents are committed, ready to be applied (``finish``)."""
+    """A chunk decided, ready to be applied (``finish``)."""
 
     def __init__(self, px: PassContext, actions: Sequence[Action],
                  records: Iterable[dict[str, Any]]) -> None:
@@ -53,11 +54,12 @@ class Prepared:
                 self.for_source.append(moved)
             else:
                 self.writer.enact(action)
-        self.writer.commit_intents()
 
     def finish(self) -> None:
-        """Apply and record the chunk, then what it asks of the source side; a connection
-        failure is raised after everything confirmed was recorded."""
+        """Commit the chunk's intents, apply and record it, then what it asks of the source
+        side; a connection failure is raised after everything confirmed was recorded. (On
+        the pipeline's thread: the next chunk is read and decided meanwhile.)"""
+        self.writer.commit_intents()
         failure = self._drain(self.writer)
         if self.for_source:
             source = source_writer(self.px)
