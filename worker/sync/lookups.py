@@ -15,7 +15,6 @@ from worker.sync import mappings as mapping_store
 from worker.sync.local import LocalTable, any_of
 from worker.sync.model import FieldMapping, TableMapping
 
-
 KEPT = 1000  # lookup values kept per field and pass (memory stays flat)
 
 

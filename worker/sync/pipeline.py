@@ -24,8 +24,8 @@ class ChunkPipeline:
     """Chunks finished (their intents committed, their writes sent and recorded) on
     ``DEPTH`` threads while the next chunk is read and decided on the caller's: the CRM's
     round trips overlap the local work, and one chunk's requests overlap the recording of
-    the one before. Chunks
-    hold disjoint records, so finishing two at once changes no record's order of writes.
+    the one before. Chunks hold disjoint records, so finishing two at once changes no
+    record's order of writes.
 
     A failure stops the pass at the next chunk sent, after every chunk in flight was
     recorded. A chunk's progress (its last key) is committed after its own results and
