@@ -36,8 +36,8 @@ from requests.structures import CaseInsensitiveDict
 
 from worker.errors import CrmsyncError
 from worker.remote import filters, wire
+from worker.remote.calls import Call, WriteResult
 from worker.remote.classify import Outcome, classify, parse_retry_after
-from worker.remote.client import Call, WriteResult
 from worker.remote.errors import (
     RemoteAuthError,
     RemoteError,
@@ -221,7 +221,6 @@ def _run_single(client: ODataClient, ops: list[Operation], calls: dict[int, Call
 def _run_batched(client: ODataClient, ops: list[Operation], calls: dict[int, Call],
                  results: list[OperationResult | None], ordered: bool) -> None:
     settings = client.settings
-    policy = client.transport.policy
     pending = sorted(calls)
     attempt = 0
     down: list[CrmsyncError] = []  # the first connection-level failure stops the sending
@@ -239,24 +238,8 @@ def _run_batched(client: ODataClient, ops: list[Operation], calls: dict[int, Cal
         attempt += 1
         chunks = [pending[i:i + settings.batch_size]
                   for i in range(0, len(pending), settings.batch_size)]
-        rounds = parallel(client, send, chunks, ordered)
-        again: list[int] = []
-        pause, throttled = 0.0, False
-        for chunk, chunk_replies in zip(chunks, rounds, strict=True):
-            if isinstance(chunk_replies, CrmsyncError):
-                for i in chunk:
-                    results[i] = OperationResult.not_answered(ops[i], chunk_replies)
-                continue
-            for i, reply in chunk_replies:
-                outcome, retry_after = _outcome(calls[i], reply)
-                if outcome in (Outcome.THROTTLED, Outcome.RETRIABLE):
-                    delay = policy.delay(attempt, retry_after)
-                    if delay is not None:
-                        again.append(i)
-                        pause = max(pause, delay)
-                        throttled = throttled or outcome is Outcome.THROTTLED
-                        continue
-                results[i] = _interpret(client, ops[i], calls[i], reply, outcome)
+        rounds = list(zip(chunks, parallel(client, send, chunks, ordered), strict=True))
+        again, pause, throttled = _take_round(client, ops, calls, results, rounds, attempt)
         if again and down:
             for i in again:
                 results[i] = OperationResult.not_answered(ops[i], down[0])
@@ -271,6 +254,33 @@ def _run_batched(client: ODataClient, ops: list[Operation], calls: dict[int, Cal
             else:
                 client.transport.sleep(pause)
         pending = again
+
+
+def _take_round(client: ODataClient, ops: list[Operation], calls: dict[int, Call],
+                results: list[OperationResult | None],
+                rounds: list[tuple[list[int], list[tuple[int, Reply | None]] | CrmsyncError]],
+                attempt: int) -> tuple[list[int], float, bool]:
+    """Record the results of one round of $batch requests; returns the operations to send
+    again (429, 5xx, parts skipped, while the retry policy allows), the pause before, and
+    whether the service throttled."""
+    again: list[int] = []
+    pause, throttled = 0.0, False
+    for chunk, chunk_replies in rounds:
+        if isinstance(chunk_replies, CrmsyncError):
+            for i in chunk:
+                results[i] = OperationResult.not_answered(ops[i], chunk_replies)
+            continue
+        for i, reply in chunk_replies:
+            outcome, retry_after = _outcome(calls[i], reply)
+            if outcome in (Outcome.THROTTLED, Outcome.RETRIABLE):
+                delay = client.transport.policy.delay(attempt, retry_after)
+                if delay is not None:
+                    again.append(i)
+                    pause = max(pause, delay)
+                    throttled = throttled or outcome is Outcome.THROTTLED
+                    continue
+            results[i] = _interpret(client, ops[i], calls[i], reply, outcome)
+    return again, pause, throttled
 
 
 def _outcome(call: Call, reply: Reply | None) -> tuple[Outcome, float | None]:

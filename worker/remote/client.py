@@ -15,13 +15,13 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from worker.remote import filters, links, wire
+from worker.remote.calls import Call, WriteResult
 from worker.remote.changes import ChangeFeed
 from worker.remote.config import ConnectionSettings
 from worker.remote.errors import RemoteConflict, RemoteNotFound, RemoteProtocolError
@@ -35,39 +35,6 @@ if TYPE_CHECKING:
     from worker.remote.bulk import BulkRecord, BulkSupport
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    """The outcome of a create, update or delete that the service accepted.
-
-    ``etag`` and ``modified_on`` are the record's version after the write, when the
-    service returned a representation (or an ETag header): store them to recognise the
-    write's own echo in the next incremental read. ``already_existed``: a create found the
-    record there (a retry after a lost response, or another writer); ``already_gone``: a
-    delete found nothing to delete. ``status`` is 304 for an update with nothing to send.
-    """
-
-    key: str
-    status: int
-    etag: str | None = None
-    modified_on: datetime | None = None
-    record: dict[str, Any] | None = None
-    already_existed: bool = False
-    already_gone: bool = False
-
-
-@dataclass(frozen=True)
-class Call:
-    """One write request, ready for sending alone or as a part of a $batch, with the
-    function that turns its reply into a WriteResult (or raises the RemoteError)."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str]
-    body: bytes | None
-    accept: frozenset[int]
-    interpret: Callable[[Reply], WriteResult]
 
 
 class ODataClient:
