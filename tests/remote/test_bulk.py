@@ -5,12 +5,15 @@ service refuses a request as a whole, unknown outcomes, and where the messages a
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 import pytest
 
 from tests.fixtures.emulator import start_emulator_for
 from worker.emulator.server import EmulatorServer
+from worker.remote.batch import Operation, connection_failure
 from worker.remote.bulk import BulkRecord
 from worker.remote.errors import RemoteNotFound
 
@@ -140,3 +143,58 @@ def test_bulk_messages_off_by_setting(emulator: EmulatorServer) -> None:
         results = accounts.create_multiple([BulkRecord(str(uuid.uuid4()), {"name": "a"})])
         assert results[0].ok and results[0].etag
         assert _stats(emulator)["by_message"] == {}
+
+
+# -- the seam the passes use: ODataClient.batch ----------------------------------------
+def _creates(accounts: Any, names: list[str]) -> list[Operation]:
+    return [Operation("create", accounts, str(uuid.uuid4()), {"name": name}, ref=n)
+            for n, name in enumerate(names)]
+
+
+def test_batch_sends_creates_as_create_multiple_when_bulk_messages_are_on(
+        emulator: EmulatorServer) -> None:
+    with client_for(emulator, bulk_messages="on", bulk_size=10) as client:
+        accounts = client.entity_set("accounts", "accountid")
+        creates = _creates(accounts, [f"bulk {n}" for n in range(25)])
+        first = creates[0].key
+        update = Operation("update", accounts, first, {"name": "later"}, ref="u")
+        results = client.batch(creates)
+        assert [r.ref for r in results] == list(range(25))
+        assert all(r.ok and r.etag and r.modified_on for r in results)
+        stats = _stats(emulator)
+        assert stats["by_message"] == {"CreateMultiple": 3}
+        assert "$batch" not in stats["by_set"]
+        # An update with If-Match and a delete go in $batch, in the same call.
+        etag = results[0].etag
+        mixed = [replace(update, etag=etag),
+                 Operation("delete", accounts, creates[1].key, ref="d")]
+        done = client.batch(mixed)
+        assert [r.ok for r in done] == [True, True]
+        assert emulator.store.require("accounts", first)["name"] == "later"
+        assert _stats(emulator)["by_set"]["$batch"] == 1
+
+
+def test_batch_with_bulk_messages_fails_one_bad_record_alone(
+        emulator: EmulatorServer) -> None:
+    with client_for(emulator, bulk_messages="on") as client:
+        accounts = client.entity_set("accounts", "accountid")
+        names = ["ok 0", "ok 1", "x" * 500, "ok 3"]  # name holds 160 characters
+        results = client.batch(_creates(accounts, names))
+        assert [r.ok for r in results] == [True, True, False, True]
+        assert results[2].status == 400 and not results[2].unknown
+        assert emulator.store.count("accounts") == 3
+        assert _stats(emulator)["by_message"] == {"CreateMultiple": 1}
+
+
+def test_batch_with_bulk_messages_reports_an_unanswered_request_as_unknown(
+        emulator: EmulatorServer) -> None:
+    with client_for(emulator, bulk_messages="on", max_retries=1) as client:
+        accounts = client.entity_set("accounts", "accountid")
+        accounts.supports_bulk()  # $metadata read before the faults
+        emulator.faults.drop_after_write(count=None, methods=["POST"])
+        creates = _creates(accounts, ["lost?"] * 4)
+        delete = Operation("delete", accounts, str(uuid.uuid4()), ref="d")
+        results = client.batch([*creates, delete])
+        assert all(r.unknown and not r.ok for r in results)  # the delete was not sent
+        assert connection_failure(results) is not None
+        assert emulator.store.count("accounts") == 4  # written: only the answer was lost

@@ -29,8 +29,9 @@ import json
 import logging
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from worker.errors import CrmsyncError
@@ -40,7 +41,9 @@ from worker.remote.batch import (
     Kind,
     Operation,
     OperationResult,
+    connection_failure,
     parallel,
+    run_batch,
 )
 from worker.remote.errors import RemoteError, RemoteUnavailable
 
@@ -114,14 +117,20 @@ class BulkSupport:
 def run_bulk(entity_set: EntitySet, kind: BulkKind, records: Sequence[BulkRecord], *,
              read_back: bool = True) -> list[OperationResult]:
     """One result per record, in order (see the module docstring)."""
-    client = entity_set.client
-    support = client.bulk_support()
     ops = [_operation(entity_set, kind, r) for r in records]
     if not ops:
         return []
     names = [_identity(op) for op in ops]
-    if not support.supports(entity_set.name) or len(set(names)) < len(names):
-        return client.batch(ops)  # a record named twice cannot go in one bulk request
+    if not entity_set.client.bulk_support().supports(entity_set.name) \
+            or len(set(names)) < len(names):
+        return run_batch(entity_set.client, ops)  # a record twice cannot go in one request
+    return _run_ops(entity_set, kind, ops, read_back=read_back)
+
+
+def _run_ops(entity_set: EntitySet, kind: BulkKind, ops: list[Operation], *,
+             read_back: bool) -> list[OperationResult]:
+    """``ops`` (all ``kind``, records named once) as bulk requests of ``bulk_size``."""
+    client = entity_set.client
     size = client.settings.bulk_size
     chunks = [ops[i:i + size] for i in range(0, len(ops), size)]
     down: list[CrmsyncError] = []
@@ -131,6 +140,64 @@ def run_bulk(entity_set: EntitySet, kind: BulkKind, records: Sequence[BulkRecord
     if read_back:
         results = _read_back(entity_set, results)
     return results
+
+
+def run_writes(client: ODataClient, operations: Sequence[Operation]) -> list[OperationResult]:
+    """``ODataClient.batch``: the operations' results in their order. With the dialect's
+    ``bulk_messages = "on"``, the creates of a set that has the messages go as
+    ``CreateMultiple`` and its updates without an ETag as ``UpdateMultiple`` (an update
+    with ``If-Match`` goes in ``$batch``: a bulk message has no per-record precondition),
+    each refused request falling back to per-record ``$batch`` and each unanswered one
+    leaving its records unknown, as ``$batch`` does; everything else goes in ``$batch``.
+    A record named twice sends everything as ``$batch``, in order."""
+    ops = list(operations)
+    groups = _bulk_groups(client, ops)
+    if not groups:
+        return run_batch(client, ops)
+    results: list[OperationResult | None] = [None] * len(ops)
+    failure: list[CrmsyncError] = []
+
+    def take(indices: list[int], send: Callable[[list[Operation]], list[OperationResult]]
+             ) -> None:
+        chosen = [ops[i] for i in indices]
+        # The first request that got no usable answer stops the sending, as in $batch.
+        done = ([OperationResult.not_answered(op, failure[0]) for op in chosen] if failure
+                else send(chosen))
+        first = connection_failure(done)
+        if first is not None and not failure:
+            failure.append(first)
+        for i, result in zip(indices, done, strict=True):
+            results[i] = result
+
+    for (kind, entity_set), indices in groups.items():
+        take(indices, partial(_run_ops, entity_set, kind, read_back=True))
+    grouped = {i for indices in groups.values() for i in indices}
+    rest = [i for i in range(len(ops)) if i not in grouped]
+    if rest:
+        take(rest, lambda chosen: run_batch(client, chosen))
+    return [r for r in results if r is not None]
+
+
+def _bulk_groups(client: ODataClient, ops: list[Operation]
+                 ) -> dict[tuple[BulkKind, EntitySet], list[int]]:
+    """The indices of the operations to send as bulk messages, by message and set."""
+    if client.settings.dialect.bulk_messages != "on" or len(ops) < 2:
+        return {}
+    names = {(op.entity_set.name, str(op.key).lower()) for op in ops}
+    if len(names) < len(ops):
+        return {}
+    support = client.bulk_support()
+    groups: dict[tuple[BulkKind, EntitySet], list[int]] = {}
+    sets: dict[str, EntitySet] = {}
+    for i, op in enumerate(ops):
+        kind: BulkKind | None = ("create" if op.kind == "create" else
+                                 "update" if op.kind == "update" and op.etag is None
+                                 and op.values else None)
+        if kind is None or op.alternate or not support.supports(op.entity_set.name):
+            continue
+        entity_set = sets.setdefault(op.entity_set.name, op.entity_set)
+        groups.setdefault((kind, entity_set), []).append(i)
+    return {key: indices for key, indices in groups.items() if len(indices) > 1}
 
 
 def _operation(entity_set: EntitySet, kind: BulkKind, record: BulkRecord) -> Operation:
@@ -159,7 +226,7 @@ def _send(entity_set: EntitySet, kind: BulkKind, ops: list[Operation],
     try:
         body = _body(entity_set, kind, ops)
     except CrmsyncError:  # a malformed key or value: found and failed alone by $batch
-        return client.batch(ops)
+        return run_batch(client, ops)
     url = f"{entity_set.url}/Microsoft.Dynamics.CRM.{MESSAGES[kind]}"
     try:
         reply = client.transport.send("POST", url, body=body, headers={
@@ -187,7 +254,7 @@ def _refused(entity_set: EntitySet, kind: BulkKind, ops: list[Operation],
         "connection": entity_set.client.settings.name, "entity_set": entity_set.name,
         "message": MESSAGES[kind], "records": len(ops), "status": error.status,
         "error": error.message})
-    return entity_set.client.batch(ops)
+    return run_batch(entity_set.client, ops)
 
 
 def _body(entity_set: EntitySet, kind: BulkKind, ops: list[Operation]) -> bytes:

@@ -84,10 +84,12 @@ class ODataClient:
 
     def batch(self, operations: Sequence[Operation]) -> list[OperationResult]:
         """Run the operations, in $batch requests of ``batch_size`` when the dialect has
-        $batch, else one request each; one result per operation, in order."""
-        from worker.remote.batch import run_batch
+        $batch, else one request each — creates and updates as Dataverse's bulk messages
+        when the dialect's ``bulk_messages`` is ``on`` (``remote.bulk.run_writes``); one
+        result per operation, in order."""
+        from worker.remote.bulk import run_writes
 
-        return run_batch(self, operations)
+        return run_writes(self, operations)
 
     def bulk_support(self) -> BulkSupport:
         """What this connection knows of Dataverse's bulk messages (``remote.bulk``)."""
