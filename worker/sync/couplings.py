@@ -45,12 +45,20 @@ def to_retry(conn: Connection, mapping: str, direction: Direction) -> list[Coupl
     handles them first."""
     creating = (CouplingState.CREATING_REMOTE if direction is Direction.TO_INTEGRATION
                 else CouplingState.CREATING_LOCAL)
+    # Two arms, each answered by its partial index (couplings_to_retry, whose predicate
+    # the first repeats word for word so the planner sees it implied; couplings_pending):
+    # one OR over both would scan every coupling of the mapping, each run.
     rows = conn.execute(sa.text(
         f"""
-        SELECT * FROM crmsync.couplings
-         WHERE mapping_name = :m AND NOT skipped
-           AND (last_result_{_suffix(direction)} = 'failure' OR state = :creating
-                OR pending_values IS NOT NULL)
+        SELECT * FROM crmsync.couplings WHERE id IN (
+            SELECT id FROM crmsync.couplings
+             WHERE mapping_name = :m AND NOT skipped
+               AND (last_result_to = 'failure' OR last_result_from = 'failure'
+                    OR state <> 'coupled')
+               AND (last_result_{_suffix(direction)} = 'failure' OR state = :creating)
+            UNION ALL
+            SELECT id FROM crmsync.couplings
+             WHERE mapping_name = :m AND NOT skipped AND pending_values IS NOT NULL)
          ORDER BY id
         """), {"m": mapping, "creating": creating.value}).mappings()
     return [Coupling.from_row(r) for r in rows]
