@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.sync.decide import Kind, Policy, Presence, Seen, after_create, decide
+from worker.sync.decide import Kind, Policy, Presence, Seen, after_create, decide, value_fields
 from worker.sync.model import (
     ApplyOn,
     Coupling,
@@ -134,3 +134,14 @@ def test_a_create_only_field_never_decides_an_update(
                     direction)
     assert action.kind is Kind.UNCHANGED and action.values == ()
     assert after_create(action.values) == ()
+
+
+def test_a_coupled_record_on_both_sides_needs_no_create_only_value() -> None:
+    # Only an update can follow: the create-only field is not even computed (its lookup
+    # or conversion cannot fail the record); a record that may be created needs it.
+    coupled = coupling(SNAP)
+    assert value_fields([NAME, PRICE_LIST], coupled, True) == [NAME]
+    assert value_fields([NAME, PRICE_LIST], coupled, False) == [NAME, PRICE_LIST]  # gone
+    assert value_fields([NAME, PRICE_LIST], None, False) == [NAME, PRICE_LIST]
+    in_flight = coupling(None, state=CouplingState.CREATING_REMOTE)
+    assert value_fields([NAME, PRICE_LIST], in_flight, True) == [NAME, PRICE_LIST]

@@ -63,3 +63,22 @@ def test_a_record_created_in_the_erp_from_the_crm_takes_it(world: World) -> None
     world.counts("CUSTOMER")
     assert world.sql("SELECT name, phone_no FROM erp_t.customer WHERE no = 'C0100'") == [
         ("Renamed", "+44 20")]
+
+
+def test_a_create_only_lookup_never_fails_an_update(world: World) -> None:
+    # The currency is set when the account is created; a later ERP change to a currency
+    # the CRM does not have yet neither fails the record nor holds back its other fields.
+    world.sql("UPDATE crmsync.integration_field_mappings SET apply_on = 'create' "
+              "WHERE mapping_name = 'CUSTOMER' AND local_column = 'currency_code'")
+    add_customers(world, 1)
+    world.counts("CURRENCY", "CUSTOMER")
+    (account,) = world.remote("accounts")
+    euro = world.lookup(account, "transactioncurrencyid")
+    assert euro
+    world.sql("INSERT INTO erp_t.currency (code) VALUES ('CHF')")
+    world.sql("UPDATE erp_t.customer SET currency_code = 'CHF', city = 'Zürich'")
+    ran = world.counts("CUSTOMER")
+    assert ran[("CUSTOMER", "to")]["failed"] == 0 and ran[("CUSTOMER", "to")]["modified"] == 1
+    (account,) = world.remote("accounts")
+    assert account["address1_city"] == "Zürich"
+    assert world.lookup(account, "transactioncurrencyid") == euro

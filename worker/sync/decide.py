@@ -186,6 +186,19 @@ def after_create(values: Sequence[FieldValue]) -> tuple[FieldValue, ...]:
     return tuple(v for v in values if not v.field.on_create_only)
 
 
+def value_fields(fields: Sequence[FieldMapping], coupling: Coupling | None,
+                 destination_present: bool) -> list[FieldMapping]:
+    """The fields whose values a pass computes for a record: every one when the record may
+    be created on the destination (no coupling, a create in flight, or the counterpart gone:
+    a deletion policy may create it again), but not those written on create only for a
+    coupled record present on both sides, which only an update can follow — so such a
+    field's lookup to a record not coupled yet, or a value its destination would refuse,
+    never fails that update (:func:`after_create` leaves them out of the decision)."""
+    if coupling is not None and coupling.state is CouplingState.COUPLED and destination_present:
+        return [f for f in fields if not f.on_create_only]
+    return list(fields)
+
+
 def settled(coupling: Coupling, values: Sequence[FieldValue],
             pass_direction: Direction) -> Coupling:
     """The coupling as the decision sees it: when an earlier write's outcome was not

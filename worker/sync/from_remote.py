@@ -32,6 +32,7 @@ from worker.sync.decide import (
     Seen,
     decide,
     proposed_coupling,
+    value_fields,
 )
 from worker.sync.mapped import local_values
 from worker.sync.matches import match_records
@@ -270,7 +271,8 @@ class _Chunk:
         unreadable = None
         if not (coupling is not None and coupling.skipped and not self.force):
             try:
-                values = local_values(px, self.fields, record, reverse)
+                values = local_values(px, value_fields(self.fields, coupling, row is not None),
+                                      record, reverse)
             except RecordFailed as exc:
                 failure = exc
         if row is not None and coupling is not None:

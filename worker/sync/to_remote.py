@@ -30,7 +30,7 @@ from worker.sync.context import (
     remote_version,
     unique,
 )
-from worker.sync.decide import Action, Policy, Presence, Seen, decide
+from worker.sync.decide import Action, Policy, Presence, Seen, decide, value_fields
 from worker.sync.local import Unreadable
 from worker.sync.lookups import uncoupled_message
 from worker.sync.mapped import by_key, remote_value
@@ -147,7 +147,8 @@ class _Chunk:
         if row is not None and not (coupling is not None and coupling.skipped
                                     and not self.force):
             try:
-                values = self._values(row, lookups)
+                values = self._values(row, lookups,
+                                      value_fields(self.fields, coupling, record is not None))
             except RecordFailed as exc:
                 failure = exc
         if record is not None:
@@ -159,12 +160,13 @@ class _Chunk:
                     etag=record.get("@odata.etag") if record else None,
                     version=remote_version(record, None))
 
-    def _values(self, row: Any, lookups: dict[int, dict[str, str]]) -> list[FieldValue]:
+    def _values(self, row: Any, lookups: dict[int, dict[str, str]],
+                fields: list[FieldMapping]) -> list[FieldValue]:
         """The remote values of one local row; any field that cannot be read, transformed
         or converted to its property's type fails this record alone, naming the field."""
         properties = self._properties()
         out = []
-        for f in self.fields:
+        for f in fields:
             if f.remote_property is None:
                 continue
             try:
