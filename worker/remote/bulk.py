@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -74,44 +73,52 @@ class BulkRecord:
 
 class BulkSupport:
     """What one connection knows of the bulk messages: whether ``$metadata`` declares
-    them, each set's entity type, and the sets that refused them."""
+    them, each set's entity type (both from the client's one ``$metadata``), and the sets
+    that refused them."""
 
     def __init__(self, client: ODataClient) -> None:
         self.client = client
-        self._lock = threading.Lock()
-        self._declared: bool | None = None
-        self._types: dict[str, str] = {}
+        self._warned: str | None = None  # the last unreadable $metadata warned about
         self.refused: set[str] = set()
 
     def supports(self, set_name: str) -> bool:
         mode = self.client.settings.dialect.bulk_messages
         if mode == "off" or set_name in self.refused:
             return False
-        return mode == "on" or self._read_metadata()
+        return mode == "on" or self._declared().declared
 
     def entity_type(self, entity_set: EntitySet) -> str:
         """``Microsoft.Dynamics.CRM.account`` for ``accounts``: from ``$metadata``, else by
         Dataverse's naming (the key ``accountid`` less ``id``)."""
-        self._read_metadata()
-        known = self._types.get(entity_set.name)
+        known = self._declared().types.get(entity_set.name)
         return known or f"Microsoft.Dynamics.CRM.{entity_set.key.removesuffix('id')}"
 
-    def _read_metadata(self) -> bool:
-        with self._lock:
-            if self._declared is None:
-                try:
-                    root = ET.fromstring(self.client.metadata())
-                except (CrmsyncError, ET.ParseError) as exc:
-                    log.warning("bulk messages: $metadata unreadable, using $batch",
-                                extra={"connection": self.client.settings.name,
-                                       "error": str(exc)})
-                    self._declared = False
-                    return False
-                self._declared = any(a.get("Name") == "CreateMultiple"
-                                     for a in root.iter(f"{_EDM}Action"))
-                self._types = {s.get("Name", ""): s.get("EntityType", "")
-                               for s in root.iter(f"{_EDM}EntitySet")}
-            return self._declared
+    def _declared(self) -> _Declared:
+        try:
+            return self.client.service_metadata.view(_declared)
+        except (CrmsyncError, ET.ParseError) as exc:
+            if str(exc) != self._warned:  # once per failure, not once per write
+                self._warned = str(exc)
+                log.warning("bulk messages: $metadata unreadable, using $batch",
+                            extra={"connection": self.client.settings.name,
+                                   "error": str(exc)})
+            return _Declared(False, {})
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """What ``$metadata`` says of the bulk messages: declared at all, and each entity
+    set's entity type."""
+
+    declared: bool
+    types: dict[str, str]
+
+
+def _declared(text: str) -> _Declared:
+    root = ET.fromstring(text)
+    return _Declared(any(a.get("Name") == "CreateMultiple" for a in root.iter(f"{_EDM}Action")),
+                     {s.get("Name", ""): s.get("EntityType", "")
+                      for s in root.iter(f"{_EDM}EntitySet")})
 
 
 def run_bulk(entity_set: EntitySet, kind: BulkKind, records: Sequence[BulkRecord], *,

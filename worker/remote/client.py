@@ -27,6 +27,7 @@ from worker.remote.config import ConnectionSettings
 from worker.remote.errors import RemoteConflict, RemoteNotFound, RemoteProtocolError
 from worker.remote.filters import FilterError, KeyType
 from worker.remote.observer import RequestObserver
+from worker.remote.service_metadata import ServiceMetadata
 from worker.remote.transport import Reply, Transport
 from worker.remote.wire import Select, parse_datetime
 
@@ -54,6 +55,8 @@ class ODataClient:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._bulk: BulkSupport | None = None
+        # The one $metadata of this connection, shared by every user (service_metadata.py).
+        self.service_metadata = ServiceMetadata(self.metadata)
 
     @property
     def base_url(self) -> str:
@@ -73,7 +76,8 @@ class ODataClient:
                          key_type or self.settings.dialect.key_type)
 
     def metadata(self) -> str:
-        """The service's ``$metadata`` document (CSDL XML)."""
+        """The service's ``$metadata`` document (CSDL XML), read now; what reads it more
+        than once goes through ``service_metadata``, which reads it once."""
         reply = self.transport.send("GET", f"{self.base_url}/$metadata",
                                     headers={"Accept": "application/xml"})
         return reply.body.decode("utf-8")

@@ -1,5 +1,6 @@
-"""One OData client per named connection per process, and each service's parsed
-``$metadata``, created on first use and shared by every run of the process."""
+"""One OData client per named connection, created on first use and shared by everything
+of the process that talks to that connection (runs, probe, webhook): one HTTP session and
+one request budget per connection, and its one ``$metadata`` (the client's)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ class Clients:
     def __init__(self, observers: Callable[[str], RequestObserver] | None = None) -> None:
         self._observers = observers
         self._clients: dict[str, ODataClient] = {}
-        self._metadata: dict[str, dict[str, metadata.EntitySetInfo]] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str) -> ODataClient:
@@ -28,8 +28,7 @@ class Clients:
         with self._lock:
             client = self._clients.get(name)
             if client is not None and client.settings != settings:
-                client.close()
-                self._metadata.pop(name, None)
+                client.close()  # and its $metadata: the new settings may name another service
                 client = None
             if client is None:
                 observer = self._observers(name) if self._observers else None
@@ -38,13 +37,9 @@ class Clients:
             return client
 
     def metadata(self, name: str) -> dict[str, metadata.EntitySetInfo]:
-        with self._lock:
-            cached = self._metadata.get(name)
-        if cached is None:
-            cached = metadata.parse(self.get(name).metadata())
-            with self._lock:
-                self._metadata[name] = cached
-        return cached
+        """The entity sets of connection ``name``'s service; raises when its ``$metadata``
+        cannot be read."""
+        return self.get(name).service_metadata.view(metadata.parse)
 
     def max_lengths(self, name: str, entity_set: str) -> dict[str, int]:
         """Text properties' maximum lengths (empty when the service does not say)."""

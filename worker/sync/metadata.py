@@ -4,12 +4,12 @@ to cut text to the remote side's length and to refuse numbers a property cannot 
 
 from __future__ import annotations
 
-import threading
-import time
-import weakref
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.remote.client import ODataClient
 
 _EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
 
@@ -74,24 +74,10 @@ def _facet(prop: ET.Element, name: str) -> int | None:
     return int(text) if text and text.isdigit() else None
 
 
-# Parsed $metadata per client object, for the passes (which hold a client, not the
-# Clients registry). A service that does not answer is asked again after a minute.
-_RETRY_AFTER = 60.0
-_by_client: weakref.WeakKeyDictionary[Any, tuple[float, dict[str, EntitySetInfo]]] = \
-    weakref.WeakKeyDictionary()
-_by_client_lock = threading.Lock()
-
-
-def for_client(client: Any) -> dict[str, EntitySetInfo]:
-    """The entity sets of ``client``'s service (empty when it has no usable $metadata)."""
-    with _by_client_lock:
-        cached = _by_client.get(client)
-    if cached is not None and (cached[1] or time.monotonic() - cached[0] < _RETRY_AFTER):
-        return cached[1]
+def for_client(client: ODataClient) -> dict[str, EntitySetInfo]:
+    """The entity sets of ``client``'s service (empty when it has no usable $metadata),
+    from the client's one ``$metadata``."""
     try:
-        sets = parse(client.metadata())
+        return client.service_metadata.view(parse)
     except Exception:  # a service without $metadata syncs without the property checks
-        sets = {}
-    with _by_client_lock:
-        _by_client[client] = (time.monotonic(), sets)
-    return sets
+        return {}
