@@ -24,7 +24,7 @@ from worker.sync.compat import (
     to_local_problem,
     to_remote_problem,
 )
-from worker.sync.local import LocalTable, forget_reflections
+from worker.sync.local import LocalTable, Reflections
 from worker.sync.metadata import EntitySetInfo, PropertyInfo
 from worker.sync.model import Direction, FieldMapping, TableMapping
 from worker.sync.order import topological_order
@@ -46,7 +46,7 @@ class Problem:
 
 
 def check_all(engine: Engine, clients: Clients, *, probe_filters: bool = True) -> list[Problem]:
-    forget_reflections()  # a check always looks at the tables as they are now
+    tables = Reflections()  # a check looks at the tables as they are now
     problems: list[Problem] = []
     try:
         topological_order(mapping_store.dependencies(engine))
@@ -55,14 +55,18 @@ def check_all(engine: Engine, clients: Clients, *, probe_filters: bool = True) -
     with engine.connect() as conn:
         names = mapping_store.enabled_names(conn)
     for name in names:
-        problems.extend(check_mapping(engine, clients, name, probe_filters=probe_filters))
+        problems.extend(check_mapping(engine, clients, name, probe_filters=probe_filters,
+                                      tables=tables))
     return problems
 
 
 def check_mapping(engine: Engine, clients: Clients, name: str, *,
-                  probe_filters: bool = False, others: bool = True) -> list[Problem]:
+                  probe_filters: bool = False, others: bool = True,
+                  tables: Reflections | None = None) -> list[Problem]:
     """The mapping's problems. ``others``: also the findings that involve another mapping
-    (overlaps), which ``crmsync check`` reports and a run of this mapping never fails on."""
+    (overlaps), which ``crmsync check`` reports and a run of this mapping never fails on.
+    ``tables``: the reflections to use (a run's, so that the run sees what was checked)."""
+    tables = tables or Reflections()
     try:
         mapping = mapping_store.load(engine, name)
     except CrmsyncError as exc:
@@ -72,13 +76,13 @@ def check_mapping(engine: Engine, clients: Clients, name: str, *,
     def add(where: str, message: str) -> None:
         problems.append(Problem(name, where, message))
 
-    table = _local(engine, mapping, add)
+    table = _local(engine, mapping, add, tables)
     remote = _remote(clients, mapping, add)
     if table is not None:
         _check_local_table(engine, mapping, table, add)
         _check_key(engine, mapping, table, add)
     for f in mapping.fields:
-        _check_field(engine, mapping, f, table, remote, add)
+        _check_field(engine, mapping, f, table, remote, add, tables)
     if others:
         _check_overlaps(engine, mapping, add)
     if probe_filters and mapping.remote_filter and remote is not None:
@@ -91,17 +95,20 @@ def check_mapping(engine: Engine, clients: Clients, name: str, *,
     return problems
 
 
-def require_valid(engine: Engine, clients: Clients, name: str) -> None:
+def require_valid(engine: Engine, clients: Clients, name: str,
+                  tables: Reflections | None = None) -> None:
     """Raise when the mapping's own configuration is broken: a run depends on its own
     definition only, never on another mapping's."""
-    problems = check_mapping(engine, clients, name, others=False)
+    problems = check_mapping(engine, clients, name, others=False, tables=tables)
     if problems:
         raise ConfigurationError("; ".join(str(p) for p in problems))
 
 
-def _local(engine: Engine, mapping: TableMapping, add) -> LocalTable | None:  # type: ignore[no-untyped-def]
+def _local(engine: Engine, mapping: TableMapping, add,  # type: ignore[no-untyped-def]
+           tables: Reflections) -> LocalTable | None:
     try:
-        table = LocalTable(engine, mapping.local_table, mapping.local_key, mapping.name)
+        table = LocalTable(engine, mapping.local_table, mapping.local_key, mapping.name,
+                           tables)
     except ConfigurationError as exc:
         text = str(exc).removeprefix(f"mapping {mapping.name}: ")
         add("local_table" if "does not exist" in text else "local_key", text)
@@ -161,7 +168,8 @@ def _check_local_table(engine: Engine, mapping: TableMapping, table: LocalTable,
 
 
 def _check_field(engine: Engine, mapping: TableMapping, f: FieldMapping,
-                 table: LocalTable | None, remote: EntitySetInfo | None, add) -> None:  # type: ignore[no-untyped-def]
+                 table: LocalTable | None, remote: EntitySetInfo | None, add,  # type: ignore[no-untyped-def]
+                 tables: Reflections) -> None:
     where = f"field {f.label}"
     if f.local_column and table is not None and f.local_column not in table.table.c:
         add(where, f"local_column {f.local_column!r} is not a column of {mapping.local_table}")
@@ -194,14 +202,15 @@ def _check_field(engine: Engine, mapping: TableMapping, f: FieldMapping,
         except ValueRefused as exc:
             add(where, f"constant_value {f.constant_value!r}: {exc}")
     if f.lookup_mapping:
-        _check_lookup(engine, mapping, f, where, add)
+        _check_lookup(engine, mapping, f, where, add, tables)
 
 
 def _check_lookup(engine: Engine, mapping: TableMapping, f: FieldMapping, where: str,
-                  add) -> None:  # type: ignore[no-untyped-def]
+                  add, tables: Reflections) -> None:  # type: ignore[no-untyped-def]
     try:
         target = mapping_store.load(engine, f.lookup_mapping or "")
-        table = LocalTable(engine, target.local_table, target.local_key, target.name)
+        table = LocalTable(engine, target.local_table, target.local_key, target.name,
+                           tables)
     except CrmsyncError as exc:
         add(where, f"lookup_mapping {f.lookup_mapping}: {exc}")
         return
@@ -210,7 +219,8 @@ def _check_lookup(engine: Engine, mapping: TableMapping, f: FieldMapping, where:
         add(where, f"lookup_local_column {column!r} is not a column of {target.local_table}")
     elif f.local_column:
         try:
-            own = LocalTable(engine, mapping.local_table, mapping.local_key, mapping.name)
+            own = LocalTable(engine, mapping.local_table, mapping.local_key, mapping.name,
+                             tables)
         except ConfigurationError:
             own = None  # reported as the mapping's own local_table / local_key problem
         if own is not None and f.local_column in own.table.c:

@@ -28,7 +28,7 @@ from worker.sync.check import check_mapping
 from worker.sync.clients import Clients
 from worker.sync.document_plan import CAPTURE_COLUMNS, Change, Plan, plan
 from worker.sync.documents import DocumentInvalid, MappingDoc
-from worker.sync.local import forget_reflections
+from worker.sync.local import Reflections
 from worker.sync.metadata import EntitySetInfo
 from worker.sync.model import TableMapping
 from worker.sync.order import topological_order
@@ -167,17 +167,14 @@ class _OfflineClients(Clients):
 def _check(held: Engine, docs: Sequence[MappingDoc]) -> list[tuple[str, str]]:
     """``crmsync check``'s rules that need no CRM, on every enabled mapping of the
     document, as (document path, message)."""
-    forget_reflections()
     problems = []
     clients = _OfflineClients()
-    try:
-        for doc in docs:
-            if doc.columns["enabled"]:
-                problems += [(f"mappings.{doc.name}.{_path(doc, p.where)}", p.message)
-                             for p in check_mapping(held, clients, doc.name)
-                             if _NOT_ASKED not in p.message]
-    finally:
-        forget_reflections()  # nothing reflected from the uncommitted state is kept
+    tables = Reflections()  # of the uncommitted state: kept for this check alone
+    for doc in docs:
+        if doc.columns["enabled"]:
+            problems += [(f"mappings.{doc.name}.{_path(doc, p.where)}", p.message)
+                         for p in check_mapping(held, clients, doc.name, tables=tables)
+                         if _NOT_ASKED not in p.message]
     return problems
 
 

@@ -5,7 +5,6 @@ every enabled mapping in dependency order, one failing mapping not stopping the 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +20,7 @@ from worker.errors import CrmsyncError, JobError
 from worker.sync import from_remote, joblog, mappings, to_remote
 from worker.sync.clients import Clients
 from worker.sync.context import PassContext
-from worker.sync.local import LocalTable
+from worker.sync.local import LocalTable, Reflections
 from worker.sync.lookups import Lookups
 from worker.sync.model import Direction, Marks, TableMapping
 from worker.sync.order import topological_order
@@ -30,9 +29,6 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, Direction, Counter[str]], None]
 VALID_FOR = 60.0  # seconds a mapping's successful check is trusted (same definition)
-# (database, mapping) → (definition, when checked), shared by every engine of the process.
-_validated: dict[tuple[str, str], tuple[str, float]] = {}
-_validated_lock = threading.Lock()
 _LOCK_SPACE = 0x63727379  # advisory lock namespace for "a mapping is being synchronized"
 
 
@@ -95,6 +91,8 @@ class SyncEngine:
         self.engine = engine
         self.clients = clients or Clients()
         self.observer = observer
+        self.tables = Reflections()  # the runs' and their checks' reflected ERP tables
+        self._validated: dict[str, tuple[str, float]] = {}  # mapping → (definition, when)
 
     def _observe(self, name: str, *args: Any) -> None:
         if self.observer is not None:
@@ -187,7 +185,7 @@ class SyncEngine:
         from worker.sync.check import require_valid
 
         with self._exclusive(name):
-            require_valid(self.engine, self.clients, name)
+            require_valid(self.engine, self.clients, name, self.tables)
             chosen = [take] if take is not None else passes(mapping.direction)
             for direction in chosen:
                 force = take is direction
@@ -216,15 +214,12 @@ class SyncEngine:
         from worker.sync.check import require_valid
 
         definition = repr(mapping)
-        key = (self.engine.url.render_as_string(hide_password=True), mapping.name)
-        with _validated_lock:
-            checked = _validated.get(key)
+        checked = self._validated.get(mapping.name)  # one get, one set: atomic, no lock
         if checked is not None and checked[0] == definition \
                 and time.monotonic() - checked[1] < VALID_FOR:
             return
-        require_valid(self.engine, self.clients, mapping.name)
-        with _validated_lock:
-            _validated[key] = (definition, time.monotonic())
+        require_valid(self.engine, self.clients, mapping.name, self.tables)
+        self._validated[mapping.name] = (definition, time.monotonic())
 
     def _run_pass(self, mapping: TableMapping, marks: Marks, direction: Direction,
                   log_entry_id: int | None,
@@ -267,7 +262,8 @@ class SyncEngine:
                  check_cancelled: Callable[[], None],
                  on_progress: Progress | None, marks: Marks | None = None) -> PassContext:
         client = self.clients.get(mapping.connection_name)
-        local = LocalTable(self.engine, mapping.local_table, mapping.local_key, mapping.name)
+        local = LocalTable(self.engine, mapping.local_table, mapping.local_key, mapping.name,
+                           self.tables)
         for f in mapping.fields:
             if f.local_column:
                 local.column(f.local_column, f"field {f.label}: local_column")
@@ -279,7 +275,7 @@ class SyncEngine:
                 on_progress(mapping.name, direction, counts)
         return PassContext(
             engine=self.engine, mapping=mapping, local=local, remote=remote, client=client,
-            lookups=Lookups(self.engine, mapping), direction=direction, job_id=job_id,
+            lookups=Lookups(self.engine, mapping, self.tables), direction=direction, job_id=job_id,
             check_cancelled=check_cancelled, on_progress=progress, marks=marks or Marks())
 
     @contextmanager

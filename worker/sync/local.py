@@ -40,10 +40,10 @@ class LocalTable:
     """A mapped ERP table, reflected from the database."""
 
     def __init__(self, engine: Engine | Connection, qualified_name: str, key: str,
-                 mapping: str = "?") -> None:
+                 mapping: str = "?", tables: Reflections | None = None) -> None:
         self.mapping = mapping
         try:
-            self.table = _reflect(engine, qualified_name, key)
+            self.table = (tables or Reflections()).table(engine, qualified_name, key)
         except sa_exc.NoSuchTableError as exc:
             raise ConfigurationError(
                 f"mapping {mapping}: local_table {qualified_name} does not exist") from exc
@@ -237,34 +237,40 @@ class LocalTable:
         return conn.execute(sa.delete(self.table).where(self.key == self.key_value(key))).rowcount
 
 
-# Reflection costs a dozen catalog queries per table; a mapping run needs the same tables
-# several times (its own, lookup targets, the check). A reflected table is reused for
-# REFLECTION_TTL seconds, so a column added to an ERP table is seen within that time.
-# The cache is keyed by table and key column, so a mapping whose local_table or local_key
-# was changed reflects again at once.
 REFLECTION_TTL = 60.0
-_reflected: dict[tuple[str, str, str], tuple[float, sa.Table]] = {}
-_reflected_lock = threading.Lock()
 
 
-def _reflect(engine: Engine | Connection, qualified_name: str, key_column: str) -> sa.Table:
-    key = (engine.engine.url.render_as_string(hide_password=True), qualified_name, key_column)
-    now = time.monotonic()
-    with _reflected_lock:
-        cached = _reflected.get(key)
-    if cached is not None and now - cached[0] < REFLECTION_TTL:
-        return cached[1]
-    schema, _, name = qualified_name.partition(".")
-    table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
-    with _reflected_lock:
-        _reflected[key] = (now, table)
-    return table
+class Reflections:
+    """Reflected tables of one database. Reflection costs a dozen catalog queries per
+    table; a mapping run needs the same tables several times (its own, lookup targets, the
+    check), so a table is reused for ``ttl`` seconds: a column added to an ERP table is seen
+    within that time. Keyed by table and key column, so a mapping whose local_table or
+    local_key was changed reflects again at once. The sync engine holds one; what is not
+    given one reflects afresh."""
 
+    def __init__(self, ttl: float = REFLECTION_TTL) -> None:
+        self.ttl = ttl
+        self._tables: dict[tuple[str, str], tuple[float, sa.Table]] = {}
+        self._lock = threading.Lock()
 
-def forget_reflections() -> None:
-    """Reflect every table again at its next use (tests, schema changes)."""
-    with _reflected_lock:
-        _reflected.clear()
+    def table(self, engine: Engine | Connection, qualified_name: str,
+              key_column: str) -> sa.Table:
+        key = (qualified_name, key_column)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._tables.get(key)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        schema, _, name = qualified_name.partition(".")
+        table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
+        with self._lock:
+            self._tables[key] = (now, table)
+        return table
+
+    def forget(self) -> None:
+        """Reflect every table again at its next use (a check looks at them as they are)."""
+        with self._lock:
+            self._tables.clear()
 
 
 def any_of(column: sa.ColumnElement[Any], values: Sequence[Any]) -> Any:

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 from worker.errors import ConfigurationError
 from worker.sync import couplings as coupling_store
 from worker.sync import mappings as mapping_store
-from worker.sync.local import LocalTable, any_of
+from worker.sync.local import LocalTable, Reflections, any_of
 from worker.sync.model import FieldMapping, TableMapping
 
 KEPT = 1000  # lookup values kept per field and pass (memory stays flat)
@@ -34,9 +34,11 @@ class Target:
 class Lookups:
     """Translates lookup values between the sides for the fields of one mapping."""
 
-    def __init__(self, engine: Engine, mapping: TableMapping) -> None:
+    def __init__(self, engine: Engine, mapping: TableMapping,
+                 tables: Reflections | None = None) -> None:
         self.engine = engine
         self.mapping = mapping
+        self.tables = tables
         self._targets: dict[int, Target] | None = None
         self._kept: dict[int, dict[str, str]] = {}  # field id → value → remote id
 
@@ -52,7 +54,8 @@ class Lookups:
     def _load(self, f: FieldMapping) -> Target:
         assert f.lookup_mapping is not None
         target = mapping_store.load(self.engine, f.lookup_mapping)
-        table = LocalTable(self.engine, target.local_table, target.local_key, target.name)
+        table = LocalTable(self.engine, target.local_table, target.local_key, target.name,
+                           self.tables)
         column_name = f.lookup_local_column or target.local_key
         if column_name not in table.table.c:
             raise ConfigurationError(

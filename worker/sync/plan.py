@@ -87,7 +87,7 @@ def _plan_mapping(sync: SyncEngine, name: str, *, full: bool) -> list[PassPlan]:
         return [PassPlan(name, d, error=f"not run: {', '.join(waiting_for)} (which it depends "
                          "on) failed in its last run") for d in directions]
     try:
-        require_valid(sync.engine, sync.clients, name)
+        require_valid(sync.engine, sync.clients, name, sync.tables)
     except CrmsyncError as exc:
         return [PassPlan(name, d, error=str(exc)) for d in directions]
     plans = []
