@@ -34,12 +34,11 @@ import sqlalchemy as sa
 from emulator_process import SERVICE, free_port, start_emulator
 from scratch import scratch_database
 
+from worker.app import App
 from worker.db.engine import create_engine
-from worker.jobs import load_handlers
-from worker.metrics import MetricsHooks
 from worker.runtime.http import StatusServer
-from worker.runtime.webhook import PATH_PREFIX, WebhookReceiver
-from worker.runtime.worker import Worker, WorkerConfig
+from worker.runtime.webhook import PATH_PREFIX
+from worker.runtime.worker import WorkerConfig
 from worker.sample.data import load_sample_data
 from worker.sample.defaults import setup_defaults
 from worker.sync.clients import Clients
@@ -125,9 +124,9 @@ class Bench:
 def running_worker(bench: Bench, *, probe: bool, push: bool) -> Iterator[None]:
     """A worker as ``crmsync run`` makes one (NAV's 30 s change rule), with or without the
     remote probe and the webhook."""
-    worker = Worker(bench.engine, load_handlers(), WorkerConfig(
-        concurrency=4, remote_probe=probe, poll_interval=2.0), hooks=[MetricsHooks()])
-    receiver = WebhookReceiver(bench.engine).start()
+    app = App(bench.engine)
+    worker = app.worker(WorkerConfig(concurrency=4, remote_probe=probe, poll_interval=2.0))
+    receiver = app.webhooks().start()
     server = StatusServer("127.0.0.1:0", worker.health, worker.readiness, receiver).start()
     if push:
         bench.session.post(f"{bench.admin}/webhooks", timeout=10, json={

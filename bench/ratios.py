@@ -311,8 +311,8 @@ def _idle(url: str, pid: int, seconds: float) -> tuple[float, float]:
     """The CPU share of the worker process ``pid``, and the statements per second of a
     worker with the same defaults run in this process (its statements counted at the
     driver: the database's own counters also see autovacuum)."""
-    from worker.jobs import load_handlers
-    from worker.runtime.worker import Worker, WorkerConfig
+    from worker.app import App
+    from worker.runtime.worker import WorkerConfig
 
     def cpu_seconds() -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -325,7 +325,7 @@ def _idle(url: str, pid: int, seconds: float) -> tuple[float, float]:
     def counted(*_: Any) -> None:
         count[0] += 1
 
-    worker = Worker(engine, load_handlers(["tests.support.handlers"]), WorkerConfig())
+    worker = App(engine, plugins=["tests.support.handlers"]).worker(WorkerConfig())
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     worker.started.wait(30)

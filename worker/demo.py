@@ -24,6 +24,7 @@ import requests
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from worker.app import App
 from worker.commands.entries import print_table
 from worker.commands.status import entry_rows, read_status
 from worker.db import migrate
@@ -31,8 +32,6 @@ from worker.db.embedded import start_embedded
 from worker.db.engine import create_engine
 from worker.emulator import EmulatorServer, start_emulator
 from worker.errors import ConfigurationError
-from worker.jobs import load_handlers
-from worker.metrics import MetricsHooks, install_cluster_collector
 from worker.runtime.http import StatusServer
 from worker.runtime.webhook import PATH_PREFIX, WebhookReceiver
 from worker.runtime.worker import Worker, WorkerConfig
@@ -93,12 +92,12 @@ class Demo:
                   f"{self.options.interval.total_seconds():.0f} s; after a run that changed "
                   "nothing an entry is on hold for 12 hours (NAV's inactivity timeout) until "
                   "an edit wakes it")
-        hooks = MetricsHooks(self.engine)
-        self.worker = Worker(self.engine, load_handlers(), WorkerConfig(
+        app = App(self.engine)  # the process' one engine, clients and metrics
+        self.worker = app.worker(WorkerConfig(
             concurrency=2, poll_interval=1.0, change_wake_delay=timedelta(seconds=2),
-            shutdown_timeout=10.0, remote_probe=True), hooks=[hooks])
-        install_cluster_collector(self.engine)
-        self.webhooks = WebhookReceiver(self.engine).start()
+            shutdown_timeout=10.0, remote_probe=True))
+        app.install_cluster_metrics()
+        self.webhooks = app.webhooks().start()
         self.status = _start_status(self.options.metrics_address, self.worker, self.webhooks)
         self._connect_push()
         if not sys.stdout.isatty():

@@ -1,4 +1,6 @@
-"""Every Prometheus metric crmsync exports, and the hooks that update them.
+"""Every Prometheus metric crmsync exports, and the hooks that update them. It depends on
+the ground floor alone (the observer protocols it implements, the vocabularies it labels
+with); what it reads of the database it reads itself, or is handed.
 
 Per-process series (runs, durations, records, requests) are counted by the process that did
 the work; sum them across workers. Cluster series (entries by status, sync lag, skipped
@@ -20,7 +22,7 @@ import logging
 import threading
 import time
 from collections import Counter as CounterType
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,10 +40,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Connection, Engine
 
 from worker import __version__
-from worker.queue.hooks import RunHooks
-from worker.queue.manager import Claim, Outcome, Rescued
-from worker.queue.models import EntryStatus
-from worker.sync.model import Direction
+from worker.observers import ObservedOutcome, ObservedRescue, ObservedRun, RunHooks
+from worker.vocabulary import Direction, EntryStatus, JobKind, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +114,15 @@ class MetricsHooks(RunHooks):
         BUILD_INFO.labels(__version__).set(1)
         HEARTBEAT_AGE.set_function(lambda: self.heartbeat_age() or 0.0)
 
-    def run_started(self, claim: Claim) -> None:
+    def run_started(self, claim: ObservedRun) -> None:
         lag = (claim.started_at - claim.scheduled_for).total_seconds()
         START_LAG.labels(claim.entry.job_kind.value).observe(max(lag, 0.0))
         RUNNING.inc()
         if self._freshness is not None:
             self._freshness.run_started(claim)
 
-    def run_finished(self, claim: Claim, outcome: Outcome, seconds: float) -> None:
+    def run_finished(self, claim: ObservedRun, outcome: ObservedOutcome,
+                     seconds: float) -> None:
         entry = claim.entry
         mapping = entry.mapping_name or ""
         JOB_RUNS.labels(entry.job_kind.value, mapping, outcome.status.value).inc()
@@ -130,7 +131,7 @@ class MetricsHooks(RunHooks):
         if self._freshness is not None:
             self._freshness.run_finished(claim)
 
-    def run_rescued(self, rescued: Rescued) -> None:
+    def run_rescued(self, rescued: ObservedRescue) -> None:
         RESCUED.inc()
 
     def heartbeat(self, healthy: bool) -> None:
@@ -191,7 +192,7 @@ class Freshness:
         self._pending: dict[int, _Pending] = {}
         self._lock = threading.Lock()
 
-    def run_started(self, claim: Claim) -> None:
+    def run_started(self, claim: ObservedRun) -> None:
         entry = claim.entry
         if entry.job_kind.value not in ("sync_mapping", "sync_all_modified") \
                 or entry.parameters.get("full"):
@@ -209,7 +210,7 @@ class Freshness:
         with self._lock:
             self._pending[claim.log_id] = pending
 
-    def run_finished(self, claim: Claim) -> None:
+    def run_finished(self, claim: ObservedRun) -> None:
         with self._lock:
             pending = self._pending.pop(claim.log_id, None)
         if pending is None:
@@ -261,12 +262,24 @@ class ConnectionMetrics:
         THROTTLED.labels(self.connection).inc(seconds)
 
 
+@dataclass(frozen=True)
+class SyncReads:
+    """What the cluster gauges read through the sync tables' owners (handed in by the
+    composition root, so that this module depends on none of them): per mapping, the age of
+    its oldest local change not yet read (``sync.capture.pending_change_age``) and the
+    records its last audit found drifted (``sync.audit.drift_by_mapping``)."""
+
+    change_ages: Callable[[Connection], Mapping[str, float]]
+    drift: Callable[[Connection], Iterable[tuple[str, int]]]
+
+
 class ClusterCollector(Collector):
     """Gauges that describe the whole cluster, read from the database at scrape time and
     cached for a few seconds so that frequent scrapes cost one set of queries."""
 
-    def __init__(self, engine: Engine, cache_seconds: float = 5.0) -> None:
+    def __init__(self, engine: Engine, reads: SyncReads, cache_seconds: float = 5.0) -> None:
         self.engine = engine
+        self.reads = reads
         self.cache_seconds = cache_seconds
         self._cached: list[Any] = []
         self._at = 0.0
@@ -287,9 +300,6 @@ class ClusterCollector(Collector):
             return iter(self._cached)
 
     def _read(self) -> Iterator[Any]:
-        from worker.sync.audit import drift_by_mapping
-        from worker.sync.capture import pending_change_age
-
         with self.engine.connect() as conn:
             by_status: dict[str, int] = dict(conn.execute(sa.text(
                 "SELECT status, count(*) FROM crmsync.job_queue_entries GROUP BY status")).all())
@@ -302,8 +312,8 @@ class ClusterCollector(Collector):
             )).all()
             mappings = conn.scalars(sa.text(
                 "SELECT name FROM crmsync.integration_table_mappings WHERE enabled")).all()
-            ages = pending_change_age(conn)
-            drift = drift_by_mapping(conn)
+            ages = self.reads.change_ages(conn)
+            drift = self.reads.drift(conn)
             entries = conn.execute(_ENTRIES).all()
         yield _gauge("crmsync_job_queue_entries", "Job queue entries by status", "status",
                      [(st.value, by_status.get(st.value, 0)) for st in EntryStatus])
@@ -417,8 +427,6 @@ def prime(engine: Engine) -> None:
 
 
 def _prime_runs(entries: Any, mappings: list[str]) -> None:
-    from worker.queue.models import JobKind, RunStatus
-
     kinds_and_mappings = {(kind, mapping) for kind, mapping in entries}
     kinds_and_mappings |= {(JobKind.SYNC_MAPPING.value, name) for name in mappings}
     for kind, mapping in sorted(kinds_and_mappings):
@@ -429,10 +437,10 @@ def _prime_runs(entries: Any, mappings: list[str]) -> None:
         START_LAG.labels(kind.value)
 
 
-def install_cluster_collector(engine: Engine) -> ClusterCollector:
+def install_cluster_collector(engine: Engine, reads: SyncReads) -> ClusterCollector:
     """The cluster gauges on the registry, and every series whose labels are known now at 0
     (:func:`prime`): what a metrics endpoint serves."""
     prime(engine)
-    collector = ClusterCollector(engine)
+    collector = ClusterCollector(engine, reads)
     REGISTRY.register(collector)
     return collector

@@ -31,8 +31,9 @@ from sqlalchemy.engine import Engine
 
 import worker.metrics
 from worker import __version__, settings
+from worker.app import App
 from worker.cli import build_parser
-from worker.metrics import REGISTRY, ClusterCollector
+from worker.metrics import REGISTRY
 from worker.queue.manager import QueueManager
 from worker.remote.config import DEFAULT_CONNECTION, env_prefix, load_connection, setting_names
 from worker.runtime.http import StatusServer
@@ -196,7 +197,7 @@ def scraped(engine: Engine) -> Iterator[Scraped]:
     QueueManager(engine).heartbeat(
         "deploy-test:1:1", {"hostname": "deploy-test", "pid": 1, "version": __version__,
                             "concurrency": 1}, timedelta(seconds=60), [])
-    collector = ClusterCollector(engine, cache_seconds=0)
+    collector = App(engine).cluster_collector(cache_seconds=0)
     cluster = frozenset(family.name for family in collector.collect())
     touched = _touch_labelled_metrics()
     REGISTRY.register(collector)

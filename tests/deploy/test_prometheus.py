@@ -23,11 +23,11 @@ from sqlalchemy.engine import Engine
 from tests.cli.helpers import closed_port
 from tests.deploy.test_deploy import RULES, dashboard, dashboard_queries
 from tests.support.waiting import wait_for
+from worker.app import App
 from worker.emulator import EmulatorServer, start_emulator
-from worker.jobs import load_handlers
-from worker.metrics import REGISTRY, MetricsHooks, install_cluster_collector
+from worker.metrics import REGISTRY
 from worker.runtime.http import StatusServer
-from worker.runtime.worker import Worker, WorkerConfig
+from worker.runtime.worker import WorkerConfig
 from worker.sample.data import load_sample_data
 from worker.sample.defaults import setup_defaults
 
@@ -61,9 +61,9 @@ def worker_endpoint(engine: Engine, crm: EmulatorServer) -> Iterator[str]:
     """A worker on the seven default mappings, serving /metrics on a loopback port."""
     load_sample_data(engine, customers=20)
     setup_defaults(engine)
-    worker = Worker(engine, load_handlers(), WorkerConfig(
-        poll_interval=0.5, lease=timedelta(seconds=4)), hooks=[MetricsHooks(engine)])
-    collector = install_cluster_collector(engine)
+    app = App(engine)
+    worker = app.worker(WorkerConfig(poll_interval=0.5, lease=timedelta(seconds=4)))
+    collector = app.install_cluster_metrics()
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     status = StatusServer("127.0.0.1:0", worker.health, worker.readiness).start()

@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from tests.freshness.conftest import account_id, put_on_hold, status
 from tests.queue.test_worker import wait_for
 from tests.sync.conftest import World
-from worker.jobs import load_handlers
-from worker.metrics import REGISTRY, MetricsHooks
+from worker.app import App
+from worker.metrics import REGISTRY
 from worker.runtime.probe import Prober
-from worker.runtime.worker import Worker, WorkerConfig
+from worker.runtime.worker import WorkerConfig
 from worker.sync.clients import Clients
 
 
@@ -114,9 +114,8 @@ def test_one_prober_per_cluster(synced: World, prober: Prober) -> None:
 def test_a_worker_wakes_a_12_hour_hold_within_its_run_interval_of_a_crm_edit(
         synced: World) -> None:
     put_on_hold(synced, "2 seconds")
-    worker = Worker(synced.engine, load_handlers(), WorkerConfig(
-        poll_interval=1.0, change_wake_delay=timedelta(milliseconds=200), remote_probe=True),
-        hooks=[MetricsHooks(synced.engine)])
+    worker = App(synced.engine).worker(WorkerConfig(
+        poll_interval=1.0, change_wake_delay=timedelta(milliseconds=200), remote_probe=True))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     labels = {"mapping": "CUSTOMER", "direction": "from_integration"}
@@ -160,7 +159,7 @@ def test_with_change_tracking_the_probe_reads_the_delta_link_without_advancing_i
 
 def test_a_shorter_remote_probe_interval_applies_to_a_running_worker(synced: World) -> None:
     put_on_hold(synced, "1 hour")
-    worker = Worker(synced.engine, load_handlers(), WorkerConfig(
+    worker = App(synced.engine).worker(WorkerConfig(
         poll_interval=1.0, change_wake_delay=timedelta(milliseconds=200), remote_probe=True))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()

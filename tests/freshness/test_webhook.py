@@ -16,8 +16,8 @@ import requests
 from tests.freshness.conftest import account_id, put_on_hold, status
 from tests.queue.test_worker import wait_for
 from tests.sync.conftest import World
+from worker.app import App
 from worker.errors import ConfigurationError
-from worker.jobs import load_handlers
 from worker.remote.config import load_connection
 from worker.runtime.http import StatusServer
 from worker.runtime.webhook import MAX_BODY, Call, WebhookReceiver, plural
@@ -42,8 +42,9 @@ def listener(synced: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[Listene
     monkeypatch.setenv("CRMSYNC_CRM_WEBHOOK", "true")
     monkeypatch.setenv("CRMSYNC_CRM_WEBHOOK_SECRET", SECRET)
     put_on_hold(synced, "1 hour")
-    worker = Worker(synced.engine, load_handlers(), WorkerConfig(poll_interval=1.0))
-    receiver = WebhookReceiver(synced.engine).start()
+    app = App(synced.engine)
+    worker = app.worker(WorkerConfig(poll_interval=1.0))
+    receiver = app.webhooks().start()
     server = StatusServer("127.0.0.1:0", worker.health, worker.readiness,
                           webhooks=receiver).start()
     thread = threading.Thread(target=worker.run, daemon=True)
@@ -73,6 +74,33 @@ def test_the_emulators_webhook_call_wakes_the_entry_at_once(
         "SELECT city FROM erp_t.customer WHERE no = 'C0003'") == "Pushed", timeout=15)
     assert not [r for r in caplog.records if SECRET in r.getMessage() or SECRET in str(
         r.__dict__)]
+
+
+def metadata_reads(world: World) -> int:
+    return int(world.emulator.stats.snapshot()["by_set"].get("$metadata", 0))
+
+
+def test_a_worker_reads_the_crms_metadata_once_for_all_its_runs_and_webhook_calls(
+        synced: World, listener: Listener) -> None:
+    """``$metadata`` (megabytes on Dataverse, counted against its service protection
+    limits) is read once per connection by a worker: its runs (the check, the facets the
+    ERP values are converted to) and its webhook (which table a call names) share it."""
+    requests.post(f"{synced.emulator.admin_url}/webhooks", json={
+        "url": listener.url, "headers": {"X-Crmsync-Webhook-Key": SECRET}},
+        timeout=10).raise_for_status()
+    before = metadata_reads(synced)
+    for n in (1, 2):
+        synced.sql("UPDATE erp_t.customer SET city = :c WHERE no = 'C0002'", c=f"ERP {n}")
+        synced.patch("accounts", account_id(synced, "C0003"), {"address1_city": f"CRM {n}"})
+        wait_for(lambda n=n: synced.scalar(
+            "SELECT city FROM erp_t.customer WHERE no = 'C0003'") == f"CRM {n}", timeout=15)
+        wait_for(lambda n=n: synced.remote_one(
+            "accounts", "accountnumber eq 'C0002'")["address1_city"] == f"ERP {n}",
+            timeout=15)
+        # A call that comes while the entry runs wakes nothing (only a resting entry is
+        # woken): the next edit waits for the run to end.
+        wait_for(lambda: status(synced) != "in_process", timeout=15)
+    assert metadata_reads(synced) - before == 1
 
 
 @pytest.mark.parametrize("headers,query", [
@@ -129,7 +157,7 @@ def test_dataverse_entity_set_names() -> None:
 
 
 def test_the_endpoint_is_off_unless_the_connection_enables_it(synced: World) -> None:
-    receiver = WebhookReceiver(synced.engine)  # CRMSYNC_CRM_WEBHOOK is not set
+    receiver = App(synced.engine).webhooks()  # CRMSYNC_CRM_WEBHOOK is not set
     call = Call("crm", {"code": [SECRET]}, {}, "2", lambda n: b"{}")
     assert receiver.handle(call).status == 404
 

@@ -86,7 +86,7 @@ def test_concurrent_scrapes_of_a_stale_cache_read_the_database_once() -> None:
             gate.wait(2)  # a slow database: every scrape arrives while this one reads
             return iter(())
 
-    collector = Counting(engine=None, cache_seconds=60)  # type: ignore[arg-type]
+    collector = Counting(engine=None, reads=None, cache_seconds=60)  # type: ignore[arg-type]
     with ThreadPoolExecutor(30) as pool:
         futures = [pool.submit(lambda: list(collector.collect())) for _ in range(30)]
         time.sleep(0.2)

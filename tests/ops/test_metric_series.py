@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
 
-from worker.metrics import REGISTRY, ClusterCollector, prime
+from worker.app import App
+from worker.metrics import REGISTRY, prime
 from worker.queue.models import EntryStatus
 from worker.runtime.http import StatusServer
 from worker.sample.defaults import setup_defaults
@@ -35,7 +36,7 @@ def scrape(engine: Engine) -> Iterator[Series]:
         conn.execute(sa.text("INSERT INTO crmsync.job_queue_entries (job_kind) "
                              "VALUES ('cleanup')"))
     prime(engine)
-    collector = ClusterCollector(engine, cache_seconds=0)
+    collector = App(engine).cluster_collector(cache_seconds=0)
     REGISTRY.register(collector)
     server = StatusServer("127.0.0.1:0", lambda: {"ok": True}, lambda: {"ok": True}).start()
     try:

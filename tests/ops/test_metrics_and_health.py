@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,11 +19,11 @@ from sqlalchemy.engine import Engine
 from tests.queue.test_database_restart import Server
 from tests.queue.test_worker import wait_for
 from worker import __version__
+from worker.app import App
 from worker.db import migrate
 from worker.db.engine import create_engine
 from worker.emulator import EmulatorServer, start_emulator
-from worker.jobs import load_handlers
-from worker.metrics import MetricsHooks, install_cluster_collector
+from worker.observers import RunHooks
 from worker.runtime.http import StatusServer
 from worker.runtime.systemd import SystemdHooks
 from worker.runtime.worker import Worker, WorkerConfig
@@ -54,23 +54,33 @@ def crm(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
     server.stop()
 
 
-def run_worker(engine: Engine, hooks: list) -> tuple[Worker, threading.Thread]:
-    worker = Worker(engine, load_handlers(), WorkerConfig(
-        poll_interval=0.5, lease=timedelta(seconds=2)), hooks=hooks)
+def new_worker(app: App, hooks: Sequence[RunHooks] = ()) -> Worker:
+    return app.worker(WorkerConfig(poll_interval=0.5, lease=timedelta(seconds=2)),
+                      hooks=hooks)
+
+
+def start(worker: Worker) -> threading.Thread:
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     assert worker.started.wait(10)
-    return worker, thread
+    return thread
+
+
+def run_worker(app: App, hooks: Sequence[RunHooks] = ()) -> tuple[Worker, threading.Thread]:
+    worker = new_worker(app, hooks)
+    return worker, start(worker)
 
 
 def test_metrics_after_a_demo_sized_run(engine: Engine, crm: EmulatorServer) -> None:
     load_sample_data(engine, customers=20)
     setup_defaults(engine)
-    worker, thread = run_worker(engine, [MetricsHooks()])
-    install_cluster_collector(engine)
+    app = App(engine)
+    worker = new_worker(app)
+    app.install_cluster_metrics()
     status = StatusServer("127.0.0.1:0", worker.health, worker.readiness).start()
+    before = scrape(status.url)  # before the worker starts: its first runs start at once
+    thread = start(worker)
     try:
-        before = scrape(status.url)
         wait_for(lambda: engine.connect().execute(sa.text(
             "SELECT count(*) FROM crmsync.job_queue_log_entries WHERE status = 'success'"
         )).scalar() == 7, timeout=60)
@@ -115,7 +125,7 @@ def test_healthz_follows_the_database(tmp_path_factory: pytest.TempPathFactory) 
     engine = create_engine(server.url, pool_size=4)
     try:
         migrate.upgrade(engine)
-        worker, thread = run_worker(engine, [])
+        worker, thread = run_worker(App(engine))
         status = StatusServer("127.0.0.1:0", worker.health, worker.readiness).start()
         url = f"{status.url}/healthz"
         assert requests.get(url, timeout=10).status_code == 200
@@ -140,7 +150,7 @@ def test_sd_notify_ready_watchdog_stopping(engine: Engine, tmp_path: Path,
     sock.bind(path)
     sock.settimeout(10)
     monkeypatch.setenv("NOTIFY_SOCKET", path)
-    worker, thread = run_worker(engine, [SystemdHooks()])
+    worker, thread = run_worker(App(engine), [SystemdHooks()])
     messages = [sock.recv(4096).decode() for _ in range(2)]
     worker.stop()
     thread.join(15)

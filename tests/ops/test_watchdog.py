@@ -22,12 +22,12 @@ import sqlalchemy as sa
 
 from tests.queue.test_database_restart import Server
 from tests.support.waiting import wait_for
+from worker.app import App
 from worker.db import migrate
 from worker.db.engine import create_engine
-from worker.jobs import load_handlers
 from worker.runtime.http import StatusServer
 from worker.runtime.systemd import SystemdHooks
-from worker.runtime.worker import Worker, WorkerConfig
+from worker.runtime.worker import WorkerConfig
 
 UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "crmsync.service"
 
@@ -93,7 +93,7 @@ def ride_out_an_outage(server: Server, notifications: Notifications, *, lease: f
             return int(conn.scalar(sa.text(
                 "SELECT count(*) FROM crmsync.job_queue_log_entries WHERE status = 'success'")))
 
-    worker = Worker(engine, load_handlers(), WorkerConfig(
+    worker = App(engine).worker(WorkerConfig(
         poll_interval=1.0, lease=timedelta(seconds=lease)), hooks=[SystemdHooks()])
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()

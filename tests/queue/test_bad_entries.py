@@ -15,8 +15,8 @@ from sqlalchemy.engine import Engine
 from tests.queue.test_schema import insert_entry
 from tests.queue.test_worker import scalar, wait_for
 from tests.support.handlers import scripted
+from worker.app import App
 from worker.errors import DatabaseError
-from worker.jobs import load_handlers
 from worker.queue.manager import QueueManager
 from worker.queue.models import JobKind
 from worker.runtime.worker import Worker, WorkerConfig
@@ -123,9 +123,9 @@ def running_worker(engine: Engine) -> Iterator[Callable[[], Worker]]:
     def start() -> Worker:
         # The real cleanup handler reads its parameters itself; sync_all_modified is the
         # scripted test job (it reports "changed" as its parameters say).
-        handlers = load_handlers()
-        handlers[JobKind.SYNC_ALL_MODIFIED] = scripted
-        worker = Worker(engine, handlers, WorkerConfig(
+        app = App(engine)
+        app.handlers[JobKind.SYNC_ALL_MODIFIED] = scripted
+        worker = app.worker(WorkerConfig(
             poll_interval=0.5, lease=timedelta(seconds=5), reap_interval=0.5))
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()

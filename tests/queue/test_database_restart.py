@@ -15,12 +15,11 @@ import pytest
 import sqlalchemy as sa
 
 from tests.queue.test_worker import wait_for
-from tests.support import handlers as scripted_handlers
+from worker.app import App
 from worker.db import migrate
 from worker.db.embedded import sqlalchemy_url
 from worker.db.engine import create_engine
-from worker.jobs import load_handlers
-from worker.runtime.worker import Worker, WorkerConfig
+from worker.runtime.worker import WorkerConfig
 
 
 class Server:
@@ -67,9 +66,8 @@ def test_worker_rides_out_a_database_restart(server: Server) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO crmsync.job_queue_entries (job_kind, run_interval) "
                              "VALUES ('cleanup', '1 second')"))
-    handlers = load_handlers()
-    scripted_handlers.register(handlers)
-    worker = Worker(engine, handlers, WorkerConfig(poll_interval=0.5, reap_interval=1.0))
+    worker = App(engine, plugins=["tests.support.handlers"]).worker(
+        WorkerConfig(poll_interval=0.5, reap_interval=1.0))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
 

@@ -12,9 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tests.queue.test_schema import insert_entry
-from tests.support import handlers as scripted_handlers
 from tests.support.waiting import wait_for
-from worker.jobs import load_handlers
+from worker.app import App
 from worker.runtime.worker import Worker, WorkerConfig
 
 
@@ -28,11 +27,9 @@ def start_worker(engine: Engine) -> Iterator[Callable[..., tuple[Worker, threadi
     started: list[tuple[Worker, threading.Thread]] = []
 
     def start(**config: object) -> tuple[Worker, threading.Thread]:
-        handlers = load_handlers()
-        scripted_handlers.register(handlers)
         cfg = WorkerConfig(**{"poll_interval": 30.0, "lease": timedelta(seconds=5),
                               "reap_interval": 1.0, **config})  # type: ignore[arg-type]
-        worker = Worker(engine, handlers, cfg)
+        worker = App(engine, plugins=["tests.support.handlers"]).worker(cfg)
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         assert worker.started.wait(10)

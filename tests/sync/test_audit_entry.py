@@ -12,9 +12,8 @@ from tests.acceptance.conftest import ROOT, crmsync_executable
 from tests.queue.test_worker import wait_for
 from tests.sync.conftest import World
 from tests.sync.test_audit import _silent_crm_edit, _synced
-from worker.jobs import load_handlers
-from worker.metrics import ClusterCollector
-from worker.runtime.worker import Worker, WorkerConfig
+from worker.app import App
+from worker.runtime.worker import WorkerConfig
 
 
 def test_an_audit_entry_runs_on_schedule_and_feeds_the_gauge(world: World,
@@ -27,7 +26,8 @@ def test_an_audit_entry_runs_on_schedule_and_feeds_the_gauge(world: World,
          "--parameters", '{"mappings": ["CUSTOMER"], "fix": true}'],
         env=env, capture_output=True, text=True, timeout=60)
     assert added.returncode == 0, added.stdout + added.stderr
-    w = Worker(world.engine, load_handlers(), WorkerConfig(poll_interval=0.5))
+    app = App(world.engine)
+    w = app.worker(WorkerConfig(poll_interval=0.5))
     thread = threading.Thread(target=w.run, daemon=True)
     thread.start()
     try:
@@ -40,7 +40,7 @@ def test_an_audit_entry_runs_on_schedule_and_feeds_the_gauge(world: World,
                                    "FROM crmsync.job_queue_log_entries")
     assert status == "success", message
     assert message == "CUSTOMER: 4 audited, 1 drifted, 1 fixed"
-    families = {f.name: f for f in ClusterCollector(world.engine)._read()}
+    families = {f.name: f for f in app.cluster_collector()._read()}
     drift = {s.labels["mapping"]: s.value for s in families["crmsync_drift_records"].samples}
     assert drift == {"CURRENCY": 0.0, "CUSTOMER": 1.0}
     world.counts("CUSTOMER")

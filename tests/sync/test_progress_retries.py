@@ -11,8 +11,8 @@ import pytest
 
 from tests.queue.test_worker import wait_for
 from tests.sync.conftest import World, add_customers
-from worker.jobs import load_handlers
-from worker.runtime.worker import Worker, WorkerConfig
+from worker.app import App
+from worker.runtime.worker import WorkerConfig
 
 
 def test_failed_runs_that_confirmed_records_do_not_use_up_attempts(
@@ -27,7 +27,7 @@ def test_failed_runs_that_confirmed_records_do_not_use_up_attempts(
     world.sql("""INSERT INTO crmsync.job_queue_entries
                  (job_kind, mapping_name, run_interval, rerun_delay, max_attempts)
                  VALUES ('sync_mapping', 'CUSTOMER', '1 hour', '0 seconds', 2)""")
-    worker = Worker(world.engine, load_handlers(), WorkerConfig(poll_interval=0.5))
+    worker = App(world.engine).worker(WorkerConfig(poll_interval=0.5))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
@@ -63,7 +63,7 @@ def test_a_failed_run_that_confirmed_nothing_counts_as_an_attempt(
     world.sql("""INSERT INTO crmsync.job_queue_entries
                  (job_kind, mapping_name, run_interval, rerun_delay, max_attempts)
                  VALUES ('sync_mapping', 'CUSTOMER', '1 hour', '0 seconds', 2)""")
-    worker = Worker(world.engine, load_handlers(), WorkerConfig(poll_interval=0.5))
+    worker = App(world.engine).worker(WorkerConfig(poll_interval=0.5))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:

@@ -12,13 +12,13 @@ import pytest
 
 from tests.queue.test_worker import wait_for
 from tests.sync.conftest import World, add_customers
-from worker.jobs import load_handlers
+from worker.app import App
 from worker.runtime.worker import Worker, WorkerConfig
 
 
 @pytest.fixture
 def worker(world: World) -> Iterator[Worker]:
-    w = Worker(world.engine, load_handlers(), WorkerConfig(
+    w = App(world.engine).worker(WorkerConfig(
         poll_interval=1.0, change_wake_delay=timedelta(milliseconds=200)))
     thread = threading.Thread(target=w.run, daemon=True)
     thread.start()

@@ -8,12 +8,11 @@ import argparse
 import json
 from typing import Any
 
-from worker.commands.common import open_engine
+from worker.commands.common import open_app
 from worker.commands.output import clean, print_table
 from worker.errors import EXIT_OK, EXIT_RECORDS_FAILED, ConfigurationError
 from worker.sync.audit import MappingAudit, audit_run
 from worker.sync.drift import RecordDrift
-from worker.sync.engine import SyncEngine
 
 HEADER = ("mapping", "audited", "drifted", "fixed")
 
@@ -40,7 +39,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _audit(args: argparse.Namespace) -> int:
     if args.all == bool(args.mappings):
         raise ConfigurationError("audit: name mappings or use --all (not both)")
-    sync = SyncEngine(open_engine())
+    sync = open_app().sync
     printer = _JsonPrinter() if args.json else _TextPrinter()
     try:
         results = audit_run(sync, None if args.all else list(args.mappings), fix=args.fix,

@@ -1,5 +1,6 @@
 """What several commands share: opening the database from the process settings, with one
-error naming the database when it cannot be used. Without ``CRMSYNC_DATABASE_URL`` a
+error naming the database when it cannot be used, and the process' composition root on it
+(``open_app``: what a command that synchronizes works with). Without ``CRMSYNC_DATABASE_URL`` a
 command refuses, naming the setting, unless ``--embedded`` allows the embedded server
 (then one line on stderr says so): a shell without the service's settings must not
 quietly work on a new, empty database."""
@@ -10,6 +11,7 @@ import sys
 
 from sqlalchemy.engine import Engine
 
+from worker.app import App
 from worker.db import migrate
 from worker.db.engine import create_engine, redacted, resolve_database_url, translate_errors
 from worker.errors import ConfigurationError, DatabaseUnavailable, SchemaOutOfDate
@@ -55,3 +57,9 @@ def open_engine(*, require_schema: bool = True, pool_size: int = 5) -> Engine:
     except SchemaOutOfDate as exc:
         raise SchemaOutOfDate(f"{where}: {exc}") from exc
     return engine
+
+
+def open_app() -> App:
+    """The composition root on :func:`open_engine`'s engine: the command's one sync engine
+    and OData clients (``app.close()`` closes the clients)."""
+    return App(open_engine())

@@ -6,10 +6,9 @@ import argparse
 import json
 from typing import Any
 
-from worker.commands.common import open_engine
+from worker.commands.common import open_app
 from worker.commands.output import clean, print_table
 from worker.errors import EXIT_OK, EXIT_RECORDS_FAILED, ConfigurationError
-from worker.sync.engine import SyncEngine
 from worker.sync.plan import PassPlan, plan_run
 
 HEADER = ("mapping", "direction", "inserted", "modified", "deleted", "unchanged", "skipped",
@@ -21,7 +20,7 @@ def plan(args: argparse.Namespace) -> int:
         raise ConfigurationError("--plan: not with --record, --take or --unconditional")
     if not args.all and not args.mappings:
         raise ConfigurationError("sync --plan: name mappings or use --all")
-    sync = SyncEngine(open_engine())
+    sync = open_app().sync
     try:
         plans = plan_run(sync, None if args.all else list(args.mappings), full=args.full)
     finally:

@@ -10,13 +10,11 @@ from datetime import timedelta
 from types import FrameType
 
 from worker import settings
+from worker.app import App
 from worker.commands.common import open_engine
 from worker.errors import ConfigurationError
-from worker.jobs import load_handlers
-from worker.metrics import MetricsHooks, install_cluster_collector
 from worker.runtime.http import StatusServer
 from worker.runtime.systemd import SystemdHooks
-from worker.runtime.webhook import WebhookReceiver
 from worker.runtime.worker import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -36,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
             "CRMSYNC_DATABASE_URL=postgresql://user@host:5432/db, or pass --embedded to run "
             "on the embedded PostgreSQL under $CRMSYNC_HOME")
     engine = open_engine(pool_size=args.concurrency + 3)
-    handlers = load_handlers(os.environ.get("CRMSYNC_PLUGINS", "").split(","))
+    app = App(engine, plugins=os.environ.get("CRMSYNC_PLUGINS", "").split(","))
     config = WorkerConfig(
         concurrency=args.concurrency,
         lease=timedelta(seconds=args.lease_seconds),
@@ -46,13 +44,11 @@ def _run(args: argparse.Namespace) -> int:
         change_wake_delay=timedelta(seconds=args.change_delay),
         remote_probe=args.remote_probe,
     )
-    metrics_hooks = MetricsHooks(engine)
-    worker = Worker(engine, handlers, config, identity=args.identity,
-                    hooks=[metrics_hooks, SystemdHooks()])
+    worker = app.worker(config, identity=args.identity, hooks=[SystemdHooks()])
     server = None
     if args.metrics_address:
-        install_cluster_collector(engine)
-        webhooks = WebhookReceiver(engine).start()  # answers only connections that enable it
+        app.install_cluster_metrics()
+        webhooks = app.webhooks().start()  # answers only connections that enable it
         server = StatusServer(args.metrics_address, worker.health, worker.readiness,
                               webhooks=webhooks).start()
         log.info("metrics endpoint", extra={"url": f"{server.url}/metrics"})
@@ -62,6 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
+        app.close()
         engine.dispose()
     return 0
 

@@ -10,13 +10,13 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.commands.common import open_engine
+from worker.commands.common import open_app, open_engine
 from worker.commands.output import clean, print_table, when
 from worker.errors import EXIT_INTERNAL, EXIT_OK, EXIT_RECORDS_FAILED, ConfigurationError
 from worker.sync import couplings as coupling_store
 from worker.sync import joblog, records
 from worker.sync import mappings as mapping_store
-from worker.sync.engine import RunSummary, SyncEngine
+from worker.sync.engine import RunSummary
 from worker.sync.model import Direction
 
 
@@ -122,8 +122,8 @@ def _sync(args: argparse.Namespace) -> int:
         raise ConfigurationError("--take: only with --record KEY")
     if not args.all and not args.mappings:
         raise ConfigurationError("sync: name mappings or use --all")
-    engine = open_engine()
-    sync = SyncEngine(engine)
+    sync = open_app().sync
+    engine = sync.engine
     names = None if args.all else list(args.mappings)
     targets = names or list(mapping_store.dependencies(engine))
     if args.full:
@@ -215,7 +215,7 @@ TAKE = {"local": Direction.TO_INTEGRATION, "remote": Direction.FROM_INTEGRATION}
 def _sync_record(args: argparse.Namespace) -> int:
     if args.all or len(args.mappings) != 1 or args.full:
         raise ConfigurationError("--record: name exactly one mapping (no --all, no --full)")
-    sync = SyncEngine(open_engine())
+    sync = open_app().sync
     try:
         ref = records.find(sync.engine, args.mappings[0], args.record)
         coupling_store.retry_skipped(sync.engine, args.mappings[0], ref.local_id)
@@ -235,7 +235,7 @@ def _couple(args: argparse.Namespace) -> int:
     if not args.match:
         raise ConfigurationError("couple: give MAPPING KEY REMOTE_ID, or --match MAPPING")
 
-    sync = SyncEngine(open_engine())
+    sync = open_app().sync
     result = couple_by_match(sync, args.match, create_missing=args.create_missing)
     print(f"coupled {len(result.coupled)}, ambiguous {len(result.ambiguous)}, "
           f"without match {len(result.unmatched)}"
@@ -250,7 +250,7 @@ def _couple_one(args: argparse.Namespace) -> int:
         raise ConfigurationError("couple: give exactly MAPPING KEY REMOTE_ID (or --match "
                                  "MAPPING alone)")
     name, key, remote_id = args.target
-    sync = SyncEngine(open_engine())
+    sync = open_app().sync
     try:
         ref = records.couple(sync.engine, sync.clients, name, key, remote_id)
         print(clean(f"{name}: {key} coupled to {remote_id}"))
@@ -272,7 +272,7 @@ def _uncouple(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from worker.sync.check import check_all
 
-    sync = SyncEngine(open_engine())
+    sync = open_app().sync
     problems = check_all(sync.engine, sync.clients)
     for p in problems:
         print(clean(p))

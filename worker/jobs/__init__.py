@@ -1,5 +1,7 @@
 """Job kinds are dispatched through one small interface: a handler takes a RunContext and
 returns a RunResult (or raises). The worker loop knows nothing else about what a job does.
+A handler uses the process' services (``RunContext.services``, built once by the
+composition root, ``worker.app``); it never builds an engine or a client of its own.
 
 Plugins (``CRMSYNC_PLUGINS=module,module``) may replace or add handlers: each module has a
 ``register(handlers)`` function that edits the dict. Tests use this seam for slow or failing
@@ -12,12 +14,27 @@ import threading
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.engine import Engine
 
 from worker.errors import ConfigurationError, JobCancelled
 from worker.queue.models import JobKind, JobQueueEntry
+
+if TYPE_CHECKING:
+    from worker.sync.clients import Clients
+    from worker.sync.engine import SyncEngine
+
+
+@dataclass(frozen=True)
+class Services:
+    """What every run of the process shares: the database engine, the OData clients (one
+    HTTP session and request budget per connection, shared with the probe and the
+    webhook) and the sync engine that uses both."""
+
+    engine: Engine
+    clients: Clients
+    sync: SyncEngine
 
 
 @dataclass(frozen=True)
@@ -28,8 +45,12 @@ class RunContext:
     log_id: int
     scheduled_for: datetime
     worker_id: str
-    engine: Engine
+    services: Services
     cancelled: threading.Event
+
+    @property
+    def engine(self) -> Engine:
+        return self.services.engine
 
     def raise_if_cancelled(self) -> None:
         """Handlers call this between units of work; it raises once the job timeout passed

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from worker.errors import JobError
 from worker.jobs import RunContext, RunResult
-from worker.jobs.sync import engine_for
 from worker.sync.audit import audit_run
 
 
@@ -19,7 +18,7 @@ def audit(ctx: RunContext) -> RunResult:
         raise JobError(f"parameters.mappings: expected a list of mapping names, got {names!r}")
     if not isinstance(fix, bool):
         raise JobError(f"parameters.fix: expected true or false, got {fix!r}")
-    results = audit_run(engine_for(ctx.engine), names, fix=fix,
+    results = audit_run(ctx.services.sync, names, fix=fix,
                         check_cancelled=ctx.raise_if_cancelled)
     text = "; ".join(f"{r.mapping}: {r.audited} audited, {r.drifted} drifted"
                      + (f", {r.fixed} fixed" if fix else "")

@@ -1,35 +1,16 @@
 """The sync job kinds: 'sync_mapping' runs one mapping, 'sync_all_modified' runs every
-enabled mapping in dependency order (the seed's "Synchronize Modified Records")."""
+enabled mapping in dependency order (the seed's "Synchronize Modified Records"), both on
+the process' one sync engine (``RunContext.services``)."""
 
 from __future__ import annotations
 
-import threading
-
-from sqlalchemy.engine import Engine
-
 from worker.errors import JobError
 from worker.jobs import RunContext, RunResult
-from worker.metrics import ConnectionMetrics, PassMetrics
-from worker.sync.clients import Clients
-from worker.sync.engine import SyncEngine
-
-_engines: dict[int, SyncEngine] = {}
-_lock = threading.Lock()
-# Shared by every run of the process: one HTTP session per connection, metrics attached.
-CLIENTS = Clients(observers=ConnectionMetrics)
-
-
-def engine_for(db: Engine) -> SyncEngine:
-    with _lock:
-        sync = _engines.get(id(db))
-        if sync is None:
-            sync = _engines[id(db)] = SyncEngine(db, CLIENTS, PassMetrics())
-        return sync
 
 
 def sync_mapping(ctx: RunContext) -> RunResult:
     assert ctx.entry.mapping_name is not None
-    summary = engine_for(ctx.engine).run_mapping(
+    summary = ctx.services.sync.run_mapping(
         ctx.entry.mapping_name, log_entry_id=ctx.log_id,
         full=bool(ctx.entry.parameters.get("full")), check_cancelled=ctx.raise_if_cancelled)
     if summary.error and not summary.passes:
@@ -38,7 +19,7 @@ def sync_mapping(ctx: RunContext) -> RunResult:
 
 
 def sync_all_modified(ctx: RunContext) -> RunResult:
-    summaries = engine_for(ctx.engine).run_all(
+    summaries = ctx.services.sync.run_all(
         log_entry_id=ctx.log_id, full=bool(ctx.entry.parameters.get("full")),
         check_cancelled=ctx.raise_if_cancelled)
     failed = [s for s in summaries if s.error]

@@ -1,36 +1,17 @@
-"""Job queue rows as frozen dataclasses, and their statuses and kinds as enums."""
+"""Job queue rows as frozen dataclasses (their statuses and kinds are the ground floor's,
+``worker.vocabulary``)."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
 
-
-class JobKind(enum.StrEnum):
-    SYNC_MAPPING = "sync_mapping"
-    SYNC_ALL_MODIFIED = "sync_all_modified"
-    CLEANUP = "cleanup"
-    AUDIT = "audit"
-
-
-class EntryStatus(enum.StrEnum):
-    READY = "ready"
-    IN_PROCESS = "in_process"
-    ERROR = "error"
-    ON_HOLD = "on_hold"
-    ON_HOLD_INACTIVITY = "on_hold_inactivity"
-    WAITING = "waiting"
-    FINISHED = "finished"
-
-
-class RunStatus(enum.StrEnum):
-    IN_PROCESS = "in_process"
-    SUCCESS = "success"
-    ERROR = "error"
-    ABANDONED = "abandoned"
+# The job queue's vocabularies are the ground floor's; named here too, beside its rows.
+from worker.vocabulary import EntryStatus as EntryStatus
+from worker.vocabulary import JobKind as JobKind
+from worker.vocabulary import RunStatus as RunStatus
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,17 @@
-"""The metrics seam of the OData client: an observer told about every HTTP request and
-every throttling pause. crmsync's metrics module implements it; nothing here knows about
-Prometheus. Observers must be cheap and must not raise (the client logs and ignores an
-observer that does)."""
+"""The metrics seam of the OData client: an observer (``worker.observers.RequestObserver``)
+told about every HTTP request and every throttling pause. crmsync's metrics module
+implements it; nothing here knows about Prometheus. Observers must be cheap and must not
+raise (the client logs and ignores an observer that does)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+
+from worker.observers import RequestObserver
 
 log = logging.getLogger(__name__)
-
-
-class RequestObserver(Protocol):
-    """Receives one call per HTTP request and one per throttling pause."""
-
-    def request_finished(self, method: str, status_class: str, seconds: float) -> None:
-        """``status_class`` is ``"2xx"`` … ``"5xx"``, or ``"error"`` when no response came
-        (timeout, refused or broken connection)."""
-
-    def throttled(self, seconds: float) -> None:
-        """The connection stops sending for ``seconds`` because of a 429 / 503."""
 
 
 class NullObserver:

@@ -196,13 +196,12 @@ class Prober(threading.Thread):
     its targets again before the next probe; otherwise it touches the database only to
     wake an entry or to retry for the cluster's probe lock."""
 
-    def __init__(self, engine: Engine, wake_delay: timedelta, *,
-                 clients: Clients | None = None, tick: float = 0.5,
-                 leader_retry: float = 15.0) -> None:
+    def __init__(self, engine: Engine, wake_delay: timedelta, clients: Clients, *,
+                 tick: float = 0.5, leader_retry: float = 15.0) -> None:
         super().__init__(name="crmsync-probe", daemon=True)
         self.engine = engine
         self.wake_delay = wake_delay
-        self._clients = clients
+        self.clients = clients  # the runs' clients: one request budget per connection
         self._tick = tick
         self._leader_retry = leader_retry
         self._stop_event = threading.Event()
@@ -216,14 +215,6 @@ class Prober(threading.Thread):
         # entry id -> (watermark, versions at it a run has seen or been woken for)
         self._shown: dict[int, tuple[datetime | None, Versions | None]] = {}
         self._failing: set[int] = set()
-
-    @property
-    def clients(self) -> Clients:
-        if self._clients is None:
-            from worker.jobs.sync import CLIENTS  # the runs' clients: one request budget
-
-            self._clients = CLIENTS
-        return self._clients
 
     @property
     def leader(self) -> bool:

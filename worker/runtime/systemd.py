@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 
-from worker.queue.hooks import RunHooks
+from worker.observers import RunHooks
 
 log = logging.getLogger(__name__)
 

@@ -71,10 +71,10 @@ class Call:
 class WebhookReceiver:
     """Checks webhook calls on the request thread; wakes entries on its own thread."""
 
-    def __init__(self, engine: Engine, *, clients: Clients | None = None,
+    def __init__(self, engine: Engine, clients: Clients, *,
                  settings: Callable[[str], ConnectionSettings] = load_connection) -> None:
         self.engine = engine
-        self._clients = clients
+        self.clients = clients  # the runs' clients: one $metadata, one request budget
         self._cache = SettingsCache(settings)
         self._warnings = RateLimitedWarnings(log)
         self._queue: queue.Queue[_Wake | None] = queue.Queue(maxsize=10_000)
@@ -82,14 +82,6 @@ class WebhookReceiver:
         self.handled = 0  # batches of queued calls the consumer has dealt with
         self._thread = threading.Thread(target=self._consume, name="crmsync-webhook",
                                         daemon=True)
-
-    @property
-    def clients(self) -> Clients:
-        if self._clients is None:
-            from worker.jobs.sync import CLIENTS
-
-            self._clients = CLIENTS
-        return self._clients
 
     def start(self) -> WebhookReceiver:
         self._thread.start()

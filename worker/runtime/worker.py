@@ -21,8 +21,8 @@ from sqlalchemy.engine import Engine
 
 from worker import __version__
 from worker.errors import DatabaseError, DatabaseUnavailable, JobError
-from worker.jobs import JobHandler, RunContext
-from worker.queue.hooks import HookSet, RunHooks
+from worker.jobs import JobHandler, RunContext, Services
+from worker.observers import HookSet, RunHooks
 from worker.queue.manager import Claim, Outcome, QueueManager
 from worker.queue.models import JobKind, RunStatus
 from worker.runtime.listener import CHANNEL, LOCAL_CHANGE_CHANNEL, Listener
@@ -89,18 +89,20 @@ class _Backoff:
 
 
 class Worker:
-    """One crmsync worker process' scheduler. Any number may share a database."""
+    """One crmsync worker process' scheduler. Any number may share a database. Its runs
+    and its remote probe use the process' ``services`` (``worker.app`` builds them)."""
 
     def __init__(
         self,
-        engine: Engine,
+        services: Services,
         handlers: Mapping[JobKind, JobHandler],
         config: WorkerConfig | None = None,
         *,
         identity: str | None = None,
         hooks: Sequence[RunHooks] = (),
     ) -> None:
-        self.engine = engine
+        engine = self.engine = services.engine
+        self.services = services
         self.handlers = handlers
         self.config = config or WorkerConfig()
         self.id = identity or make_identity()
@@ -114,7 +116,7 @@ class Worker:
         self._listener = Listener(_conninfo(engine), self._on_notify, self._stop,
                                   (CHANNEL, LOCAL_CHANGE_CHANNEL))
         self._changed_tables: set[str] = set()
-        self.prober = Prober(engine, self.config.change_wake_delay) \
+        self.prober = Prober(engine, self.config.change_wake_delay, services.clients) \
             if self.config.remote_probe else None
         self._backoff = _Backoff()
         self._recorder = OutcomeRecorder(
@@ -256,7 +258,7 @@ class Worker:
         handler = self.handlers.get(claim.entry.job_kind)
         ctx = RunContext(
             entry=claim.entry, log_id=claim.log_id, scheduled_for=claim.scheduled_for,
-            worker_id=self.id, engine=self.engine, cancelled=run.cancelled,
+            worker_id=self.id, services=self.services, cancelled=run.cancelled,
         )
         try:
             if handler is None:

@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from worker.errors import CrmsyncError, JobError
+from worker.observers import PassObserver
 from worker.sync import from_remote, joblog, mappings, to_remote
 from worker.sync.clients import Clients
 from worker.sync.context import PassContext
@@ -72,15 +73,6 @@ class RunSummary:
             parts.append(f"{arrow}: {shown}")
         text = f"{self.mapping}: " + "; ".join(parts) if parts else f"{self.mapping}: no pass"
         return text + (f" (failed: {self.error})" if self.error else "")
-
-
-class PassObserver(Protocol):
-    """Told about every finished pass and mapping run (the metrics module implements it)."""
-
-    def pass_finished(self, mapping: str, direction: Direction, counts: Counter[str],
-                      error: str | None) -> None: ...
-
-    def mapping_finished(self, mapping: str, ok: bool) -> None: ...
 
 
 class SyncEngine:

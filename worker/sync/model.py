@@ -9,15 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-
-class Direction(enum.StrEnum):
-    TO_INTEGRATION = "to_integration"
-    FROM_INTEGRATION = "from_integration"
-    BIDIRECTIONAL = "bidirectional"
-
-    def runs(self, pass_direction: Direction) -> bool:
-        """Whether a mapping or field with this direction takes part in a pass."""
-        return self is Direction.BIDIRECTIONAL or self is pass_direction
+from worker.vocabulary import Direction as Direction  # the ground floor's, named here too
 
 
 class UpdateConflict(enum.StrEnum):
