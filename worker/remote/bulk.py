@@ -325,14 +325,17 @@ def _versions(entity_set: EntitySet, written: list[OperationResult]
     """Rows by the lower-case key the results carry (``name='value'`` for an upsert by
     alternate key, read by that key ``key_chunk_size`` at a time)."""
     select = [entity_set.key, entity_set.modified_on]
-    rows = {str(row[entity_set.key]).lower(): row for row in entity_set.read_by_keys(
-        [r.key for r in written if "=" not in r.key], select=select)}
+    size = entity_set.client.settings.key_chunk_size
+    keys = [r.key for r in written if "=" not in r.key]
+    # One read per key_chunk_size records, in parallel like the writes.
+    rows = {str(row[entity_set.key]).lower(): row for found in parallel(
+        entity_set.client, lambda chunk: list(entity_set.read_by_keys(chunk, select=select)),
+        [keys[i:i + size] for i in range(0, len(keys), size)]) for row in found}
     by_name: dict[str, list[str]] = {}
     for result in written:
         name, equals, literal = result.key.partition("=")
         if equals and "," not in result.key:  # one-property alternate keys
             by_name.setdefault(name, []).append(literal)
-    size = entity_set.client.settings.key_chunk_size
     for name, literals in by_name.items():
         for start in range(0, len(literals), size):
             text = " or ".join(f"{name} eq {lit}" for lit in literals[start:start + size])
