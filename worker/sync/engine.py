@@ -107,7 +107,7 @@ class SyncEngine:
         summary = RunSummary(name)
         ok = False
         try:
-            with self._exclusive(name):
+            with exclusive(self.engine, name):
                 # Loaded under the run lock: no other run moves its marks meanwhile, and
                 # neither pass changes what the other reads, so one load serves both.
                 mapping, marks = mappings.load_with_marks(self.engine, name)
@@ -176,7 +176,7 @@ class SyncEngine:
         summary = RunSummary(name)
         from worker.sync.check import require_valid
 
-        with self._exclusive(name):
+        with exclusive(self.engine, name):
             require_valid(self.engine, self.clients, name, self.tables)
             chosen = [take] if take is not None else passes(mapping.direction)
             for direction in chosen:
@@ -270,21 +270,22 @@ class SyncEngine:
             lookups=Lookups(self.engine, mapping, self.tables), direction=direction, job_id=job_id,
             check_cancelled=check_cancelled, on_progress=progress, marks=marks or Marks())
 
-    @contextmanager
-    def _exclusive(self, name: str) -> Iterator[None]:
-        """One run of a mapping at a time across every process (worker or CLI)."""
-        with self.engine.connect() as conn:
-            got = conn.scalar(sa.text("SELECT pg_try_advisory_lock(:s, hashtext(:n))"),
-                              {"s": _LOCK_SPACE, "n": name})
+
+@contextmanager
+def exclusive(engine: Engine, name: str) -> Iterator[None]:
+    """One run of a mapping at a time across every process (worker or CLI)."""
+    with engine.connect() as conn:
+        got = conn.scalar(sa.text("SELECT pg_try_advisory_lock(:s, hashtext(:n))"),
+                          {"s": _LOCK_SPACE, "n": name})
+        conn.commit()
+        if not got:
+            raise JobError(f"mapping {name} is being synchronized by another process")
+        try:
+            yield
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:s, hashtext(:n))"),
+                         {"s": _LOCK_SPACE, "n": name})
             conn.commit()
-            if not got:
-                raise JobError(f"mapping {name} is being synchronized by another process")
-            try:
-                yield
-            finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:s, hashtext(:n))"),
-                             {"s": _LOCK_SPACE, "n": name})
-                conn.commit()
 
 
 def passes(direction: Direction) -> list[Direction]:

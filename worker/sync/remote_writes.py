@@ -188,10 +188,7 @@ class RemoteWriter:
         they are sent: a later pass that finds the record reconciles against them."""
         px = self.px
         for w in self.writes:
-            if w.kind == "create" or (w.kind == "update" and w.coupling is not None):
-                old = w.coupling.synced_values if w.kind == "update" and w.coupling else None
-                w.sent = new_snapshot(old, w.values, pass_direction=TO, written=w.written,
-                                      left=w.left or set())
+            w.sent = _sent(w)
         creates = {w.key: w for w in self.writes if w.kind == "create"}
         # An update's outcome may be lost too: what it leaves is committed with the
         # intents, so a later pass recognises the CRM's values as crmsync's own write.
@@ -263,6 +260,15 @@ class RemoteWriter:
         version = None if w.left else remote_version(result.record, result.etag)
         self.successes.append(coupling_store.Success(
             coupling.id, version, None if w.left else result.modified_on, snapshot))
+
+
+def _sent(w: _Write) -> dict[str, Any] | None:
+    """The snapshot a create or update leaves when the service applies it."""
+    if w.kind == "create" or (w.kind == "update" and w.coupling is not None):
+        old = w.coupling.synced_values if w.kind == "update" and w.coupling else None
+        return new_snapshot(old, w.values, pass_direction=TO, written=w.written,
+                            left=w.left or set())
+    return None
 
 
 def answer_of(result: OperationResult) -> Answer:
