@@ -3,6 +3,7 @@ timeouts, inactivity holds, shutdown with a run in hand, and a database that goe
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -103,6 +104,17 @@ def test_job_timeout_fails_the_run(engine: Engine, start_worker) -> None:
                                     "WHERE id = :id", id=entry_id) == "error")
     message = scalar(engine, "SELECT error_message FROM crmsync.job_queue_log_entries")
     assert "job timeout of 0:00:01 exceeded" in str(message)
+
+
+def test_a_failed_run_is_logged_as_an_error_naming_the_entry(
+        engine: Engine, start_worker, caplog: pytest.LogCaptureFixture) -> None:
+    insert_entry(engine, parameters='{"fail": "the CRM refused"}', max_attempts=1)
+    caplog.set_level(logging.INFO, logger="worker.runtime.worker")
+    start_worker()
+    wait_for(lambda: any(r.getMessage() == "run finished" for r in caplog.records))
+    (finished,) = [r for r in caplog.records if r.getMessage() == "run finished"]
+    assert finished.levelno == logging.ERROR  # journalctl -p err shows it
+    assert finished.outcome == "error" and "the CRM refused" in finished.detail
 
 
 def test_sync_that_changed_nothing_goes_on_hold_until_the_timeout(engine: Engine,

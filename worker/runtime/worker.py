@@ -282,7 +282,10 @@ class Worker:
         seconds = (run.ended or time.monotonic()) - run.started
         with self._lock:
             self._runs.pop(claim.log_id, None)
-        level = logging.INFO if outcome.status is RunStatus.SUCCESS else logging.WARNING
+        # A failed run is an error for the operator (``journalctl -p err`` lists it, with
+        # the mapping and the message); an abandoned or cancelled one a warning.
+        level = {RunStatus.SUCCESS: logging.INFO,
+                 RunStatus.ERROR: logging.ERROR}.get(outcome.status, logging.WARNING)
         log.log(level, "run finished", extra={
             **_fields(claim), "outcome": outcome.status.value, "seconds": round(seconds, 3),
             "detail": outcome.message or outcome.error,
