@@ -79,6 +79,8 @@ class World:
     process: subprocess.Popen[bytes]
     statements: int = 0
     in_pass: list[int] = field(default_factory=list)  # statements of each pass, in order
+    waits: CrmWaits = field(default_factory=lambda: CrmWaits())
+    _sync: SyncEngine | None = None
 
     @property
     def crm(self) -> str:
@@ -97,11 +99,18 @@ class World:
             for table in tables:
                 conn.execute(sa.text(f"VACUUM ANALYZE {table}"))
 
-    def sync_engine(self, waits: CrmWaits | None = None) -> SyncEngine:
-        os.environ["CRMSYNC_CRM_URL"] = self.crm
-        return SyncEngine(self.engine, Clients(observers=(lambda _: waits) if waits else None))
+    def sync_engine(self) -> SyncEngine:
+        """The world's one engine, as a process has one (its reflected tables, trusted
+        checks and connections kept from run to run); its requests are told to the
+        CrmWaits of the run under way (``waits``)."""
+        if self._sync is None:
+            os.environ["CRMSYNC_CRM_URL"] = self.crm
+            self._sync = SyncEngine(self.engine, Clients(observers=lambda _: _Current(self)))
+        return self._sync
 
     def close(self) -> None:
+        if self._sync is not None:
+            self._sync.clients.close()
         self.process.terminate()
         self.process.wait(10)
         self.engine.dispose()
@@ -172,6 +181,19 @@ class CrmWaits:
 
 
 @dataclass
+class _Current:
+    """A RequestObserver telling the world's current CrmWaits."""
+
+    world: World
+
+    def request_finished(self, method: str, status_class: str, seconds: float) -> None:
+        self.world.waits.request_finished(method, status_class, seconds)
+
+    def throttled(self, seconds: float) -> None:
+        pass
+
+
+@dataclass
 class PassMarks:
     """A PassObserver noting statements and requests at the end of every pass."""
 
@@ -189,14 +211,13 @@ class PassMarks:
 
 def run_mapping(w: World, name: str) -> dict[str, Any]:
     """Run one mapping; per pass: statements, requests, seconds, counts."""
-    waits = CrmWaits()
-    sync = w.sync_engine(waits)
+    waits = w.waits = CrmWaits()
+    sync = w.sync_engine()
     marks = PassMarks(w)
     sync.observer = marks
     start = (w.statements, w.requests(), time.perf_counter())
     w.in_pass.clear()
     summary = sync.run_mapping(name)
-    sync.clients.close()
     seconds = time.perf_counter() - start[2]
     out: dict[str, Any] = {"seconds": seconds, "statements": w.statements - start[0],
                            "own": seconds - waits.seconds()}
