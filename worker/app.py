@@ -35,6 +35,7 @@ from worker.sync.audit import drift_by_mapping
 from worker.sync.capture import pending_change_age
 from worker.sync.clients import Clients
 from worker.sync.engine import SyncEngine
+from worker.sync.progress import BOARD, PassObservers, ProgressLog
 
 SYNC_READS = SyncReads(change_ages=pending_change_age, drift=drift_by_mapping)
 
@@ -43,10 +44,14 @@ class App:
     """crmsync's parts for one process and one database. ``plugins``: modules whose
     ``register(handlers)`` adds or replaces job handlers (``CRMSYNC_PLUGINS``)."""
 
-    def __init__(self, engine: Engine, *, plugins: Iterable[str] = ()) -> None:
+    def __init__(self, engine: Engine, *, plugins: Iterable[str] = (),
+                 pass_observers: Sequence[object] | None = None) -> None:
         self.engine = engine
         self.clients = Clients(observers=ConnectionMetrics)
-        self.sync = SyncEngine(engine, self.clients, PassMetrics())
+        # Besides the metrics, who hears how far each pass is: by default a log line every
+        # 30 s and the process's board (the worker's sd_notify STATUS=); a command its own.
+        shown = (ProgressLog(), BOARD) if pass_observers is None else pass_observers
+        self.sync = SyncEngine(engine, self.clients, PassObservers([PassMetrics(), *shown]))
         self.services = Services(engine, self.clients, self.sync)
         self.handlers: dict[JobKind, JobHandler] = load_handlers(plugins)
         self._run_metrics: MetricsHooks | None = None

@@ -40,7 +40,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Connection, Engine
 
 from worker import __version__
-from worker.observers import ObservedOutcome, ObservedRescue, ObservedRun, RunHooks
+from worker.observers import ObservedOutcome, ObservedPass, ObservedRescue, ObservedRun, RunHooks
 from worker.vocabulary import Direction, EntryStatus, JobKind, RunStatus
 
 log = logging.getLogger(__name__)
@@ -236,12 +236,15 @@ class Freshness:
 
 
 class PassMetrics:
-    """Synchronization passes → metrics (the sync engine's pass observer)."""
+    """Synchronization passes → metrics (the sync engine's pass observer). Records are
+    counted chunk by chunk, as each chunk commits, so a long pass shows in Grafana while
+    it runs rather than as one jump at its end."""
 
-    def pass_finished(self, mapping: str, direction: Direction, counts: CounterType[str],
-                      error: str | None) -> None:
+    def pass_progress(self, progress: ObservedPass, counts: CounterType[str]) -> None:
         for result in RESULTS:
-            RECORDS.labels(mapping, direction.value, result).inc(counts.get(result, 0))
+            if counts.get(result):
+                RECORDS.labels(progress.mapping, progress.direction.value,
+                               result).inc(counts[result])
 
     def mapping_finished(self, mapping: str, ok: bool) -> None:
         if ok:

@@ -96,8 +96,20 @@ class HookSet:
                 log.exception("hook failed", extra={"hook": type(hook).__name__, "event": name})
 
 
+class ObservedPass(Protocol):
+    """A pass in progress as its observers see it (worker.sync.progress.PassProgress)."""
+
+    @property
+    def mapping(self) -> str: ...
+
+    @property
+    def direction(self) -> Direction: ...
+
+
 class PassObserver(Protocol):
-    """Told about every finished pass and mapping run of the sync engine."""
+    """Told about every finished pass and mapping run of the sync engine; an observer with
+    a ``pass_progress(progress: ObservedPass, counts)`` method also hears of each pass's
+    start and committed chunks (see worker.sync.progress)."""
 
     def pass_finished(self, mapping: str, direction: Direction, counts: Counter[str],
                       error: str | None) -> None: ...

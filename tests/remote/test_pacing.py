@@ -1,10 +1,10 @@
 """The connection's concurrency follows x-ms-dop-hint and its pace the x-ms-ratelimit-*
 headers: against the emulator's service protection limits, fewer 429s than a fixed
-concurrency and no lower throughput; and the rules themselves, without I/O."""
+concurrency (the throughput of both: bench/pacing_bench.py); and the rules themselves,
+without I/O."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,38 +45,31 @@ def test_the_next_request_waits_for_the_oldest_to_leave_the_window() -> None:
     assert (fixed.limit, fixed.window_limit) == (4, 0)
 
 
-def _run(limits: ServiceLimits, follow: bool, requests: int) -> tuple[int, float, int]:
-    """(429s answered, seconds taken, reads that failed) for ``requests`` reads by key from
-    eight threads on one connection of concurrency 8."""
+def _run(limits: ServiceLimits, follow: bool, requests: int) -> tuple[int, int]:
+    """(429s answered, reads that failed) for ``requests`` reads by key from eight threads
+    on one connection of concurrency 8 (bench/pacing_bench.py prints the time they take)."""
     server = start_emulator_for(limits=None)
     key = str(uuid.uuid4())
     server.store.create("accounts", Changes(values={"name": "paced"}, key=key))
     server.emulator.set_limits(limits)
-    failed = 0
     try:
         with client_for(server, concurrency=8, max_retries=30, retry_cap=2,
                         follow_service_hints=str(follow).lower(),
                         rate_limit_window=limits.window) as client:
             accounts = client.entity_set("accounts", "accountid")
-            began = time.monotonic()
             with ThreadPoolExecutor(8) as pool:
                 outcomes = list(pool.map(lambda _: accounts.get(key) is not None,
                                          range(requests)))
-            elapsed = time.monotonic() - began
-            failed = outcomes.count(False)
         assert server.emulator.protection is not None
-        return server.emulator.protection.refused, elapsed, failed
+        return server.emulator.protection.refused, outcomes.count(False)
     finally:
         server.stop()
 
 
-def test_following_the_hints_meets_fewer_429s_at_no_lower_throughput() -> None:
+def test_following_the_hints_meets_fewer_429s() -> None:
     limits = ServiceLimits(requests=100, window=2.0, concurrent=3, dop_hint=2)
-    fixed_429, fixed_seconds, fixed_failed = _run(limits, follow=False, requests=250)
-    paced_429, paced_seconds, paced_failed = _run(limits, follow=True, requests=250)
+    fixed_429, fixed_failed = _run(limits, follow=False, requests=250)
+    paced_429, paced_failed = _run(limits, follow=True, requests=250)
     assert fixed_failed == paced_failed == 0
     assert fixed_429 > 0
     assert paced_429 < fixed_429 and paced_429 <= 2
-    # Both are held to 100 requests per 2 s by the service; the paced run must not be
-    # slower than the fixed one (a generous bound: the window, not the machine, sets both).
-    assert paced_seconds <= fixed_seconds * 1.25 + 0.5, (paced_seconds, fixed_seconds)

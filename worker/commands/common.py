@@ -8,6 +8,7 @@ quietly work on a new, empty database."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
@@ -59,7 +60,8 @@ def open_engine(*, require_schema: bool = True, pool_size: int = 5) -> Engine:
     return engine
 
 
-def open_app() -> App:
+def open_app(*, pass_observers: Sequence[object] | None = None) -> App:
     """The composition root on :func:`open_engine`'s engine: the command's one sync engine
-    and OData clients (``app.close()`` closes the clients)."""
-    return App(open_engine())
+    and OData clients (``app.close()`` closes the clients); ``pass_observers``: who shows
+    the passes' progress (default: a log line every 30 s, see :class:`App`)."""
+    return App(open_engine(), pass_observers=pass_observers)

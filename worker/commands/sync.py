@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from worker.commands.common import open_app, open_engine
 from worker.commands.output import clean, print_table, when
@@ -18,6 +20,7 @@ from worker.sync import joblog, records
 from worker.sync import mappings as mapping_store
 from worker.sync.engine import RunSummary
 from worker.sync.model import Direction
+from worker.sync.progress import Clock, PassProgress, done_of
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -89,24 +92,44 @@ def _register_records(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_check)
 
 
-class _Progress:
-    """One updating line on a terminal; nothing otherwise."""
+class ProgressView:
+    """``crmsync sync``'s progress on stderr. On a terminal: the running pass redrawn in
+    place (done / total, rate, ETA; at most ten times a second) and a line for each pass
+    that ends. Elsewhere (a pipe, a file, the journal): one summary line per pass and no
+    control codes."""
 
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.totals: Counter[str] = Counter()
+    def __init__(self, stream: TextIO | None = None, *, tty: bool | None = None,
+                 clock: Clock = time.monotonic) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.clock = clock
+        self._passes: dict[tuple[str, Direction], PassProgress] = {}
+        self._drawn = float("-inf")
+        self._lock = threading.Lock()  # two chunks of a pass may report at once
 
-    def __call__(self, mapping: str, direction: Direction, counts: Counter[str]) -> None:
-        self.totals.update(counts)
-        if self.tty:
-            arrow = "→ CRM" if direction is Direction.TO_INTEGRATION else "← CRM"
-            shown = " ".join(f"{k}={v}" for k, v in sorted(self.totals.items()) if v)
-            sys.stderr.write(f"\r\x1b[K{mapping} {arrow}: {shown}")
-            sys.stderr.flush()
+    def pass_progress(self, progress: PassProgress, counts: Counter[str]) -> None:
+        with self._lock:
+            self._passes[(progress.mapping, progress.direction)] = progress
+            now = self.clock()
+            if self.tty and (now - self._drawn >= 0.1 or not +counts):
+                self._drawn = now
+                self._write("\r\x1b[K" + clean(progress.describe()))
 
-    def done(self) -> None:
-        if self.tty:
-            sys.stderr.write("\r\x1b[K")
+    def pass_finished(self, mapping: str, direction: Direction, counts: Counter[str],
+                      error: str | None) -> None:
+        with self._lock:
+            progress = self._passes.pop((mapping, direction), None)
+            if progress is None:  # it ended before its first chunk
+                progress = PassProgress(mapping, direction, clock=self.clock)
+                progress.add(counts)
+            self._write(("\r\x1b[K" if self.tty else "") + clean(progress.summary(error))
+                        + "\n")
+
+    def mapping_finished(self, mapping: str, ok: bool) -> None: ...
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -122,19 +145,17 @@ def _sync(args: argparse.Namespace) -> int:
         raise ConfigurationError("--take: only with --record KEY")
     if not args.all and not args.mappings:
         raise ConfigurationError("sync: name mappings or use --all")
-    sync = open_app().sync
-    engine = sync.engine
+    app = open_app(pass_observers=[ProgressView()])
+    sync, engine = app.sync, app.engine
     names = None if args.all else list(args.mappings)
     targets = names or list(mapping_store.dependencies(engine))
     if args.full:
         mapping_store.clear_marks(engine, targets)
         if args.unconditional:
             coupling_store.clear_stamps(engine, targets)
-    progress = _Progress()
     try:
-        summaries = sync.run_all(names, on_progress=progress)
+        summaries = sync.run_all(names)
     finally:
-        progress.done()
         sync.clients.close()
     _print_summaries(summaries)
     return sync_exit_status(summaries)
@@ -172,11 +193,12 @@ JOB_COUNTS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed
 
 def job_pace(row: dict[str, Any], now: datetime) -> tuple[float, float | None]:
     """(seconds, records per second) of a job: until it finished, or until ``now`` while
-    it runs; the rate counts every record the job has dealt with so far (None before
-    any, or in its first tenth of a second)."""
+    it runs; the rate counts every record the job has dealt with so far — its counters,
+    which grow as each chunk commits (None before any, or in its first tenth of a
+    second)."""
     end = row["finished_at"] or now
     seconds = max(0.0, (end - row["started_at"]).total_seconds())
-    done = sum(row.get(k) or 0 for k in JOB_COUNTS)
+    done = done_of(row)
     return seconds, (done / seconds if done and seconds >= 0.1 else None)
 
 

@@ -102,11 +102,15 @@ class DataApi:
             token = str(self.store.change_token()) if tracking else None
             rows = IndexedRows(self.store, entity_set, options)
             page = query.read_page(options, rows, page_size, skiptoken, track=token,
-                                   default_size=self.profile.page_size)
+                                   default_size=self.profile.page_size,
+                                   count_limit=self.profile.count_limit)
         doc: dict[str, Any] = {"@odata.context": self._context(request, entity_set,
                                                                 options.select)}
         if options.count:
-            doc["@odata.count"] = page.total
+            limit = self.profile.count_limit
+            doc["@odata.count"] = page.total if limit is None else min(page.total, limit)
+            if limit is not None and page.total > limit:
+                doc[f"@{self.profile.namespace}.totalrecordcountlimitexceeded"] = True
         doc["value"] = [render(entity_set, r, options.select, annotations) for r in page.rows]
         if page.next_token:
             doc["@odata.nextLink"] = self._next_link(request, entity_set, page.next_token)

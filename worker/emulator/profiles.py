@@ -47,6 +47,9 @@ class Profile:
     # Optimistic concurrency enforced, as a service whose entities carry an ETag does (SAP
     # CAP with ``@odata.etag``): an update or delete without If-Match is answered 428.
     requires_if_match: bool = False
+    # ``$count=true`` counts at most this many (Dataverse: 5,000, with the annotation
+    # ``@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded``); None: every record.
+    count_limit: int | None = 5000
 
     def with_page_size(self, page_size: int | None) -> Profile:
         """This profile with another server page size (None: unchanged)."""
@@ -82,7 +85,7 @@ ODATA = Profile(
     absolute_batch_urls=False, return_representation=False, dataverse_lookups=False,
     alternate_keys=False, change_tracking=False, who_am_i=False, bulk_messages=False,
     namespace="CrmService",
-    keeps_microseconds=True)
+    keeps_microseconds=True, count_limit=None)
 # The generic service with ETags enforced on every write to an existing record.
 ODATA_ETAG = replace(ODATA, name="odata-etag", requires_if_match=True)
 PROFILES: dict[str, Profile] = {p.name: p for p in (DATAVERSE, ODATA, ODATA_ETAG)}

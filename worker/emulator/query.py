@@ -160,7 +160,7 @@ class RowSource(Protocol):
 
 def read_page(query: CollectionQuery, rows: RowSource, page_size: int | None,
               skiptoken: str | None, *, track: str | None = None,
-              default_size: int = DEFAULT_PAGE_SIZE) -> Page:
+              default_size: int = DEFAULT_PAGE_SIZE, count_limit: int | None = None) -> Page:
     """One page of ``rows`` after the position in ``skiptoken``.
 
     The page size is the request's ``Prefer``, else the one the token was made with (a client
@@ -180,7 +180,10 @@ def read_page(query: CollectionQuery, rows: RowSource, page_size: int | None,
         chosen = _first(query, rows, cursor, limit + 1)
     except TypeError as exc:  # a forged token whose values are not of the sort's types
         raise errors.bad_query("The $skiptoken is not valid.") from exc
-    total = sum(1 for _ in rows.matching()) if query.count else 0
+    matching = rows.matching() if query.count else ()
+    # A capped count stops one past the limit: enough to say the limit was exceeded.
+    total = sum(1 for _ in (matching if count_limit is None
+                            else islice(matching, count_limit + 1)))
     more = len(chosen) > limit and (remaining is None or remaining > limit)
     chosen = chosen[:limit]
     token = None

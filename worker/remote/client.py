@@ -164,13 +164,18 @@ class EntitySet:
         orderby: str | None = None,
         top: int | None = None,
         on_reply: Callable[[Reply], None] | None = None,
+        on_count: Callable[[int, bool], None] | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """The matching records page by page, following ``@odata.nextLink`` exactly as the
-        service sent it (``on_reply`` sees each page's reply). Raises RemoteProtocolError
+        service sent it (``on_reply`` sees each page's reply). ``on_count``: ``$count=true``
+        is asked for, and told the first page's ``@odata.count`` and whether that is only a
+        lower bound (Dataverse stops counting at 5,000). Raises RemoteProtocolError
         when a next link repeats, leaves the service's origin or passes ``max_pages``
         (see :mod:`worker.remote.links`)."""
         settings = self.client.settings
         params = wire.query_params(select=select, filter=filter, orderby=orderby, top=top)
+        if on_count is not None:
+            params["$count"] = "true"
         url: str | None = self.url + ("?" + wire.encode_query(params) if params else "")
         headers = {}
         prefer = wire.prefer(
@@ -190,6 +195,8 @@ class EntitySet:
             if not isinstance(rows, list):
                 raise RemoteProtocolError("the response has no 'value' array", status=reply.status,
                                           method="GET", path=urlsplit(self.url).path)
+            if on_count is not None and pager.pages == 0:
+                _tell_count(doc, settings.dialect.name, on_count)
             pager.page_read()
             log.debug("page read", extra={"connection": settings.name, "entity_set": self.name,
                                           "page": pager.pages, "records": len(rows)})
@@ -216,6 +223,7 @@ class EntitySet:
         filter: str | None = None,
         overlap: timedelta = timedelta(seconds=1),
         after: bool = False,
+        on_count: Callable[[int, bool], None] | None = None,
     ) -> ModifiedRead:
         """Records modified at or after ``since - overlap`` (all records when ``since`` is
         None), ordered by (modified-on, key). Stamps have second precision and many records
@@ -223,13 +231,16 @@ class EntitySet:
         skips records whose stamp it already stored. ``after``: only records modified
         strictly after ``since`` (the caller knows every record stamped ``since`` or
         earlier was read). The result's ``server_time`` is the service's clock when the
-        read began."""
+        read began. ``on_count``: told how many records the read will give (see
+        :meth:`read_pages`), when the dialect has ``count_reads``."""
         clause = None if since is None else (
             filters.gt(self.modified_on, since) if after
             else filters.ge(self.modified_on, since - overlap))
+        counted = on_count if self.client.settings.dialect.count_reads else None
         return ModifiedRead(self, select=wire.with_required(select, self.key, self.modified_on),
                             filter=filters.and_(clause, filter),
-                            orderby=filters.orderby(self.modified_on, self.key))
+                            orderby=filters.orderby(self.modified_on, self.key),
+                            on_count=counted)
 
     def read_by_keys(
         self,
@@ -439,6 +450,20 @@ def http_date(value: str | None) -> datetime | None:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+DATAVERSE_COUNT_LIMIT = 5000  # Dataverse's $count counts no further
+
+
+def _tell_count(doc: Any, dialect: str, on_count: Callable[[int, bool], None]) -> None:
+    """A page's ``@odata.count`` to ``on_count`` (nothing when absent or not a number)."""
+    count = doc.get("@odata.count") if isinstance(doc, dict) else None
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        return
+    capped = any(k.endswith(".totalrecordcountlimitexceeded") and v is True
+                 for k, v in doc.items()) or \
+        (dialect == "dataverse" and count >= DATAVERSE_COUNT_LIMIT)
+    on_count(count, capped)
+
 
 def _etag(etag: str | None) -> str:
     """An ``If-Match`` value: the etag as the service sent it, or ``*``. An etag with a

@@ -64,6 +64,8 @@ class Dialect:
     ``annotations``: value of ``Prefer: odata.include-annotations`` (None: not sent).
     ``bulk_messages``: whether the service has Dataverse's ``CreateMultiple`` /
     ``UpdateMultiple`` / ``UpsertMultiple`` (``auto``: when ``$metadata`` declares them).
+    ``count_reads``: a pass's read of modified records asks for ``$count=true`` (one figure
+    on its first page, the progress total; Dataverse stops counting at 5,000).
     """
 
     name: str = "dataverse"
@@ -75,11 +77,14 @@ class Dialect:
     key_type: KeyType = "guid"
     annotations: str | None = None
     bulk_messages: BulkMode = "auto"
+    count_reads: bool = True
 
 
 DIALECTS: dict[str, Dialect] = {
     "dataverse": Dialect(),
-    "odata": Dialect(name="odata", create_method="post", batch=False, bulk_messages="off"),
+    # $count is not required of a minimal OData service: asked for only when configured.
+    "odata": Dialect(name="odata", create_method="post", batch=False, bulk_messages="off",
+                     count_reads=False),
 }
 
 
@@ -294,6 +299,7 @@ _DIALECT_SETTINGS: dict[str, Parser] = {
     "key_type": _choice("guid", "string", "int"),
     "annotations": _text,
     "bulk_messages": _choice("auto", "on", "off"),
+    "count_reads": _boolean,
 }
 _SECRETS = ("client_secret", "client_certificate", "client_certificate_passphrase", "token",
             "webhook_secret")

@@ -129,6 +129,12 @@ class LocalChanges:
     full_scan: bool
     commit_progress: Callable[[Connection, str], None] = _no_progress
     resumed: bool = False  # an interrupted pass's snapshot: newer changes wait for the next
+    count: int | None = None  # how many keys, when ``keys`` is a stream (counted apart)
+
+    @property
+    def size(self) -> int | None:
+        """How many keys the pass will look at (its progress total)."""
+        return len(self.keys) if isinstance(self.keys, list) else self.count
 
 
 def collect(conn: Connection, mapping: TableMapping, marks: Marks, table: LocalTable,
@@ -165,7 +171,8 @@ def collect(conn: Connection, mapping: TableMapping, marks: Marks, table: LocalT
         if not resumed:
             mapping_store.save_local_pass_progress(conn, mapping.name, current, None)
         return LocalChanges(table.stream_keys(conn.engine, where, after=done), set(),
-                            commit_mark, True, commit_progress, resumed)
+                            commit_mark, True, commit_progress, resumed,
+                            table.count_keys(conn, where, after=done))
     # Changes visible now and not at the previous read: committed since, whatever their
     # transaction's age. Both snapshots are explicit, so a transaction committing while this
     # query runs is left for the next read instead of being half-counted.

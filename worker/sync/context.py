@@ -7,6 +7,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from worker.sync import joblog
 from worker.sync.local import LocalTable
 from worker.sync.lookups import Lookups
 from worker.sync.model import Coupling, Direction, Marks, TableMapping
+from worker.sync.progress import READ, PassProgress
 from worker.sync.transfer import (
     FieldValue,
     Plan,
@@ -56,9 +58,16 @@ class PassContext:
     check_cancelled: Callable[[], None]
     on_progress: Callable[[Counter[str]], None] | None = None
     marks: Marks = field(default_factory=Marks)  # as the run found them
+    progress: PassProgress | None = None  # told of each chunk once it committed
     counts: Counter[str] = field(default_factory=Counter)
-    _pending: Counter[str] = field(default_factory=Counter)
-    _errors: list[joblog.RecordError] = field(default_factory=list)
+    # Counters and errors not written yet, per thread. The local→remote pass finishes two
+    # chunks at once on threads of their own (worker.sync.pipeline): each chunk's
+    # transaction writes what its own thread counted, plus what the pass's thread counted
+    # while deciding (records that need no write of their own), never the other chunk's
+    # counts, so the job log never counts work a crash would undo.
+    _pending: dict[int, Counter[str]] = field(default_factory=dict)
+    _errors: dict[int, list[joblog.RecordError]] = field(default_factory=dict)
+    _pass_thread: int = field(default_factory=threading.get_ident)
     # Local keys of the records that failed in this pass: a fresh pass that follows a
     # resumed one in the same run leaves them for the next run's retry instead of failing
     # them twice (which would skip them).
@@ -73,7 +82,11 @@ class PassContext:
 
     def count(self, counter: str, n: int = 1) -> None:
         with self._lock:
-            self._pending[counter] += n
+            self._pending.setdefault(threading.get_ident(), Counter())[counter] += n
+
+    def read(self, records: int) -> None:
+        """A chunk looked at this many records (its progress; not a job log counter)."""
+        self.count(READ, records)
 
     def fail(self, conn: Connection, coupling: Coupling | None, message: str, *,
              local_id: str | None = None, remote_id: str | None = None,
@@ -85,27 +98,72 @@ class PassContext:
             coupling_store.record_failure(conn, coupling, self.direction, self.job_id, message,
                                           may_skip=not transient)
             local_id, remote_id = coupling.local_id, coupling.remote_id
+        me = threading.get_ident()
         with self._lock:
-            self._pending["failed"] += 1
+            self._pending.setdefault(me, Counter())["failed"] += 1
             if local_id is not None:
                 self.failed_keys.add(local_id)
-            self._errors.append(joblog.RecordError(local_id, remote_id, message, detail,
-                                                   remote_record=record))
+            self._errors.setdefault(me, []).append(joblog.RecordError(
+                local_id, remote_id, message, detail, remote_record=record))
+
+    def _threads(self) -> set[int]:
+        """Whose counts a transaction on this thread writes: its own and the pass's."""
+        return {threading.get_ident(), self._pass_thread}
 
     def has_pending(self) -> bool:
-        """Whether counters or errors wait to be written."""
+        """Whether counters or errors wait to be written (records only read do not: a
+        chunk of echoes costs no transaction)."""
         with self._lock:
-            return bool(+self._pending or self._errors)
+            return any(self._errors.get(t) or any(
+                v for k, v in self._pending.get(t, Counter()).items() if k != READ)
+                for t in self._threads())
 
-    def flush(self, conn: Connection) -> None:
-        """Write the chunk's counters and errors in the transaction that wrote its records."""
+    def flush(self, conn: Connection) -> Counter[str]:
+        """Write the chunk's counters and errors in the transaction that wrote its records;
+        returns the counters written."""
+        pending: Counter[str] = Counter()
+        errors: list[joblog.RecordError] = []
         with self._lock:
-            pending, errors = self._pending, self._errors
-            self._pending, self._errors = Counter(), []
+            for t in self._threads():
+                pending.update(self._pending.pop(t, Counter()))
+                errors += self._errors.pop(t, [])
         joblog.add(conn, self.job_id, pending, errors)
-        self.counts.update(pending)
+        with self._lock:
+            self.counts.update(pending)
+        return pending
+
+    @contextmanager
+    def chunk_transaction(self) -> Iterator[Connection]:
+        """The transaction that commits a chunk: its counters and errors are written last
+        in it, and reported (progress, metrics) only after it committed, so nothing shows
+        work that a crash would undo."""
+        with self.engine.begin() as conn:
+            yield conn
+            written = self.flush(conn)
+        self._report(written)
+
+    def expect(self, more: int | None, at_least: bool = False) -> None:
+        """The pass has ``more`` records to go (its progress total; None: not known);
+        ``at_least``: the figure is a lower bound (a count the service capped)."""
+        if self.progress is not None:
+            self.progress.expect(more, at_least=at_least)
+
+    def report_reads(self, *, pass_over: bool = False) -> None:
+        """Report the reads not written with a chunk: this thread's (and the pass's) when
+        a chunk with nothing to write ends; everyone's when the pass is over."""
+        with self._lock:
+            threads = set(self._pending) if pass_over else self._threads()
+            read = sum(self._pending[t].pop(READ, 0) for t in threads if t in self._pending)
+        self._report(Counter({READ: read}))
+
+    def _report(self, counts: Counter[str]) -> None:
+        """Tell the pass's progress and ``on_progress`` what was committed."""
+        if not +counts:
+            return
+        if self.progress is not None:
+            self.progress.add(counts)
         if self.on_progress is not None:
-            self.on_progress(pending)
+            self.on_progress(counts)
 
     def remote_select(self) -> list[str]:
         names = {self.mapping.remote_key, self.mapping.remote_modified_on}

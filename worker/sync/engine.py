@@ -25,6 +25,7 @@ from worker.sync.local import LocalTable, Reflections
 from worker.sync.lookups import Lookups
 from worker.sync.model import Direction, Marks, TableMapping
 from worker.sync.order import topological_order
+from worker.sync.progress import PassProgress
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,10 @@ class SyncEngine:
         self._validated: dict[str, tuple[str, float]] = {}  # mapping → (definition, when)
 
     def _observe(self, name: str, *args: Any) -> None:
-        if self.observer is not None:
-            try:
-                getattr(self.observer, name)(*args)
-            except Exception:
-                log.exception("pass observer failed")
+        try:  # an observer (or none) may have no method for an event
+            getattr(self.observer, name, lambda *_: None)(*args)
+        except Exception:
+            log.exception("pass observer failed")
 
     def run_mapping(
         self,
@@ -226,6 +226,8 @@ class SyncEngine:
                 validate()
             px = self.context(mapping, direction, job_id, check_cancelled, on_progress,
                               marks)
+            px.progress = PassProgress(mapping.name, direction,
+                                       on_change=partial(self._observe, "pass_progress"))
             if work is not None:
                 work(px)
             elif direction is Direction.TO_INTEGRATION:
@@ -233,6 +235,7 @@ class SyncEngine:
                 to_remote.run(px, full=full, max_lengths=lengths)
             else:
                 from_remote.run(px, full=full)
+            px.report_reads(pass_over=True)
         except Exception as exc:
             message = str(exc) or type(exc).__name__
             row = joblog.fail(self.engine, job_id, message)
@@ -261,14 +264,11 @@ class SyncEngine:
                 local.column(f.local_column, f"field {f.label}: local_column")
         remote = client.entity_set(mapping.entity_set, mapping.remote_key,
                                    mapping.remote_modified_on)
-        progress: Any = None
-        if on_progress is not None:
-            def progress(counts: Counter[str]) -> None:
-                on_progress(mapping.name, direction, counts)
+        report = None if on_progress is None else partial(on_progress, mapping.name, direction)
         return PassContext(
             engine=self.engine, mapping=mapping, local=local, remote=remote, client=client,
             lookups=Lookups(self.engine, mapping, self.tables), direction=direction, job_id=job_id,
-            check_cancelled=check_cancelled, on_progress=progress, marks=marks or Marks())
+            check_cancelled=check_cancelled, on_progress=report, marks=marks or Marks())
 
 
 @contextmanager

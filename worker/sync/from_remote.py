@@ -71,7 +71,7 @@ def run(px: PassContext, *, full: bool) -> None:
     newest: datetime | None = None
     stream = px.remote.read_modified_since(
         since, select=px.remote_select(), filter=mapping.remote_filter, overlap=OVERLAP,
-        after=since is not None and marks.remote_modified_complete)
+        after=since is not None and marks.remote_modified_complete, on_count=px.expect)
     for chunk in chunks(stream):
         px.check_cancelled()
         _Chunk(px, _not_in(px, chunk, retried), count_seen=full).run()

@@ -161,6 +161,14 @@ class LocalTable:
             for (key,) in result:
                 yield str(key)
 
+    def count_keys(self, conn: Connection, where: sa.ColumnElement[bool],
+                   after: str | None = None) -> int:
+        """How many keys :meth:`stream_keys` would give (a pass's total)."""
+        query = sa.select(sa.func.count()).select_from(self.table).where(where)
+        if after is not None:
+            query = query.where(self.key > self.key_value(after))
+        return int(conn.scalar(query) or 0)
+
     def keys_modified_since(self, conn: Connection, column: str, since: Any,
                             where: sa.ColumnElement[bool]) -> list[tuple[str, Any]]:
         col = self.column(column, "local_modified_column")

@@ -139,8 +139,9 @@ class LocalWriter:
             self.restores = []
         if not (self.writes or self.failures or self.successes or self.uncouple
                 or self.deletes or px.has_pending()):
+            px.report_reads()  # nothing to commit: the chunk's reads show now
             return Finished()
-        with px.engine.begin() as conn:
+        with px.chunk_transaction() as conn:
             mark_own_writes(conn)
             inserts = [w for w in self.writes if w.kind == "insert"]
             one_by_one = [w for w in self.writes if w.kind != "insert"]
@@ -153,7 +154,6 @@ class LocalWriter:
                 self._record_failure(conn, f)
             coupling_store.record_successes(conn, FROM, px.job_id, self.successes)
             px.count("uncoupled", coupling_store.delete(conn, self.uncouple))
-            px.flush(conn)
         return Finished()
 
     def _record_failure(self, conn: Connection, f: _Failure) -> None:

@@ -164,7 +164,7 @@ class RemoteWriter:
         px = self.px
         ops = [self._operation(n, w) for n, w in enumerate(self.writes)]
         results = px.client.batch(ops) if ops else []
-        with px.engine.begin() as conn:
+        with px.chunk_transaction() as conn:
             asynchronous_commit(conn)  # what it loses in a crash, the intents find again
             fresh = self.fresh
             for result in results:
@@ -175,7 +175,6 @@ class RemoteWriter:
             coupling_store.record_successes(conn, TO, px.job_id, self.successes)
             px.count("deleted", coupling_store.delete(conn, self.gone))
             coupling_store.delete(conn, self.uncouple)
-            px.flush(conn)
         again = []
         if self.existing:
             again.append(Again(reconciled(px, self.existing)))

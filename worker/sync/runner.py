@@ -46,6 +46,7 @@ class Prepared:
     def __init__(self, px: PassContext, actions: Sequence[Action],
                  records: Iterable[dict[str, Any]]) -> None:
         self.px = px
+        self.decided = len(actions)  # one per record: the chunk's progress
         self.writer = destination_writer(px, records)
         self.for_source: list[Action] = []
         for action in actions:
@@ -59,6 +60,7 @@ class Prepared:
         """Commit the chunk's intents, apply and record it, then what it asks of the source
         side; a connection failure is raised after everything confirmed was recorded. (On
         the pipeline's thread: the next chunk is read and decided meanwhile.)"""
+        self.px.read(self.decided)
         self.writer.commit_intents()
         failure = self._drain(self.writer)
         if self.for_source:

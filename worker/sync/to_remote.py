@@ -66,6 +66,7 @@ def _run_once(px: PassContext, first: list[str], *, full: bool,
     with px.engine.begin() as conn:
         changes = capture.collect(conn, px.mapping, px.marks, px.local, px.where, full=full)
     done = set(first) | px.failed_keys
+    px.expect(None if changes.size is None else len(first) + changes.size)
     work = chain(((chunk, None) for chunk in chunks(first)), (
         (chunk, chunk[-1]) for chunk in chunks(k for k in changes.keys if k not in done)))
     with ChunkPipeline(px.engine, changes.commit_progress) as pipeline:
