@@ -110,42 +110,7 @@ class LocalTable:
                 raise  # the query itself is wrong (and the transaction is aborted)
             # A value the driver cannot load fails the whole result; read row by row so
             # only the rows holding such a value carry Unreadable markers.
-            return self._fetch_one_by_one(conn, values, where)
-
-    def _fetch_one_by_one(self, conn: Connection, values: list[Any],
-                          where: sa.ColumnElement[bool] | None) -> dict[str, Any]:
-        rows: dict[str, Any] = {}
-        for value in values:
-            query = sa.select(self.table).where(self.key == value)
-            if where is not None:
-                query = query.where(where)
-            try:
-                row: Any = conn.execute(query).mappings().first()
-            except sa_exc.DataError as exc:
-                if _server_error(exc):
-                    raise
-                row = self._read_column_by_column(conn, value)
-            if row is not None:
-                rows[str(row[self.key.name])] = row
-        return rows
-
-    def _read_column_by_column(self, conn: Connection, value: Any) -> dict[str, Any] | None:
-        """One row whose values do not all load: each column read alone, the ones that
-        fail replaced by an Unreadable holding the database's text of the value."""
-        texts = conn.execute(sa.select(*[sa.cast(c, sa.Text).label(c.name)
-                                         for c in self.table.c])
-                             .where(self.key == value)).mappings().first()
-        if texts is None:
-            return None
-        row: dict[str, Any] = {}
-        for column in self.table.c:
-            try:
-                row[column.name] = conn.scalar(sa.select(column).where(self.key == value))
-            except sa_exc.DataError as exc:
-                if _server_error(exc):
-                    raise
-                row[column.name] = Unreadable(column.name, str(texts[column.name]))
-        return row
+            return _fetch_one_by_one(self, conn, values, where)
 
     def stream_keys(self, engine: Engine, where: sa.ColumnElement[bool],
                     after: str | None = None) -> Iterator[str]:
@@ -279,6 +244,44 @@ class Reflections:
         """Reflect every table again at its next use (a check looks at them as they are)."""
         with self._lock:
             self._tables.clear()
+
+
+def _fetch_one_by_one(t: LocalTable, conn: Connection, values: list[Any],
+                      where: sa.ColumnElement[bool] | None) -> dict[str, Any]:
+    """``LocalTable.fetch`` when a value the driver cannot load failed the whole result:
+    row by row, so only the rows holding such a value carry Unreadable markers."""
+    rows: dict[str, Any] = {}
+    for value in values:
+        query = sa.select(t.table).where(t.key == value)
+        if where is not None:
+            query = query.where(where)
+        try:
+            row: Any = conn.execute(query).mappings().first()
+        except sa_exc.DataError as exc:
+            if _server_error(exc):
+                raise
+            row = _read_column_by_column(t, conn, value)
+        if row is not None:
+            rows[str(row[t.key.name])] = row
+    return rows
+
+
+def _read_column_by_column(t: LocalTable, conn: Connection, value: Any) -> dict[str, Any] | None:
+    """One row whose values do not all load: each column read alone, the ones that fail
+    replaced by an Unreadable holding the database's text of the value."""
+    texts = conn.execute(sa.select(*[sa.cast(c, sa.Text).label(c.name) for c in t.table.c])
+                         .where(t.key == value)).mappings().first()
+    if texts is None:
+        return None
+    row: dict[str, Any] = {}
+    for column in t.table.c:
+        try:
+            row[column.name] = conn.scalar(sa.select(column).where(t.key == value))
+        except sa_exc.DataError as exc:
+            if _server_error(exc):
+                raise
+            row[column.name] = Unreadable(column.name, str(texts[column.name]))
+    return row
 
 
 def any_of(column: sa.ColumnElement[Any], values: Sequence[Any]) -> Any:
