@@ -122,8 +122,9 @@ class ProgressView:
             if progress is None:  # it ended before its first chunk
                 progress = PassProgress(mapping, direction, clock=self.clock)
                 progress.add(counts)
-            self._write(("\r\x1b[K" if self.tty else "") + clean(progress.summary(error))
-                        + "\n")
+            # The reason of a failed pass is printed once, with the run's summary below.
+            self._write(("\r\x1b[K" if self.tty else "")
+                        + clean(progress.summary("see below" if error else None)) + "\n")
 
     def mapping_finished(self, mapping: str, ok: bool) -> None: ...
 
