@@ -4,6 +4,7 @@ service refuses a request as a whole, unknown outcomes, and where the messages a
 
 from __future__ import annotations
 
+import threading
 import uuid
 from dataclasses import replace
 from datetime import datetime
@@ -198,3 +199,25 @@ def test_batch_with_bulk_messages_reports_an_unanswered_request_as_unknown(
         assert all(r.unknown and not r.ok for r in results)  # the delete was not sent
         assert connection_failure(results) is not None
         assert emulator.store.count("accounts") == 4  # written: only the answer was lost
+
+
+def test_refused_bulk_requests_in_parallel_fall_back_without_freezing(
+        emulator: EmulatorServer) -> None:
+    """Every bulk request of a call refused at once, each falling back to $batch on the
+    client's threads: the fallbacks run on the thread that holds them, so the call cannot
+    wait on a pool its own requests have filled."""
+    with client_for(emulator, bulk_messages="on", bulk_size=2, batch_size=1,
+                    concurrency=2) as client:
+        accounts = client.entity_set("accounts", "accountid")
+        names = [name for n in range(4) for name in (f"ok {n}", "x" * 500)]
+        done: list[Any] = []
+        caller = threading.Thread(target=lambda: done.append(
+            client.batch(_creates(accounts, names))), daemon=True)
+        caller.start()
+        caller.join(120)
+        if not done:  # free the pool's threads, so that closing the client returns
+            client.executor().shutdown(wait=False, cancel_futures=True)
+            pytest.fail("the call never returned (its fallbacks waited on a full pool)")
+        assert [r.ok for r in done[0]] == [True, False] * 4
+        assert emulator.store.count("accounts") == 4
+        assert _stats(emulator)["by_message"] == {"CreateMultiple": 4}

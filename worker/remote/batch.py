@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import wait
@@ -336,14 +337,29 @@ def _error_body(exc: RemoteError) -> bytes:
     return json.dumps({"error": {"code": exc.code or "", "message": exc.message}}).encode()
 
 
+_pool_thread = threading.local()  # set while a thread runs an item of ``parallel``
+
+
 def parallel(client: ODataClient, fn: Callable[[T], R], items: list[T],
               sequential: bool = False) -> Iterator[R]:
     """``map(fn, items)`` on the client's threads (at most its concurrency at a time),
-    results in order; the first exception propagates once every item has finished."""
-    if sequential or len(items) <= 1 or client.settings.concurrency <= 1:
+    results in order; the first exception propagates once every item has finished. Called
+    from one of those threads (a refused bulk request falling back to $batch), the items
+    run on that thread: waiting on the pool from inside it could wait forever once its
+    own requests fill it."""
+    if sequential or len(items) <= 1 or client.settings.concurrency <= 1 \
+            or getattr(_pool_thread, "busy", False):
         yield from map(fn, items)
         return
-    futures = [client.executor().submit(fn, item) for item in items]
+
+    def run(item: T) -> R:
+        _pool_thread.busy = True
+        try:
+            return fn(item)
+        finally:
+            _pool_thread.busy = False
+
+    futures = [client.executor().submit(run, item) for item in items]
     wait(futures)
     for future in futures:
         yield future.result()
