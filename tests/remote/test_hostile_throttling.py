@@ -40,3 +40,26 @@ def test_retry_after_is_always_finite() -> None:
         assert parse_retry_after(junk) is None, junk
     assert parse_retry_after("9" * 30) == 1e9
     assert parse_retry_after("-3") == 0.0
+
+
+@pytest.mark.parametrize(("header", "value"), [
+    ("x-ms-dop-hint", "inf"), ("x-ms-dop-hint", "1e999"), ("x-ms-dop-hint", "nan"),
+    ("x-ms-ratelimit-burst-remaining-xrm-requests", "1e999"),
+    ("x-ms-ratelimit-burst-remaining-xrm-requests", "-inf"),
+    ("x-ms-ratelimit-time-remaining-xrm-requests", "inf"),
+])
+def test_a_pacing_hint_that_is_no_finite_number_is_ignored(header: str, value: str) -> None:
+    answered = []
+
+    def respond(handler: Handler, seen: Seen) -> None:
+        # The hint once, then ordinary figures: an infinite maximum once taken in would
+        # break every later computation of the limit.
+        hint = value if not answered else "5"
+        answered.append(seen.path)
+        handler.json(200, {"value": []}, {header: hint})
+
+    with hostile(respond) as crm, client_of(crm, concurrency=4) as client:
+        for _ in range(3):
+            assert list(client.entity_set("accounts", "accountid").read()) == []
+        assert 1 <= client.transport._slots.limit <= 4
+    assert len(answered) == 3

@@ -26,6 +26,7 @@ remaining count and a 429 still closes the throttle gate as before.
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 import time
 from collections import deque
@@ -62,14 +63,15 @@ def concurrency(maximum: int, hints: Hints, window: float) -> int:
 
 
 def number(text: str | None) -> float | None:
-    """``5999``, ``1,200.00``: a number with grouping commas; None when absent or not one."""
+    """``5999``, ``1,200.00``: a number with grouping commas; None when absent or not a
+    finite number >= 0 (``inf`` would overflow every later limit computed from it)."""
     if text is None:
         return None
     try:
         value = float(text.replace(",", "").strip())
     except ValueError:
         return None
-    return value if value >= 0 else None
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 class Pacer:
@@ -117,7 +119,9 @@ class Pacer:
         horizon = self._prune(self._clock())
         # The reserve covers requests in flight: ours started before the one whose reply
         # taught the limit may have reached the service after it.
-        if len(self._starts) < self.window_limit - RESERVE - self.limit:
+        # None of ours in the window (a window learnt smaller than the reserve, or the
+        # headers seen only after requests not counted): nothing to wait for.
+        if not self._starts or len(self._starts) < self.window_limit - RESERVE - self.limit:
             return None
         return max(0.001, self._starts[0] - horizon)
 
