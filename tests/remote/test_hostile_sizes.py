@@ -12,7 +12,7 @@ import zlib
 import pytest
 
 from tests.support.hostile import Handler, Seen, client_of, hostile
-from worker.remote.errors import RemoteProtocolError, RemoteUnavailable
+from worker.remote.errors import RemoteAuthError, RemoteProtocolError, RemoteUnavailable
 
 
 @functools.cache
@@ -61,8 +61,11 @@ def test_a_reply_larger_than_the_limit_is_refused(declared: bool) -> None:
         assert list(client.entity_set("accounts", "accountid").read()) == []
 
 
-def _trickle(where: str):  # type: ignore[no-untyped-def]
+def _trickle(where: str, only: str = ""):  # type: ignore[no-untyped-def]
     def respond(handler: Handler, seen: Seen) -> None:
+        if not seen.path.startswith(only):
+            handler.json(200, {"value": []})
+            return
         handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
         if where == "headers":
             handler.wfile.write(b"X-Pad: ")
@@ -83,6 +86,28 @@ def test_a_trickling_server_is_cut_off_at_the_deadline(where: str) -> None:
             pytest.raises(RemoteUnavailable, match="timed out") as caught:
         list(client.entity_set("accounts", "accountid").read())
     assert "read_timeout 2 s" in str(caught.value)
+
+
+@pytest.mark.parametrize("auth", ["oauth2", "managed_identity"])
+def test_a_trickling_token_endpoint_is_cut_off_at_the_deadline(
+        auth: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with hostile(_trickle("body", only="/token")) as crm:
+        if auth == "oauth2":
+            signing_in = {"client_id": "app", "client_secret": "s3cret",
+                          "token_url": f"{crm.origin}/token"}
+        else:  # an App Service identity endpoint, msal's request
+            monkeypatch.setenv("IDENTITY_ENDPOINT", f"{crm.origin}/token")
+            monkeypatch.setenv("IDENTITY_HEADER", "header-value")
+            signing_in = {}
+        started = time.monotonic()
+        with client_of(crm, auth=auth, connect_timeout=1, read_timeout=2, max_retries=0,
+                       **signing_in) as client, \
+                pytest.raises(RemoteAuthError, match="timed out") as caught:
+            list(client.entity_set("accounts", "accountid").read())
+        elapsed = time.monotonic() - started
+    assert elapsed < 10  # the trickle lasts 20 s; the deadline is 3 s
+    assert "s3cret" not in str(caught.value)
+    assert [s.path.partition("?")[0] for s in crm.seen] == ["/token"]  # no retry, no read
 
 
 def test_a_token_reply_larger_than_the_limit_is_refused() -> None:

@@ -28,6 +28,7 @@ from worker.remote.classify import (
     unreachable,
 )
 from worker.remote.config import ConnectionSettings, TokenEndpointAuthMethod, foreground
+from worker.remote.deadlines import whole_request
 from worker.remote.errors import RemoteAuthError, origin_of
 from worker.remote.retry import RetryPolicy
 from worker.remote.secrets import Secret, scrub
@@ -132,9 +133,10 @@ class ClientCredentials(RenewingToken):
         while True:
             attempt += 1
             try:
-                response = self._session.post(
-                    self._token_url, data=form, timeout=self._timeout,
-                    headers=headers, allow_redirects=False)
+                with whole_request(sum(self._timeout)):
+                    response = self._session.post(
+                        self._token_url, data=form, timeout=self._timeout,
+                        headers=headers, allow_redirects=False)
             except TRANSIENT_EXCEPTIONS as exc:
                 delay = None if foreground() and unreachable(exc) else self._policy.delay(attempt)
                 if delay is None:

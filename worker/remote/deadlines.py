@@ -109,6 +109,23 @@ def _shut(connection: Any) -> None:
 WATCHER = Watcher()
 
 
+@contextmanager
+def whole_request(seconds: float) -> Iterator[None]:
+    """The exchange this thread makes inside the block (through a session with a
+    :class:`DeadlineAdapter`) ends ``seconds`` from now: one still running then fails as
+    ``requests.ReadTimeout``, also when what had arrived looked complete (headers ended
+    by the shut socket). For requests whose reply is read whole, such as a token's."""
+    with WATCHER.watch(seconds) as watch:
+        try:
+            yield
+        except requests.RequestException:
+            if watch.expired:
+                raise requests.ReadTimeout("the reply did not complete in time") from None
+            raise
+    if watch.expired:
+        raise requests.ReadTimeout("the reply did not complete in time")
+
+
 def _note(conn: Any) -> Any:
     watch = getattr(_current, "watch", None)
     if watch is not None:

@@ -36,6 +36,7 @@ from worker.remote.classify import (
     unreachable,
 )
 from worker.remote.config import ConnectionSettings, foreground
+from worker.remote.deadlines import DeadlineAdapter, whole_request
 from worker.remote.errors import RemoteAuthError
 from worker.remote.secrets import MASK, Secret, scrub
 from worker.remote.tokens import DEFAULT_LIFETIME, RenewingToken, token_lifetime
@@ -82,6 +83,9 @@ class _TimedSession(requests.Session):
                  like: requests.Session | None = None) -> None:
         super().__init__()
         self._timeout = timeout
+        adapter = DeadlineAdapter(max_retries=0)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
         if like is not None:
             self.hooks["response"] = list(like.hooks.get("response", []))
 
@@ -90,7 +94,8 @@ class _TimedSession(requests.Session):
         kwargs.setdefault("timeout", self._timeout)
         if str(method).upper() == "POST":
             kwargs.setdefault("allow_redirects", False)
-        return super().request(method, url, *args, **kwargs)  # type: ignore[arg-type]
+        with whole_request(sum(self._timeout)):
+            return super().request(method, url, *args, **kwargs)  # type: ignore[arg-type]
 
 
 class _MsalToken(RenewingToken):
