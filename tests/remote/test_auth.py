@@ -165,3 +165,26 @@ def test_generic_basic_against_the_emulator() -> None:
             assert list(client.entity_set("accounts", "accountid").read_pages(top=1)) == [[]]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("method", ["client_secret_post", "client_secret_basic"])
+def test_a_refused_secret_names_the_connection_and_the_settings(method: str) -> None:
+    server = start_emulator(client_id="app id", client_secret="p@ss:word")
+    try:
+        env = {"CRMSYNC_CRM_URL": server.base_url, "CRMSYNC_CRM_TOKEN_URL": server.token_url,
+               "CRMSYNC_CRM_CLIENT_ID": "app id", "CRMSYNC_CRM_CLIENT_SECRET": "wrong:word",
+               "CRMSYNC_CRM_TOKEN_ENDPOINT_AUTH_METHOD": method}
+        with ODataClient(load_connection(env=env)) as client, \
+                pytest.raises(RemoteAuthError) as info:
+            list(client.entity_set("accounts", "accountid").read_pages(top=1))
+    finally:
+        server.stop()
+    line = str(info.value)
+    assert line.startswith(f"POST {server.token_url}: HTTP 401 [invalid_client] connection "
+                           f"'crm' could not sign in at its token_url (client id app id, "
+                           f"{method}): AADSTS7000215: Invalid client secret provided.")
+    assert line.endswith("check CRMSYNC_CRM_CLIENT_SECRET and CRMSYNC_CRM_CLIENT_ID (or "
+                         "CRMSYNC_CRM_TOKEN_ENDPOINT_AUTH_METHOD: the endpoint may want "
+                         + ("client_secret_basic)" if method == "client_secret_post"
+                            else "client_secret_post)"))
+    assert "wrong" not in line and "\n" not in line

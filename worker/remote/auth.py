@@ -95,6 +95,7 @@ class ClientCredentials(RenewingToken):
         timeout: tuple[float, float],
         policy: RetryPolicy,
         auth_method: TokenEndpointAuthMethod = "client_secret_post",
+        where: Callable[[str], str] = str,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -107,6 +108,7 @@ class ClientCredentials(RenewingToken):
         self._timeout = timeout
         self._policy = policy
         self._auth_method = auth_method
+        self._where = where
         self._sleep = sleep
 
     def _credentials(self) -> list[str]:
@@ -180,13 +182,29 @@ class ClientCredentials(RenewingToken):
             # Not an OAuth2 error document: show the start of what came back (a proxy's
             # page, or a form echo), scrubbed like everything else.
             message = response.content[:300].decode("utf-8", "replace").strip() or None
-        text = message or response.reason or "token request refused"
+        said = message or response.reason or "token request refused"
         known = [self._client_secret.reveal()]
+        text = (f"connection {self._connection!r} could not sign in at its token_url "
+                f"(client id {self._client_id}, {self._auth_method}): {said[:500]}; "
+                f"check {self._hint(code)}")
         return RemoteAuthError(scrub(text, known), status=response.status_code,
                                code=scrub(code, known) if code else None,
                                method="POST", path=_path(self._token_url),
                                origin=origin_of(self._token_url))
 
+    def _hint(self, error: str | None) -> str:
+        """The settings to look at for an OAuth2 ``error`` (RFC 6749 5.2), as the user
+        set them."""
+        if error == "invalid_scope":
+            return self._where("scope")
+        if error in ("unauthorized_client", "unsupported_grant_type", "invalid_grant"):
+            return (f"{self._where('client_id')} (the endpoint does not let this client use "
+                    "the client credentials grant)")
+        method = self._where("token_endpoint_auth_method")
+        other = ("client_secret_post" if self._auth_method == "client_secret_basic"
+                 else "client_secret_basic")
+        return (f"{self._where('client_secret')} and {self._where('client_id')} (or "
+                f"{method}: the endpoint may want {other})")
 
 
 def _path(url: str) -> str:
@@ -223,6 +241,7 @@ def authenticator_for(settings: ConnectionSettings, session: requests.Session) -
         timeout=settings.timeout,
         policy=settings.retry_policy,
         auth_method=settings.token_endpoint_auth_method,
+        where=settings.source,
     )
 
 
