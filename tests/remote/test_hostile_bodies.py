@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.hostile import Handler, Seen, client_of, hostile
 from worker.remote.auth import token_lifetime
+from worker.remote.bulk import BulkRecord
 from worker.remote.errors import RemoteAuthError, RemoteError, RemoteProtocolError
 
 DEEP = b"[" * 100_000
@@ -73,3 +74,31 @@ def test_expires_in_is_clamped(raw: object, seconds: float) -> None:
 def test_an_expires_in_that_is_no_number_is_refused(raw: object) -> None:
     with pytest.raises((TypeError, ValueError)):
         token_lifetime(raw)
+
+
+def test_deeply_nested_json_from_a_managed_identity_endpoint_is_an_auth_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def respond(handler: Handler, seen: Seen) -> None:
+        handler.raw(200, b'{"access_token": ' + DEEP, {"Content-Type": "application/json"})
+
+    with hostile(respond) as crm:
+        monkeypatch.setenv("IDENTITY_ENDPOINT", f"{crm.origin}/token")
+        monkeypatch.setenv("IDENTITY_HEADER", "header-value")
+        with client_of(crm, auth="managed_identity") as client, \
+                pytest.raises(RemoteAuthError, match="not JSON"):
+            list(client.entity_set("accounts", "accountid").read())
+
+
+def test_deeply_nested_ids_of_a_bulk_create_leave_the_keys_sent() -> None:
+    keys = [f"00000000-0000-0000-0000-00000000000{n}" for n in range(2)]
+
+    def respond(handler: Handler, seen: Seen) -> None:
+        if seen.path.endswith("CreateMultiple"):
+            handler.raw(200, b'{"Ids": ' + DEEP, {"Content-Type": "application/json"})
+        else:
+            handler.raw(404, b"", {})  # no $metadata: the entity type by Dataverse's naming
+
+    with hostile(respond) as crm, client_of(crm, bulk_messages="on") as client:
+        results = client.entity_set("accounts", "accountid").create_multiple(
+            [BulkRecord(key, {"name": "n"}) for key in keys], read_back=False)
+    assert [(r.ok, r.key) for r in results] == [(True, key) for key in keys]

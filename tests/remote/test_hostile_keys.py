@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.hostile import Handler, Seen, client_of, hostile
 from worker.remote.batch import Operation
+from worker.remote.bulk import BulkRecord
 from worker.remote.filters import FilterError
 
 TRAVERSAL = "x/../../Orders(5)?"
@@ -67,3 +68,18 @@ def test_a_key_with_control_characters_is_refused_before_sending(key: str) -> No
                                             etag='W/"1"\r\nX-Injected: 1')])
         assert not result.ok and "control character" in str(result.error)
     assert crm.seen == []
+
+
+def test_an_alternate_key_stays_inside_its_parentheses() -> None:
+    with hostile(_ok) as crm, client_of(crm, bulk_messages="off") as client:
+        accounts = client.entity_set("accounts", "accountid")
+        accounts.upsert_multiple([BulkRecord(None, {"name": "n"},
+                                             alternate={"accountnumber": TRAVERSAL})],
+                                 read_back=False)
+        (result,) = accounts.upsert_multiple(
+            [BulkRecord(None, {"name": "n"}, alternate={"accountnumber": "a\r\nX-Injected: 1"})],
+            read_back=False)
+        assert not result.ok and "control character" in str(result.error)
+    (seen,) = crm.seen  # the second upsert sent nothing
+    assert ("PATCH accounts(accountnumber='x%2F..%2F..%2FOrders%285%29%3F') HTTP/1.1"
+            in seen.body.decode())

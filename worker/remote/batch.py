@@ -150,9 +150,7 @@ def upsert_call(entity_set: EntitySet, key: str, values: Mapping[str, Any],
 
 def alternate_url(entity_set: EntitySet, alternate: Mapping[str, Any]) -> str:
     """``…/accounts(accountnumber='C1')``: a record by its alternate key."""
-    pairs = ",".join(f"{filters.prop(name)}={filters.literal(value)}"
-                     for name, value in alternate.items())
-    return f"{entity_set.url}({pairs})"
+    return f"{entity_set.url}({filters.alternate_segment(alternate)})"
 
 
 def connection_failure(results: Sequence[OperationResult]) -> CrmsyncError | None:

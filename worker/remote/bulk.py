@@ -271,7 +271,7 @@ def _body(entity_set: EntitySet, kind: BulkKind, ops: list[Operation]) -> bytes:
         target: dict[str, Any] = {"@odata.type": odata_type, **op.values}
         if op.alternate:
             target["@odata.id"] = (f"{entity_set.name}("
-                                   f"{_alternate_text(op.alternate)})")
+                                   f"{filters.alternate_segment(op.alternate)})")
         else:
             target[entity_set.key] = wire.key_value(op.key, entity_set.key_type)
         targets.append(target)
@@ -281,7 +281,7 @@ def _body(entity_set: EntitySet, kind: BulkKind, ops: list[Operation]) -> bytes:
 def _ids(body: bytes) -> list[str] | None:
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # then the keys sent are the ones created
         return None
     ids = doc.get("Ids") if isinstance(doc, dict) else None
     return [str(i) for i in ids] if isinstance(ids, list) else None

@@ -217,7 +217,8 @@ class EntraApplication(_MsalToken):
         try:
             result: dict[str, Any] = app.acquire_token_for_client(
                 scopes=[self._settings.scope])
-        except ValueError:  # msal's json.loads of a body that is no JSON (a proxy's page)
+        except (ValueError, RecursionError):  # msal's json.loads of a body that is no
+            # JSON (a proxy's page), or JSON nested deeper than the parser's stack
             raise RemoteAuthError(
                 f"{self._who()}: the token endpoint answered something that is not JSON; "
                 f"check {self._settings.source('authority')} (and any proxy between)"
@@ -288,7 +289,7 @@ class ManagedIdentity(_MsalToken):
         try:
             result: dict[str, Any] = self._client.acquire_token_for_client(
                 resource=self._resource)
-        except ValueError:  # msal's json.loads of a body that is no JSON
+        except (ValueError, RecursionError):  # msal's json.loads of a body that is no JSON
             raise RemoteAuthError(
                 f"{self._who()}: the endpoint answered something that is not JSON") from None
         return result

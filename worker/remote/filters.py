@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Literal
@@ -113,6 +113,24 @@ def key_segment(key: object, key_type: KeyType = "guid") -> str:
     ``%``, spaces or parentheses in a string key stay inside the key instead of
     addressing another resource."""
     return quote(key_literal(key, key_type), safe="'")
+
+
+def alternate_key(alternate: Mapping[str, object]) -> str:
+    """An alternate key as it appears in ``set(<key>)``: ``accountnumber='C1'``, pairs
+    joined by commas. A string value with a control character is refused, as a string
+    key is."""
+    pairs = []
+    for name, value in alternate.items():
+        if isinstance(value, str) and any(_control(c) for c in value):
+            raise FilterError(f"alternate key {name} {value!r} contains a control character "
+                              "(refused: it could end a header or request line)")
+        pairs.append(f"{prop(name)}={literal(value)}")
+    return ",".join(pairs)
+
+
+def alternate_segment(alternate: Mapping[str, object]) -> str:
+    """:func:`alternate_key` percent-encoded for a URL path, as :func:`key_segment`."""
+    return quote(alternate_key(alternate), safe="'=,")
 
 
 def _control(char: str) -> bool:
