@@ -1,7 +1,8 @@
 """Anyone who can reach the listener of ``crmsync run`` (``/metrics``, ``/healthz``,
 ``/readyz``, the webhook) gets nothing: 200 slow and 1,000 idle connections neither starve
 ``/metrics`` nor the worker's descriptors; a malformed request is a 400 with at most one
-DEBUG line, never a traceback, never the key; a flood of bad keys is one WARNING."""
+DEBUG line, never a traceback, never the key; a flood of bad keys is one WARNING; a flood
+of checks and scrapes costs the database a few transactions; an IPv6 address is bound."""
 
 from __future__ import annotations
 
@@ -14,15 +15,18 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
+import sqlalchemy as sa
 
 from tests.acceptance.conftest import ROOT, crmsync_executable
 from tests.freshness.test_run_command import free_port
 from tests.support.waiting import wait_for
+from worker.db.engine import create_engine
 
 SECRET = "a-webhook-key-no-log-may-show"
 HELLO = bytes.fromhex("16030100a5010000a10303") + os.urandom(32) + b"\x00" * 40
@@ -48,25 +52,30 @@ class Running:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
 
-@pytest.fixture
-def running(database_url: str, tmp_path: Path) -> Iterator[Running]:
+@contextlib.contextmanager
+def crmsync_run(database_url: str, tmp_path: Path, host: str = "127.0.0.1",
+                port: int | None = None) -> Iterator[Running]:
+    """``crmsync run`` with its listener on ``host`` and the webhook of connection crm on;
+    its log is checked for the webhook key and tracebacks at the end."""
     (tmp_path / "credentials").mkdir()
     (tmp_path / "credentials" / "crm_webhook_secret").write_text(SECRET + "\n")
-    port = free_port()
+    port = port or free_port()
+    bracketed = f"[{host}]" if ":" in host else host
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRMSYNC_")}
     env.update({
         "CRMSYNC_DATABASE_URL": database_url, "CRMSYNC_CRM_URL": "http://127.0.0.1:9/api",
         "CRMSYNC_CRM_WEBHOOK": "true", "CREDENTIALS_DIRECTORY": str(tmp_path / "credentials"),
-        "CRMSYNC_METRICS_ADDRESS": f"127.0.0.1:{port}", "CRMSYNC_LOG_FORMAT": "json",
+        "CRMSYNC_METRICS_ADDRESS": f"{bracketed}:{port}", "CRMSYNC_LOG_FORMAT": "json",
         "CRMSYNC_LOG_LEVEL": "DEBUG", "CRMSYNC_REMOTE_PROBE": "off", "PYTHONPATH": str(ROOT),
     })
     log = tmp_path / "worker.log"
     with log.open("w") as out:
         proc = subprocess.Popen([crmsync_executable(), "run"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{bracketed}:{port}"
     try:
-        wait_for(lambda: _answers(url), timeout=30)
+        wait_for(lambda: _answers(url) or proc.poll() is not None, timeout=30)
+        assert proc.poll() is None, log.read_text()[-2000:]
         yield Running(url, port, proc, log)
     finally:
         proc.terminate()
@@ -74,6 +83,12 @@ def running(database_url: str, tmp_path: Path) -> Iterator[Running]:
     text = log.read_text()
     assert SECRET not in text
     assert "Traceback" not in text
+
+
+@pytest.fixture
+def running(database_url: str, tmp_path: Path) -> Iterator[Running]:
+    with crmsync_run(database_url, tmp_path) as worker:
+        yield worker
 
 
 def _answers(url: str) -> bool:
@@ -180,3 +195,57 @@ def test_a_flood_of_bad_keys_is_one_warning(running: Running) -> None:
     assert warnings.count("webhook call refused: bad or missing secret") == 1
     assert warnings.count(
         "webhook call for a connection whose configuration fails") <= 1
+
+
+def _commits(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(sa.text(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")))
+
+
+def test_a_flood_of_checks_and_scrapes_costs_the_database_a_few_reads(
+        running: Running, database_url: str) -> None:
+    """/healthz asks the database once a second at most, and the cluster gauges are read
+    once per cache period however many scrapes arrive together: thousands of requests
+    cost the pool the worker claims with a few transactions, not one each."""
+    engine = create_engine(database_url, pool_size=1)
+    seconds = 5.0
+
+    def ask(n: int) -> int:
+        asked = 0
+        stop = time.monotonic() + seconds
+        with requests.Session() as session:
+            while time.monotonic() < stop:
+                path = "/healthz" if (asked + n) % 2 else "/metrics"
+                assert session.get(f"{running.url}{path}", timeout=30).status_code == 200
+                asked += 1
+        return asked
+
+    try:
+        commits = _commits(engine)
+        time.sleep(seconds)
+        idle = _commits(engine) - commits
+        commits = _commits(engine)
+        with ThreadPoolExecutor(8) as pool:
+            asked = sum(pool.map(ask, range(8)))
+        flooded = _commits(engine) - commits
+    finally:
+        engine.dispose()
+    print(f"\n{asked} requests in {seconds:.0f} s: {flooded} database transactions "
+          f"({idle} in as long without them)")
+    assert asked > 200
+    # One check a second, one cluster read per 5 s, and the worker's own work.
+    assert flooded <= idle + 2 * seconds + 10
+
+
+def test_the_listener_binds_an_ipv6_address(database_url: str, tmp_path: Path) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+            port = int(probe.getsockname()[1])
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    with crmsync_run(database_url, tmp_path, host="::1", port=port) as worker:
+        assert worker.url == f"http://[::1]:{port}"
+        reply = requests.get(f"{worker.url}/metrics", timeout=10)
+        assert reply.status_code == 200 and "crmsync_build_info" in reply.text
