@@ -1,10 +1,12 @@
 """The listener's own behaviour on loopback: IPv6 addresses, prometheus_client's exposition
-(gzip, OpenMetrics, ``name[]``), checks kept a second however often they are asked, and one
-database read for any number of concurrent scrapes of a stale cluster cache."""
+(gzip, OpenMetrics, ``name[]``), checks kept a second however often they are asked, one
+database read for any number of concurrent scrapes of a stale cluster cache, and a
+connection's settings read once however many webhook calls (for however many names)."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -14,8 +16,12 @@ from typing import Any
 import pytest
 import requests
 
+from worker.errors import ConfigurationError
 from worker.metrics import ClusterCollector
+from worker.remote.config import ConnectionSettings
+from worker.remote.secrets import Secret
 from worker.runtime.http import StatusServer
+from worker.runtime.webhook import Call, WebhookReceiver
 
 
 def _ok() -> dict[str, bool]:
@@ -94,3 +100,26 @@ def test_concurrent_scrapes_of_a_stale_cache_read_the_database_once() -> None:
         for future in futures:
             future.result()
     assert reads == [1]
+
+
+def test_calls_for_made_up_connections_never_make_the_real_one_read_again() -> None:
+    loads: list[str] = []
+
+    def load(name: str) -> ConnectionSettings:
+        loads.append(name)
+        if name != "crm":
+            raise ConfigurationError(f"connection {name!r} has no URL")
+        return ConnectionSettings(name="crm", url="https://crm.example.com/api",
+                                  webhook=True, webhook_secret=Secret("key"))
+
+    receiver = WebhookReceiver(None, None, settings=load)  # type: ignore[arg-type]
+
+    def call(connection: str, key: str) -> int:
+        body = json.dumps({"PrimaryEntityName": "account"}).encode()
+        return receiver.handle(Call(connection, {"code": [key]}, {}, str(len(body)),
+                                    lambda size: body[:size])).status
+
+    for n in range(300):
+        assert call(f"madeup{n}", "key") == 404
+        assert call("crm", "key" if n % 2 else f"guess{n}") in (202, 401)
+    assert loads.count("crm") == 1  # within the cache's seconds, however many names came

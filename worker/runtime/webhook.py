@@ -194,7 +194,9 @@ class WebhookReceiver:
 class SettingsCache:
     """Connection settings (and their secrets) kept a few seconds: a flood of calls reads
     the configuration file and the secret files once per ``seconds``, not once per call.
-    A configuration that fails is remembered the same way."""
+    A configuration that fails (an unknown name too) is remembered the same way; when
+    ``size`` names are kept, a new one takes the place of the oldest failure, so calls for
+    made-up names never push out a connection that loads."""
 
     def __init__(self, load: Callable[[str], ConnectionSettings], seconds: float = 5.0,
                  size: int = 64) -> None:
@@ -213,12 +215,19 @@ class SettingsCache:
                     value: ConnectionSettings | ConfigurationError = self._load(name)
                 except ConfigurationError as exc:
                     value = exc
-                if len(self._entries) >= self._size:  # many names: forget them all
-                    self._entries.clear()
+                self._entries.pop(name, None)
+                if len(self._entries) >= self._size:
+                    self._forget_one()
                 entry = self._entries[name] = (now, value)
         if isinstance(entry[1], ConfigurationError):
             raise entry[1]
         return entry[1]
+
+    def _forget_one(self) -> None:
+        """Drop the oldest failure (entries are in insertion order), else the oldest."""
+        failed = next((n for n, (_, v) in self._entries.items()
+                       if isinstance(v, ConfigurationError)), None)
+        del self._entries[failed if failed is not None else next(iter(self._entries))]
 
 
 class RateLimitedWarnings:
