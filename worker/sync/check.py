@@ -37,11 +37,18 @@ TO, FROM = Direction.TO_INTEGRATION, Direction.FROM_INTEGRATION
 
 @dataclass(frozen=True)
 class Problem:
+    """What is wrong (``message``) with a mapping, and where (a field of it). ``others``:
+    further mappings with the very same problem (their connection's)."""
+
     mapping: str
     where: str
     message: str
+    others: tuple[str, ...] = ()
 
     def __str__(self) -> str:
+        if self.others:
+            return (f"mappings {', '.join((self.mapping, *self.others))}: {self.where}: "
+                    f"{self.message}")
         return f"mapping {self.mapping}: {self.where}: {self.message}"
 
 
@@ -57,7 +64,25 @@ def check_all(engine: Engine, clients: Clients, *, probe_filters: bool = True) -
     for name in names:
         problems.extend(check_mapping(engine, clients, name, probe_filters=probe_filters,
                                       tables=tables))
-    return problems
+    return _once_per_connection(problems)
+
+
+def _once_per_connection(problems: list[Problem]) -> list[Problem]:
+    """A connection whose settings are broken (an expired certificate, a missing secret
+    file) breaks every mapping on it the same way: one line naming them all, where the
+    first of them stood, instead of one line per mapping."""
+    same: dict[str, list[str]] = {}
+    for p in problems:
+        if p.where == "connection_name":
+            same.setdefault(p.message, []).append(p.mapping)
+    merged: list[Problem] = []
+    for p in problems:
+        if p.where != "connection_name":
+            merged.append(p)
+        elif p.message in same:
+            first, *others = same.pop(p.message)
+            merged.append(Problem(first, p.where, p.message, tuple(others)))
+    return merged
 
 
 def check_mapping(engine: Engine, clients: Clients, name: str, *,
