@@ -141,6 +141,8 @@ def test_refused_credentials_fail_with_one_line(cli: Cli, entra: EmulatorServer,
         if command == ["check"]:  # one line for the connection, naming its mappings
             assert out.count("the certificate expired on ") == 1
             line = line.removeprefix(f"mappings {MAPPINGS}: ")
+        else:  # each mapping run failed with it, the mapping named once
+            assert "\nCURRENCY: connection_name: connection 'crm': " in out
         assert line.startswith(f"connection_name: connection 'crm': "
                                f"CRMSYNC_CRM_CLIENT_CERTIFICATE_FILE {str(expired)!r}: ")
         out = cli(*command, status=refused,

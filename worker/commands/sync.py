@@ -184,9 +184,9 @@ def _print_summaries(summaries: list[RunSummary]) -> None:
             rows.append((s.mapping, p.direction.value,
                          *(str(p.counts.get(k, 0)) for k in header[2:])))
     print_table(rows)
-    for s in summaries:  # whole messages, never cut
+    for s in summaries:  # whole messages, never cut; the mapping named once
         if s.error:
-            print(clean(f"{s.mapping}: {s.error}"))
+            print(clean(f"{s.mapping}: {s.error.removeprefix(f'mapping {s.mapping}: ')}"))
 
 
 JOB_COUNTS = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed")
