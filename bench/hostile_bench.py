@@ -8,8 +8,9 @@ And of the listener of a running ``crmsync run`` (on a scratch database crmsync_
 of CRMSYNC_DATABASE_URL's server) against hostile clients: the latency of ``/metrics``
 alone, then while 200 slow connections (a byte every 5 s each) and 1,000 idle ones are
 held, opened once, and again while every one the listener closes is opened again at
-once; the worker's descriptors meanwhile; and the database transactions a flood of
-``/healthz`` and ``/metrics`` costs (its checks and cluster gauges are cached).
+once; the worker's descriptors meanwhile; ``/metrics`` while 32 clients scrape as fast as
+they can; and the database transactions a flood of ``/healthz`` and ``/metrics`` costs (its
+checks and cluster gauges are cached).
 
     python bench/hostile_bench.py [--no-listener]
 
@@ -222,16 +223,16 @@ def running_worker() -> Iterator[tuple[str, int, int, str]]:
         proc.wait(30)
 
 
-def _flood(url: str, seconds: float, threads: int = 8) -> int:
-    """``threads`` clients asking /healthz and /metrics in turn for ``seconds``."""
+def _flood(url: str, seconds: float, threads: int = 8,
+           paths: tuple[str, ...] = ("/healthz", "/metrics")) -> int:
+    """``threads`` clients asking ``paths`` in turn for ``seconds``."""
     stop = time.monotonic() + seconds
 
     def client(n: int) -> int:
         asked = 0
         with requests.Session() as session:
             while time.monotonic() < stop:
-                path = "/healthz" if (asked + n) % 2 else "/metrics"
-                session.get(f"{url}{path}", timeout=30)
+                session.get(f"{url}{paths[(asked + n) % len(paths)]}", timeout=30)
                 asked += 1
         return asked
 
@@ -261,6 +262,13 @@ def listener() -> None:
             print(f"listener: /metrics with {SLOW} slow + {IDLE} idle connections ({how}; "
                   f"{opened} opened, {held} still open at the end): {_latency(loaded)}; "
                   f"worker descriptors {fds} (before {before})")
+        with ThreadPoolExecutor(1) as pool:
+            flood = pool.submit(_flood, url, 12, 32, ("/metrics",))
+            time.sleep(2)
+            flooded_scrapes = _scrapes(url, 20)
+            asked = flood.result()
+        print(f"listener: /metrics while 32 other clients scrape as fast as they can ({asked} "
+              f"scrapes in 12 s): {_latency(flooded_scrapes)}")
         engine = create_engine(db_url, pool_size=1)
         try:
             time.sleep(6)  # the cluster gauges' cache (5 s) stale, the crowd gone

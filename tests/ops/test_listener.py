@@ -1,6 +1,7 @@
 """The listener's own behaviour on loopback: IPv6 addresses, prometheus_client's exposition
 (gzip, OpenMetrics, ``name[]``), checks kept a second however often they are asked, one
-database read for any number of concurrent scrapes of a stale cluster cache, and a
+database read for any number of concurrent scrapes of a stale cluster cache, a flood of
+scrapes rendered twice a second (two in a row still fresh), and a
 connection's settings read once however many webhook calls (for however many names)."""
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from typing import Any
 
 import pytest
 import requests
+from prometheus_client import Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from worker.errors import ConfigurationError
-from worker.metrics import ClusterCollector
+from worker.metrics import REGISTRY, ClusterCollector
 from worker.remote.config import ConnectionSettings
 from worker.remote.secrets import Secret
 from worker.runtime.http import StatusServer
@@ -80,6 +84,48 @@ def test_healthz_asks_its_checks_about_once_a_second() -> None:
         status.stop()
     assert answers == [200] * 100
     assert len(calls) <= elapsed + 1  # 100 requests, one check per second at most
+
+
+def test_a_flood_of_scrapes_renders_the_metrics_twice_a_second_at_most() -> None:
+    renders: list[float] = []
+
+    class Counting(Collector):
+        def collect(self) -> Iterator[Any]:
+            renders.append(time.monotonic())
+            yield GaugeMetricFamily("crmsync_test_renders", "renders", value=len(renders))
+
+    collector = Counting()
+    REGISTRY.register(collector)
+    status = StatusServer("127.0.0.1:0", _ok, _ok).start()
+    try:
+        registered = len(renders)  # register() collects once to learn the names
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            texts = list(pool.map(lambda n: requests.get(
+                f"{status.url}/metrics", timeout=30,
+                headers={"Accept-Encoding": "gzip" if n % 2 else "identity"}).text, range(200)))
+        elapsed = time.monotonic() - started
+        flooded = len(renders) - registered
+        assert "crmsync_test_renders" in requests.get(
+            f"{status.url}/metrics?name[]=crmsync_test_renders", timeout=10).text
+    finally:
+        status.stop()
+        REGISTRY.unregister(collector)
+    assert all("crmsync_test_renders" in text for text in texts)
+    # Two variants (gzip or not), each rendered twice a second at most.
+    assert flooded <= 2 * 2 * (elapsed + 1)
+
+
+def test_two_scrapes_in_a_row_see_what_happened_between_them(server: StatusServer) -> None:
+    counter = Counter("crmsync_test_events", "events", registry=REGISTRY)
+    try:
+        first = requests.get(f"{server.url}/metrics", timeout=10).text
+        counter.inc()
+        second = requests.get(f"{server.url}/metrics", timeout=10).text
+    finally:
+        REGISTRY.unregister(counter)
+    assert "crmsync_test_events_total 0.0" in first
+    assert "crmsync_test_events_total 1.0" in second
 
 
 def test_concurrent_scrapes_of_a_stale_cache_read_the_database_once() -> None:

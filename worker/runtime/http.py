@@ -7,7 +7,8 @@ from the CRM, see :mod:`worker.runtime.webhook`).
 It runs on :class:`~worker.runtime.httpserver.BoundedServer`, so slow, idle or malformed
 clients cannot starve it or the worker. ``/healthz`` and ``/readyz`` answers are kept for a
 second: however often they are asked, the database pool the worker claims with sees one
-``SELECT 1`` a second at most. Request lines are logged without their query string (a
+``SELECT 1`` a second at most; and a flood of scrapes renders ``/metrics`` twice a second
+at most (:class:`KeptScrapes`). Request lines are logged without their query string (a
 webhook key may travel there)."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from worker.errors import ConfigurationError
 from worker.metrics import REGISTRY
@@ -54,6 +56,32 @@ class CachedCheck:
                     self._value = {"check": False}
                 self._at = time.monotonic()
             return self._value
+
+
+class KeptScrapes:
+    """``/metrics`` rendered at most ``per_second`` times a second per variant (the format
+    the ``Accept`` header negotiates, gzip or not); a scrape beyond that gets the latest
+    rendering, less than a second old. So a flood of scrapes costs two renderings a second
+    instead of one per request (rendering holds the interpreter lock the worker's own
+    threads need, and a scrape would wait behind every other one), while an ordinary
+    scrape, or two in a row, always sees what happened before it. Concurrent scrapes wait
+    for one rendering at a time."""
+
+    def __init__(self, render: Callable[[str, bool], Response], per_second: int = 2) -> None:
+        self._render = render
+        self._per_second = per_second
+        self._lock = threading.Lock()
+        self._kept: dict[tuple[str, bool], tuple[list[float], Response]] = {}
+
+    def __call__(self, accept: str, gzip: bool) -> Response:
+        key = (choose_encoder(accept)[1], gzip)  # a handful of variants, whatever is sent
+        with self._lock:
+            now = time.monotonic()
+            kept = self._kept.get(key)
+            times = [t for t in kept[0] if now - t < 1.0] if kept else []
+            if kept is None or len(times) < self._per_second:
+                kept = self._kept[key] = ([*times, now], self._render(accept, gzip))
+            return kept[1]
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -109,6 +137,7 @@ class _Routes:
         self.ready = CachedCheck(ready)
         self.webhooks = webhooks
         self.metrics = make_wsgi_app(REGISTRY)
+        self.kept_scrapes = KeptScrapes(self._render)
 
     def __call__(self, request: Request) -> Response:
         response = self._route(request)
@@ -131,10 +160,15 @@ class _Routes:
         return Response(200 if all(checks.values()) else 503, "application/json", body)
 
     def _scrape(self, request: Request) -> Response:
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": request.path,
-                   "QUERY_STRING": request.query,
-                   "HTTP_ACCEPT": request.headers.get("accept", ""),
-                   "HTTP_ACCEPT_ENCODING": request.headers.get("accept-encoding", "")}
+        accept = request.headers.get("accept", "")
+        gzip = gzip_accepted(request.headers.get("accept-encoding", ""))
+        if "name[]" in parse_qs(request.query):  # a few series: rendered for each
+            return self._render(accept, gzip, request.query)
+        return self.kept_scrapes(accept, gzip)
+
+    def _render(self, accept: str, gzip: bool, query: str = "") -> Response:
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "QUERY_STRING": query,
+                   "HTTP_ACCEPT": accept, "HTTP_ACCEPT_ENCODING": "gzip" if gzip else ""}
         started: list[Any] = []
 
         def start_response(status: str, headers: list[tuple[str, str]]) -> None:
