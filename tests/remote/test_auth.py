@@ -187,4 +187,4 @@ def test_a_refused_secret_names_the_connection_and_the_settings(method: str) -> 
                          "CRMSYNC_CRM_TOKEN_ENDPOINT_AUTH_METHOD: the endpoint may want "
                          + ("client_secret_basic)" if method == "client_secret_post"
                             else "client_secret_post)"))
-    assert "wrong" not in line and "\n" not in line
+    assert "wrong" not in line and "\n" not in line and "Trace ID" not in line

@@ -10,6 +10,7 @@ token while the others wait for it, and a 401 only discards the token that was r
 from __future__ import annotations
 
 import base64
+import re
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -183,6 +184,8 @@ class ClientCredentials(RenewingToken):
             # page, or a form echo), scrubbed like everything else.
             message = response.content[:300].decode("utf-8", "replace").strip() or None
         said = message or response.reason or "token request refused"
+        # Entra's descriptions end in trace and correlation ids no reader acts on.
+        said = re.split(r"\s*(?:Trace ID:|Correlation ID:|Timestamp:)", said)[0] or said
         known = [self._client_secret.reveal()]
         text = (f"connection {self._connection!r} could not sign in at its token_url "
                 f"(client id {self._client_id}, {self._auth_method}): {said[:500]}; "
