@@ -4,18 +4,22 @@ certificate, a managed identity; and the one line a user sees for each refusal."
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qsl
 
+import jwt
 import pytest
 import requests
 
 from tests.support import pki
 from worker.emulator import EmulatorServer, start_emulator
+from worker.emulator.assertions import Registered
 from worker.emulator.auth import TokenIssuer
 from worker.emulator.identity import SYSTEM_ASSIGNED
 from worker.errors import ConfigurationError
@@ -262,6 +266,45 @@ def test_a_certificate_near_its_end_is_a_warning(caplog: pytest.LogCaptureFixtur
     assert warning.levelno == logging.WARNING
     assert getattr(warning, "days_left", None) == 10
     assert getattr(warning, "setting", None) == "CRMSYNC_CRM_CLIENT_CERTIFICATE"
+
+
+class RecordingAuthority(FlakyAuthority):
+    """An https authority that grants every token request and keeps the forms it got."""
+
+    forms: list[dict[str, str]] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+        type(self).forms.append(dict(parse_qsl(body)))
+        self.answer(200, {"token_type": "Bearer", "expires_in": 3600, "access_token": "t"})
+
+
+def test_the_assertion_names_the_certificate_by_its_sha256_thumbprint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Entra ID deprecates the SHA-1 thumbprint (x5t); msal sends x5t#S256 (and PS256) only
+    # when it is given the certificate and no SHA-1 thumbprint.
+    context, bundle = pki.server_tls(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordingAuthority)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    RecordingAuthority.forms = []
+    try:
+        settings = load_connection(env={
+            "CRMSYNC_CRM_URL": "https://127.0.0.1:1/api", "CRMSYNC_CRM_TENANT": TENANT,
+            "CRMSYNC_CRM_AUTHORITY": f"127.0.0.1:{server.server_address[1]}",
+            "CRMSYNC_CRM_CLIENT_ID": CLIENT_ID,
+            "CRMSYNC_CRM_CLIENT_CERTIFICATE": REGISTERED.combined()})
+        with requests.Session() as session:
+            assert authenticator_for(settings, session).authorization() == "Bearer t"
+    finally:
+        server.shutdown()
+        server.server_close()
+    header = jwt.get_unverified_header(RecordingAuthority.forms[0]["client_assertion"])
+    sha256 = Registered.from_pem(REGISTERED.certificate_pem).sha256
+    assert header["alg"] == "PS256" and "x5t" not in header
+    sent = str(header["x5t#S256"]).rstrip("=")  # msal writes it padded with "="
+    assert sent == base64.urlsafe_b64encode(bytes.fromhex(sha256)).decode().rstrip("=")
 
 
 class HugeAuthority(FlakyAuthority):
