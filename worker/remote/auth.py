@@ -223,8 +223,8 @@ def authenticator_for(settings: ConnectionSettings, session: requests.Session) -
             raise ConfigurationError(f"connection {settings.name!r}: bearer auth needs a token")
         return StaticBearer(settings.token)
     if settings.auth == "managed_identity":
-        # msal (and cryptography) are imported on first use: they take about half a second
-        # to import, which a command that never signs in to Entra ID need not wait for.
+        # msal (and cryptography) are imported on first use: a command that never signs in
+        # to Entra ID need not load them (0.1-0.2 s with a warm disk cache, more cold).
         from worker.remote.entra import ManagedIdentity
 
         return ManagedIdentity(settings, session=session)
