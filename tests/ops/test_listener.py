@@ -1,5 +1,6 @@
 """The listener's own behaviour on loopback: IPv6 addresses, prometheus_client's exposition
-(gzip, OpenMetrics, ``name[]``), checks kept a second however often they are asked, one
+(gzip, OpenMetrics, ``name[]``), checks kept a second however often they are asked (and a
+slow one holding one handler thread), one
 database read for any number of concurrent scrapes of a stale cluster cache, a flood of
 scrapes rendered twice a second (two in a row still fresh), and a
 connection's settings read once however many webhook calls (for however many names)."""
@@ -20,6 +21,7 @@ from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from tests.support.waiting import wait_for
 from worker.errors import ConfigurationError
 from worker.metrics import REGISTRY, ClusterCollector
 from worker.remote.config import ConnectionSettings
@@ -84,6 +86,36 @@ def test_healthz_asks_its_checks_about_once_a_second() -> None:
         status.stop()
     assert answers == [200] * 100
     assert len(calls) <= elapsed + 1  # 100 requests, one check per second at most
+
+
+def test_a_slow_check_holds_one_handler_thread_not_all() -> None:
+    slow = threading.Event()
+    release = threading.Event()
+
+    def health() -> dict[str, bool]:
+        if slow.is_set():
+            release.wait(30)  # a database pool with every connection taken
+        return {"database": True}
+
+    status = StatusServer("127.0.0.1:0", health, _ok).start()
+    try:
+        assert requests.get(f"{status.url}/healthz", timeout=10).status_code == 200
+        slow.set()
+        time.sleep(1.1)  # the kept answer is stale: the next caller asks again
+        with ThreadPoolExecutor(8) as pool:
+            asked = [pool.submit(requests.get, f"{status.url}/healthz", timeout=30)
+                     for _ in range(8)]
+            # The seven others get the previous answer while one waits for the check.
+            wait_for(lambda: sum(f.done() for f in asked) >= 7, timeout=10)
+            scrape = requests.get(f"{status.url}/metrics", timeout=10)
+            done = [f for f in asked if f.done()]
+            release.set()
+    finally:
+        release.set()
+        status.stop()
+    assert len(done) == 7
+    assert all(f.result().json() == {"ok": True, "database": True} for f in done)
+    assert scrape.status_code == 200
 
 
 def test_a_flood_of_scrapes_renders_the_metrics_twice_a_second_at_most() -> None:

@@ -7,9 +7,9 @@ from the CRM, see :mod:`worker.runtime.webhook`).
 It runs on :class:`~worker.runtime.httpserver.BoundedServer`, so slow, idle or malformed
 clients cannot starve it or the worker. ``/healthz`` and ``/readyz`` answers are kept for a
 second: however often they are asked, the database pool the worker claims with sees one
-``SELECT 1`` a second at most; and a flood of scrapes renders ``/metrics`` twice a second
-at most (:class:`KeptScrapes`). Request lines are logged without their query string (a
-webhook key may travel there)."""
+``SELECT 1`` a second at most, and a slow check holds one handler thread; a flood of
+scrapes renders ``/metrics`` twice a second at most (:class:`KeptScrapes`). Request lines
+are logged without their query string (a webhook key may travel there)."""
 
 from __future__ import annotations
 
@@ -36,26 +36,40 @@ CHECK_SECONDS = 1.0
 
 
 class CachedCheck:
-    """A check's answer, kept ``seconds``; concurrent callers of a stale answer wait for
-    one new evaluation instead of each running it."""
+    """A check's answer, kept ``seconds``. One caller at a time evaluates a stale answer;
+    the others get the previous answer meanwhile (they wait only for the very first), so
+    a slow check (a database pool whose connections are all taken) holds one handler
+    thread, never all of them."""
 
     def __init__(self, check: Check, seconds: float = CHECK_SECONDS) -> None:
         self._check = check
         self._seconds = seconds
-        self._lock = threading.Lock()
-        self._value: dict[str, bool] = {}
+        self._cond = threading.Condition()
+        self._value: dict[str, bool] | None = None
         self._at = -float("inf")
+        self._asking = False
 
     def __call__(self) -> dict[str, bool]:
-        with self._lock:
-            if time.monotonic() - self._at >= self._seconds:
-                try:
-                    self._value = dict(self._check())
-                except Exception as exc:  # a failing check is an unhealthy answer
-                    log.warning("health check failed", extra={"error": str(exc)})
-                    self._value = {"check": False}
-                self._at = time.monotonic()
-            return self._value
+        with self._cond:
+            while True:
+                if time.monotonic() - self._at < self._seconds:
+                    return self._value or {}
+                if not self._asking:
+                    self._asking = True
+                    break
+                if self._value is not None:
+                    return self._value
+                self._cond.wait()
+        value = {"check": False}
+        try:
+            value = dict(self._check())
+        except Exception as exc:  # a failing check is an unhealthy answer
+            log.warning("health check failed", extra={"error": str(exc)})
+        finally:
+            with self._cond:
+                self._value, self._at, self._asking = value, time.monotonic(), False
+                self._cond.notify_all()
+        return value
 
 
 class KeptScrapes:
