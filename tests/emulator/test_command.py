@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -14,9 +15,12 @@ import pytest
 import requests
 
 from tests.emulator.helpers import Receiver
+from tests.support import pki
 from worker.cli import build_parser
 from worker.emulator import start_emulator
 from worker.errors import ConfigurationError
+from worker.remote.client import ODataClient
+from worker.remote.config import load_connection
 
 
 def free_port() -> int:
@@ -71,6 +75,70 @@ def test_half_configured_authentication_is_an_error() -> None:
     args = build_parser().parse_args(["emulator", "--client-id", "x"])
     with pytest.raises(ConfigurationError, match="--client-secret"):
         args.func(args)
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--client-certificate", "/nonexistent.pem"], "--client-certificate needs --client-id"),
+    (["--client-id", "x", "--client-certificate", "/nonexistent.pem"],
+     "--client-certificate /nonexistent.pem: No such file"),
+    (["--client-id", "x", "--client-certificate", "KEY"], "not a PEM certificate"),
+    (["--tls-certificate", "CERT"], "--tls-certificate and --tls-key go together"),
+    (["--tls-certificate", "KEY", "--tls-key", "KEY"], "--tls-certificate KEY / --tls-key"),
+])
+def test_bad_sign_in_options_are_errors(argv: list[str], said: str, tmp_path: Path) -> None:
+    pair = pki.certificate("option")
+    (tmp_path / "key.pem").write_text(pair.key_pem)
+    (tmp_path / "cert.pem").write_text(pair.certificate_pem)
+    argv = [{"KEY": str(tmp_path / "key.pem"), "CERT": str(tmp_path / "cert.pem")}.get(a, a)
+            for a in argv]
+    said = said.replace("KEY", str(tmp_path / "key.pem"))
+    args = build_parser().parse_args(["emulator", *argv])
+    with pytest.raises(ConfigurationError, match=re.escape(said)):
+        args.func(args)
+
+
+@pytest.mark.slow
+def test_command_as_an_entra_authority_and_an_identity_endpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What msal needs of an authority (https, the OpenID configuration, client assertions
+    # checked against the registered certificate) and an Azure host's identity endpoint,
+    # from the command alone: crmsync signs in both ways and reads a page.
+    client, server = pki.certificate("client"), pki.certificate("127.0.0.1", key_index=9,
+                                                                 ip="127.0.0.1")
+    files = {name: tmp_path / f"{name}.pem" for name in ("client", "server", "server-key")}
+    files["client"].write_text(client.certificate_pem)
+    files["server"].write_text(server.certificate_pem)
+    files["server-key"].write_text(server.key_pem)
+    port, tenant, client_id = free_port(), "contoso.onmicrosoft.com", "11111111-2222-3333-4444-5"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker", "--log-format", "text", "emulator", "--port", str(port),
+         "--client-id", client_id, "--client-certificate", str(files["client"]),
+         "--tenant", tenant, "--managed-identity", "system",
+         "--tls-certificate", str(files["server"]), "--tls-key", str(files["server-key"])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(files["server"]))
+    base = f"https://127.0.0.1:{port}/api/data/v9.2"
+    try:
+        wait_until_serving(f"https://127.0.0.1:{port}/_admin/stats", process)
+        certificate = {"CRMSYNC_CRM_URL": base, "CRMSYNC_CRM_TENANT": tenant,
+                       "CRMSYNC_CRM_AUTHORITY": f"127.0.0.1:{port}",
+                       "CRMSYNC_CRM_CLIENT_ID": client_id,
+                       "CRMSYNC_CRM_CLIENT_CERTIFICATE": client.combined()}
+        monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", f"https://127.0.0.1:{port}")
+        monkeypatch.delenv("IDENTITY_ENDPOINT", raising=False)
+        identity = {"CRMSYNC_CRM_URL": base, "CRMSYNC_CRM_AUTH": "managed_identity"}
+        for env in (certificate, identity):
+            with ODataClient(load_connection(env=env)) as crm:
+                assert list(crm.entity_set("accounts", "accountid").read_pages(top=1)) == [[]]
+        assert requests.get(f"{base}/accounts").status_code == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
+    assert (f"on: client id '{client_id}' (1 certificate(s)); managed identities system; "
+            f"tenants {tenant}") in stdout
+    assert f"authority      127.0.0.1:{port}" in stdout
+    assert "PRIVATE KEY" not in stdout + stderr
 
 
 @pytest.mark.parametrize(("argv", "said"), [

@@ -8,10 +8,13 @@ import ipaddress
 import logging
 import os
 import signal
+import ssl
+from pathlib import Path
 from types import FrameType
 
 from worker import settings
-from worker.emulator.auth import TOKEN_PATH
+from worker.emulator.auth import TOKEN_PATH, TokenIssuer
+from worker.emulator.identity import SYSTEM_ASSIGNED
 from worker.emulator.profiles import PROFILES
 from worker.emulator.server import EmulatorServer
 from worker.emulator.webhooks import Webhook, parse_header
@@ -36,6 +39,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--client-secret", default=env("CRMSYNC_EMULATOR_CLIENT_SECRET"),
                         help="the client's secret (default: $CRMSYNC_EMULATOR_CLIENT_SECRET; "
                              "prefer the variable: arguments are visible to other users)")
+    parser.add_argument("--client-certificate", action="append", default=[], metavar="PEM",
+                        help="a certificate (its public part) registered on the client: it "
+                             "signs in with a client assertion signed by the certificate's "
+                             "key, checked as Entra ID does (repeatable; with --client-id)")
+    parser.add_argument("--tenant", action="append", default=[],
+                        help="a tenant that exists (repeatable; default: any); others are "
+                             "refused with AADSTS90002")
+    parser.add_argument("--managed-identity", action="append", default=[], metavar="ID",
+                        help="answer as an Azure host's identity endpoints for this identity: "
+                             "'system' (system-assigned) or a user-assigned client id "
+                             "(repeatable)")
+    parser.add_argument("--identity-header", default=env("CRMSYNC_EMULATOR_IDENTITY_HEADER"),
+                        help="App Service's IDENTITY_HEADER the /msi/token endpoint expects "
+                             "(default: $CRMSYNC_EMULATOR_IDENTITY_HEADER)")
+    parser.add_argument("--tls-certificate", metavar="PEM",
+                        help="serve https with this certificate (with --tls-key): msal signs "
+                             "in only against an https authority")
+    parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-certificate")
     parser.add_argument("--token-lifetime", type=int, default=3600,
                         help="seconds an access token is valid (default 3600)")
     parser.add_argument("--sample-users", type=int, default=0, metavar="N",
@@ -62,8 +83,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if (args.client_id is None) != (args.client_secret is None):
+    if args.client_secret is not None and args.client_id is None:
         raise ConfigurationError("crmsync emulator: --client-id and --client-secret go together")
+    if args.client_id is not None and args.client_secret is None and not args.client_certificate:
+        raise ConfigurationError("crmsync emulator: --client-id needs --client-secret or "
+                                 "--client-certificate")
     if args.token_lifetime < 1 or args.sample_users < 0:
         raise ConfigurationError("crmsync emulator: --token-lifetime must be at least 1 and "
                                  "--sample-users not negative")
@@ -71,10 +95,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.page_size is not None and not 1 <= args.page_size <= 5000:
         raise ConfigurationError(f"crmsync emulator: --page-size {args.page_size}: expected "
                                  "1-5000")
+    issuer, tls = _issuer(args), _tls(args)
     try:
-        server = EmulatorServer(args.host, args.port, client_id=args.client_id,
-                                client_secret=args.client_secret,
-                                token_lifetime=args.token_lifetime,
+        server = EmulatorServer(args.host, args.port, auth=issuer, tls=tls,
                                 sample_users=args.sample_users, data_file=args.data_file,
                                 change_retention=args.change_retention_seconds,
                                 profile=args.profile, page_size=args.page_size,
@@ -91,11 +114,52 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     print(_banner(server, args), flush=True)
-    log.info("emulator listening", extra={"url": server.base_url,
-                                          "auth": args.client_id is not None})
+    log.info("emulator listening", extra={"url": server.base_url, "auth": issuer.required})
     server.serve_forever()
     log.info("emulator stopped", extra={"requests": server.stats.snapshot()["requests"]})
     return 0
+
+
+def _issuer(args: argparse.Namespace) -> TokenIssuer:
+    """The sign-in the options ask for: a client (secret and / or certificates), tenants,
+    managed identities; none of them: no authentication."""
+    if args.client_certificate and args.client_id is None:
+        raise ConfigurationError("crmsync emulator: --client-certificate needs --client-id")
+    certificates = [_certificate(path) for path in args.client_certificate]
+    identities = [SYSTEM_ASSIGNED if i == "system" else i for i in args.managed_identity]
+    return TokenIssuer(args.client_id, args.client_secret, args.token_lifetime,
+                       certificates=certificates, tenants=args.tenant,
+                       managed_identities=identities, identity_header=args.identity_header)
+
+
+def _certificate(path: str) -> str:
+    from cryptography import x509
+
+    where = f"crmsync emulator: --client-certificate {path}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        x509.load_pem_x509_certificate(text.encode())
+    except OSError as exc:
+        raise ConfigurationError(f"{where}: {exc.strerror or exc}") from None
+    except ValueError:  # not UTF-8, or no PEM certificate at its start
+        raise ConfigurationError(f"{where}: not a PEM certificate (-----BEGIN "
+                                 "CERTIFICATE-----)") from None
+    return text
+
+
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if (args.tls_certificate is None) != (args.tls_key is None):
+        raise ConfigurationError("crmsync emulator: --tls-certificate and --tls-key go "
+                                 "together")
+    if args.tls_certificate is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(args.tls_certificate, args.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"crmsync emulator: --tls-certificate {args.tls_certificate} "
+                                 f"/ --tls-key {args.tls_key}: {exc.strerror or exc}") from None
+    return context
 
 
 def _webhooks(args: argparse.Namespace) -> list[Webhook]:
@@ -110,8 +174,7 @@ def _webhooks(args: argparse.Namespace) -> list[Webhook]:
 
 
 def _banner(server: EmulatorServer, args: argparse.Namespace) -> str:
-    auth = (f"on: client id {args.client_id!r}, tokens valid {args.token_lifetime} s"
-            if args.client_id else "off (any request is accepted)")
+    auth = _describe_auth(args)
     data = (f"in memory, loaded from and saved to {args.data_file}" if args.data_file
             else "in memory only (lost at exit)")
     kind = ("the Dataverse Web API" if server.profile.name == "dataverse"
@@ -122,6 +185,8 @@ def _banner(server: EmulatorServer, args: argparse.Namespace) -> str:
         f"  service root   {server.base_url}",
         f"  token endpoint {server.root_url}{TOKEN_PATH}",
         f"  authentication {auth}",
+        *([f"  authority      {server.host}:{server.port} (msal's authority host: "
+           "instance discovery off)"] if args.tls_certificate else []),
         f"  admin          {server.admin_url}/stats | /reset | /faults | /webhooks"
         " | /records/<set>",
         f"  data           {data}; {args.sample_users} sample users",
@@ -134,6 +199,22 @@ def _banner(server: EmulatorServer, args: argparse.Namespace) -> str:
                      "read and change the data.")
     lines.append("Stop with Ctrl-C.")
     return "\n".join(lines)
+
+
+def _describe_auth(args: argparse.Namespace) -> str:
+    parts = []
+    if args.client_id:
+        ways = [*(["secret"] if args.client_secret else []),
+                *([f"{len(args.client_certificate)} certificate(s)"]
+                  if args.client_certificate else [])]
+        parts.append(f"client id {args.client_id!r} ({', '.join(ways)})")
+    if args.managed_identity:
+        parts.append(f"managed identities {', '.join(args.managed_identity)}")
+    if args.tenant:
+        parts.append(f"tenants {', '.join(args.tenant)}")
+    if not parts:
+        return "off (any request is accepted)"
+    return f"on: {'; '.join(parts)}; tokens valid {args.token_lifetime} s"
 
 
 def _is_loopback(host: str) -> bool:
