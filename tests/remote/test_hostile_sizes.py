@@ -107,6 +107,7 @@ def test_a_trickling_token_endpoint_is_cut_off_at_the_deadline(
         elapsed = time.monotonic() - started
     assert elapsed < 10  # the trickle lasts 20 s; the deadline is 3 s
     assert "s3cret" not in str(caught.value)
+    assert str(caught.value).count("ReadTimeout") == 1
     assert [s.path.partition("?")[0] for s in crm.seen] == ["/token"]  # no retry, no read
 
 

@@ -23,7 +23,7 @@ from worker.remote.classify import (
     TRANSIENT_EXCEPTIONS,
     Outcome,
     classify,
-    describe_failure,
+    failure_detail,
     parse_error_body,
     parse_retry_after,
     unreachable,
@@ -144,8 +144,8 @@ class ClientCredentials(RenewingToken):
                 delay = None if foreground() and unreachable(exc) else self._policy.delay(attempt)
                 if delay is None:
                     raise RemoteAuthError(
-                        f"token endpoint unreachable: {describe_failure(exc)} "
-                        f"({type(exc).__name__}) after {attempt} attempt(s): check token_url "
+                        f"token endpoint unreachable: {failure_detail(exc)} "
+                        f"after {attempt} attempt(s): check token_url "
                         f"or tenant of connection {self._connection!r}",
                         method="POST", path=_path(self._token_url),
                         origin=origin_of(self._token_url)) from None

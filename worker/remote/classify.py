@@ -115,6 +115,13 @@ def describe_failure(error: BaseException | None) -> str:
     return f"no response ({type(error).__name__})"
 
 
+def failure_detail(error: BaseException) -> str:
+    """:func:`describe_failure` with the exception's class when it does not already name
+    it: ``connection refused (ConnectionError)``, ``timed out … (ReadTimeout)``."""
+    what, kind = describe_failure(error), type(error).__name__
+    return what if f"({kind})" in what else f"{what} ({kind})"
+
+
 def unreachable(error: BaseException | None) -> bool:
     """The address cannot be reached at all (refused, unresolvable, TLS refused): waiting a
     few seconds rarely changes that, so a command in the foreground reports it at once."""

@@ -31,7 +31,7 @@ from worker.remote.aadsts import code_in_text, entra_code, meaning_of
 from worker.remote.certificate import ClientCertificate
 from worker.remote.classify import (
     TRANSIENT_EXCEPTIONS,
-    describe_failure,
+    failure_detail,
     parse_retry_after,
     unreachable,
 )
@@ -143,7 +143,7 @@ class _MsalToken(RenewingToken):
                 detail = f"HTTP {status.group(1)}" if status else "a server error"
             except TRANSIENT_EXCEPTIONS as exc:
                 delay = None if foreground() and unreachable(exc) else self._policy.delay(attempt)
-                detail = f"{describe_failure(exc)} ({type(exc).__name__})"
+                detail = failure_detail(exc)
             # msal answers a repeated request from its own memory of a 5xx or 429 for a few
             # seconds; a fresh client makes our retry policy the one that counts.
             self._reset()
