@@ -12,6 +12,8 @@ import pytest
 
 from tests.fixtures.emulator import PROFILES
 from tests.sync.conftest import World, add_customers
+from worker.emulator.app import Outcome
+from worker.emulator.protocol import json_response
 from worker.errors import JobCancelled
 
 # Against Dataverse and a generic OData v4 service: nothing depends on one server's codes.
@@ -107,6 +109,83 @@ def test_a_crm_edit_after_a_lost_update_answer_is_still_a_conflict(
     assert _conflicts(world) >= 1
     assert _accounts(world)["C0002"]["address1_city"] == "CRM user's city"  # not overwritten
     assert _city(world, "C0002") == "Second edit"
+
+
+def _never_deliver_the_next_batch(world: World) -> None:
+    """The next $batch is lost on its way: never applied, never answered (a worker killed
+    after committing its updates as pending, before they reached the CRM)."""
+    app = world.emulator.emulator
+    original = app.handle
+    lost: list[bool] = []
+
+    def drop_first(request: Any) -> Any:
+        if request.method == "POST" and request.path.endswith("$batch") and not lost:
+            lost.append(True)
+            return Outcome(json_response(503, {"error": {"code": "0x0", "message": "lost"}}),
+                           drop=True)
+        return original(request)
+
+    app.handle = drop_first  # type: ignore[method-assign]
+
+
+@both_profiles
+def test_a_lost_update_answer_then_an_update_never_delivered_is_no_conflict(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """crmsync's own first write, recognised by the next pass, stays recognised when that
+    pass's update is lost too (its pending values replace the first's)."""
+    world.counts("CURRENCY")
+    add_customers(world, 3)
+    world.counts("CUSTOMER")
+    _lose_the_answer_of_an_update(world, monkeypatch, "First edit")
+    world.sql("UPDATE erp_t.customer SET city = 'Second edit' WHERE no = 'C0002'")
+    _never_deliver_the_next_batch(world)
+    monkeypatch.setenv("CRMSYNC_CRM_MAX_RETRIES", "0")
+    (failed,) = world.sync("CUSTOMER")
+    monkeypatch.delenv("CRMSYNC_CRM_MAX_RETRIES")
+    assert failed.error is not None
+    assert _accounts(world)["C0002"]["address1_city"] == "First edit"
+    world.sql("UPDATE erp_t.customer SET city = 'Third edit' WHERE no = 'C0002'")
+    to = world.counts("CUSTOMER")[("CUSTOMER", "to")]
+    assert (to["modified"], to["failed"], to["skipped"]) == (1, 0, 0)
+    assert _accounts(world)["C0002"]["address1_city"] == "Third edit"
+    assert _conflicts(world) == 0
+    _settled(world)
+
+
+@both_profiles
+def test_a_lost_update_answer_then_a_refused_update_is_no_conflict(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """crmsync's own first write, recognised by the next pass, stays recognised when that
+    pass's update is refused (the refusal is recorded; the first write's values are not
+    forgotten with it)."""
+    world.counts("CURRENCY")
+    add_customers(world, 3)
+    world.counts("CUSTOMER")
+    _lose_the_answer_of_an_update(world, monkeypatch, "First edit")
+    world.sql("UPDATE erp_t.customer SET city = 'Second edit' WHERE no = 'C0002'")
+    app = world.emulator.emulator
+    original = app.handle
+
+    def refuse_updates(request: Any) -> Any:
+        if request.method == "PATCH":
+            return Outcome(json_response(400, {"error": {"code": "0x0",
+                                                         "message": "refused"}}))
+        return original(request)
+
+    app.handle = refuse_updates  # type: ignore[method-assign]
+    try:
+        with monkeypatch.context() as one_by_one:
+            one_by_one.setenv("CRMSYNC_CRM_BATCH", "false")  # one request per record
+            to = world.counts("CUSTOMER")[("CUSTOMER", "to")]
+    finally:
+        app.handle = original  # type: ignore[method-assign]
+    assert to["failed"] == 1 and _pending(world) == 0  # the refusal was recorded
+    assert _accounts(world)["C0002"]["address1_city"] == "First edit"
+    to = world.counts("CUSTOMER")[("CUSTOMER", "to")]
+    assert (to["modified"], to["failed"], to["skipped"]) == (1, 0, 0)
+    assert _accounts(world)["C0002"]["address1_city"] == "Second edit"
+    assert _conflicts(world) == 0
+    _settled(world)
 
 
 def _edit_in_the_crm_before_the_next_write(world: World, no: str,
@@ -208,4 +287,34 @@ def test_updates_and_deletes_against_a_service_that_enforces_if_match(world: Wor
     accounts = _accounts(world)
     assert sorted(accounts) == ["C0001", "C0002"]
     assert accounts["C0001"]["address1_city"] == "Gent"
+    _settled(world)
+
+
+@pytest.mark.parametrize("emulator_profile", [*PROFILES, "odata-etag"], indirect=True)
+def test_a_lost_delete_answer_is_recognised_by_the_next_pass(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delete the CRM applied whose answer never arrived: the next pass finds the record
+    gone on both sides and only forgets the coupling (no failure, nothing created again)."""
+    world.sql("UPDATE crmsync.integration_table_mappings "
+              "SET deletion_conflict_resolution = 'propagate_delete' WHERE name = 'CUSTOMER'")
+    world.counts("CURRENCY")
+    add_customers(world, 3)
+    world.counts("CUSTOMER")
+    world.sql("DELETE FROM erp_t.customer WHERE no = 'C0003'")
+    monkeypatch.setenv("CRMSYNC_CRM_MAX_RETRIES", "0")
+    world.emulator.faults.drop_after_write(count=1)
+    (failed,) = world.sync("CUSTOMER")
+    monkeypatch.delenv("CRMSYNC_CRM_MAX_RETRIES")
+    assert failed.error is not None
+    assert sorted(_accounts(world)) == ["C0001", "C0002"]  # the CRM applied it
+    assert world.scalar("SELECT count(*) FROM crmsync.couplings "
+                        "WHERE mapping_name = 'CUSTOMER'") == 3  # not recorded
+    counts = world.counts("CUSTOMER")
+    to, back = counts[("CUSTOMER", "to")], counts[("CUSTOMER", "from")]
+    assert (to["deleted"], to["inserted"], to["failed"]) == (1, 0, 0)
+    assert (back["inserted"], back["deleted"], back["failed"]) == (0, 0, 0)
+    assert sorted(_accounts(world)) == ["C0001", "C0002"]
+    assert world.scalar("SELECT count(*) FROM erp_t.customer") == 2
+    assert world.scalar("SELECT count(*) FROM crmsync.couplings "
+                        "WHERE mapping_name = 'CUSTOMER'") == 2
     _settled(world)

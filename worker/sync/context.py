@@ -8,7 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -22,14 +22,7 @@ from worker.sync.local import LocalTable
 from worker.sync.lookups import Lookups
 from worker.sync.model import Coupling, Direction, Marks, TableMapping
 from worker.sync.progress import READ, PassProgress
-from worker.sync.transfer import (
-    FieldValue,
-    Plan,
-    canonical,
-    new_snapshot,
-    plan_update,
-    settle_pending,
-)
+from worker.sync.transfer import FieldValue, new_snapshot
 
 CHUNK = 500
 T = TypeVar("T")
@@ -169,27 +162,6 @@ class PassContext:
         names = {self.mapping.remote_key, self.mapping.remote_modified_on}
         names.update(f.remote_read_name for f in self.mapping.fields if f.remote_read_name)
         return sorted(names)
-
-
-def plan_coupled(px: PassContext, coupling: Coupling, values: list[FieldValue]) -> Plan:
-    """What this pass writes to a coupled record, from the coupling's snapshot."""
-    source, destination = ("l", "r") if px.direction is Direction.TO_INTEGRATION else ("r", "l")
-    return plan_update(
-        values, pass_direction=px.direction, mapping_direction=px.mapping.direction,
-        policy=px.mapping.update_conflict, source_snapshot=coupling.snapshot(source),
-        destination_snapshot=coupling.snapshot(destination))
-
-
-def settled(px: PassContext, coupling: Coupling, values: list[FieldValue]) -> Coupling:
-    """The coupling as the decision sees it: when an earlier write's outcome was not
-    recorded, the remote values that write sent count as crmsync's own (``values`` carry the
-    remote side as ``current`` in the local→remote pass, as ``source`` in the other)."""
-    if coupling.pending_values is None:
-        return coupling
-    to = px.direction is Direction.TO_INTEGRATION
-    remote_now = {v.field.key: canonical(v.current if to else v.source) for v in values}
-    return replace(coupling, synced_values=settle_pending(
-        coupling.synced_values, coupling.pending_values, remote_now))
 
 
 def unchanged_snapshot(px: PassContext, coupling: Coupling, values: list[FieldValue],

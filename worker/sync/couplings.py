@@ -148,17 +148,26 @@ def save_intent_snapshots(conn: Connection, mapping: str,
         """), {"m": mapping, "rows": _rows({"l": k, "s": s} for k, s in snapshots.items())})
 
 
-def save_pending(conn: Connection, pending: Mapping[int, dict[str, Any]]) -> None:
+def save_pending(conn: Connection, pending: Mapping[int, dict[str, Any]],
+                 recognised: Mapping[int, Mapping[str, Any] | None] | None = None) -> None:
     """The snapshots the chunk's updates leave when the service applies them (by coupling
-    id), committed before they are sent; the recorded outcome clears them. One statement."""
+    id), committed before they are sent; the recorded outcome clears them. ``recognised``:
+    the snapshot to keep as synced for couplings whose earlier pending write the pass found
+    in the CRM (``decide.settled``) — stored with the new pending values, which replace the
+    earlier ones, so that write stays crmsync's own when this one's outcome is lost too.
+    One statement."""
     if not pending:
         return
+    kept = recognised or {}
     conn.execute(sa.text(
         """
-        UPDATE crmsync.couplings c SET pending_values = t.p
-          FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(id bigint, p jsonb)
+        UPDATE crmsync.couplings c SET pending_values = t.p,
+               synced_values = CASE WHEN t.settled THEN t.s ELSE c.synced_values END
+          FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+               AS t(id bigint, p jsonb, settled boolean, s jsonb)
          WHERE c.id = t.id
-        """), {"rows": _rows({"id": k, "p": v} for k, v in pending.items())})
+        """), {"rows": _rows({"id": k, "p": v, "settled": k in kept, "s": kept.get(k)}
+                             for k, v in pending.items())})
 
 
 def add_coupled(conn: Connection, mapping: str, local_id: str, remote_id: str) -> int:
@@ -202,11 +211,14 @@ def _rows(rows: Iterable[dict[str, Any]]) -> str:
     """Rows for ``jsonb_to_recordset``: one JSON array, encoded once (by orjson, about ten
     times faster than the json module here; anything but text, numbers, booleans and
     containers as its ``str()``, as the json module's ``default=str`` gives)."""
-    listed = list(rows)
+    return _json(list(rows))
+
+
+def _json(value: Any) -> str:
     try:
-        return orjson.dumps(listed, default=str, option=_AS_STR).decode()
+        return orjson.dumps(value, default=str, option=_AS_STR).decode()
     except TypeError:  # an integer beyond 64 bits, a lone surrogate
-        return json.dumps(listed, default=str)
+        return json.dumps(value, default=str)
 
 
 _AS_STR = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -221,13 +233,21 @@ def record_failure(conn: Connection, coupling: Coupling, direction: Direction, j
     suffix = _suffix(direction)
     skipped = may_skip and coupling.last_result(direction) == "failure" \
         and coupling.last_error == message
+    # The pending values go (this write was answered); a coupling decided with pending
+    # values carries the snapshot that recognised them in the CRM (``decide.settled``), and
+    # that stays, so the earlier write is not taken for a CRM user's edit next time.
+    recognised = coupling.pending_values is not None
     conn.execute(sa.text(
         f"""
         UPDATE crmsync.couplings
            SET last_result_{suffix} = 'failure', last_job_{suffix} = :job,
-               last_error = :message, skipped = :skipped, pending_values = NULL
+               last_error = :message, skipped = :skipped, pending_values = NULL,
+               synced_values = CASE WHEN :recognised THEN CAST(:synced AS jsonb)
+                                    ELSE synced_values END
          WHERE id = :id
-        """), {"id": coupling.id, "job": job_id, "message": message, "skipped": skipped})
+        """), {"id": coupling.id, "job": job_id, "message": message, "skipped": skipped,
+               "recognised": recognised,
+               "synced": _json(coupling.synced_values) if recognised else None})
     return skipped
 
 

@@ -193,12 +193,17 @@ class RemoteWriter:
         # intents, so a later pass recognises the CRM's values as crmsync's own write.
         pending = {w.coupling.id: w.sent for w in self.writes
                    if w.kind == "update" and w.coupling is not None and w.sent is not None}
+        # An earlier such write recognised in the CRM (decided from its pending values)
+        # stays recognised: the snapshot that took it as crmsync's is kept with the new.
+        recognised = {w.coupling.id: w.coupling.synced_values for w in self.writes
+                      if w.kind == "update" and w.coupling is not None
+                      and w.coupling.pending_values is not None}
         if not creates and not self.intents and not pending and not self.restores:
             return
         snapshots = {key: w.sent for key, w in creates.items() if w.sent is not None}
         new = {key for key, _ in self.intents}
         with px.engine.begin() as conn:
-            coupling_store.save_pending(conn, pending)
+            coupling_store.save_pending(conn, pending, recognised)
             self.fresh = coupling_store.add_intents(conn, px.mapping.name, self.intents,
                                                     CouplingState.CREATING_REMOTE, snapshots)
             for coupling_id, remote_id in self.restores:
