@@ -188,7 +188,7 @@ class ClientCredentials(RenewingToken):
         said = re.split(r"\s*(?:Trace ID:|Correlation ID:|Timestamp:)", said)[0] or said
         known = [self._client_secret.reveal()]
         text = (f"connection {self._connection!r} could not sign in at its token_url "
-                f"(client id {self._client_id}, {self._auth_method}): {said[:500]}; "
+                f"(client id {self._client_id}, {self._auth_method}): {said[:500].rstrip('. ')}; "
                 f"check {self._hint(code)}")
         return RemoteAuthError(scrub(text, known), status=response.status_code,
                                code=scrub(code, known) if code else None,
