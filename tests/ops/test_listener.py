@@ -2,13 +2,15 @@
 (gzip, OpenMetrics, ``name[]``), checks kept a second however often they are asked (and a
 slow one holding one handler thread), one
 database read for any number of concurrent scrapes of a stale cluster cache, a flood of
-scrapes rendered twice a second (two in a row still fresh), and a
+scrapes rendered twice a second (two in a row still fresh), an Accept header
+prometheus_client chokes on answered in the text format, and a
 connection's settings read once however many webhook calls (for however many names)."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -66,6 +68,16 @@ def test_metrics_come_with_gzip_openmetrics_and_name_filtering(server: StatusSer
     one = requests.get(f"{server.url}/metrics?name[]=process_virtual_memory_bytes",
                        timeout=10).text
     assert "process_virtual_memory_bytes" in one and "crmsync_" not in one
+
+
+def test_an_accept_header_prometheus_client_cannot_read_gets_the_text_format(
+        server: StatusServer, caplog: pytest.LogCaptureFixture) -> None:
+    for n in range(20):
+        reply = requests.get(f"{server.url}/metrics", timeout=10, headers={
+            "Accept": "text/plain; version=abc" if n % 2 else
+            f"application/openmetrics-text; version={n}"})
+        assert reply.status_code == 200 and "crmsync_build_info" in reply.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_healthz_asks_its_checks_about_once_a_second() -> None:

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 Check = Callable[[], dict[str, bool]]
 CHECK_SECONDS = 1.0
+KEPT_VARIANTS = 8  # /metrics renderings kept: the formats an Accept header can ask for
+# are few, but a version parameter is echoed into the content type
 
 
 class CachedCheck:
@@ -88,14 +90,26 @@ class KeptScrapes:
         self._kept: dict[tuple[str, bool], tuple[list[float], Response]] = {}
 
     def __call__(self, accept: str, gzip: bool) -> Response:
-        key = (choose_encoder(accept)[1], gzip)  # a handful of variants, whatever is sent
+        key = (choose_encoder(accept)[1], gzip)
         with self._lock:
             now = time.monotonic()
             kept = self._kept.get(key)
             times = [t for t in kept[0] if now - t < 1.0] if kept else []
             if kept is None or len(times) < self._per_second:
+                if kept is None and len(self._kept) >= KEPT_VARIANTS:
+                    del self._kept[next(iter(self._kept))]  # the oldest variant
                 kept = self._kept[key] = ([*times, now], self._render(accept, gzip))
             return kept[1]
+
+
+def readable_accept(accept: str) -> str:
+    """``accept`` when prometheus_client can negotiate with it, else "" (the text format):
+    ``text/plain; version=abc`` raises inside it."""
+    try:
+        choose_encoder(accept)
+    except Exception:
+        return ""
+    return accept
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -174,7 +188,7 @@ class _Routes:
         return Response(200 if all(checks.values()) else 503, "application/json", body)
 
     def _scrape(self, request: Request) -> Response:
-        accept = request.headers.get("accept", "")
+        accept = readable_accept(request.headers.get("accept", ""))
         gzip = gzip_accepted(request.headers.get("accept-encoding", ""))
         if "name[]" in parse_qs(request.query):  # a few series: rendered for each
             return self._render(accept, gzip, request.query)
