@@ -65,6 +65,9 @@ class PassContext:
     # resumed one in the same run leaves them for the next run's retry instead of failing
     # them twice (which would skip them).
     failed_keys: set[str] = field(default_factory=set)
+    # Records the run's local→remote pass wrote to the CRM just before this remote→local
+    # pass: their echoes come back in its read (worker.sync.from_remote reads thin then).
+    written_before: int = 0
     # The local→remote pass decides one chunk while the previous one is recorded on
     # another thread: counters and errors are taken under this lock.
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -118,11 +118,15 @@ class SyncEngine:
                 # Validation runs inside the first pass, so a mapping or connection that
                 # fails it leaves a failed job with the message.
                 validate: Callable[[], None] | None = partial(self._validate, mapping)
+                written = 0
                 for direction in passes(mapping.direction):
                     result = self._run_pass(mapping, marks, direction, log_entry_id, full,
-                                            check_cancelled, on_progress, validate)
+                                            check_cancelled, on_progress, validate,
+                                            written_before=written)
                     validate = None
                     summary.passes.append(result)
+                    if direction is Direction.TO_INTEGRATION:
+                        written = result.counts["inserted"] + result.counts["modified"]
             ok = True
         finally:
             self._observe("mapping_finished", name, ok)
@@ -218,7 +222,8 @@ class SyncEngine:
                   full: bool, check_cancelled: Callable[[], None],
                   on_progress: Progress | None,
                   validate: Callable[[], None] | None = None,
-                  work: Callable[[PassContext], None] | None = None) -> PassResult:
+                  work: Callable[[PassContext], None] | None = None, *,
+                  written_before: int = 0) -> PassResult:
         """One pass as a sync job; ``work`` replaces the whole pass (one record's sync)."""
         job_id = joblog.start(self.engine, mapping.name, direction, log_entry_id)
         try:
@@ -226,6 +231,7 @@ class SyncEngine:
                 validate()
             px = self.context(mapping, direction, job_id, check_cancelled, on_progress,
                               marks)
+            px.written_before = written_before
             px.progress = PassProgress(mapping.name, direction,
                                        on_change=partial(self._observe, "pass_progress"))
             if work is not None:

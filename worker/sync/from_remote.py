@@ -19,6 +19,7 @@ from worker.sync import couplings as coupling_store
 from worker.sync import mappings as mapping_store
 from worker.sync import runner
 from worker.sync.context import (
+    CHUNK,
     PassContext,
     RecordFailed,
     chunks,
@@ -69,12 +70,16 @@ def run(px: PassContext, *, full: bool) -> None:
     marks = px.marks
     since = None if full else marks.remote_modified_since
     newest: datetime | None = None
+    # After the local→remote pass wrote many records, most of what this read returns are
+    # their echoes: read key, stamp and version first, the whole record only of the others.
+    thin = not full and px.written_before >= CHUNK
     stream = px.remote.read_modified_since(
-        since, select=px.remote_select(), filter=mapping.remote_filter, overlap=OVERLAP,
+        since, select=_thin_select(px) if thin else px.remote_select(),
+        filter=mapping.remote_filter, overlap=OVERLAP,
         after=since is not None and marks.remote_modified_complete, on_count=px.expect)
     for chunk in chunks(stream):
         px.check_cancelled()
-        _Chunk(px, _not_in(px, chunk, retried), count_seen=full).run()
+        _Chunk(px, _not_in(px, chunk, retried), count_seen=full, thin=thin).run()
         stamps = [parse_datetime(r.get(mapping.remote_modified_on)) for r in chunk]
         newest = max([s for s in stamps if s] + ([newest] if newest else []), default=None)
         if newest is not None and (marks.remote_modified_since is None
@@ -97,6 +102,13 @@ def _settle_mark(px: PassContext, mark: datetime | None, server_time: datetime |
         return
     with px.engine.begin() as conn:
         mapping_store.save_remote_modified_since(conn, px.mapping.name, mark, complete=True)
+
+
+def _thin_select(px: PassContext) -> list[str]:
+    """What tells an echo from a change: the key, the modified-on stamp (the mark) and the
+    version (``@odata.etag`` comes with every record; ``versionnumber`` where it is read)."""
+    wanted = {px.mapping.remote_key, px.mapping.remote_modified_on}
+    return sorted(wanted | ({"versionnumber"} & set(px.remote_select())))
 
 
 def _version_key(px: PassContext, record: dict[str, Any]) -> tuple[str, str | None]:
@@ -212,9 +224,12 @@ def decide_deleted(px: PassContext, remote_ids: list[str]) -> list[Action]:
 
 class _Chunk:
     def __init__(self, px: PassContext, records: list[dict[str, Any]], *,
-                 count_seen: bool = False, force: bool = False) -> None:
+                 count_seen: bool = False, force: bool = False, thin: bool = False) -> None:
         self.px = px
         self.force = force
+        # The records hold only what _thin_select reads: those that are not echoes are
+        # read whole before anything is decided of them.
+        self.thin = thin
         self.records = records
         # A full pass counts the records it found already in sync as unchanged; an
         # incremental one does not count its overlap re-reads and echoes.
@@ -238,6 +253,7 @@ class _Chunk:
             cpl = coupling_store.by_remote_ids(conn, px.mapping.name,
                                                [self._rid(r) for r in self.records])
         actions: list[Action] = []
+        seen: set[int] = set()
         if not self.force:
             # The overlap re-read and the echoes of crmsync's own writes cost nothing more
             # than this: no local read, no lookup, no transaction.
@@ -246,6 +262,13 @@ class _Chunk:
                               counter="unchanged" if self.count_seen else None)
                        for r in self.records if id(r) in seen]
             self.records = [r for r in self.records if id(r) not in seen]
+            if not self.records:
+                return actions
+        if self.thin:
+            echoes = [r for r in self.all_records if id(r) in seen]
+            self.records = list(px.remote.read_by_keys([self._rid(r) for r in self.records],
+                                                       select=px.remote_select()))
+            self.all_records = echoes + self.records
             if not self.records:
                 return actions
         cpl.update(self._matched(cpl, commit=commit_matches))
