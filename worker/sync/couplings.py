@@ -39,6 +39,24 @@ def by_remote_ids(conn: Connection, mapping: str, ids: Sequence[str]) -> dict[st
     return {r["remote_id"]: Coupling.from_row(r) for r in rows}
 
 
+def echoes(conn: Connection, mapping: str, versions: Mapping[str, str | None]) -> set[str]:
+    """Of these remote ids (with the version the service gave), those whose coupling
+    already holds that version from a successful sync: crmsync's own writes read back.
+    No snapshot is read (see from_remote's thin read)."""
+    known = {rid: v for rid, v in versions.items() if v is not None}
+    if not known:
+        return set()
+    # Probed by the (mapping, remote id) index, as by_remote_ids; the versions compared
+    # here (a join with the ids as a set would be planned blind to their number).
+    rows = conn.execute(sa.text(
+        """
+        SELECT remote_id, remote_version FROM crmsync.couplings
+         WHERE mapping_name = :m AND remote_id = ANY(:ids) AND state = 'coupled'
+           AND last_result_from IS DISTINCT FROM 'failure'
+        """), {"m": mapping, "ids": list(known)})
+    return {rid for rid, version in rows if version is not None and known.get(rid) == version}
+
+
 def to_retry(conn: Connection, mapping: str, direction: Direction) -> list[Coupling]:
     """Couplings whose last result in this direction failed (and are not skipped), and
     creates of this direction still in flight, and writes whose outcome is not known: a pass

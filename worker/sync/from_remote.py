@@ -249,26 +249,22 @@ class _Chunk:
         decide each; ``commit_matches``: couple the records matched by value first (else
         they are decided as coupled without writing anything)."""
         px = self.px
+        actions: list[Action] = []
+        if self.thin:
+            actions = self._read_unless_echo()
+            if not self.records:
+                return actions
         with px.engine.connect() as conn:
             cpl = coupling_store.by_remote_ids(conn, px.mapping.name,
                                                [self._rid(r) for r in self.records])
-        actions: list[Action] = []
-        seen: set[int] = set()
         if not self.force:
             # The overlap re-read and the echoes of crmsync's own writes cost nothing more
             # than this: no local read, no lookup, no transaction.
             seen = {id(r) for r in self.records if _already_synced(cpl.get(self._rid(r)), r)}
-            actions = [Action(Kind.NOTHING, self._rid(r), cpl.get(self._rid(r)),
-                              counter="unchanged" if self.count_seen else None)
-                       for r in self.records if id(r) in seen]
+            actions += [Action(Kind.NOTHING, self._rid(r), cpl.get(self._rid(r)),
+                               counter="unchanged" if self.count_seen else None)
+                        for r in self.records if id(r) in seen]
             self.records = [r for r in self.records if id(r) not in seen]
-            if not self.records:
-                return actions
-        if self.thin:
-            echoes = [r for r in self.all_records if id(r) in seen]
-            self.records = list(px.remote.read_by_keys([self._rid(r) for r in self.records],
-                                                       select=px.remote_select()))
-            self.all_records = echoes + self.records
             if not self.records:
                 return actions
         cpl.update(self._matched(cpl, commit=commit_matches))
@@ -307,6 +303,19 @@ class _Chunk:
                     str(failure) if failure else None, bool(failure and failure.transient),
                     etag=record.get("@odata.etag"), unreadable=unreadable,
                     version=remote_version(record, None))
+
+    def _read_unless_echo(self) -> list[Action]:
+        """The thin records' echoes (decided as nothing to do), and the others read whole
+        into ``records`` (a record gone meanwhile is simply not there)."""
+        px = self.px
+        with px.engine.connect() as conn:
+            echo_ids = coupling_store.echoes(conn, px.mapping.name, {
+                self._rid(r): remote_version(r, None) for r in self.records})
+        others = [self._rid(r) for r in self.records if self._rid(r) not in echo_ids]
+        self.records = list(px.remote.read_by_keys(others, select=px.remote_select())) \
+            if others else []
+        self.all_records = self.records
+        return [Action(Kind.NOTHING, rid, None) for rid in echo_ids]
 
     # -- decisions -----------------------------------------------------------------------
     def _matched(self, cpl: dict[str, Coupling], *, commit: bool) -> dict[str, Coupling]:
