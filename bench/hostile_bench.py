@@ -2,7 +2,8 @@
 scripted server, tests/support/hostile.py): how many ``Authorization`` headers reach
 another port through a next link, the longest pause a huge ``Retry-After`` imposes on an
 unrelated request, the peak memory of reading a 300 KB gzip bomb (300 MiB decompressed),
-and how long a server trickling its answer holds a request with ``read_timeout = 2``.
+and how long a server (or token endpoint) trickling its answer holds a request with
+``read_timeout = 2``.
 
 And of the listener of a running ``crmsync run`` (on a scratch database crmsync_hostile
 of CRMSYNC_DATABASE_URL's server) against hostile clients: the latency of ``/metrics``
@@ -34,19 +35,16 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import requests
-import sqlalchemy as sa
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from scratch import scratch_database  # noqa: E402
+import requests  # noqa: E402
 
 from tests.remote.test_hostile_sizes import _trickle, bomb  # noqa: E402
 from tests.support.hostile import Handler, Seen, client_of, hostile, never  # noqa: E402
-from worker.db.engine import create_engine  # noqa: E402
 from worker.errors import CrmsyncError  # noqa: E402
 
 
@@ -188,7 +186,9 @@ def _descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def _commits(engine: sa.Engine) -> int:
+def _commits(engine: Any) -> int:
+    import sqlalchemy as sa  # here, not at the top: the bomb's child measures its RSS
+
     with engine.connect() as conn:
         return int(conn.scalar(sa.text(
             "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")))
@@ -197,6 +197,8 @@ def _commits(engine: sa.Engine) -> int:
 @contextlib.contextmanager
 def running_worker() -> Iterator[tuple[str, int, int, str]]:
     """A ``crmsync run`` on a scratch database: (listener URL, port, pid, database URL)."""
+    from scratch import scratch_database  # not at the top: see _commits
+
     url = scratch_database("crmsync_hostile")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -269,6 +271,8 @@ def listener() -> None:
             asked = flood.result()
         print(f"listener: /metrics while 32 other clients scrape as fast as they can ({asked} "
               f"scrapes in 12 s): {_latency(flooded_scrapes)}")
+        from worker.db.engine import create_engine  # not at the top: see _commits
+
         engine = create_engine(db_url, pool_size=1)
         try:
             time.sleep(6)  # the cluster gauges' cache (5 s) stale, the crowd gone
@@ -282,6 +286,17 @@ def listener() -> None:
             engine.dispose()
         print(f"listener: database transactions in 10 s: {idle} idle, {flooded} while 8 "
               f"clients asked /healthz and /metrics {asked} times")
+
+
+def token_trickle() -> float:
+    with hostile(_trickle("body", only="/token")) as crm, client_of(
+            crm, auth="oauth2", client_id="app", client_secret="s3cret",
+            token_url=f"{crm.origin}/token", connect_timeout=1, read_timeout=2,
+            max_retries=0) as client:
+        started = time.monotonic()
+        with contextlib.suppress(CrmsyncError):
+            list(client.entity_set("accounts", "accountid").read())
+        return time.monotonic() - started
 
 
 def main() -> None:
@@ -300,6 +315,7 @@ def main() -> None:
           f"{outcome}; peak RSS {base / 1024:.0f} MB before, {peak / 1024:.0f} MB after")
     print(f"trickling server, connect_timeout 1 + read_timeout 2: cut off after "
           f"{trickle():.1f} s")
+    print(f"trickling token endpoint, the same timeouts: cut off after {token_trickle():.1f} s")
     if "--no-listener" not in sys.argv[1:]:
         listener()
 
