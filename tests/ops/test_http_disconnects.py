@@ -1,15 +1,20 @@
 """The worker's HTTP listener under clients that go away early: one quiet log line each,
-never a traceback on stderr, and the endpoint keeps answering."""
+never a traceback on stderr, and the endpoint keeps answering; and out of descriptors, one
+warning a minute however often accepting fails."""
 
 from __future__ import annotations
 
 import logging
 import socket
 import struct
+import subprocess
+import sys
+import time
 import urllib.request
 
 import pytest
 
+from tests.acceptance.conftest import ROOT
 from tests.support.waiting import wait_for
 from worker.runtime.http import StatusServer
 
@@ -44,3 +49,32 @@ def test_300_aborted_scrapes_print_no_traceback(
     assert quiet, "an aborted connection is logged"
     assert all(r.levelno == logging.DEBUG and "\n" not in r.getMessage() for r in quiet)
     assert not [r for r in caplog.records if r.exc_info and r.name == "worker.runtime.http"]
+
+
+_OUT_OF_DESCRIPTORS = """
+import logging, resource, sys, time
+from worker.runtime.httpserver import BoundedServer, Response
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stdout)
+server = BoundedServer("127.0.0.1", 0, lambda request: Response.text(200, "ok"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (32, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def test_running_out_of_descriptors_is_one_warning_not_one_per_attempt() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", _OUT_OF_DESCRIPTORS], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    held = []
+    try:
+        port = int(proc.stdout.readline())
+        for _ in range(60):  # more than the process may open: accepting fails
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        time.sleep(2)  # about twenty failed attempts
+    finally:
+        for sock in held:
+            sock.close()
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert out.count("http listener cannot accept") == 1

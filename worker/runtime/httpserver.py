@@ -188,6 +188,7 @@ class BoundedServer:
         self._pool = ThreadPoolExecutor(handlers, thread_name_prefix="crmsync-http")
         self._stop = threading.Event()
         self._stopped = threading.Event()
+        self._accept_warned_at, self._accept_failures = -float("inf"), 0
 
     @property
     def open_connections(self) -> int:
@@ -228,7 +229,7 @@ class BoundedServer:
                 return
             except OSError as exc:  # out of descriptors: back off instead of spinning
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("http listener cannot accept", extra={"error": exc.strerror})
+                    self._cannot_accept(exc)
                     time.sleep(0.1)
                 return
             if len(self._conns) >= self.max_connections and not self._evict():
@@ -238,6 +239,17 @@ class BoundedServer:
             conn = _Conn(sock, str(address[0]), time.monotonic() + self.request_deadline)
             self._conns[sock.fileno()] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _cannot_accept(self, error: OSError) -> None:
+        """One WARNING a minute while accepting fails (out of descriptors: it fails ten
+        times a second), the failures left out counted in the next."""
+        now = time.monotonic()
+        if now - self._accept_warned_at < 60.0:
+            self._accept_failures += 1
+            return
+        log.warning("http listener cannot accept", extra={
+            "error": error.strerror, "suppressed": self._accept_failures})
+        self._accept_warned_at, self._accept_failures = now, 0
 
     def _evict(self) -> bool:
         """Close the oldest connection still sending its request; False when none is."""
