@@ -28,35 +28,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "emulator", help="serve a local Dataverse Web API test double (not a CRM)",
         description="Serve a local, in-memory test double of the Dataverse Web API "
                     "(OData v4) for demos, tests and benchmarks. It is not a CRM.")
-    env = os.environ.get
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=settings.PORT, default=8080,
                         help="TCP port (default 8080)")
-    parser.add_argument("--client-id", default=env("CRMSYNC_EMULATOR_CLIENT_ID"),
-                        help="turn on OAuth2 client credentials for this client id "
-                             "(default: $CRMSYNC_EMULATOR_CLIENT_ID; none: no authentication)")
-    parser.add_argument("--client-secret", default=env("CRMSYNC_EMULATOR_CLIENT_SECRET"),
-                        help="the client's secret (default: $CRMSYNC_EMULATOR_CLIENT_SECRET; "
-                             "prefer the variable: arguments are visible to other users)")
-    parser.add_argument("--client-certificate", action="append", default=[], metavar="PEM",
-                        help="a certificate (its public part) registered on the client: it "
-                             "signs in with a client assertion signed by the certificate's "
-                             "key, checked as Entra ID does (repeatable; with --client-id)")
-    parser.add_argument("--tenant", action="append", default=[],
-                        help="a tenant that exists (repeatable; default: any); others are "
-                             "refused with AADSTS90002")
-    parser.add_argument("--managed-identity", action="append", default=[], metavar="ID",
-                        help="answer as an Azure host's identity endpoints for this identity: "
-                             "'system' (system-assigned) or a user-assigned client id "
-                             "(repeatable)")
-    parser.add_argument("--identity-header", default=env("CRMSYNC_EMULATOR_IDENTITY_HEADER"),
-                        help="App Service's IDENTITY_HEADER the /msi/token endpoint expects "
-                             "(default: $CRMSYNC_EMULATOR_IDENTITY_HEADER)")
-    parser.add_argument("--tls-certificate", metavar="PEM",
-                        help="serve https with this certificate (with --tls-key): msal signs "
-                             "in only against an https authority")
-    parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-certificate")
+    _sign_in_options(parser)
     parser.add_argument("--token-lifetime", type=int, default=3600,
                         help="seconds an access token is valid (default 3600)")
     parser.add_argument("--sample-users", type=int, default=0, metavar="N",
@@ -81,6 +57,36 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "(repeatable)")
     parser.set_defaults(func=_serve)
 
+
+
+def _sign_in_options(parser: argparse.ArgumentParser) -> None:
+    """How clients sign in: OAuth2 client credentials (secret or certificate), Entra-like
+    tenants, Azure identity endpoints, https."""
+    env = os.environ.get
+    parser.add_argument("--client-id", default=env("CRMSYNC_EMULATOR_CLIENT_ID"),
+                        help="turn on OAuth2 client credentials for this client id "
+                             "(default: $CRMSYNC_EMULATOR_CLIENT_ID; none: no authentication)")
+    parser.add_argument("--client-secret", default=env("CRMSYNC_EMULATOR_CLIENT_SECRET"),
+                        help="the client's secret (default: $CRMSYNC_EMULATOR_CLIENT_SECRET; "
+                             "prefer the variable: arguments are visible to other users)")
+    parser.add_argument("--client-certificate", action="append", default=[], metavar="PEM",
+                        help="a certificate (its public part) registered on the client: it "
+                             "signs in with a client assertion signed by the certificate's "
+                             "key, checked as Entra ID does (repeatable; with --client-id)")
+    parser.add_argument("--tenant", action="append", default=[],
+                        help="a tenant that exists (repeatable; default: any); others are "
+                             "refused with AADSTS90002")
+    parser.add_argument("--managed-identity", action="append", default=[], metavar="ID",
+                        help="answer as an Azure host's identity endpoints for this identity: "
+                             "'system' (system-assigned) or a user-assigned client id "
+                             "(repeatable)")
+    parser.add_argument("--identity-header", default=env("CRMSYNC_EMULATOR_IDENTITY_HEADER"),
+                        help="App Service's IDENTITY_HEADER the /msi/token endpoint expects "
+                             "(default: $CRMSYNC_EMULATOR_IDENTITY_HEADER)")
+    parser.add_argument("--tls-certificate", metavar="PEM",
+                        help="serve https with this certificate (with --tls-key): msal signs "
+                             "in only against an https authority")
+    parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-certificate")
 
 def _serve(args: argparse.Namespace) -> int:
     if args.client_secret is not None and args.client_id is None:
