@@ -5,10 +5,15 @@ Starts ``crmsync emulator`` in its own process (so client and server do not shar
 then for each batch size sends idempotent creates (``PATCH accounts(<id>)`` +
 ``If-None-Match: *`` + ``return=representation``) through ``ODataClient.batch`` with the
 connection's concurrency, and prints records/s. A last row measures the dialect without
-$batch (one PATCH per record, ``concurrency`` in parallel).
+$batch (one PATCH per record, ``concurrency`` in parallel). Beside records/s it prints
+the client's own CPU time per record (user + system of this process, every thread; the
+emulator's CPU is its own process's) and the load average, so that a change to the client
+can be measured before and after on one machine. ``--bulk`` sends the creates as
+Dataverse's ``CreateMultiple`` instead (the dialect's ``bulk_messages = "on"``).
 
     python bench/client_bench.py
     python bench/client_bench.py --concurrency 8 --records 20000
+    python bench/client_bench.py --sizes 100 --records 20000 --bulk
     python bench/client_bench.py --url http://127.0.0.1:8080/api/data/v9.2   # running service
 """
 
@@ -17,11 +22,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from emulator_process import SERVICE, free_port, start_emulator
 
@@ -48,9 +55,20 @@ class Latencies:
         pass
 
 
-def run(url: str, batch_size: int, records: int, concurrency: int) -> dict[str, float]:
-    """Create ``records`` accounts; batch_size 0 means the dialect without $batch."""
-    env = {"CRMSYNC_BENCH_URL": url, "CRMSYNC_BENCH_CONCURRENCY": str(concurrency),
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(url: str, batch_size: int, records: int, concurrency: int,
+        bulk: bool = False, chunk: int | None = None,
+        kind: str = "create") -> dict[str, float]:
+    """Create ``records`` accounts (``kind`` update: create them unmeasured, then measure
+    their updates), ``chunk`` operations per call; batch_size 0 means the dialect without
+    $batch."""
+    env = {"CRMSYNC_BENCH_BULK_MESSAGES": "on" if bulk else "off",
+           "CRMSYNC_BENCH_URL": url, "CRMSYNC_BENCH_CONCURRENCY": str(concurrency),
            "CRMSYNC_BENCH_BATCH_SIZE": str(max(batch_size, 1)),
            "CRMSYNC_BENCH_BATCH": "false" if batch_size == 0 else "true"}
     latencies = Latencies()
@@ -58,19 +76,29 @@ def run(url: str, batch_size: int, records: int, concurrency: int) -> dict[str, 
         accounts = client.entity_set("accounts", "accountid")
         ops = [Operation("create", accounts, str(uuid.uuid4()),
                          {"name": f"bench {i}", "accountnumber": f"B{i}",
-                          "telephone1": "+49 30 1234567", "creditlimit": 1000 + i}, ref=i)
+                          "telephone1": "+49 30 1234567",
+                          "creditlimit": Decimal(f"{1000 + i}.50")}, ref=i)
                for i in range(records)]
-        # One call per wave of `concurrency` batches, as the sync engine sends a chunk.
-        wave = max(batch_size, 1) * concurrency
-        started = time.perf_counter()
+        # By default one call per wave of `concurrency` batches; the sync engine sends
+        # one call per chunk (500 records).
+        wave = chunk or max(batch_size, 1) * concurrency
+        if kind == "update":
+            for i in range(0, records, wave):
+                client.batch(ops[i:i + wave])
+            ops = [Operation("update", accounts, op.key,
+                             {"name": f"bench {op.ref} v2", "creditlimit": Decimal("7.25")},
+                             ref=op.ref) for op in ops]
+            latencies.seconds.clear()
+        started, cpu_started = time.perf_counter(), cpu_seconds()
         failed = 0
         for i in range(0, records, wave):
             failed += sum(not r.ok for r in client.batch(ops[i:i + wave]))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     if failed:
-        raise SystemExit(f"{failed} creates failed")
+        raise SystemExit(f"{failed} {kind}s failed")
     ms = sorted(s * 1000 for s in latencies.seconds)
     return {"records": records, "seconds": elapsed, "per_second": records / elapsed,
+            "cpu_us": cpu / records * 1e6,
             "requests": len(ms), "p50_ms": statistics.median(ms),
             "p95_ms": ms[int(len(ms) * 0.95) - 1] if len(ms) > 1 else ms[0]}
 
@@ -84,6 +112,13 @@ def main() -> None:
     parser.add_argument("--records", type=int, help="records per size (default: by size)")
     parser.add_argument("--concurrency", type=int, default=4,
                         help="parallel requests (default 4, the connection default)")
+    parser.add_argument("--chunk", type=int,
+                        help="operations per ODataClient.batch call (default batch size × "
+                             "concurrency; the sync engine sends 500)")
+    parser.add_argument("--kind", choices=("create", "update"), default="create",
+                        help="the operations measured (default create)")
+    parser.add_argument("--bulk", action="store_true",
+                        help="creates as CreateMultiple (bulk_messages = on)")
     args = parser.parse_args()
 
     process = None
@@ -93,17 +128,20 @@ def main() -> None:
         process = start_emulator(port)
         url = f"http://127.0.0.1:{port}{SERVICE}"
     try:
-        print(f"crmsync client bench: creates via ODataClient.batch, concurrency "
+        print(f"crmsync client bench: {args.kind}s via ODataClient.batch"
+              f"{' (bulk messages on)' if args.bulk else ''}, concurrency "
               f"{args.concurrency}, {platform.python_implementation()} "
               f"{platform.python_version()}, {os.cpu_count()} CPUs, {url}")
         print(f"{'batch size':>10} {'records':>8} {'seconds':>8} {'records/s':>10} "
-              f"{'requests':>9} {'p50 ms':>8} {'p95 ms':>8}")
+              f"{'client CPU µs/rec':>17} {'requests':>9} {'p50 ms':>8} {'p95 ms':>8} "
+              f"{'load 1m':>8}")
         for size in (int(s) for s in args.sizes.split(",")):
             records = args.records or DEFAULT_RECORDS.get(size, 10000)
-            r = run(url, size, records, args.concurrency)
+            r = run(url, size, records, args.concurrency, args.bulk, args.chunk, args.kind)
             label = "no $batch" if size == 0 else str(size)
             print(f"{label:>10} {records:>8} {r['seconds']:>8.2f} {r['per_second']:>10.0f} "
-                  f"{r['requests']:>9} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f}", flush=True)
+                  f"{r['cpu_us']:>17.0f} {r['requests']:>9} {r['p50_ms']:>8.1f} "
+                  f"{r['p95_ms']:>8.1f} {os.getloadavg()[0]:>8.2f}", flush=True)
     finally:
         if process is not None:
             process.terminate()
