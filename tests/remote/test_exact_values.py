@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from worker.emulator.server import EmulatorServer
+from worker.remote import wire
 from worker.remote.batch import Operation
 
 from .helpers import client_for
@@ -57,3 +58,15 @@ def test_a_batch_keeps_digits_and_fails_only_the_amount_that_does_not_fit(
         stored = {r["accountid"]: r["creditlimit"] for r in accounts.read_by_keys(
             [keys[0], keys[2]], select=["accountid", "creditlimit"])}
         assert stored == {keys[0]: amounts[0], keys[2]: amounts[2]}
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-32-le"])
+def test_a_reply_in_any_json_encoding_is_read_with_exact_numbers(encoding: str) -> None:
+    body = '{"name":"Müller","creditlimit":1000.50,"n":7}'.encode(encoding)
+    assert wire.loads(body) == {"name": "Müller", "creditlimit": Decimal("1000.50"), "n": 7}
+    assert str(wire.loads(body)["creditlimit"]) == "1000.50"
+
+
+def test_a_text_reply_starting_with_a_byte_order_mark_is_not_json() -> None:
+    with pytest.raises(ValueError):
+        wire.loads('\ufeff{"a":1}')

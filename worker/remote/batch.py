@@ -23,6 +23,7 @@ requests of the call succeed is that record's failure, not the connection's.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -414,7 +415,7 @@ def decode_batch(content_type: str, body: bytes) -> list[Part]:
     boundary = _boundary(content_type)
     parts: list[Part] = []
     for raw in _split(body, boundary):
-        headers, payload = _split_head(raw)
+        headers, payload = _split_head(raw, _mime_headers)
         inner_type = headers.get("Content-Type", "")
         if inner_type.lower().startswith("multipart/mixed"):
             parts.extend(decode_batch(inner_type, payload))
@@ -478,8 +479,10 @@ class PartHeaders(dict[str, str]):
         return isinstance(name, str) and dict.__contains__(self, name.lower())
 
 
-def _split_head(raw: bytes) -> tuple[PartHeaders, bytes]:
-    """Headers and body of a MIME part or an HTTP message (CRLF or LF line ends)."""
+def _split_head(raw: bytes, read: Callable[[bytes], PartHeaders] | None = None
+                ) -> tuple[PartHeaders, bytes]:
+    """Headers and body of a MIME part or an HTTP message (CRLF or LF line ends), the
+    headers read by ``read`` (default :func:`_headers`)."""
     crlf = raw.find(b"\r\n\r\n")
     lf = raw.find(b"\n\n", 0, crlf if crlf >= 0 else len(raw))
     if crlf >= 0 and lf < 0:
@@ -488,7 +491,15 @@ def _split_head(raw: bytes) -> tuple[PartHeaders, bytes]:
         head, body = raw[:lf], raw[lf + 2:]
     else:
         head, body = raw, b""
-    return _headers(head), body
+    return (read or _headers)(head), body
+
+
+@functools.lru_cache(maxsize=4096)
+def _mime_headers(head: bytes) -> PartHeaders:
+    """The headers of a part's MIME head, read once per distinct head: every part of a
+    response has the same two lines and its Content-ID, the same in every response. Only
+    the batch decoding looks at them, and never changes them."""
+    return _headers(head)
 
 
 def _headers(head: bytes) -> PartHeaders:
