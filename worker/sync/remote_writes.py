@@ -8,6 +8,7 @@ What is assumed of a write is only what the service confirmed or was read to hol
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -189,15 +190,7 @@ class RemoteWriter:
         for w in self.writes:
             w.sent = _sent(w)
         creates = {w.key: w for w in self.writes if w.kind == "create"}
-        # An update's outcome may be lost too: what it leaves is committed with the
-        # intents, so a later pass recognises the CRM's values as crmsync's own write.
-        pending = {w.coupling.id: w.sent for w in self.writes
-                   if w.kind == "update" and w.coupling is not None and w.sent is not None}
-        # An earlier such write recognised in the CRM (decided from its pending values)
-        # stays recognised: the snapshot that took it as crmsync's is kept with the new.
-        recognised = {w.coupling.id: w.coupling.synced_values for w in self.writes
-                      if w.kind == "update" and w.coupling is not None
-                      and w.coupling.pending_values is not None}
+        pending, recognised = _pending(self.writes)
         if not creates and not self.intents and not pending and not self.restores:
             return
         snapshots = {key: w.sent for key, w in creates.items() if w.sent is not None}
@@ -264,6 +257,20 @@ class RemoteWriter:
         version = None if w.left else remote_version(result.record, result.etag)
         self.successes.append(coupling_store.Success(
             coupling.id, version, None if w.left else result.modified_on, snapshot))
+
+
+def _pending(writes: list[_Write]) -> tuple[dict[int, dict[str, Any]],
+                                           dict[int, Mapping[str, Any] | None]]:
+    """What the chunk's updates leave, by coupling id: an update's outcome may be lost too,
+    and what it leaves is committed with the intents, so a later pass recognises the CRM's
+    values as crmsync's own write. And the snapshots that recognised an earlier such write
+    (decided from its pending values): kept with the new, so that write stays recognised."""
+    updates = [w for w in writes if w.kind == "update" and w.coupling is not None]
+    pending = {w.coupling.id: w.sent for w in updates
+               if w.coupling is not None and w.sent is not None}
+    recognised = {w.coupling.id: w.coupling.synced_values for w in updates
+                  if w.coupling is not None and w.coupling.pending_values is not None}
+    return pending, recognised
 
 
 def _sent(w: _Write) -> dict[str, Any] | None:
