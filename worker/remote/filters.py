@@ -112,7 +112,9 @@ def key_segment(key: object, key_type: KeyType = "guid") -> str:
     percent-encoded (RFC 3986; OData allows a quote as it is), so that ``/``, ``?``, ``#``,
     ``%``, spaces or parentheses in a string key stay inside the key instead of
     addressing another resource."""
-    return quote(key_literal(key, key_type), safe="'")
+    text = key_literal(key, key_type)
+    # A GUID or integer literal is hex digits, '-' and digits: nothing to encode.
+    return text if key_type != "string" else quote(text, safe="'")
 
 
 def alternate_key(alternate: Mapping[str, object]) -> str:

@@ -126,7 +126,9 @@ def loads(text: str | bytes) -> Any:
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)",
                                        text, 0)
     elif isinstance(text, bytes | bytearray):
-        text = text.decode(json.detect_encoding(text), "surrogatepass")
+        # An object's opening '{"' is UTF-8 to json.detect_encoding too (no BOM, no NUL).
+        encoding = "utf-8" if text.startswith(b'{"') else json.detect_encoding(text)
+        text = text.decode(encoding, "surrogatepass")
     else:
         raise TypeError(f"the JSON object must be str, bytes or bytearray, "
                         f"not {text.__class__.__name__}")
