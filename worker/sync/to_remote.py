@@ -110,6 +110,7 @@ class _Chunk:
         self.max_lengths = max_lengths
         self.fields = px.mapping.fields_for(TO)
         self.current: dict[str, dict[str, Any]] = {}  # the CRM records read, by key
+        self.properties: dict[str, PropertyInfo] | None = None
 
     def read_and_decide(self) -> list[Action]:
         """Read the chunk (local rows, couplings, lookups, the coupled CRM records: GET
@@ -191,8 +192,10 @@ class _Chunk:
         return FieldValue(f, source, to_remote_value(wanted, prop))
 
     def _properties(self) -> dict[str, PropertyInfo]:
-        info = metadata.for_client(self.px.client).get(self.px.mapping.entity_set)
-        return info.properties if info is not None else {}
+        if self.properties is None:  # the service's facets, looked up once a chunk
+            info = metadata.for_client(self.px.client).get(self.px.mapping.entity_set)
+            self.properties = info.properties if info is not None else {}
+        return self.properties
 
     def _lookup(self, f: FieldMapping, source: Any, resolved: dict[str, str]) -> str | None:
         if source in (None, ""):

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from worker.sync.model import Direction, FieldMapping, UpdateConflict
@@ -60,8 +61,12 @@ def constant(field_mapping: FieldMapping) -> Any:
     """A constant value as the destination expects it: JSON when it parses (3, true, 12.50
     as an exact Decimal), else the text itself."""
     text = field_mapping.constant_value
-    if text is None:
-        return None
+    return None if text is None else _constant_of(text)
+
+
+@lru_cache(maxsize=1024)
+def _constant_of(text: str) -> Any:
+    # Read once per text, not once per record: the values are never changed in place.
     try:
         return json.loads(text, parse_float=Decimal)
     except ValueError:
@@ -99,7 +104,7 @@ def transform(field_mapping: FieldMapping, value: Any, pass_direction: Direction
     text is always cut to the destination's length (``max_length``). A rule that is not
     well-formed raises TransformError."""
     rule = field_mapping.transformation
-    if not rule and isinstance(rule, Mapping):
+    if not rule and (type(rule) is dict or isinstance(rule, Mapping)):
         cut = isinstance(value, str) and isinstance(max_length, int) and max_length > 0
         return value[:max_length] if cut else value
     problems = rule_problems(rule)
