@@ -8,7 +8,14 @@ import uuid
 import pytest
 import requests
 
-from worker.remote.batch import Operation, Part, decode_batch, encode_batch, match_parts
+from worker.remote.batch import (
+    Operation,
+    OperationResult,
+    Part,
+    decode_batch,
+    encode_batch,
+    match_parts,
+)
 from worker.remote.client import Call, ODataClient, WriteResult
 from worker.remote.config import ConnectionSettings
 from worker.remote.errors import RemoteProtocolError, RemoteUnavailable
@@ -136,3 +143,16 @@ def test_parts_still_failing_when_retries_run_out() -> None:
     [result] = client.batch([Operation("delete", accounts, str(uuid.uuid4()), ref="d")])
     assert not result.ok and isinstance(result.error, RemoteUnavailable)
     assert result.error.code == "0x8005F103" and result.status == 503
+
+
+def test_a_written_result_carries_the_write_and_the_operation_as_the_constructor_would(
+) -> None:
+    op = Operation("create", None, "k1", ref=("coupling", 7))  # type: ignore[arg-type]
+    write = WriteResult(key="k1", status=201, etag='W/"7"', record={"a": 1},
+                        already_existed=True)
+    result = OperationResult.written(op, write)
+    assert result == OperationResult(ref=("coupling", 7), key="k1", ok=True, status=201,
+                                     etag='W/"7"', record={"a": 1}, already_existed=True)
+    assert (result.error, result.unknown, result.already_gone, result.modified_on) == (
+        None, False, False, None)
+    assert not result.transient
