@@ -12,6 +12,7 @@ import zlib
 import pytest
 
 from tests.support.hostile import Handler, Seen, client_of, hostile
+from worker.remote.deadlines import Watcher
 from worker.remote.errors import RemoteAuthError, RemoteProtocolError, RemoteUnavailable
 
 
@@ -121,3 +122,14 @@ def test_a_token_reply_larger_than_the_limit_is_refused() -> None:
             token_url=f"{crm.origin}/token", max_reply_mib=1) as client, \
             pytest.raises(RemoteProtocolError, match="larger than max_reply_mib 1 MiB"):
         list(client.entity_set("accounts", "accountid").read())
+
+
+def test_an_exchange_with_a_sooner_deadline_than_those_watched_is_cut_off_at_its_own() -> None:
+    watcher = Watcher()
+    with watcher.watch(0.3) as finished:
+        pass
+    with watcher.watch(0.6) as later, watcher.watch(0.1) as sooner:
+        time.sleep(0.3)
+        assert sooner.expired and not later.expired
+        time.sleep(0.6)
+    assert later.expired and not finished.expired

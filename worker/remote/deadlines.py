@@ -61,13 +61,18 @@ class Watcher:
         entry = Watch(time.monotonic() + seconds)
         ident = next(self._ids)
         with self._lock:
+            # The watcher sleeps until the earliest deadline in the heap: it needs waking
+            # only when this one comes sooner (most requests share one timeout, so their
+            # deadlines come in order and a wake per request would be for nothing).
+            sooner = not self._heap or entry.deadline < self._heap[0][0]
             heapq.heappush(self._heap, (entry.deadline, ident, entry))
             self._active.add(ident)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="crmsync-remote-deadlines")
                 self._thread.start()
-            self._lock.notify()
+            if sooner:
+                self._lock.notify()
         previous, _current.watch = getattr(_current, "watch", None), entry
         try:
             yield entry
