@@ -134,21 +134,21 @@ def add_intents(conn: Connection, mapping: str, intents: Sequence[tuple[str, str
     if not intents:
         return {}
     given = snapshots or {}
+    remote_ids = dict(intents)
     rows = conn.execute(sa.text(
         "INSERT INTO crmsync.couplings (mapping_name, local_id, remote_id, state, "
         "synced_values) SELECT :m, t.l, t.r, :s, t.v "
         "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(l text, r text, v jsonb) "
-        f"RETURNING {_ALL_BUT_VALUES}"),
+        "RETURNING id, local_id"),
         {"m": mapping, "s": state.value,
          "rows": _rows({"l": key, "r": rid, "v": given.get(key)} for key, rid in intents)})
-    return {r["local_id"]: Coupling.from_row({**r, "synced_values": given.get(r["local_id"])})
-            for r in rows.mappings()}
-
-
-# Every column Coupling reads but the snapshots, which the caller of add_intents has.
-_ALL_BUT_VALUES = ("id, mapping_name, local_id, remote_id, state, remote_version, "
-                   "remote_modified_on, last_result_to, last_result_from, last_error, "
-                   "skipped, pending_values")
+    # A new row holds what was inserted and the columns' defaults (no result, no version,
+    # not skipped): only its id is read back.
+    return {local_id: Coupling(
+        id=coupling_id, mapping_name=mapping, local_id=local_id,
+        remote_id=remote_ids[local_id], state=state, remote_version=None,
+        remote_modified_on=None, synced_values=given.get(local_id), last_result_to=None,
+        last_result_from=None, last_error=None, skipped=False) for coupling_id, local_id in rows}
 
 
 def save_intent_snapshots(conn: Connection, mapping: str,

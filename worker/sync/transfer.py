@@ -25,6 +25,8 @@ LOCAL, REMOTE = "l", "r"
 
 def canonical(value: Any) -> Any:
     """A JSON-able form in which equal values of both sides are equal."""
+    if type(value) is str:  # the most common kind first
+        return value if value != "" else None
     if value is None:
         return None
     if isinstance(value, bool):
