@@ -4,6 +4,8 @@ with or without Content-ID) and matching parts back to operations."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -156,3 +158,13 @@ def test_a_written_result_carries_the_write_and_the_operation_as_the_constructor
     assert (result.error, result.unknown, result.already_gone, result.modified_on) == (
         None, False, False, None)
     assert not result.transient
+
+
+def test_a_versioned_result_changes_key_and_version_only() -> None:
+    op = Operation("upsert", None, "accountnumber='C1'", ref=3)  # type: ignore[arg-type]
+    result = OperationResult.written(op, WriteResult(key=op.key, status=204,
+                                                     already_existed=True))
+    stamp = datetime(2026, 1, 2, tzinfo=UTC)
+    assert result.versioned("a1", 'W/"9"', stamp) == replace(
+        result, key="a1", etag='W/"9"', modified_on=stamp)
+    assert result.key == "accountnumber='C1'" and result.etag is None

@@ -119,6 +119,14 @@ class OperationResult:
             unknown=False)
         return written
 
+    def versioned(self, key: str, etag: str | None,
+                  modified_on: datetime | None) -> OperationResult:
+        """This result with the record's key and version as read back after the write
+        (``dataclasses.replace`` without its per-field work: one per written record)."""
+        versioned = object.__new__(OperationResult)
+        versioned.__dict__.update(self.__dict__, key=key, etag=etag, modified_on=modified_on)
+        return versioned
+
     @classmethod
     def failed(cls, op: Operation, error: CrmsyncError, *,
                unknown: bool = False) -> OperationResult:

@@ -29,7 +29,7 @@ import json
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -314,9 +314,9 @@ def _read_back(entity_set: EntitySet, results: list[OperationResult]
         if row is None:
             out.append(result)
             continue
-        out.append(replace(result, key=str(row[entity_set.key]),
-                           etag=row.get("@odata.etag"),
-                           modified_on=wire.parse_datetime(row.get(entity_set.modified_on))))
+        out.append(result.versioned(
+            str(row[entity_set.key]), row.get("@odata.etag"),
+            wire.parse_datetime(row.get(entity_set.modified_on))))
     return out
 
 
