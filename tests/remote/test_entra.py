@@ -9,6 +9,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -234,25 +235,34 @@ class FlakyAuthority(BaseHTTPRequestHandler):
         pass
 
 
-def test_an_authority_outage_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@contextmanager
+def https_authority(handler: type[BaseHTTPRequestHandler], tmp_path: Path,
+                    monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """An https authority served by ``handler`` on a loopback port, trusted by requests;
+    yields the connection settings that sign in against it (tenant, authority, client id)."""
     context, bundle = pki.server_tls(tmp_path)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyAuthority)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    FlakyAuthority.posts = 0
     try:
+        yield {"CRMSYNC_CRM_URL": "https://127.0.0.1:1/api", "CRMSYNC_CRM_TENANT": TENANT,
+               "CRMSYNC_CRM_AUTHORITY": f"127.0.0.1:{server.server_address[1]}",
+               "CRMSYNC_CRM_CLIENT_ID": CLIENT_ID}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_authority_outage_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    FlakyAuthority.posts = 0
+    with https_authority(FlakyAuthority, tmp_path, monkeypatch) as env:
         settings = load_connection(env={
-            "CRMSYNC_CRM_URL": "https://127.0.0.1:1/api", "CRMSYNC_CRM_TENANT": TENANT,
-            "CRMSYNC_CRM_AUTHORITY": f"127.0.0.1:{server.server_address[1]}",
-            "CRMSYNC_CRM_CLIENT_ID": CLIENT_ID, "CRMSYNC_CRM_CLIENT_SECRET": SECRET,
+            **env, "CRMSYNC_CRM_CLIENT_SECRET": SECRET,
             "CRMSYNC_CRM_MAX_RETRIES": "1", "CRMSYNC_CRM_RETRY_BASE": "0"})
         with requests.Session() as session:
             assert authenticator_for(settings, session).authorization() == "Bearer granted-token"
         assert FlakyAuthority.posts == 2
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_certificate_near_its_end_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -283,23 +293,12 @@ def test_the_assertion_names_the_certificate_by_its_sha256_thumbprint(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Entra ID deprecates the SHA-1 thumbprint (x5t); msal sends x5t#S256 (and PS256) only
     # when it is given the certificate and no SHA-1 thumbprint.
-    context, bundle = pki.server_tls(tmp_path)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordingAuthority)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     RecordingAuthority.forms = []
-    try:
+    with https_authority(RecordingAuthority, tmp_path, monkeypatch) as env:
         settings = load_connection(env={
-            "CRMSYNC_CRM_URL": "https://127.0.0.1:1/api", "CRMSYNC_CRM_TENANT": TENANT,
-            "CRMSYNC_CRM_AUTHORITY": f"127.0.0.1:{server.server_address[1]}",
-            "CRMSYNC_CRM_CLIENT_ID": CLIENT_ID,
-            "CRMSYNC_CRM_CLIENT_CERTIFICATE": REGISTERED.combined()})
+            **env, "CRMSYNC_CRM_CLIENT_CERTIFICATE": REGISTERED.combined()})
         with requests.Session() as session:
             assert authenticator_for(settings, session).authorization() == "Bearer t"
-    finally:
-        server.shutdown()
-        server.server_close()
     header = jwt.get_unverified_header(RecordingAuthority.forms[0]["client_assertion"])
     sha256 = Registered.from_pem(REGISTERED.certificate_pem).sha256
     assert header["alg"] == "PS256" and "x5t" not in header
@@ -317,21 +316,10 @@ class HugeAuthority(FlakyAuthority):
 
 def test_an_authority_reply_larger_than_the_limit_is_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    context, bundle = pki.server_tls(tmp_path)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), HugeAuthority)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with https_authority(HugeAuthority, tmp_path, monkeypatch) as env:
         settings = load_connection(env={
-            "CRMSYNC_CRM_URL": "https://127.0.0.1:1/api", "CRMSYNC_CRM_TENANT": TENANT,
-            "CRMSYNC_CRM_AUTHORITY": f"127.0.0.1:{server.server_address[1]}",
-            "CRMSYNC_CRM_CLIENT_ID": CLIENT_ID, "CRMSYNC_CRM_CLIENT_SECRET": SECRET,
-            "CRMSYNC_CRM_MAX_REPLY_MIB": "1"})
+            **env, "CRMSYNC_CRM_CLIENT_SECRET": SECRET, "CRMSYNC_CRM_MAX_REPLY_MIB": "1"})
         transport = Transport(settings)
         with pytest.raises(RemoteProtocolError, match="larger than max_reply_mib 1 MiB"):
             transport.auth.authorization()
         transport.close()
-    finally:
-        server.shutdown()
-        server.server_close()
