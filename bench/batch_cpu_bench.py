@@ -21,11 +21,10 @@ import os
 import platform
 import time
 import timeit
-import uuid
 from collections.abc import Callable
-from decimal import Decimal
 from functools import partial
 
+from client_bench import account_creates, account_updates
 from emulator_process import SERVICE, free_port, start_emulator
 
 from worker.remote import batch, wire
@@ -49,14 +48,8 @@ def captured(url: str, size: int) -> tuple[list[Operation], list[Operation],
            "CRMSYNC_BENCH_BULK_MESSAGES": "off"}
     client = ODataClient(load_connection("bench", env=env))
     accounts = client.entity_set("accounts", "accountid")
-    creates = [Operation("create", accounts, str(uuid.uuid4()),
-                         {"name": f"bench {i}", "accountnumber": f"B{i}",
-                          "telephone1": "+49 30 1234567",
-                          "creditlimit": Decimal(f"{1000 + i}.50")}, ref=i)
-               for i in range(size)]
-    updates = [Operation("update", accounts, op.key,
-                         {"name": f"bench {op.ref} v2", "creditlimit": Decimal("7.25")},
-                         ref=op.ref) for op in creates]
+    creates = account_creates(accounts, size)
+    updates = account_updates(creates)
     batch.decode_batch = keep
     try:
         for ops in (creates, updates):

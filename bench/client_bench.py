@@ -33,7 +33,7 @@ from decimal import Decimal
 from emulator_process import SERVICE, free_port, start_emulator
 
 from worker.remote.batch import Operation
-from worker.remote.client import ODataClient
+from worker.remote.client import EntitySet, ODataClient
 from worker.remote.config import load_connection
 
 # Records per batch size by default: enough for a few seconds each on a laptop.
@@ -61,6 +61,23 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def account_creates(accounts: EntitySet, records: int) -> list[Operation]:
+    """Creates of ``records`` new accounts (name, number, telephone, credit limit), each
+    with its index as ``ref``."""
+    return [Operation("create", accounts, str(uuid.uuid4()),
+                      {"name": f"bench {i}", "accountnumber": f"B{i}",
+                       "telephone1": "+49 30 1234567",
+                       "creditlimit": Decimal(f"{1000 + i}.50")}, ref=i)
+            for i in range(records)]
+
+
+def account_updates(creates: list[Operation]) -> list[Operation]:
+    """An update of two fields of each account that ``creates`` made."""
+    return [Operation("update", op.entity_set, op.key,
+                      {"name": f"bench {op.ref} v2", "creditlimit": Decimal("7.25")},
+                      ref=op.ref) for op in creates]
+
+
 def run(url: str, batch_size: int, records: int, concurrency: int,
         bulk: bool = False, chunk: int | None = None,
         kind: str = "create") -> dict[str, float]:
@@ -74,20 +91,14 @@ def run(url: str, batch_size: int, records: int, concurrency: int,
     latencies = Latencies()
     with ODataClient(load_connection("bench", env=env), latencies) as client:
         accounts = client.entity_set("accounts", "accountid")
-        ops = [Operation("create", accounts, str(uuid.uuid4()),
-                         {"name": f"bench {i}", "accountnumber": f"B{i}",
-                          "telephone1": "+49 30 1234567",
-                          "creditlimit": Decimal(f"{1000 + i}.50")}, ref=i)
-               for i in range(records)]
+        ops = account_creates(accounts, records)
         # By default one call per wave of `concurrency` batches; the sync engine sends
         # one call per chunk (500 records).
         wave = chunk or max(batch_size, 1) * concurrency
         if kind == "update":
             for i in range(0, records, wave):
                 client.batch(ops[i:i + wave])
-            ops = [Operation("update", accounts, op.key,
-                             {"name": f"bench {op.ref} v2", "creditlimit": Decimal("7.25")},
-                             ref=op.ref) for op in ops]
+            ops = account_updates(ops)
             latencies.seconds.clear()
         started, cpu_started = time.perf_counter(), cpu_seconds()
         failed = 0
