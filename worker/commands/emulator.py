@@ -49,44 +49,50 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--page-size", type=int, metavar="N",
                         help="the server's own page size (default: 5000 for dataverse, "
                              "1000 for odata, which ignores odata.maxpagesize)")
-    parser.add_argument("--webhook", action="append", default=[], metavar="URL",
-                        help="POST a Dataverse-style execution context to URL after every "
-                             "create, update and delete (repeatable)")
-    parser.add_argument("--webhook-header", action="append", default=[], metavar="'NAME: VALUE'",
-                        help="a header sent with every webhook call, e.g. a shared secret "
-                             "(repeatable)")
+    _repeatable(parser, "--webhook", "POST a Dataverse-style execution context to URL after "
+                "every create, update and delete (repeatable)", metavar="URL")
+    _repeatable(parser, "--webhook-header", "a header sent with every webhook call, e.g. a "
+                "shared secret (repeatable)", metavar="'NAME: VALUE'")
     parser.set_defaults(func=_serve)
-
 
 
 def _sign_in_options(parser: argparse.ArgumentParser) -> None:
     """How clients sign in: OAuth2 client credentials (secret or certificate), Entra-like
     tenants, Azure identity endpoints, https."""
-    env = os.environ.get
-    parser.add_argument("--client-id", default=env("CRMSYNC_EMULATOR_CLIENT_ID"),
-                        help="turn on OAuth2 client credentials for this client id "
-                             "(default: $CRMSYNC_EMULATOR_CLIENT_ID; none: no authentication)")
-    parser.add_argument("--client-secret", default=env("CRMSYNC_EMULATOR_CLIENT_SECRET"),
-                        help="the client's secret (default: $CRMSYNC_EMULATOR_CLIENT_SECRET; "
-                             "prefer the variable: arguments are visible to other users)")
-    parser.add_argument("--client-certificate", action="append", default=[], metavar="PEM",
-                        help="a certificate (its public part) registered on the client: it "
-                             "signs in with a client assertion signed by the certificate's "
-                             "key, checked as Entra ID does (repeatable; with --client-id)")
-    parser.add_argument("--tenant", action="append", default=[],
-                        help="a tenant that exists (repeatable; default: any); others are "
-                             "refused with AADSTS90002")
-    parser.add_argument("--managed-identity", action="append", default=[], metavar="ID",
-                        help="answer as an Azure host's identity endpoints for this identity: "
-                             "'system' (system-assigned) or a user-assigned client id "
-                             "(repeatable)")
-    parser.add_argument("--identity-header", default=env("CRMSYNC_EMULATOR_IDENTITY_HEADER"),
-                        help="App Service's IDENTITY_HEADER the /msi/token endpoint expects "
-                             "(default: $CRMSYNC_EMULATOR_IDENTITY_HEADER)")
+    _from_env(parser, "--client-id", "turn on OAuth2 client credentials for this client id",
+              "none: no authentication")
+    _from_env(parser, "--client-secret", "the client's secret",
+              "prefer the variable: arguments are visible to other users")
+    _repeatable(parser, "--client-certificate", "a certificate (its public part) registered on "
+                "the client: it signs in with a client assertion signed by the certificate's "
+                "key, checked as Entra ID does (repeatable; with --client-id)", metavar="PEM")
+    _repeatable(parser, "--tenant", "a tenant that exists (repeatable; default: any); others "
+                "are refused with AADSTS90002")
+    _repeatable(parser, "--managed-identity", "answer as an Azure host's identity endpoints for "
+                "this identity: 'system' (system-assigned) or a user-assigned client id "
+                "(repeatable)", metavar="ID")
+    _from_env(parser, "--identity-header",
+              "App Service's IDENTITY_HEADER the /msi/token endpoint expects")
     parser.add_argument("--tls-certificate", metavar="PEM",
                         help="serve https with this certificate (with --tls-key): msal signs "
                              "in only against an https authority")
     parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-certificate")
+
+
+def _from_env(parser: argparse.ArgumentParser, flag: str, help: str,
+              note: str | None = None) -> None:
+    """An option whose default is the variable ``CRMSYNC_EMULATOR_<FLAG>`` (``--client-id``:
+    ``CRMSYNC_EMULATOR_CLIENT_ID``), named in its help with ``note``."""
+    variable = "CRMSYNC_EMULATOR_" + flag.removeprefix("--").replace("-", "_").upper()
+    default = f"default: ${variable}" + (f"; {note}" if note else "")
+    parser.add_argument(flag, default=os.environ.get(variable), help=f"{help} ({default})")
+
+
+def _repeatable(parser: argparse.ArgumentParser, flag: str, help: str,
+                metavar: str | None = None) -> None:
+    """An option that may be given several times: the list of its values (empty: none)."""
+    parser.add_argument(flag, action="append", default=[], metavar=metavar, help=help)
+
 
 def _serve(args: argparse.Namespace) -> int:
     if args.client_secret is not None and args.client_id is None:
