@@ -35,7 +35,7 @@ class Clock:
 def test_done_total_rate_and_eta() -> None:
     clock = Clock()
     p = PassProgress("CUSTOMER", TO, clock=clock)
-    assert p.describe() == "CUSTOMER to CRM: 0"
+    assert p.describe() == "CUSTOMER to CRM: 0 / ?"  # not known yet
     p.expect(20_000)
     assert p.describe() == "CUSTOMER to CRM: 0 / 20,000"
     clock.now += 10
@@ -58,8 +58,8 @@ def test_a_capped_count_shows_as_a_lower_bound_and_gives_no_eta() -> None:
     p.add(Counter(inserted=1000))
     assert p.describe() == "CUSTOMER from CRM: 1,000 / 5,000+, 500/s"
     assert p.eta is None
-    p.add(Counter(inserted=6000))  # past the service's count: no total rather than 5,000+
-    assert p.describe() == "CUSTOMER from CRM: 7,000, 3,500/s"
+    p.add(Counter(inserted=6000))  # past the service's count: unknown rather than 5,000+
+    assert p.describe() == "CUSTOMER from CRM: 7,000 / ?, 3,500/s"
 
 
 def test_records_read_count_as_done_though_nothing_came_of_them() -> None:
@@ -130,11 +130,11 @@ def test_the_board_says_what_runs_and_tells_at_most_every_few_seconds() -> None:
     contacts.add(Counter(modified=5))  # a pass that starts: told at once
     contacts.add(Counter(modified=5))  # within 2 s of the last: not told
     assert told == ["CUSTOMER to CRM: 0 / 20,000", "CUSTOMER to CRM: 8,500 / 20,000, 850/s",
-                    "CUSTOMER to CRM: 8,500 / 20,000, 850/s; CONTACTS from CRM: 5"]
+                    "CUSTOMER to CRM: 8,500 / 20,000, 850/s; CONTACTS from CRM: 5 / ?"]
     assert board.text() == ("CUSTOMER to CRM: 8,500 / 20,000, 850/s; "
-                            "CONTACTS from CRM: 10")
+                            "CONTACTS from CRM: 10 / ?")
     board.pass_finished("CUSTOMER", TO, Counter(), None)
-    assert told[-1] == "CONTACTS from CRM: 10"
+    assert told[-1] == "CONTACTS from CRM: 10 / ?"
 
 
 def test_observers_each_hear_and_one_that_fails_stops_nobody(

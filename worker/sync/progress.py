@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 DONE = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed")
 READ = "read"  # records a chunk looked at, whatever came of them (progress only)
 LOG_EVERY = 30.0  # seconds between two progress log lines of one pass
+UNKNOWN = "?"  # the total shown when none is known
 Clock = Callable[[], float]
 
 
@@ -135,11 +136,11 @@ class PassProgress:
         return f"{number(total)}+" if self.at_least else number(total)
 
     def describe(self, *, eta: bool = True) -> str:
-        """``CUSTOMER to CRM: 12,000 / 20,000, 850/s, ETA 0:09``."""
+        """``CUSTOMER to CRM: 12,000 / 20,000, 850/s, ETA 0:09``; ``… 12,000 / ?, 850/s``
+        while the total is unknown (not known yet, a change-tracking delta, a capped count
+        that done has passed): no ETA then."""
         text = f"{self.mapping} {arrow(self.direction)}: {number(self.done)}"
-        total = self.total_text()
-        if total is not None:
-            text += f" / {total}"
+        text += f" / {self.total_text() or UNKNOWN}"
         rate = self.rate
         if rate is not None:
             text += f", {number(rate)}/s"
