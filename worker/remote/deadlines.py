@@ -27,6 +27,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from worker.remote.connections import Connection, SecureConnection
+
 _CHUNK = 64 * 1024
 
 
@@ -139,11 +141,15 @@ def _note(conn: Any) -> Any:
 
 
 class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = Connection
+
     def _get_conn(self, timeout: float | None = None) -> Any:
         return _note(super()._get_conn(timeout))
 
 
 class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = SecureConnection
+
     def _get_conn(self, timeout: float | None = None) -> Any:
         return _note(super()._get_conn(timeout))
 
@@ -153,7 +159,8 @@ _POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
 
 class DeadlineAdapter(HTTPAdapter):
     """An HTTPAdapter whose pools (direct or through a proxy) tell the current watch which
-    connection serves it."""
+    connection serves it; their connections read a reply's head as headers only
+    (:mod:`worker.remote.connections`)."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)

@@ -18,9 +18,11 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from requests.sessions import merge_setting
 from requests.structures import CaseInsensitiveDict
 
 from worker import __version__
@@ -94,10 +96,36 @@ class _Bearer(requests.auth.AuthBase):
         return request
 
 
+class _Session(requests.Session):
+    """A requests session that reads what the environment configures for an origin (the
+    proxies of ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` and ``NO_PROXY``, the CA bundle
+    of ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``) at its first request to that origin, not
+    at every request: requests scans the whole process environment twice a request for
+    them. Settings given to the request itself go through requests as before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def merge_environment_settings(self, url: str, proxies: dict[str, str] | None,
+                                   stream: bool | None, verify: Any,
+                                   cert: Any) -> dict[str, Any]:
+        if proxies or verify is not None or cert is not None or not self.trust_env:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url)
+        origin = (parts.scheme, parts.netloc)
+        known = self._environment.get(origin)
+        if known is None:  # two threads may both read it: the same answer
+            known = super().merge_environment_settings(url, {}, None, None, None)
+            self._environment[origin] = known
+        return {"proxies": dict(known["proxies"]), "stream": merge_setting(stream, self.stream),
+                "verify": known["verify"], "cert": known["cert"]}
+
+
 def new_session(settings: ConnectionSettings) -> requests.Session:
     """One session per connection, its pool as large as the allowed concurrency; urllib3
     does not retry (this module does)."""
-    session = requests.Session()
+    session = _Session()
     adapter = DeadlineAdapter(pool_connections=2, pool_maxsize=settings.concurrency,
                               max_retries=0)
     session.mount("http://", adapter)
