@@ -1,7 +1,8 @@
 """How far a synchronization pass is: records done of a total (when one is known), the rate
-and an estimate of the time left, and the observers that show it (a log line about every
-30 s, the worker's sd_notify ``STATUS=`` through :data:`BOARD`; the metrics and the
-``crmsync sync`` terminal view have their own modules).
+(over the last half minute while it runs) and an estimate of the time left, and the
+observers that show it (a log line about every 30 s, the worker's sd_notify ``STATUS=``
+through :data:`BOARD`; the metrics and the ``crmsync sync`` terminal view have their own
+modules).
 
 A pass is fed at its chunk boundaries, after the chunk's transaction committed (see
 ``PassContext.chunk_transaction``): what it shows was committed, job log counters included.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 DONE = ("inserted", "modified", "deleted", "unchanged", "skipped", "failed")
 READ = "read"  # records a chunk looked at, whatever came of them (progress only)
 LOG_EVERY = 30.0  # seconds between two progress log lines of one pass
+RATE_WINDOW = 30.0  # seconds of recent work the running rate and the ETA go by
 UNKNOWN = "?"  # the total shown when none is known
 Clock = Callable[[], float]
 
@@ -72,9 +74,12 @@ class PassProgress:
     at_least: bool = False  # the total is a lower bound (the service's count stopped)
     started: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # (time, done) at each change of done; the first is the last one RATE_WINDOW or more ago
+    _marks: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
 
     def __post_init__(self) -> None:
         self.started = self.clock()
+        self._marks.append((self.started, 0))
 
     # -- fed by the pass ---------------------------------------------------------------
     def expect(self, more: int | None, *, at_least: bool = False) -> None:
@@ -89,8 +94,12 @@ class PassProgress:
 
     def add(self, counts: Counter[str]) -> None:
         """A committed chunk's counters."""
+        now = self.clock()
         with self._lock:
             self.counts.update(counts)
+            self._marks.append((now, self.done))
+            while len(self._marks) > 1 and self._marks[1][0] <= now - RATE_WINDOW:
+                self._marks.popleft()
         self._changed(counts)
 
     def _changed(self, counts: Counter[str]) -> None:
@@ -108,10 +117,24 @@ class PassProgress:
 
     @property
     def rate(self) -> float | None:
-        """Records per second since the pass began (None before the first record, or in
-        its first tenth of a second)."""
+        """Records per second since the pass began, the finished pass's figure (None
+        before the first record, or in its first tenth of a second)."""
         seconds, done = self.seconds, self.done
         return done / seconds if done and seconds >= 0.1 else None
+
+    @property
+    def current_rate(self) -> float | None:
+        """Records per second over about the last RATE_WINDOW seconds (the whole pass while
+        it is shorter): what the running line, the log line and the ETA go by, so that a
+        pass that slows down (a loaded machine, a service that throttles) shows it within
+        half a minute, not once the average since the start has caught up with it. None
+        before any record in the window, or within its first tenth of a second."""
+        now = self.clock()
+        with self._lock:
+            since, then = self._marks[0]
+            done = self.done
+        seconds = now - since
+        return (done - then) / seconds if done > then and seconds >= 0.1 else None
 
     @property
     def known_total(self) -> int | None:
@@ -124,7 +147,7 @@ class PassProgress:
     @property
     def eta(self) -> float | None:
         """Seconds left at the current rate, when the total is exact."""
-        rate, total = self.rate, self.known_total
+        rate, total = self.current_rate, self.known_total
         if rate is None or total is None or self.at_least:
             return None
         return (total - self.done) / rate
@@ -141,7 +164,7 @@ class PassProgress:
         that done has passed): no ETA then."""
         text = f"{self.mapping} {arrow(self.direction)}: {number(self.done)}"
         text += f" / {self.total_text() or UNKNOWN}"
-        rate = self.rate
+        rate = self.current_rate
         if rate is not None:
             text += f", {number(rate)}/s"
         left = self.eta if eta else None
@@ -215,7 +238,7 @@ class ProgressLog:
             if now - last < self.every:
                 return
             self._last[key] = now
-        rate = progress.rate
+        rate = progress.current_rate
         log.info("sync pass progress", extra={
             "mapping": progress.mapping, "direction": progress.direction.value,
             "done": progress.done, "total": progress.total_text(),
