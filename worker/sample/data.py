@@ -332,6 +332,11 @@ def load_sample_data(engine: Engine, *, customers: int = DEFAULT_CUSTOMERS,
         catch_up_number_series(conn)
         totals = {table: conn.scalar(sa.text(f"SELECT count(*) FROM {table}"))
                   for table, _, _ in plan}
+        if any(inserted for _, inserted in counts):
+            # The planner's statistics of the tables just filled, as a database in use has
+            # them (autovacuum takes a minute to come by, and may be off).
+            for table, _, _ in plan:
+                conn.execute(sa.text(f"ANALYZE {table}"))
     return SampleDataSummary(tuple(TableCount(t, n, totals[t]) for t, n in counts))
 
 

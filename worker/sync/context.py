@@ -3,8 +3,8 @@ directions share: chunking, counting, per-record failures."""
 
 from __future__ import annotations
 
+import os
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +25,7 @@ from worker.sync.progress import READ, PassProgress
 from worker.sync.transfer import FieldValue, new_snapshot
 
 CHUNK = 500
+ANALYZE_AFTER = 1000  # couplings a pass adds before it refreshes their statistics
 T = TypeVar("T")
 
 
@@ -71,6 +72,8 @@ class PassContext:
     # The local→remote pass decides one chunk while the previous one is recorded on
     # another thread: counters and errors are taken under this lock.
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Couplings this pass added when it last had their statistics refreshed.
+    _analyzed_at: int = 0
 
     @property
     def where(self) -> sa.ColumnElement[bool]:
@@ -161,6 +164,16 @@ class PassContext:
         if self.on_progress is not None:
             self.on_progress(counts)
 
+    def keep_statistics(self) -> None:
+        """Between chunks: once the couplings this pass added reach a thousand, then each
+        time they double, the planner is told of them (``couplings.analyze``), so probing
+        a chunk's couplings by key stays a probe while an initial sync fills them."""
+        with self._lock:
+            added = self.counts["inserted"] + self.counts["coupled"]
+        if added >= max(ANALYZE_AFTER, 2 * self._analyzed_at) \
+                and coupling_store.analyze(self.engine):
+            self._analyzed_at = added
+
     def remote_select(self) -> list[str]:
         names = {self.mapping.remote_key, self.mapping.remote_modified_on}
         names.update(f.remote_read_name for f in self.mapping.fields if f.remote_read_name)
@@ -204,7 +217,14 @@ def unique(items: Iterable[T]) -> list[T]:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) GUID as text: what ``str(uuid.uuid4())`` gives, without
+    building a UUID object per record."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+# The RFC 4122 variant bits (10xx) of a GUID's 17th hex digit.
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
 def remote_version(record: dict[str, Any] | None, etag: str | None) -> str | None:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -362,3 +363,23 @@ def count(conn: Connection, mapping: str) -> int:
     return int(conn.scalar(sa.text(
         "SELECT count(*) FROM crmsync.couplings WHERE mapping_name = :n"),
         {"n": mapping}) or 0)
+
+
+
+def analyze(engine: Engine) -> bool:
+    """ANALYZE what the planner weighs of the couplings (the columns of their keys and
+    state) after a pass added many: an initial sync grows a mapping's couplings from none
+    in minutes, faster than autovacuum comes by (or at all, where it is off), and with the
+    statistics of a mapping that had none, each chunk's lookup of its couplings by key is
+    planned as a scan of all of them (O(n) a chunk). Another worker analyzing meanwhile is
+    left to it (False); a role that does not own the table only gets the server's warning."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("SET LOCAL lock_timeout = '100ms'"))
+            conn.execute(sa.text(
+                "ANALYZE crmsync.couplings (mapping_name, local_id, remote_id, state)"))
+    except sa.exc.OperationalError as exc:
+        if not isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+            raise
+        return False
+    return True

@@ -79,6 +79,7 @@ def run(px: PassContext, *, full: bool) -> None:
         after=since is not None and marks.remote_modified_complete, on_count=px.expect)
     for chunk in chunks(stream):
         px.check_cancelled()
+        px.keep_statistics()
         _Chunk(px, _not_in(px, chunk, retried), count_seen=full, thin=thin).run()
         stamps = [parse_datetime(r.get(mapping.remote_modified_on)) for r in chunk]
         newest = max([s for s in stamps if s] + ([newest] if newest else []), default=None)
@@ -154,6 +155,7 @@ def _apply_feed(px: PassContext, link: str | None,
     seen: set[str] = set()
     for page in feed.pages():
         px.check_cancelled()
+        px.keep_statistics()
         records = [c.record for c in page if c.record is not None]
         deleted = [c.key for c in page if c.record is None]
         for chunk in chunks(_not_in(px, records, retried)):

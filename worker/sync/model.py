@@ -7,6 +7,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from worker.vocabulary import Direction as Direction  # the ground floor's, named here too
@@ -76,9 +77,10 @@ class FieldMapping:
             apply_on=ApplyOn(row.get("apply_on") or ApplyOn.ALWAYS),
         )
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """The field's name in a coupling's snapshot of synced values."""
+        """The field's name in a coupling's snapshot of synced values (asked per record
+        and field: made once)."""
         return str(self.id)
 
     @property

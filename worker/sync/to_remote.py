@@ -72,8 +72,10 @@ def _run_once(px: PassContext, first: list[str], *, full: bool,
     with ChunkPipeline(px.engine, changes.commit_progress) as pipeline:
         for keys, progress in work:
             px.check_cancelled()
+            px.keep_statistics()
             actions = _Chunk(px, keys, changes.deleted, max_lengths).read_and_decide()
             pipeline.send(runner.prepare(px, actions), progress)
+    px.keep_statistics()  # for the remote→local pass's probes, next
     with px.engine.begin() as conn:
         changes.commit_mark(conn)
     return changes.resumed
@@ -111,6 +113,7 @@ class _Chunk:
         self.fields = px.mapping.fields_for(TO)
         self.current: dict[str, dict[str, Any]] = {}  # the CRM records read, by key
         self.properties: dict[str, PropertyInfo] | None = None
+        self.plain: dict[int, int] | None = None
 
     def read_and_decide(self) -> list[Action]:
         """Read the chunk (local rows, couplings, lookups, the coupled CRM records: GET
@@ -167,9 +170,16 @@ class _Chunk:
         """The remote values of one local row; any field that cannot be read, transformed
         or converted to its property's type fails this record alone, naming the field."""
         properties = self._properties()
+        plain = self._plain_text()
         out = []
         for f in fields:
             if f.remote_property is None:
+                continue
+            cut = plain.get(f.id)
+            if cut is not None and type(source := row[f.local_column]) is str:
+                # The common case, as transform and to_remote_value would have it: text
+                # to an Edm.String, cut to the destination's length.
+                out.append(FieldValue(f, source, source[:cut] if cut else source))
                 continue
             try:
                 out.append(self._value(f, row, lookups, properties.get(f.remote_property)))
@@ -190,6 +200,22 @@ class _Chunk:
             return FieldValue(f, source, self._lookup(f, source, lookups[f.id]))
         wanted = transform(f, source, TO, self.max_lengths.get(f.remote_property or ""))
         return FieldValue(f, source, to_remote_value(wanted, prop))
+
+    def _plain_text(self) -> dict[int, int]:
+        """The fields whose text values go as they are, but cut (field id → the length to
+        cut to, 0 for none): a local column, no lookup, no transformation rule, an
+        Edm.String property. Worked out once a chunk."""
+        if self.plain is None:
+            properties = self._properties()
+            self.plain = {}
+            for f in self.fields:
+                prop = properties.get(f.remote_property or "")
+                if (f.local_column is not None and not f.lookup_mapping
+                        and type(f.transformation) is dict and not f.transformation
+                        and prop is not None and prop.type == "Edm.String"):
+                    limit = self.max_lengths.get(f.remote_property or "")
+                    self.plain[f.id] = limit if isinstance(limit, int) and limit > 0 else 0
+        return self.plain
 
     def _properties(self) -> dict[str, PropertyInfo]:
         if self.properties is None:  # the service's facets, looked up once a chunk

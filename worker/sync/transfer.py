@@ -135,10 +135,13 @@ def transform(field_mapping: FieldMapping, value: Any, pass_direction: Direction
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FieldValue:
     """One field of one record in a pass: the source's value (as read), the value the
-    destination should hold, and the destination's current value (None for a create)."""
+    destination should hold, and the destination's current value (None for a create).
+    Never changed once made (``dataclasses.replace`` makes another); not frozen, as a
+    frozen dataclass's init costs three times as much, and a pass makes one per record
+    and field."""
 
     field: FieldMapping
     source: Any
@@ -231,15 +234,15 @@ def new_snapshot(
     snapshot: dict[str, dict[str, Any]] = {
         LOCAL: dict((old or {}).get(LOCAL) or {}), REMOTE: dict((old or {}).get(REMOTE) or {})}
     src, dst = (LOCAL, REMOTE) if pass_direction is Direction.TO_INTEGRATION else (REMOTE, LOCAL)
-    for fv in values:
+    source, destination = snapshot[src], snapshot[dst]
+    for fv in values:  # once per record and field: text told first, as canonical does
         key = fv.field.key
-        if key in left:
+        if left and key in left:
             continue
-        snapshot[src][key] = canonical(fv.source)
-        if written is None or key in written:
-            snapshot[dst][key] = canonical(fv.wanted)
-        else:
-            snapshot[dst][key] = canonical(fv.current)
+        value = fv.source
+        source[key] = (value or None) if type(value) is str else canonical(value)
+        value = fv.wanted if written is None or key in written else fv.current
+        destination[key] = (value or None) if type(value) is str else canonical(value)
     return snapshot
 
 
