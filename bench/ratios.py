@@ -265,6 +265,60 @@ def raw_rate(w: World, accounts: int, contacts: int, *, bulk: bool = False
     return len(ops) / seconds, cpu / len(ops)
 
 
+@contextmanager
+def sent_by_engine(calls: list[list[Operation]]) -> Iterator[None]:
+    """Every ``ODataClient.batch`` call made in this process meanwhile, its operations as
+    they were sent (kept by reference: the engine's bodies are never changed once sent)."""
+    original = ODataClient.batch
+
+    def batch(self: ODataClient, operations: Any) -> Any:
+        calls.append(list(operations))
+        return original(self, operations)
+
+    ODataClient.batch = batch  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ODataClient.batch = original  # type: ignore[method-assign]
+
+
+def replay_rate(w: World, before: list[list[Operation]], timed: list[list[Operation]], *,
+                bulk: bool = False) -> tuple[float, float]:
+    """Records/s of the client alone sending the very requests the engine sent: the
+    emulator emptied (its seeded users and sample records made again, as the engine found
+    them), ``before`` (what the prerequisite mappings created) sent untimed, then the
+    ``timed`` calls in the engine's own groups, same ids, bodies and binds; and the
+    client's CPU seconds per record."""
+    requests.post(f"http://127.0.0.1:{w.port}/_admin/reset", timeout=30)
+    env = {"CRMSYNC_RAW_URL": w.crm, "CRMSYNC_RAW_BULK_MESSAGES": "on" if bulk else "off"}
+    with ODataClient(load_connection("raw", env=env)) as client:
+        sets: dict[str, Any] = {}
+
+        def again(call: list[Operation]) -> list[Operation]:
+            out = []
+            for n, op in enumerate(call):
+                es = op.entity_set
+                if es.name not in sets:
+                    sets[es.name] = client.entity_set(es.name, es.key)
+                out.append(Operation(op.kind, sets[es.name], op.key, op.values, op.etag, n,
+                                     op.alternate))
+            return out
+
+        def send(calls: list[list[Operation]]) -> None:
+            for call in calls:
+                failed = [r for r in client.batch(call) if not r.ok]
+                if failed:
+                    raise SystemExit(f"replayed {call[0].kind} failed: {failed[0].error}")
+
+        send([again(c) for c in before])
+        calls = [again(c) for c in timed]
+        records = sum(len(c) for c in calls)
+        started, cpu = time.perf_counter(), cpu_seconds()
+        send(calls)
+        seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    return records / seconds, cpu / records
+
+
 def edit_both_sides(w: World, count: int) -> None:
     """``count`` changed customers: half edited in the ERP, half in the CRM."""
     local, remote = count // 2, count - count // 2
@@ -403,23 +457,38 @@ class Table:
 
 def initial_sync(table: Table, w: World, customers: int, contacts: int, how: str, *,
                  bulk: bool = False) -> float:
-    """Target 1: the raw client's creates, then the engine's initial sync of CUSTOMER and
-    CONTACTS (whole wall time of both mapping runs, each pass included), and the CPU time
-    per record of each beside (this process's: the emulator and PostgreSQL run in their
-    own). Returns the engine's records/s."""
-    raw, raw_cpu = raw_rate(w, customers, contacts, bulk=bulk)
-    table.add(f"raw client: creates of accounts + contacts, {how}, concurrency 4",
-              f"{raw:,.0f} records/s, CPU {raw_cpu * 1e6:.0f} µs/record", "-", None, None)
-    for name in ("CURRENCY", "SALESPEOPLE"):
-        run_mapping(w, name)
-    started, cpu = time.perf_counter(), cpu_seconds()
-    done = sum(run_mapping(w, n)["to"]["counts"]["inserted"]
-               for n in ("CUSTOMER", "CONTACTS"))
-    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    """Target 1: the engine's initial sync of CUSTOMER and CONTACTS (whole wall time of
+    both mapping runs, each pass included), then the raw client sending the very requests
+    the engine sent (same records, bodies, binds and grouping), and the CPU time per record
+    of each beside (this process's: the emulator and PostgreSQL run in their own). The raw
+    client's synthetic creates of earlier sessions (fewer properties, no binds; first, on
+    the fresh emulator) are shown too, without a ratio. The replay leaves the CRM holding
+    what the engine created. Returns the engine's records/s."""
+    synthetic, synthetic_cpu = raw_rate(w, customers, contacts, bulk=bulk)  # then reset
+    before: list[list[Operation]] = []
+    timed: list[list[Operation]] = []
+    with sent_by_engine(before):
+        for name in ("CURRENCY", "SALESPEOPLE"):
+            run_mapping(w, name)
+    with sent_by_engine(timed):
+        started, cpu = time.perf_counter(), cpu_seconds()
+        done = sum(run_mapping(w, n)["to"]["counts"]["inserted"]
+                   for n in ("CUSTOMER", "CONTACTS"))
+        seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     rate = done / seconds
+    creates = [c for c in timed if c and all(op.kind == "create" for op in c)]
+    if sum(len(c) for c in creates) != done:
+        raise SystemExit(f"the engine sent {sum(len(c) for c in creates)} creates in "
+                         f"{len(creates)} calls for {done} records inserted")
+    raw, raw_cpu = replay_rate(w, before, creates, bulk=bulk)
+    table.add(f"raw client: the engine's own {how} requests replayed, concurrency 4",
+              f"{raw:,.0f} records/s, CPU {raw_cpu * 1e6:.0f} µs/record", "-", None, None)
+    table.add(f"raw client: synthetic creates ({how}; fewer properties, no binds)",
+              f"{synthetic:,.0f} records/s, CPU {synthetic_cpu * 1e6:.0f} µs/record", "-",
+              None, None)
     table.add(f"1. initial sync to the CRM ({how}), {done:,} customers + contacts",
-              f"{rate:,.0f} records/s, CPU {cpu / done * 1e6:.0f} µs/record", "≥ 0.7× raw",
-              rate / raw, rate / raw >= 0.7)
+              f"{rate:,.0f} records/s, CPU {cpu / done * 1e6:.0f} µs/record",
+              "≥ 0.7× raw (replayed)", rate / raw, rate / raw >= 0.7)
     return rate
 
 
