@@ -208,3 +208,44 @@ def test_on_a_terminal_the_running_pass_is_redrawn_in_place() -> None:
                       "CUSTOMER\\x1b[2J to CRM: 500 / 1,000, 500/s, ETA 0:01",
                       "CUSTOMER\\x1b[2J to CRM: 600 records of 1,000 in 0:02, 293/s "
                       "(inserted 600)\n"]
+
+
+def test_on_a_terminal_a_log_line_goes_above_the_running_line() -> None:
+    # A warning during a pass (a throttled request, a retry) was written onto the line
+    # being redrawn: "CUSTOMER to CRM: 500 / 1,000, 500/s, ETA 0:0110:49:21 WARNING …".
+    clock, out = Clock(), io.StringIO()
+    view = ProgressView(out, tty=True, clock=clock)
+    logger = logging.getLogger("tests.progress.view")
+    logger.propagate = False
+    handler = logging.StreamHandler(out)
+    logger.handlers[:] = [handler]
+    try:
+        with view.sharing(logger):
+            p = PassProgress("CUSTOMER", TO, clock=clock, on_change=view.pass_progress)
+            p.expect(1000)
+            clock.now += 1
+            p.add(Counter(inserted=500))
+            logger.warning("remote service throttling")
+            view.pass_finished("CUSTOMER", TO, p.counts, None)
+            logger.warning("after the pass")
+        assert logger.handlers == [handler]  # as it was
+    finally:
+        logger.handlers.clear()
+    assert out.getvalue() == (
+        "\r\x1b[KCUSTOMER to CRM: 0 / 1,000"
+        "\r\x1b[KCUSTOMER to CRM: 500 / 1,000, 500/s, ETA 0:01"
+        "\r\x1b[Kremote service throttling\nCUSTOMER to CRM: 500 / 1,000, 500/s, ETA 0:01"
+        "\r\x1b[KCUSTOMER to CRM: 500 records of 1,000 in 0:01, 500/s (inserted 500)\n"
+        "after the pass\n")
+
+
+def test_off_a_terminal_the_log_handlers_are_left_alone() -> None:
+    view = ProgressView(io.StringIO(), tty=False)
+    logger = logging.getLogger("tests.progress.pipe")
+    handler = logging.StreamHandler(view.stream)
+    logger.handlers[:] = [handler]
+    try:
+        with view.sharing(logger):
+            assert logger.handlers == [handler]
+    finally:
+        logger.handlers.clear()

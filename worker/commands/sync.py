@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -95,8 +98,9 @@ def _register_records(commands: argparse._SubParsersAction) -> None:
 class ProgressView:
     """``crmsync sync``'s progress on stderr. On a terminal: the running pass redrawn in
     place (done / total, rate, ETA; at most ten times a second) and a line for each pass
-    that ends. Elsewhere (a pipe, a file, the journal): one summary line per pass and no
-    control codes."""
+    that ends; a log line written meanwhile (see :meth:`sharing`) goes above the running
+    line, never onto it. Elsewhere (a pipe, a file, the journal): one summary line per pass
+    and no control codes."""
 
     def __init__(self, stream: TextIO | None = None, *, tty: bool | None = None,
                  clock: Clock = time.monotonic) -> None:
@@ -105,7 +109,8 @@ class ProgressView:
         self.clock = clock
         self._passes: dict[tuple[str, Direction], PassProgress] = {}
         self._drawn = float("-inf")
-        self._lock = threading.Lock()  # two chunks of a pass may report at once
+        self._line = ""  # the running line on the terminal now ("": none)
+        self._lock = threading.RLock()  # two chunks of a pass may report at once
 
     def pass_progress(self, progress: PassProgress, counts: Counter[str]) -> None:
         with self._lock:
@@ -113,7 +118,30 @@ class ProgressView:
             now = self.clock()
             if self.tty and (now - self._drawn >= 0.1 or not +counts):
                 self._drawn = now
-                self._write("\r\x1b[K" + clean(progress.describe()))
+                self._line = clean(progress.describe())
+                self._write("\r\x1b[K" + self._line)
+
+    @contextmanager
+    def sharing(self, logger: logging.Logger | None = None) -> Iterator[None]:
+        """While in it, ``logger``'s (the root logger's) handlers that write to this
+        terminal clear the running line before a record and draw it again after it."""
+        logger = logger or logging.getLogger()
+        kept = list(logger.handlers)
+        if self.tty:
+            logger.handlers[:] = [_AboveLine(h, self) if isinstance(h, logging.StreamHandler)
+                                  and h.stream is self.stream else h for h in kept]
+        try:
+            yield
+        finally:
+            logger.handlers[:] = kept
+
+    def write_above(self, handler: logging.Handler, record: logging.LogRecord) -> None:
+        with self._lock:
+            if self._line:
+                self._write("\r\x1b[K")
+            handler.handle(record)
+            if self._line:
+                self._write(self._line)
 
     def pass_finished(self, mapping: str, direction: Direction, counts: Counter[str],
                       error: str | None) -> None:
@@ -123,6 +151,7 @@ class ProgressView:
                 progress = PassProgress(mapping, direction, clock=self.clock)
                 progress.add(counts)
             # The reason of a failed pass is printed once, with the run's summary below.
+            self._line = ""
             self._write(("\r\x1b[K" if self.tty else "")
                         + clean(progress.summary("see below" if error else None)) + "\n")
 
@@ -131,6 +160,22 @@ class ProgressView:
     def _write(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()
+
+
+class _AboveLine(logging.Handler):
+    """A handler of the terminal that :class:`ProgressView` draws on, writing above its
+    running line."""
+
+    def __init__(self, inner: logging.Handler, view: ProgressView) -> None:
+        super().__init__(inner.level)
+        self.inner, self.view = inner, view
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        self.view.write_above(self.inner, record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # handle() does it all
+        self.view.write_above(self.inner, record)
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -146,7 +191,8 @@ def _sync(args: argparse.Namespace) -> int:
         raise ConfigurationError("--take: only with --record KEY")
     if not args.all and not args.mappings:
         raise ConfigurationError("sync: name mappings or use --all")
-    app = open_app(pass_observers=[ProgressView()])
+    view = ProgressView()
+    app = open_app(pass_observers=[view])
     sync, engine = app.sync, app.engine
     names = None if args.all else list(args.mappings)
     targets = names or list(mapping_store.dependencies(engine))
@@ -155,7 +201,8 @@ def _sync(args: argparse.Namespace) -> int:
         if args.unconditional:
             coupling_store.clear_stamps(engine, targets)
     try:
-        summaries = sync.run_all(names)
+        with view.sharing():
+            summaries = sync.run_all(names)
     finally:
         sync.clients.close()
     _print_summaries(summaries)
