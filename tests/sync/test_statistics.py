@@ -10,6 +10,7 @@ import time
 import sqlalchemy as sa
 
 from tests.sync.conftest import World, add_customers
+from worker.db.engine import text_array
 from worker.sync import couplings as coupling_store
 from worker.sync.context import ANALYZE_AFTER
 
@@ -57,3 +58,23 @@ def test_a_table_another_worker_is_analyzing_is_left_to_it(world: World) -> None
         holder.execute(sa.text("ROLLBACK"))
     assert waited < 30  # it gave up at its lock timeout, it did not wait for the holder
     assert coupling_store.analyze(world.engine) is True
+
+
+def test_keys_sent_as_one_array_literal_arrive_as_they_were(world: World) -> None:
+    """Coupling lookups send a chunk's keys as one text[] literal: whatever a key holds,
+    PostgreSQL reads it back exactly, and a lookup finds the coupling of each."""
+    keys = ['plain', 'q"uote', 'back\\slash', '', ' spaced ', '{braces}', 'com,ma', 'NULL',
+            'ünïcode', 'new\nline', '\\"', "it's"]
+    with world.engine.connect() as conn:
+        got = conn.scalar(sa.text("SELECT CAST(:a AS text[])"), {"a": text_array(keys)})
+        assert got == keys
+        assert conn.scalar(sa.text("SELECT CAST(:a AS text[])"), {"a": text_array([])}) == []
+    world.sql("INSERT INTO crmsync.couplings (mapping_name, local_id, remote_id, state) "
+              "SELECT 'CUSTOMER', k, 'r-' || k, 'coupled' FROM unnest(CAST(:k AS text[])) k",
+              k=keys)
+    with world.engine.connect() as conn:
+        found = coupling_store.by_local_ids(conn, "CUSTOMER", keys)
+        assert {k: c.remote_id for k, c in found.items()} == {k: f"r-{k}" for k in keys}
+        assert set(coupling_store.by_remote_ids(conn, "CUSTOMER",
+                                                [f"r-{k}" for k in keys])) == {
+            f"r-{k}" for k in keys}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -156,3 +156,20 @@ def asynchronous_commit(conn: sa.Connection) -> None:
     record is found again (a pass's progress, results that the intents committed before
     them let the next pass read back): a later synchronous commit flushes them too."""
     conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
+
+
+def text_array(values: Iterable[Any]) -> str:
+    """One PostgreSQL array literal of these values as text, for a parameter cast to an
+    array (``CAST(:ids AS text[])``, or of any type whose text form the values are): psycopg
+    dumps a list element by element in Python, about a microsecond an element — half a
+    millisecond for a chunk's keys — where this is one join. Elements are double-quoted,
+    quotes and backslashes escaped; None is NULL."""
+    items = list(values)
+    if not items:
+        return "{}"
+    if all(type(v) is str for v in items):
+        joined = '","'.join(items)
+        if '"' not in joined and "\\" not in joined:  # the usual keys: nothing to escape
+            return '{"' + joined + '"}'
+    return "{" + ",".join("NULL" if v is None else '"' + str(v).replace("\\", "\\\\")
+                          .replace('"', '\\"') + '"' for v in items) + "}"

@@ -4,7 +4,7 @@ their values at the last sync, and the per-direction results that drive retries 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +14,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from worker.db.engine import translate_errors
+from worker.db.engine import text_array, translate_errors
 from worker.sync.model import Coupling, CouplingState, Direction
 
 
@@ -26,8 +26,9 @@ def by_local_ids(conn: Connection, mapping: str, ids: Sequence[str]) -> dict[str
     if not ids:
         return {}
     rows = conn.execute(sa.text(
-        "SELECT * FROM crmsync.couplings WHERE mapping_name = :m AND local_id = ANY(:ids)"),
-        {"m": mapping, "ids": list(ids)}).mappings()
+        "SELECT * FROM crmsync.couplings "
+        "WHERE mapping_name = :m AND local_id = ANY(CAST(:ids AS text[]))"),
+        {"m": mapping, "ids": text_array(ids)}).mappings()
     return {r["local_id"]: Coupling.from_row(r) for r in rows}
 
 
@@ -35,8 +36,9 @@ def by_remote_ids(conn: Connection, mapping: str, ids: Sequence[str]) -> dict[st
     if not ids:
         return {}
     rows = conn.execute(sa.text(
-        "SELECT * FROM crmsync.couplings WHERE mapping_name = :m AND remote_id = ANY(:ids)"),
-        {"m": mapping, "ids": list(ids)}).mappings()
+        "SELECT * FROM crmsync.couplings "
+        "WHERE mapping_name = :m AND remote_id = ANY(CAST(:ids AS text[]))"),
+        {"m": mapping, "ids": text_array(ids)}).mappings()
     return {r["remote_id"]: Coupling.from_row(r) for r in rows}
 
 
@@ -52,9 +54,9 @@ def echoes(conn: Connection, mapping: str, versions: Mapping[str, str | None]) -
     rows = conn.execute(sa.text(
         """
         SELECT remote_id, remote_version FROM crmsync.couplings
-         WHERE mapping_name = :m AND remote_id = ANY(:ids) AND state = 'coupled'
-           AND last_result_from IS DISTINCT FROM 'failure'
-        """), {"m": mapping, "ids": list(known)})
+         WHERE mapping_name = :m AND remote_id = ANY(CAST(:ids AS text[]))
+           AND state = 'coupled' AND last_result_from IS DISTINCT FROM 'failure'
+        """), {"m": mapping, "ids": text_array(known)})
     return {rid for rid, version in rows if version is not None and known.get(rid) == version}
 
 
@@ -127,13 +129,13 @@ def add_intent(conn: Connection, mapping: str, local_id: str, remote_id: str,
 
 def add_intents(conn: Connection, mapping: str, intents: Sequence[tuple[str, str]],
                 state: CouplingState, snapshots: Mapping[str, Any] | None = None
-                ) -> dict[str, Coupling]:
+                ) -> NewCouplings:
     """``add_intent`` for many (local id, remote id) pairs in one statement, each with the
     values its create is about to send (``snapshots`` by local id; see
     :func:`save_intent_snapshots`). Returns the new couplings by local id (their
     ``synced_values`` the snapshots given), so the caller need not read them back."""
     if not intents:
-        return {}
+        return NewCouplings.none()
     given = snapshots or {}
     remote_ids = dict(intents)
     rows = conn.execute(sa.text(
@@ -143,13 +145,38 @@ def add_intents(conn: Connection, mapping: str, intents: Sequence[tuple[str, str
         "RETURNING id, local_id"),
         {"m": mapping, "s": state.value,
          "rows": _rows({"l": key, "r": rid, "v": given.get(key)} for key, rid in intents)})
-    # A new row holds what was inserted and the columns' defaults (no result, no version,
-    # not skipped): only its id is read back.
-    return {local_id: Coupling(
-        id=coupling_id, mapping_name=mapping, local_id=local_id,
-        remote_id=remote_ids[local_id], state=state, remote_version=None,
-        remote_modified_on=None, synced_values=given.get(local_id), last_result_to=None,
-        last_result_from=None, last_error=None, skipped=False) for coupling_id, local_id in rows}
+    return NewCouplings(mapping, state, remote_ids, given,
+                        {local_id: coupling_id for coupling_id, local_id in rows})
+
+
+class NewCouplings(Mapping[str, Coupling]):
+    """The couplings ``add_intents`` inserted, by local id. A new row holds what was
+    inserted and the columns' defaults (no result, no version, not skipped): only its id
+    was read back, and its Coupling is made when asked for (most records of a chunk only
+    need the id)."""
+
+    def __init__(self, mapping: str, state: CouplingState, remote_ids: Mapping[str, str],
+                 snapshots: Mapping[str, Any], ids: dict[str, int]) -> None:
+        self.mapping, self.state = mapping, state
+        self.remote_ids, self.snapshots = remote_ids, snapshots
+        self.ids = ids  # coupling id by local id
+
+    @classmethod
+    def none(cls) -> NewCouplings:
+        return cls("", CouplingState.CREATING_REMOTE, {}, {}, {})
+
+    def __getitem__(self, local_id: str) -> Coupling:
+        return Coupling(
+            id=self.ids[local_id], mapping_name=self.mapping, local_id=local_id,
+            remote_id=self.remote_ids[local_id], state=self.state, remote_version=None,
+            remote_modified_on=None, synced_values=self.snapshots.get(local_id),
+            last_result_to=None, last_result_from=None, last_error=None, skipped=False)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 def save_intent_snapshots(conn: Connection, mapping: str,
@@ -290,8 +317,8 @@ def coupled_remote_ids(conn: Connection, mapping: str, local_ids: Sequence[str])
         return {}
     return dict(conn.execute(sa.text(
         "SELECT local_id, remote_id FROM crmsync.couplings "
-        "WHERE mapping_name = :m AND state = 'coupled' AND local_id = ANY(:ids)"),
-        {"m": mapping, "ids": list(local_ids)}).all())
+        "WHERE mapping_name = :m AND state = 'coupled' AND local_id = ANY(CAST(:ids AS text[]))"),
+        {"m": mapping, "ids": text_array(local_ids)}).all())
 
 
 def coupled_local_ids(conn: Connection, mapping: str, remote_ids: Sequence[str]
@@ -302,8 +329,9 @@ def coupled_local_ids(conn: Connection, mapping: str, remote_ids: Sequence[str]
     given = {r.lower(): r for r in remote_ids}
     rows = conn.execute(sa.text(
         "SELECT remote_id, local_id FROM crmsync.couplings "
-        "WHERE mapping_name = :m AND state = 'coupled' AND remote_id = ANY(:ids)"),
-        {"m": mapping, "ids": sorted(set(remote_ids) | set(given))}).all()
+        "WHERE mapping_name = :m AND state = 'coupled' "
+        "AND remote_id = ANY(CAST(:ids AS text[]))"),
+        {"m": mapping, "ids": text_array(sorted(set(remote_ids) | set(given)))}).all()
     return {given.get(r.lower(), r): local_id for r, local_id in rows}
 
 

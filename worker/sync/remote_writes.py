@@ -25,6 +25,7 @@ from worker.sync.context import (
     unchanged_snapshot,
     write_failure,
 )
+from worker.sync.couplings import NewCouplings
 from worker.sync.decide import Action, Kind, Policy, Presence, Seen, decide, update
 from worker.sync.mapped import by_key, remote_value
 from worker.sync.model import Coupling, CouplingState, Direction
@@ -83,7 +84,7 @@ class RemoteWriter:
         # read again and decided again once; ``second_look``: this chunk is that decision.
         self.changed: list[_Write] = []
         self.second_look = second_look
-        self.fresh: dict[str, Coupling] = {}  # the intents' couplings, by local id
+        self.fresh = NewCouplings.none()  # the intents' couplings, by local id
 
     def enact(self, action: Action) -> None:
         """Turn one decision into the chunk's writes, intents and records to keep."""
@@ -214,12 +215,31 @@ class RemoteWriter:
                          create=w.kind == "create"), etag=w.etag, ref=n)
 
     def _record(self, conn: Connection, w: _Write, result: OperationResult,
-                fresh: dict[str, Coupling]) -> None:
-        px = self.px
-        coupling = w.coupling or fresh.get(w.key)
+                fresh: NewCouplings) -> None:
         answer = answer_of(result)
         if answer is Answer.UNKNOWN:
             return  # not confirmed: the intent stays and the next pass reads it back
+        if answer is not Answer.CONFIRMED or w.kind == "delete" or (
+                w.kind == "create" and result.already_existed):
+            self._record_other(conn, w, result, answer, w.coupling or fresh.get(w.key))
+            return
+        # A create or update the service applied (most of a chunk: only the coupling's id
+        # is needed, and an update's coupling is the one it was decided from).
+        coupling_id = w.coupling.id if w.coupling is not None else fresh.ids[w.key]
+        old = None if w.kind == "create" or w.coupling is None else w.coupling.synced_values
+        snapshot = w.sent if w.sent is not None else new_snapshot(
+            old, w.values, pass_direction=TO, written=w.written, left=w.left or set())
+        self.px.count("inserted" if w.kind == "create" or w.reconciled else "modified")
+        # The post-write version lets the remote→local pass recognise this write's echo;
+        # when remote changes were left for that pass, the old version is kept instead.
+        version = None if w.left else remote_version(result.record, result.etag)
+        self.successes.append(coupling_store.Success(
+            coupling_id, version, None if w.left else result.modified_on, snapshot))
+
+    def _record_other(self, conn: Connection, w: _Write, result: OperationResult,
+                      answer: Answer, coupling: Coupling | None) -> None:
+        """A write refused or failed, a create answered "already exists", a delete done."""
+        px = self.px
         if answer is not Answer.CONFIRMED:
             message = write_failure(result)
             if result.status == 412 and w.etag is not None and w.kind != "create":
@@ -241,22 +261,11 @@ class RemoteWriter:
                     transient=answer is Answer.FAILED)
             return
         assert coupling is not None
-        if w.kind == "create" and result.already_existed:
-            self.existing.append((replace(w, coupling=coupling), None))
-            return
         if w.kind == "delete":
             coupling_store.delete(conn, [coupling.id])
             px.count("deleted")
             return
-        old = None if w.kind == "create" else coupling.synced_values
-        snapshot = w.sent if w.sent is not None else new_snapshot(
-            old, w.values, pass_direction=TO, written=w.written, left=w.left or set())
-        px.count("inserted" if w.kind == "create" or w.reconciled else "modified")
-        # The post-write version lets the remote→local pass recognise this write's echo;
-        # when remote changes were left for that pass, the old version is kept instead.
-        version = None if w.left else remote_version(result.record, result.etag)
-        self.successes.append(coupling_store.Success(
-            coupling.id, version, None if w.left else result.modified_on, snapshot))
+        self.existing.append((replace(w, coupling=coupling), None))  # "already exists"
 
 
 def _pending(writes: list[_Write]) -> tuple[dict[int, dict[str, Any]],
