@@ -4,6 +4,7 @@ from the reflected table, never from text pasted into SQL."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -16,6 +17,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
+from worker.db.engine import text_array
 from worker.errors import ConfigurationError
 
 
@@ -97,10 +99,10 @@ class LocalTable:
     def fetch(self, conn: Connection, keys: Iterable[str],
               where: sa.ColumnElement[bool] | None = None) -> dict[str, Any]:
         """Rows by key text (those that exist and match ``where``)."""
-        values = [self.key_value(k) for k in keys]
-        if not values:
+        texts = list(keys)
+        if not texts:
             return {}
-        query = sa.select(self.table).where(self.key == any_of(self.key, values))
+        query = sa.select(self.table).where(self.key == self._any_key(texts))
         if where is not None:
             query = query.where(where)
         try:
@@ -110,7 +112,20 @@ class LocalTable:
                 raise  # the query itself is wrong (and the transaction is aborted)
             # A value the driver cannot load fails the whole result; read row by row so
             # only the rows holding such a value carry Unreadable markers.
-            return _fetch_one_by_one(self, conn, values, where)
+            return _fetch_one_by_one(self, conn, [self.key_value(k) for k in texts], where)
+
+    def _any_key(self, texts: list[str]) -> Any:
+        """``= ANY`` of these key texts as one array parameter of the key's type. A chunk
+        of UUID keys in their usual form goes as one joined text, each checked by one
+        regular expression over the whole (not a UUID object made and dumped per key);
+        other keys are converted (and checked) one by one by :meth:`key_value`."""
+        if isinstance(self.key.type, sa.Uuid):
+            literal = text_array(texts)
+            if not _UUID_ARRAY.fullmatch(literal):
+                literal = text_array([str(self.key_value(k)) for k in texts])
+            return sa.any_(sa.cast(sa.bindparam(None, literal, type_=sa.Text),
+                                   postgresql.ARRAY(self.key.type)))
+        return any_of(self.key, [self.key_value(k) for k in texts])
 
     def stream_keys(self, engine: Engine, where: sa.ColumnElement[bool],
                     after: str | None = None) -> Iterator[str]:
@@ -288,8 +303,19 @@ def any_of(column: sa.ColumnElement[Any], values: Sequence[Any]) -> Any:
     """``= ANY(:array)``: one array parameter of the column's type for a chunk's keys, in
     place of ``IN (…)`` with a parameter per key, which SQLAlchemy and the driver would
     render and convert anew for every chunk (the same plan: PostgreSQL turns an IN list
-    into ``= ANY`` of an array)."""
+    into ``= ANY`` of an array). Texts for a text column go as one joined text
+    (:func:`~worker.db.engine.text_array`), compared as ``text[]``."""
+    if isinstance(column.type, sa.String) and all(type(v) is str for v in values):
+        return sa.any_(sa.cast(sa.bindparam(None, text_array(values), type_=sa.Text),
+                               postgresql.ARRAY(sa.Text)))
     return sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+
+
+_HEX = "[0-9a-fA-F]"
+_UUID = f'"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"'
+# A text_array of UUIDs in their hyphenated form (what PostgreSQL gives and uuid.UUID
+# reads alike): what _any_key sends as it is.
+_UUID_ARRAY = re.compile(f"{{{_UUID}(?:,{_UUID})*}}")
 
 
 def mark_own_writes(conn: Connection) -> None:
