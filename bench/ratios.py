@@ -4,9 +4,11 @@ Every figure is measured in this one run on this machine, the emulator in its ow
 PostgreSQL on loopback, and printed beside its target:
 
 1. initial sync to the CRM (CUSTOMER + CONTACTS, both passes of each, whole wall time) vs
-   the raw client creating the same entity sets with the same batch size and concurrency
-   (target ≥ 0.7×), with the CPU time per record of each beside (``--bulk``: also both
-   with Dataverse's CreateMultiple);
+   the raw client sending the very requests the engine sent — its creates recorded as
+   they went and replayed on the emptied emulator, same ids, bodies, binds, batch size,
+   grouping and concurrency (target ≥ 0.7×) —, with the CPU time per record of each
+   beside (``--bulk``: also both with Dataverse's CreateMultiple); the raw client's own
+   synthetic creates (fewer properties, no binds: the figure of earlier sessions) beside;
 2. initial import from the CRM (accounts → empty erp.customer) vs the rate of (1) (≥ 0.7×);
 3. a run with nothing changed: statements and requests per pass, and the whole run's time
    on a large table vs a small one (≤ 5 statements and ≤ 1 request per CRM→ERP pass;
