@@ -60,3 +60,19 @@ def test_couplings_and_rows_are_found_by_awkward_keys(engine: Engine) -> None:
         ints = LocalTable(conn, "public.t_int", "k")
         assert {k: r["v"] for k, r in ints.fetch(conn, ["7", "-3", "8"]).items()} \
             == {"7": 1, "-3": 2}
+
+
+def test_a_fetch_goes_by_the_where_it_is_given(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE public.t_where (k uuid PRIMARY KEY, v int)"))
+        ids = [uuid.uuid4() for _ in range(4)]
+        for n, key in enumerate(ids):
+            conn.execute(sa.text("INSERT INTO public.t_where VALUES (:k, :v)"), {"k": key, "v": n})
+        table = LocalTable(conn, "public.t_where", "k")
+        keys = [str(i) for i in ids]
+        low, high = table.table.c.v < 2, table.table.c.v >= 2
+        for _ in range(2):  # and again, with the statements it has kept
+            assert set(table.fetch(conn, keys, low)) == set(keys[:2])
+            assert set(table.fetch(conn, keys, high)) == set(keys[2:])
+            assert set(table.fetch(conn, keys)) == set(keys)
+            assert set(table.fetch(conn, keys[1:2], low)) == {keys[1]}

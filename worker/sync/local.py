@@ -51,6 +51,7 @@ class LocalTable:
                 f"mapping {mapping}: local_table {qualified_name} does not exist") from exc
         self.name = qualified_name
         self.key = self.column(key, "local_key")
+        self._fetch_cache: tuple[sa.ColumnElement[bool] | None, sa.Select[Any]] | None = None
 
     def column(self, name: str, what: str = "local_column") -> sa.Column:
         if name not in self.table.c:
@@ -102,11 +103,20 @@ class LocalTable:
         texts = list(keys)
         if not texts:
             return {}
-        query = sa.select(self.table).where(self.key == self._any_key(texts))
-        if where is not None:
-            query = query.where(where)
+        literal = self._key_literal(texts)
+        if literal is None:
+            query = sa.select(self.table).where(
+                self.key == any_of(self.key, [self.key_value(k) for k in texts]))
+            if where is not None:
+                query = query.where(where)
+            params = {}
+        else:
+            query, params = self._fetch_statement(where), {_FETCH_KEYS: literal}
+        name = self.key.name
         try:
-            return {str(row[self.key.name]): row for row in conn.execute(query).mappings()}
+            # One fetchall: iterating the result would fetch (and convert) row by row.
+            rows = conn.execute(query, params).mappings().all()
+            return {str(row[name]): row for row in rows}
         except sa_exc.DataError as exc:
             if _server_error(exc):
                 raise  # the query itself is wrong (and the transaction is aborted)
@@ -114,18 +124,36 @@ class LocalTable:
             # only the rows holding such a value carry Unreadable markers.
             return _fetch_one_by_one(self, conn, [self.key_value(k) for k in texts], where)
 
-    def _any_key(self, texts: list[str]) -> Any:
-        """``= ANY`` of these key texts as one array parameter of the key's type. A chunk
-        of UUID keys in their usual form goes as one joined text, each checked by one
-        regular expression over the whole (not a UUID object made and dumped per key);
-        other keys are converted (and checked) one by one by :meth:`key_value`."""
+    def _key_literal(self, texts: list[str]) -> str | None:
+        """These key texts as one array literal (:func:`~worker.db.engine.text_array`) for
+        :meth:`_fetch_statement`, when the key is a UUID or text: UUIDs in their usual form
+        checked by one regular expression over the whole (not a UUID object made and dumped
+        per key), others converted and checked one by one by :meth:`key_value`. None for
+        other keys (sent as an array the driver dumps)."""
         if isinstance(self.key.type, sa.Uuid):
             literal = text_array(texts)
             if not _UUID_ARRAY.fullmatch(literal):
                 literal = text_array([str(self.key_value(k)) for k in texts])
-            return sa.any_(sa.cast(sa.bindparam(None, literal, type_=sa.Text),
-                                   postgresql.ARRAY(self.key.type)))
-        return any_of(self.key, [self.key_value(k) for k in texts])
+            return literal
+        if isinstance(self.key.type, sa.String) and _python_type(self.key) is str:
+            return text_array(texts)
+        return None
+
+    def _fetch_statement(self, where: sa.ColumnElement[bool] | None) -> sa.Select[Any]:
+        """The rows whose key is in the array literal bound as ``_FETCH_KEYS``, built once
+        for the pass's ``where`` (a pass asks with the same one every chunk): a statement
+        built anew each chunk costs its construction and its cache key (a walk over every
+        column) before SQLAlchemy finds it compiled."""
+        cached = self._fetch_cache
+        if cached is not None and cached[0] is where:
+            return cached[1]
+        element = self.key.type if isinstance(self.key.type, sa.Uuid) else sa.Text()
+        keys = sa.cast(sa.bindparam(_FETCH_KEYS, type_=sa.Text), postgresql.ARRAY(element))
+        query = sa.select(self.table).where(self.key == sa.any_(keys))
+        if where is not None:
+            query = query.where(where)
+        self._fetch_cache = (where, query)
+        return query
 
     def stream_keys(self, engine: Engine, where: sa.ColumnElement[bool],
                     after: str | None = None) -> Iterator[str]:
@@ -311,6 +339,7 @@ def any_of(column: sa.ColumnElement[Any], values: Sequence[Any]) -> Any:
     return sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
 
 
+_FETCH_KEYS = "crmsync_fetch_keys"
 _HEX = "[0-9a-fA-F]"
 _UUID = f'"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"'
 # A text_array of UUIDs in their hyphenated form (what PostgreSQL gives and uuid.UUID
