@@ -166,11 +166,12 @@ class PassContext:
 
     def keep_statistics(self) -> None:
         """Between chunks: once the couplings this pass added reach a thousand, then each
-        time they double, the planner is told of them (``couplings.analyze``), so probing
-        a chunk's couplings by key stays a probe while an initial sync fills them."""
+        time they grew fourfold, the planner is told of them (``couplings.analyze``), so
+        probing a chunk's couplings by key stays a probe while an initial sync fills them
+        (statistics a quarter of the truth still plan it so)."""
         with self._lock:
             added = self.counts["inserted"] + self.counts["coupled"]
-        if added >= max(ANALYZE_AFTER, 2 * self._analyzed_at) \
+        if added >= max(ANALYZE_AFTER, 4 * self._analyzed_at) \
                 and coupling_store.analyze(self.engine):
             self._analyzed_at = added
 

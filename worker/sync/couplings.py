@@ -404,6 +404,10 @@ def analyze(engine: Engine) -> bool:
     try:
         with engine.begin() as conn:
             conn.execute(sa.text("SET LOCAL lock_timeout = '100ms'"))
+            # A sample of 3,000 rows (not 30,000) is enough to tell the planner how many
+            # couplings a mapping has and that keys are unique, at a tenth of the cost;
+            # autovacuum's own ANALYZE later takes its usual sample.
+            conn.execute(sa.text("SET LOCAL default_statistics_target = 10"))
             conn.execute(sa.text(
                 "ANALYZE crmsync.couplings (mapping_name, local_id, remote_id, state)"))
     except sa.exc.OperationalError as exc:
