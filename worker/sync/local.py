@@ -103,7 +103,7 @@ class LocalTable:
         texts = list(keys)
         if not texts:
             return {}
-        literal = self._key_literal(texts)
+        literal = _key_literal(self, texts)
         if literal is None:
             query = sa.select(self.table).where(
                 self.key == any_of(self.key, [self.key_value(k) for k in texts]))
@@ -123,21 +123,6 @@ class LocalTable:
             # A value the driver cannot load fails the whole result; read row by row so
             # only the rows holding such a value carry Unreadable markers.
             return _fetch_one_by_one(self, conn, [self.key_value(k) for k in texts], where)
-
-    def _key_literal(self, texts: list[str]) -> str | None:
-        """These key texts as one array literal (:func:`~worker.db.engine.text_array`) for
-        :meth:`_fetch_statement`, when the key is a UUID or text: UUIDs in their usual form
-        checked by one regular expression over the whole (not a UUID object made and dumped
-        per key), others converted and checked one by one by :meth:`key_value`. None for
-        other keys (sent as an array the driver dumps)."""
-        if isinstance(self.key.type, sa.Uuid):
-            literal = text_array(texts)
-            if not _UUID_ARRAY.fullmatch(literal):
-                literal = text_array([str(self.key_value(k)) for k in texts])
-            return literal
-        if isinstance(self.key.type, sa.String) and _python_type(self.key) is str:
-            return text_array(texts)
-        return None
 
     def _fetch_statement(self, where: sa.ColumnElement[bool] | None) -> sa.Select[Any]:
         """The rows whose key is in the array literal bound as ``_FETCH_KEYS``, built once
@@ -325,6 +310,23 @@ def _read_column_by_column(t: LocalTable, conn: Connection, value: Any) -> dict[
                 raise
             row[column.name] = Unreadable(column.name, str(texts[column.name]))
     return row
+
+
+
+def _key_literal(table: LocalTable, texts: list[str]) -> str | None:
+    """These key texts as one array literal (:func:`~worker.db.engine.text_array`) for
+    ``LocalTable._fetch_statement``, when the key is a UUID or text: UUIDs in their usual form
+    checked by one regular expression over the whole (not a UUID object made and dumped
+    per key), others converted and checked one by one by ``LocalTable.key_value``. None for
+    other keys (sent as an array the driver dumps)."""
+    if isinstance(table.key.type, sa.Uuid):
+        literal = text_array(texts)
+        if not _UUID_ARRAY.fullmatch(literal):
+            literal = text_array([str(table.key_value(k)) for k in texts])
+        return literal
+    if isinstance(table.key.type, sa.String) and _python_type(table.key) is str:
+        return text_array(texts)
+    return None
 
 
 def any_of(column: sa.ColumnElement[Any], values: Sequence[Any]) -> Any:

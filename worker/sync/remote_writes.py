@@ -164,7 +164,7 @@ class RemoteWriter:
         """Send the writes and record their results (after :meth:`commit_intents`); the
         records to decide again, and a connection failure, go back to the runner."""
         px = self.px
-        ops = [self._operation(n, w) for n, w in enumerate(self.writes)]
+        ops = [_operation(px, n, w) for n, w in enumerate(self.writes)]
         results = px.client.batch(ops) if ops else []
         with px.chunk_transaction() as conn:
             asynchronous_commit(conn)  # what it loses in a crash, the intents find again
@@ -205,14 +205,6 @@ class RemoteWriter:
                                              CouplingState.CREATING_REMOTE)
             coupling_store.save_intent_snapshots(conn, px.mapping.name, {
                 key: s for key, s in snapshots.items() if key not in new})
-
-    def _operation(self, n: int, w: _Write) -> Operation:
-        if w.kind == "delete":
-            return Operation("delete", self.px.remote, w.remote_id, etag=w.etag, ref=n)
-        chosen = (w.values if w.written is None
-                  else [v for v in w.values if v.field.key in w.written])
-        return Operation(w.kind, self.px.remote, w.remote_id, _payload(self.px, chosen,
-                         create=w.kind == "create"), etag=w.etag, ref=n)
 
     def _record(self, conn: Connection, w: _Write, result: OperationResult,
                 fresh: NewCouplings) -> None:
@@ -354,6 +346,16 @@ def _decide_one(px: PassContext, w: _Write, coupling: Coupling, record: dict[str
     policy = Policy.of(px.mapping)
     return (update(seen, coupling, policy, TO, reconciled=reconciled)
             if record is not None else decide(seen, policy, TO))
+
+
+def _operation(px: PassContext, n: int, w: _Write) -> Operation:
+    """A write as the client sends it (``ref``: its place in the chunk's writes)."""
+    if w.kind == "delete":
+        return Operation("delete", px.remote, w.remote_id, etag=w.etag, ref=n)
+    chosen = (w.values if w.written is None
+              else [v for v in w.values if v.field.key in w.written])
+    return Operation(w.kind, px.remote, w.remote_id,
+                     _payload(px, chosen, create=w.kind == "create"), etag=w.etag, ref=n)
 
 
 def _payload(px: PassContext, values: list[FieldValue], *, create: bool) -> dict[str, Any]:
