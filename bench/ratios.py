@@ -125,6 +125,49 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of another process of this machine, 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Cpu:
+    """The CPU seconds of this process, the world's emulator and the PostgreSQL backends
+    serving the world's database, from a start; the backends are those alive at the end
+    (the engine's pool keeps its connections), what ended between is not counted."""
+
+    w: World
+    start: dict[str, float] = field(default_factory=dict)
+
+    def backends(self) -> dict[str, float]:
+        with self.w.engine.connect() as conn:
+            pids = conn.execute(sa.text("SELECT pid FROM pg_stat_activity "
+                                        "WHERE datname = current_database()")).scalars()
+            return {f"pg{pid}": process_cpu(pid) for pid in pids}
+
+    def now(self) -> dict[str, float]:
+        return {"self": cpu_seconds(), "emulator": process_cpu(self.w.process.pid),
+                **self.backends()}
+
+    def __enter__(self) -> Cpu:
+        self.start = self.now()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        end = self.now()
+        self.seconds = {"self": end["self"] - self.start["self"],
+                        "emulator": end["emulator"] - self.start["emulator"],
+                        "postgresql": sum(v - self.start.get(k, 0.0) for k, v in end.items()
+                                          if k.startswith("pg"))}
+
+    def per_record(self, records: int) -> str:
+        return ", ".join(f"{k} {v / records * 1e6:.0f}" for k, v in self.seconds.items())
+
+
 def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -285,7 +328,7 @@ def sent_by_engine(calls: list[list[Operation]]) -> Iterator[None]:
 
 
 def replay_rate(w: World, before: list[list[Operation]], timed: list[list[Operation]], *,
-                bulk: bool = False) -> tuple[float, float]:
+                bulk: bool = False) -> tuple[float, float, Cpu]:
     """Records/s of the client alone sending the very requests the engine sent: the
     emulator emptied (its seeded users and sample records made again, as the engine found
     them), ``before`` (what the prerequisite mappings created) sent untimed, then the
@@ -315,10 +358,11 @@ def replay_rate(w: World, before: list[list[Operation]], timed: list[list[Operat
         send([again(c) for c in before])
         calls = [again(c) for c in timed]
         records = sum(len(c) for c in calls)
-        started, cpu = time.perf_counter(), cpu_seconds()
-        send(calls)
-        seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
-    return records / seconds, cpu / records
+        with Cpu(w) as by_process:
+            started, cpu = time.perf_counter(), cpu_seconds()
+            send(calls)
+            seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    return records / seconds, cpu / records, by_process
 
 
 def edit_both_sides(w: World, count: int) -> None:
@@ -472,7 +516,7 @@ def initial_sync(table: Table, w: World, customers: int, contacts: int, how: str
     with sent_by_engine(before):
         for name in ("CURRENCY", "SALESPEOPLE"):
             run_mapping(w, name)
-    with sent_by_engine(timed):
+    with sent_by_engine(timed), Cpu(w) as engine_cpu:
         started, cpu = time.perf_counter(), cpu_seconds()
         done = sum(run_mapping(w, n)["to"]["counts"]["inserted"]
                    for n in ("CUSTOMER", "CONTACTS"))
@@ -482,7 +526,7 @@ def initial_sync(table: Table, w: World, customers: int, contacts: int, how: str
     if sum(len(c) for c in creates) != done:
         raise SystemExit(f"the engine sent {sum(len(c) for c in creates)} creates in "
                          f"{len(creates)} calls for {done} records inserted")
-    raw, raw_cpu = replay_rate(w, before, creates, bulk=bulk)
+    raw, raw_cpu, raw_cpus = replay_rate(w, before, creates, bulk=bulk)
     table.add(f"raw client: the engine's own {how} requests replayed, concurrency 4",
               f"{raw:,.0f} records/s, CPU {raw_cpu * 1e6:.0f} µs/record", "-", None, None)
     table.add(f"raw client: synthetic creates ({how}; fewer properties, no binds)",
@@ -491,6 +535,8 @@ def initial_sync(table: Table, w: World, customers: int, contacts: int, how: str
     table.add(f"1. initial sync to the CRM ({how}), {done:,} customers + contacts",
               f"{rate:,.0f} records/s, CPU {cpu / done * 1e6:.0f} µs/record",
               "≥ 0.7× raw (replayed)", rate / raw, rate / raw >= 0.7)
+    table.add("   CPU µs/record by process: engine / raw",
+              f"{engine_cpu.per_record(done)} / {raw_cpus.per_record(done)}", "-", None, None)
     return rate
 
 
@@ -507,12 +553,25 @@ def main() -> int:
     parser.add_argument("--memory-large", type=int, default=200000)
     parser.add_argument("--entries", type=int, default=1000, help="scheduler entries (6)")
     parser.add_argument("--scheduler-seconds", type=float, default=150)
+    parser.add_argument("--only-initial", type=int, metavar="N", default=0,
+                        help="only (1), N times, each in a world of its own (its spread)")
     args = parser.parse_args()
     print(f"crmsync ratios: {platform.python_implementation()} {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, {platform.machine()}, {load()}", flush=True)
     table = Table()
 
     os.environ["CRMSYNC_CRM_BULK_MESSAGES"] = "off"  # $batch, as the raw client sends
+    if args.only_initial:
+        for _ in range(args.only_initial):
+            with world("initial", args.initial, ("CURRENCY", "SALESPEOPLE", "CUSTOMER",
+                                                 "CONTACTS")) as w:
+                contacts = int(w.sql("SELECT count(*) FROM erp.contact").scalar())
+                initial_sync(table, w, args.initial, contacts, "$batch 100")
+            print(f"  ({load()})", flush=True)
+        ratios = [float(r[3]) for r in table.rows if r[3]]
+        print(f"\n1. initial sync: {len(ratios)} runs, ratio min {min(ratios):.2f}, "
+              f"median {sorted(ratios)[len(ratios) // 2]:.2f}, max {max(ratios):.2f}")
+        return 0
     with world("initial", args.initial, ("CURRENCY", "SALESPEOPLE", "CUSTOMER",
                                          "CONTACTS")) as w:
         contacts = int(w.sql("SELECT count(*) FROM erp.contact").scalar())
