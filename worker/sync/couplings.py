@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import psycopg
@@ -180,40 +180,45 @@ class NewCouplings(Mapping[str, Coupling]):
 
 
 def save_intent_snapshots(conn: Connection, mapping: str,
-                          snapshots: dict[str, dict[str, Any]]) -> None:
+                          snapshots: dict[str, dict[str, Any]]) -> set[str]:
     """The values about to be sent by the creates of records in flight (by local id). Not
     a synced snapshot: used only when a later pass finds the record in the service, to
-    tell which fields changed on which side since. One statement for the chunk."""
+    tell which fields changed on which side since. One statement for the chunk; returns
+    the local ids whose snapshot was stored (a coupling no longer in flight keeps its
+    own)."""
     if not snapshots:
-        return
-    conn.execute(sa.text(
+        return set()
+    return set(conn.execute(sa.text(
         """
         UPDATE crmsync.couplings c SET synced_values = t.s
           FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(l text, s jsonb)
          WHERE c.mapping_name = :m AND c.local_id = t.l AND c.state = 'creating_remote'
-        """), {"m": mapping, "rows": _rows({"l": k, "s": s} for k, s in snapshots.items())})
+        RETURNING c.local_id
+        """), {"m": mapping, "rows": _rows({"l": k, "s": s} for k, s in snapshots.items())}
+    ).scalars())
 
 
 def save_pending(conn: Connection, pending: Mapping[int, dict[str, Any]],
-                 recognised: Mapping[int, Mapping[str, Any] | None] | None = None) -> None:
+                 recognised: Mapping[int, Mapping[str, Any] | None] | None = None) -> set[int]:
     """The snapshots the chunk's updates leave when the service applies them (by coupling
     id), committed before they are sent; the recorded outcome clears them. ``recognised``:
     the snapshot to keep as synced for couplings whose earlier pending write the pass found
     in the CRM (``decide.settled``) — stored with the new pending values, which replace the
     earlier ones, so that write stays crmsync's own when this one's outcome is lost too.
-    One statement."""
+    One statement; returns the ids of the couplings it stored pending values on."""
     if not pending:
-        return
+        return set()
     kept = recognised or {}
-    conn.execute(sa.text(
+    return set(conn.execute(sa.text(
         """
         UPDATE crmsync.couplings c SET pending_values = t.p,
                synced_values = CASE WHEN t.settled THEN t.s ELSE c.synced_values END
           FROM jsonb_to_recordset(CAST(:rows AS jsonb))
                AS t(id bigint, p jsonb, settled boolean, s jsonb)
          WHERE c.id = t.id
+        RETURNING c.id
         """), {"rows": _rows({"id": k, "p": v, "settled": k in kept, "s": kept.get(k)}
-                             for k, v in pending.items())})
+                             for k, v in pending.items())}).scalars())
 
 
 def add_coupled(conn: Connection, mapping: str, local_id: str, remote_id: str) -> int:
@@ -222,10 +227,16 @@ def add_coupled(conn: Connection, mapping: str, local_id: str, remote_id: str) -
 
 @dataclass(frozen=True)
 class Success:
+    """A record written or found in sync: its coupling becomes coupled, with this snapshot
+    as its synced values, or (``snapshot`` None, ``kept`` set) with the snapshot its write's
+    intent committed: ``kept`` is the column holding it (``synced_values`` of a create in
+    flight, ``pending_values`` of an update), which saves encoding and sending it again."""
+
     coupling_id: int
     remote_version: str | None
     remote_modified_on: datetime | None
-    snapshot: dict[str, Any]
+    snapshot: dict[str, Any] | None
+    kept: Literal["synced_values", "pending_values"] | None = None
 
 
 def record_successes(conn: Connection, direction: Direction, job_id: int,
@@ -241,16 +252,19 @@ def record_successes(conn: Connection, direction: Direction, job_id: int,
            SET state = 'coupled',
                remote_version = COALESCE(t.version, c.remote_version),
                remote_modified_on = COALESCE(t.modified, c.remote_modified_on),
-               synced_values = t.snapshot, last_synced_at = now(),
+               synced_values = CASE t.kept WHEN 'synced_values' THEN c.synced_values
+                                           WHEN 'pending_values' THEN c.pending_values
+                                           ELSE t.snapshot END,
+               last_synced_at = now(),
                last_result_{suffix} = 'success', last_job_{suffix} = :job,
                last_error = NULL, skipped = false, pending_values = NULL
           FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-               AS t(id bigint, version text, modified timestamptz, snapshot jsonb)
+               AS t(id bigint, version text, modified timestamptz, snapshot jsonb, kept text)
          WHERE c.id = t.id
         """), {"job": job_id, "rows": _rows(
             {"id": s.coupling_id, "version": s.remote_version,
              "modified": s.remote_modified_on.isoformat() if s.remote_modified_on else None,
-             "snapshot": s.snapshot} for s in successes)})
+             "snapshot": s.snapshot, "kept": s.kept} for s in successes)})
 
 
 def _rows(rows: Iterable[dict[str, Any]]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.engine import Connection
 
@@ -52,6 +52,9 @@ class _Write:
     # The snapshot a create or update leaves when the service applies it: made once, for
     # the intent committed before sending, and stored as it is when the write succeeds.
     sent: dict[str, Any] | None = None
+    # The coupling's column the intent committed ``sent`` in (None: not committed), which
+    # a success keeps rather than sending the snapshot again.
+    stored: Literal["synced_values", "pending_values"] | None = None
 
 
 @dataclass(frozen=True)
@@ -197,14 +200,22 @@ class RemoteWriter:
         snapshots = {key: w.sent for key, w in creates.items() if w.sent is not None}
         new = {key for key, _ in self.intents}
         with px.engine.begin() as conn:
-            coupling_store.save_pending(conn, pending, recognised)
+            with_pending = coupling_store.save_pending(conn, pending, recognised)
             self.fresh = coupling_store.add_intents(conn, px.mapping.name, self.intents,
                                                     CouplingState.CREATING_REMOTE, snapshots)
             for coupling_id, remote_id in self.restores:
                 coupling_store.set_remote_id(conn, coupling_id, remote_id,
                                              CouplingState.CREATING_REMOTE)
-            coupling_store.save_intent_snapshots(conn, px.mapping.name, {
+            in_flight = coupling_store.save_intent_snapshots(conn, px.mapping.name, {
                 key: s for key, s in snapshots.items() if key not in new})
+        for w in self.writes:
+            if w.sent is None:
+                continue
+            if w.kind == "create" and (w.key in in_flight or w.key in self.fresh.ids):
+                w.stored = "synced_values"
+            elif w.kind == "update" and w.coupling is not None \
+                    and w.coupling.id in with_pending:
+                w.stored = "pending_values"
 
     def _record(self, conn: Connection, w: _Write, result: OperationResult,
                 fresh: NewCouplings) -> None:
@@ -218,15 +229,20 @@ class RemoteWriter:
         # A create or update the service applied (most of a chunk: only the coupling's id
         # is needed, and an update's coupling is the one it was decided from).
         coupling_id = w.coupling.id if w.coupling is not None else fresh.ids[w.key]
-        old = None if w.kind == "create" or w.coupling is None else w.coupling.synced_values
-        snapshot = w.sent if w.sent is not None else new_snapshot(
-            old, w.values, pass_direction=TO, written=w.written, left=w.left or set())
         self.px.count("inserted" if w.kind == "create" or w.reconciled else "modified")
         # The post-write version lets the remote→local pass recognise this write's echo;
         # when remote changes were left for that pass, the old version is kept instead.
         version = None if w.left else remote_version(result.record, result.etag)
-        self.successes.append(coupling_store.Success(
-            coupling_id, version, None if w.left else result.modified_on, snapshot))
+        modified_on = None if w.left else result.modified_on
+        if w.stored is not None:  # the snapshot its intent committed, kept as it is
+            self.successes.append(coupling_store.Success(
+                coupling_id, version, modified_on, None, kept=w.stored))
+            return
+        old = None if w.kind == "create" or w.coupling is None else w.coupling.synced_values
+        snapshot = w.sent if w.sent is not None else new_snapshot(
+            old, w.values, pass_direction=TO, written=w.written, left=w.left or set())
+        self.successes.append(coupling_store.Success(coupling_id, version, modified_on,
+                                                     snapshot))
 
     def _record_other(self, conn: Connection, w: _Write, result: OperationResult,
                       answer: Answer, coupling: Coupling | None) -> None:
