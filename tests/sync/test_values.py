@@ -21,7 +21,7 @@ from worker.sync.local import Unreadable
 from worker.sync.metadata import PropertyInfo, parse
 from worker.sync.model import Direction, FieldMapping
 from worker.sync.transfer import TransformError, constant, rule_problems, transform
-from worker.sync.values import ValueRefused, fits, to_local, to_remote
+from worker.sync.values import ValueRefused, fits, to_local, to_remote, to_remote_converter
 
 MONEY = PropertyInfo("creditlimit", "Edm.Decimal", precision=19, scale=4)
 TEXT = PropertyInfo("name", "Edm.String", max_length=10)
@@ -274,3 +274,43 @@ def test_what_check_allows_converts_and_what_it_refuses_does_not(kind: str, edm:
             assert not stored, (edm, kind)
         if to_local_problem(prop, column) is None:
             assert stored, (edm, kind)
+
+
+_VALUES = st.one_of(
+    st.none(), st.text(max_size=30), st.integers(-2**40, 2**40), st.booleans(),
+    st.decimals(allow_nan=False, allow_infinity=False, places=4, max_value=10**12,
+                min_value=-10**12),
+    st.floats(allow_nan=False, allow_infinity=False), st.dates(), st.uuids(),
+    st.just(Unreadable("c", "10000-01-01")))
+_RULES = [{}, {"trim": True}, {"case": "upper", "max_length": 4},
+          {"value_map": {"1": "one", "x": 7}}, {"before": ","}]
+_PROPS = [None, TEXT, PropertyInfo("p", "Edm.String"), MONEY, _prop("Edm.Int32"),
+          _prop("Edm.Boolean"), _prop("Edm.Date"), _prop("Edm.Guid")]
+
+
+def _outcome(convert: Any, value: Any) -> Any:
+    try:
+        return ("sent", convert(value))
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        return ("refused", type(exc), str(exc))
+
+
+@pytest.mark.parametrize("rule", _RULES)
+@pytest.mark.parametrize("prop", _PROPS)
+@given(value=st.one_of(st.text(max_size=30), _VALUES),
+       max_length=st.sampled_from([None, 0, 3, 10]))
+def test_a_fields_converter_sends_what_its_rule_and_type_give(
+        value: Any, rule: dict[str, Any], prop: PropertyInfo | None,
+        max_length: int | None) -> None:
+    """The converter a chunk chooses once per field (text to a text property with no rule
+    goes as it is, cut) sends exactly what the field's rule and its property's type give
+    a value, and refuses what they refuse, with the same message."""
+    f = _field(**rule)
+
+    def each_step(v: Any) -> Any:
+        if isinstance(v, Unreadable):
+            raise ValueRefused(str(v))
+        return to_remote(transform(f, v, Direction.TO_INTEGRATION, max_length), prop)
+
+    assert _outcome(to_remote_converter(f, prop, max_length), value) == \
+        _outcome(each_step, value)

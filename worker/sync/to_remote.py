@@ -17,6 +17,7 @@ service confirmed is recorded before the pass ends; the rest is retried by the n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from itertools import chain
 from typing import Any
@@ -37,12 +38,8 @@ from worker.sync.mapped import by_key, remote_value
 from worker.sync.metadata import PropertyInfo
 from worker.sync.model import Coupling, CouplingState, DeletionConflict, Direction, FieldMapping
 from worker.sync.pipeline import ChunkPipeline
-from worker.sync.transfer import (
-    FieldValue,
-    constant,
-    transform,
-)
-from worker.sync.values import ValueRefused, value_failure
+from worker.sync.transfer import FieldValue, constant
+from worker.sync.values import ValueRefused, to_remote_converter, value_failure
 from worker.sync.values import to_remote as to_remote_value
 
 TO = Direction.TO_INTEGRATION
@@ -113,7 +110,7 @@ class _Chunk:
         self.fields = px.mapping.fields_for(TO)
         self.current: dict[str, dict[str, Any]] = {}  # the CRM records read, by key
         self.properties: dict[str, PropertyInfo] | None = None
-        self.plain: dict[int, int] | None = None
+        self.converters: dict[int, Callable[[Any], Any]] | None = None
 
     def read_and_decide(self) -> list[Action]:
         """Read the chunk (local rows, couplings, lookups, the coupled CRM records: GET
@@ -169,53 +166,45 @@ class _Chunk:
                 fields: list[FieldMapping]) -> list[FieldValue]:
         """The remote values of one local row; any field that cannot be read, transformed
         or converted to its property's type fails this record alone, naming the field."""
-        properties = self._properties()
-        plain = self._plain_text()
+        converters = self._converters()
         out = []
         for f in fields:
             if f.remote_property is None:
                 continue
-            cut = plain.get(f.id)
-            if cut is not None and type(source := row[f.local_column]) is str:
-                # The common case, as transform and to_remote_value would have it: text
-                # to an Edm.String, cut to the destination's length.
-                out.append(FieldValue(f, source, source[:cut] if cut else source))
-                continue
             try:
-                out.append(self._value(f, row, lookups, properties.get(f.remote_property)))
+                convert = converters.get(f.id)
+                if convert is None:
+                    out.append(self._value(f, row, lookups))
+                else:
+                    source = row[f.local_column]
+                    out.append(FieldValue(f, source, convert(source)))
             except (ValueError, TypeError, ArithmeticError) as exc:
                 raise RecordFailed(value_failure(
                     self.px.mapping.local_table, row[self.px.local.key.name], f, exc)) from None
         return out
 
-    def _value(self, f: FieldMapping, row: Any, lookups: dict[int, dict[str, str]],
-               prop: PropertyInfo | None) -> FieldValue:
+    def _value(self, f: FieldMapping, row: Any, lookups: dict[int, dict[str, str]]
+               ) -> FieldValue:
+        """A field that is not a local column's value converted: a constant, a lookup."""
         if f.local_column is None:
             value = constant(f)
-            return FieldValue(f, value, to_remote_value(value, prop))
+            return FieldValue(f, value, to_remote_value(
+                value, self._properties().get(f.remote_property or "")))
         source = row[f.local_column]
         if isinstance(source, Unreadable):
             raise ValueRefused(str(source))
-        if f.lookup_mapping:
-            return FieldValue(f, source, self._lookup(f, source, lookups[f.id]))
-        wanted = transform(f, source, TO, self.max_lengths.get(f.remote_property or ""))
-        return FieldValue(f, source, to_remote_value(wanted, prop))
+        return FieldValue(f, source, self._lookup(f, source, lookups[f.id]))
 
-    def _plain_text(self) -> dict[int, int]:
-        """The fields whose text values go as they are, but cut (field id → the length to
-        cut to, 0 for none): a local column, no lookup, no transformation rule, an
-        Edm.String property. Worked out once a chunk."""
-        if self.plain is None:
+    def _converters(self) -> dict[int, Callable[[Any], Any]]:
+        """Each local column's converter to its property (but lookups'), chosen once a
+        chunk from the field, its rule and the service's facets of its property."""
+        if self.converters is None:
             properties = self._properties()
-            self.plain = {}
-            for f in self.fields:
-                prop = properties.get(f.remote_property or "")
-                if (f.local_column is not None and not f.lookup_mapping
-                        and type(f.transformation) is dict and not f.transformation
-                        and prop is not None and prop.type == "Edm.String"):
-                    limit = self.max_lengths.get(f.remote_property or "")
-                    self.plain[f.id] = limit if isinstance(limit, int) and limit > 0 else 0
-        return self.plain
+            self.converters = {
+                f.id: to_remote_converter(f, properties.get(f.remote_property or ""),
+                                          self.max_lengths.get(f.remote_property or ""))
+                for f in self.fields if f.local_column is not None and not f.lookup_mapping}
+        return self.converters
 
     def _properties(self) -> dict[str, PropertyInfo]:
         if self.properties is None:  # the service's facets, looked up once a chunk

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -22,7 +22,8 @@ import sqlalchemy as sa
 from worker.remote.wire import parse_datetime
 from worker.sync.local import Unreadable
 from worker.sync.metadata import PropertyInfo
-from worker.sync.model import FieldMapping
+from worker.sync.model import Direction, FieldMapping
+from worker.sync.transfer import transform
 
 INT_RANGES = {
     "Edm.Byte": (0, 2**8 - 1), "Edm.SByte": (-(2**7), 2**7 - 1),
@@ -74,6 +75,33 @@ def to_remote(value: Any, prop: PropertyInfo | None) -> Any:
         return _as_decimal(value, prop)
     converter = _REMOTE_CONVERTERS.get(kind)
     return converter(value) if converter else _json_able(value)
+
+
+def to_remote_converter(f: FieldMapping, prop: PropertyInfo | None,
+                        max_length: int | None) -> Callable[[Any], Any]:
+    """How one field's local values become the values sent to ``prop``: its rule
+    (``transfer.transform``, text cut to ``max_length``), then the property's type
+    (:func:`to_remote`). Chosen once for a chunk's records: a field with no rule whose
+    property is text sends a text as it is, cut, which is what those two give it, without
+    asking them each record. A value that cannot go raises ValueError (ValueRefused)."""
+    direction = Direction.TO_INTEGRATION
+
+    def converted(value: Any) -> Any:
+        if isinstance(value, Unreadable):
+            raise ValueRefused(str(value))
+        return to_remote(transform(f, value, direction, max_length), prop)
+
+    if not (type(f.transformation) is dict and not f.transformation
+            and prop is not None and prop.type == "Edm.String"):
+        return converted
+    cut = max_length if isinstance(max_length, int) and max_length > 0 else None
+
+    def text(value: Any) -> Any:
+        if type(value) is str:
+            return value if cut is None else value[:cut]
+        return converted(value)
+
+    return text
 
 
 def _as_text(value: Any, prop: PropertyInfo) -> str:
