@@ -55,6 +55,7 @@ import sqlalchemy as sa
 from emulator_process import SERVICE, free_port, start_emulator
 from scratch import scratch_database
 
+from worker import collector
 from worker.db.engine import create_engine
 from worker.remote.batch import Operation
 from worker.remote.client import ODataClient
@@ -556,6 +557,7 @@ def main() -> int:
     parser.add_argument("--only-initial", type=int, metavar="N", default=0,
                         help="only (1), N times, each in a world of its own (its spread)")
     args = parser.parse_args()
+    collector.tune()  # as every crmsync process (the emulator's too) sets its collector
     print(f"crmsync ratios: {platform.python_implementation()} {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, {platform.machine()}, {load()}", flush=True)
     table = Table()

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import requests
 from sqlalchemy import exc as sa_exc
 
-from worker import __version__, envfile, logs, settings
+from worker import __version__, collector, envfile, logs, settings
 from worker.commands import common, helptext
 from worker.commands.output import clean
 from worker.db.engine import describe_db_error, describe_unavailable, normalize_url, redacted
@@ -165,6 +165,7 @@ def _main(argv: Sequence[str] | None) -> int:
         # Every part that reads connection settings looks at CRMSYNC_CONFIG.
         os.environ["CRMSYNC_CONFIG"] = config
     remote_config.set_foreground(args.command not in BACKGROUND_COMMANDS)
+    collector.tune()
     return int(args.func(args) or 0)
 
 
