@@ -67,20 +67,22 @@ def triggers_present(conn: Connection, qualified: str, key: str | None = None) -
     return found == len(TRIGGERS)
 
 
-def install(conn: Connection, mapping: TableMapping) -> bool:
-    """Create the capture triggers on the mapping's table (idempotent). Returns True when
-    they were missing: changes made before are unknown, so the mapping's local watermark
-    is cleared and the next pass scans the whole table."""
+def install(conn: Connection, mapping: TableMapping, table: LocalTable | None = None) -> bool:
+    """Create the capture triggers on the mapping's table (idempotent; ``table``: the
+    mapping's table as a pass reflected and validated it, else it is reflected here).
+    Returns True when they were missing: changes made before are unknown, so the mapping's
+    local watermark is cleared and the next pass scans the whole table."""
     if triggers_present(conn, mapping.local_table, mapping.local_key):
         mapping_store.set_triggers_installed(conn, mapping.name, True)
         return False
-    LocalTable(conn, mapping.local_table, mapping.local_key, mapping.name)  # validates
-    table = _quoted(conn, mapping.local_table)
+    if table is None:  # validates
+        LocalTable(conn, mapping.local_table, mapping.local_key, mapping.name)
+    quoted = _quoted(conn, mapping.local_table)
     key = mapping.local_key.replace("'", "''")
     for event, clause in TRIGGERS.items():
-        conn.execute(sa.text(f"DROP TRIGGER IF EXISTS crmsync_capture_{event} ON {table}"))
+        conn.execute(sa.text(f"DROP TRIGGER IF EXISTS crmsync_capture_{event} ON {quoted}"))
         conn.execute(sa.text(
-            f"CREATE TRIGGER crmsync_capture_{event} {clause.format(t=table)} "
+            f"CREATE TRIGGER crmsync_capture_{event} {clause.format(t=quoted)} "
             f"FOR EACH STATEMENT EXECUTE FUNCTION crmsync.capture_local_changes('{key}')"))
     mapping_store.clear_local_marks(conn, mapping.local_table)
     mapping_store.set_triggers_installed(conn, mapping.name, True)
@@ -143,7 +145,7 @@ def collect(conn: Connection, mapping: TableMapping, marks: Marks, table: LocalT
         return _collect_modified_at(conn, mapping, marks, table, where, full=full)
     state = _pass_state(conn, mapping)
     if not state.triggers_ok or not marks.triggers_installed:
-        install(conn, mapping)  # a mapping enabled by plain SQL gets its triggers here
+        install(conn, mapping, table)  # a mapping enabled by plain SQL gets its triggers here
         if not state.triggers_ok:
             state = _pass_state(conn, mapping)  # the install cleared the marks
     previous, current, done, resumed = state.snapshots(full=full)
