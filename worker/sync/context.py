@@ -202,13 +202,16 @@ def write_failure(result: OperationResult) -> str:
     return message
 
 
-def chunks(items: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
+def chunks(items: Iterable[T], size: int = CHUNK, *, first: int | None = None
+           ) -> Iterator[list[T]]:
+    """``items`` in lists of ``size``; the first of ``first`` items when given."""
     batch: list[T] = []
+    limit = first or size
     for item in items:
         batch.append(item)
-        if len(batch) >= size:
+        if len(batch) >= limit:
             yield batch
-            batch = []
+            batch, limit = [], size
     if batch:
         yield batch
 
