@@ -9,6 +9,7 @@ own (the capture triggers skip them), each record in a savepoint so one bad row 
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +39,7 @@ from worker.sync.decide import (
 from worker.sync.mapped import local_values
 from worker.sync.matches import match_records
 from worker.sync.model import Coupling, CouplingState, Direction
+from worker.sync.pipeline import read_ahead
 from worker.sync.transfer import (
     FieldValue,
 )
@@ -77,19 +79,21 @@ def run(px: PassContext, *, full: bool) -> None:
         since, select=_thin_select(px) if thin else px.remote_select(),
         filter=mapping.remote_filter, overlap=OVERLAP,
         after=since is not None and marks.remote_modified_complete, on_count=px.expect)
-    for chunk in chunks(stream):
-        px.check_cancelled()
-        px.keep_statistics()
-        _Chunk(px, _not_in(px, chunk, retried), count_seen=full, thin=thin).run()
-        stamps = [parse_datetime(r.get(mapping.remote_modified_on)) for r in chunk]
-        newest = max([s for s in stamps if s] + ([newest] if newest else []), default=None)
-        if newest is not None and (marks.remote_modified_since is None
-                                   or newest > marks.remote_modified_since):
-            # Records come in (modified-on, key) order and the next read overlaps by a
-            # second, deduplicated by stored versions: the mark may advance per chunk, so
-            # a pass that is killed is resumed about where it stopped.
-            with px.engine.begin() as conn:
-                mapping_store.save_remote_modified_since(conn, mapping.name, newest)
+    with closing(read_ahead(chunks(stream))) as ahead:  # the next page read meanwhile
+        for chunk in ahead:
+            px.check_cancelled()
+            px.keep_statistics()
+            _Chunk(px, _not_in(px, chunk, retried), count_seen=full, thin=thin).run()
+            stamps = [parse_datetime(r.get(mapping.remote_modified_on)) for r in chunk]
+            newest = max([s for s in stamps if s] + ([newest] if newest else []),
+                         default=None)
+            if newest is not None and (marks.remote_modified_since is None
+                                       or newest > marks.remote_modified_since):
+                # Records come in (modified-on, key) order and the next read overlaps by a
+                # second, deduplicated by stored versions: the mark may advance per chunk,
+                # so a pass that is killed is resumed about where it stopped.
+                with px.engine.begin() as conn:
+                    mapping_store.save_remote_modified_since(conn, mapping.name, newest)
     _settle_mark(px, newest or since, stream.server_time)
 
 

@@ -1,19 +1,24 @@
 """A two-deep pipeline for the chunks of a pass: chunks are finished (sent to the CRM and
 recorded) on threads of their own while the caller prepares the next one, and their
-progress is committed in order."""
+progress is committed in order; and a read-ahead of one item, for a pass that reads the CRM
+page by page (the next page is read while the caller decides the one before)."""
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
 from worker.db.engine import asynchronous_commit
 
 DEPTH = 2  # chunks finishing at once: one's requests overlap the other's recording
+T = TypeVar("T")
+_END = object()
 
 
 class Chunk(Protocol):
@@ -79,3 +84,44 @@ class ChunkPipeline:
                 wait(list(self.in_flight))  # let the chunks in flight be recorded
         finally:
             self.pool.shutdown(wait=True)
+
+
+def read_ahead(items: Iterator[T]) -> Generator[T, None, None]:
+    """``items``, each next one made on a thread of its own while the caller works on the
+    one before: a chunk of CRM records is read (its page requested, decoded) while the
+    previous one is decided and recorded. What making an item raises is raised here, in
+    order. When the caller stops early, the thread stops after the item it is making."""
+    ready: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def make() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((True, _END))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            put((False, exc))
+
+    thread = threading.Thread(target=make, name="crmsync-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            made, item = ready.get()
+            if not made:
+                raise item
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
