@@ -208,14 +208,7 @@ class RemoteWriter:
                                              CouplingState.CREATING_REMOTE)
             in_flight = coupling_store.save_intent_snapshots(conn, px.mapping.name, {
                 key: s for key, s in snapshots.items() if key not in new})
-        for w in self.writes:
-            if w.sent is None:
-                continue
-            if w.kind == "create" and (w.key in in_flight or w.key in self.fresh.ids):
-                w.stored = "synced_values"
-            elif w.kind == "update" and w.coupling is not None \
-                    and w.coupling.id in with_pending:
-                w.stored = "pending_values"
+        _note_stored(self.writes, in_flight | set(self.fresh.ids), with_pending)
 
     def _record(self, conn: Connection, w: _Write, result: OperationResult,
                 fresh: NewCouplings) -> None:
@@ -230,19 +223,7 @@ class RemoteWriter:
         # is needed, and an update's coupling is the one it was decided from).
         coupling_id = w.coupling.id if w.coupling is not None else fresh.ids[w.key]
         self.px.count("inserted" if w.kind == "create" or w.reconciled else "modified")
-        # The post-write version lets the remote→local pass recognise this write's echo;
-        # when remote changes were left for that pass, the old version is kept instead.
-        version = None if w.left else remote_version(result.record, result.etag)
-        modified_on = None if w.left else result.modified_on
-        if w.stored is not None:  # the snapshot its intent committed, kept as it is
-            self.successes.append(coupling_store.Success(
-                coupling_id, version, modified_on, None, kept=w.stored))
-            return
-        old = None if w.kind == "create" or w.coupling is None else w.coupling.synced_values
-        snapshot = w.sent if w.sent is not None else new_snapshot(
-            old, w.values, pass_direction=TO, written=w.written, left=w.left or set())
-        self.successes.append(coupling_store.Success(coupling_id, version, modified_on,
-                                                     snapshot))
+        self.successes.append(_success(w, coupling_id, result))
 
     def _record_other(self, conn: Connection, w: _Write, result: OperationResult,
                       answer: Answer, coupling: Coupling | None) -> None:
@@ -274,6 +255,32 @@ class RemoteWriter:
             px.count("deleted")
             return
         self.existing.append((replace(w, coupling=coupling), None))  # "already exists"
+
+
+def _success(w: _Write, coupling_id: int, result: OperationResult) -> coupling_store.Success:
+    """What a create or update the service applied leaves on its coupling."""
+    # The post-write version lets the remote→local pass recognise this write's echo; when
+    # remote changes were left for that pass, the old version is kept instead.
+    version = None if w.left else remote_version(result.record, result.etag)
+    modified_on = None if w.left else result.modified_on
+    if w.stored is not None:  # the snapshot its intent committed, kept as it is
+        return coupling_store.Success(coupling_id, version, modified_on, None, kept=w.stored)
+    old = None if w.kind == "create" or w.coupling is None else w.coupling.synced_values
+    snapshot = w.sent if w.sent is not None else new_snapshot(
+        old, w.values, pass_direction=TO, written=w.written, left=w.left or set())
+    return coupling_store.Success(coupling_id, version, modified_on, snapshot)
+
+
+def _note_stored(writes: list[_Write], creates: set[str], updates: set[int]) -> None:
+    """Note on each write the column its intent committed its snapshot in: creates by local
+    id (``synced_values``), updates by coupling id (``pending_values``)."""
+    for w in writes:
+        if w.sent is None:
+            continue
+        if w.kind == "create" and w.key in creates:
+            w.stored = "synced_values"
+        elif w.kind == "update" and w.coupling is not None and w.coupling.id in updates:
+            w.stored = "pending_values"
 
 
 def _pending(writes: list[_Write]) -> tuple[dict[int, dict[str, Any]],
