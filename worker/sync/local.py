@@ -132,7 +132,8 @@ class LocalTable:
         cached = self._fetch_cache
         if cached is not None and cached[0] is where:
             return cached[1]
-        element = self.key.type if isinstance(self.key.type, sa.Uuid) else sa.Text()
+        element = self.key.type if isinstance(self.key.type, sa.Uuid | sa.Integer) \
+            else sa.Text()
         keys = sa.cast(sa.bindparam(_FETCH_KEYS, type_=sa.Text), postgresql.ARRAY(element))
         query = sa.select(self.table).where(self.key == sa.any_(keys))
         if where is not None:
@@ -315,15 +316,17 @@ def _read_column_by_column(t: LocalTable, conn: Connection, value: Any) -> dict[
 
 def _key_literal(table: LocalTable, texts: list[str]) -> str | None:
     """These key texts as one array literal (:func:`~worker.db.engine.text_array`) for
-    ``LocalTable._fetch_statement``, when the key is a UUID or text: UUIDs in their usual form
-    checked by one regular expression over the whole (not a UUID object made and dumped
-    per key), others converted and checked one by one by ``LocalTable.key_value``. None for
-    other keys (sent as an array the driver dumps)."""
+    ``LocalTable._fetch_statement``, when the key is a UUID, an integer or text: UUIDs in
+    their usual form checked by one regular expression over the whole (not a UUID object
+    made and dumped per key), others converted and checked one by one by
+    ``LocalTable.key_value``. None for other keys (sent as an array the driver dumps)."""
     if isinstance(table.key.type, sa.Uuid):
         literal = text_array(texts)
         if not _UUID_ARRAY.fullmatch(literal):
             literal = text_array([str(table.key_value(k)) for k in texts])
         return literal
+    if isinstance(table.key.type, sa.Integer) and not isinstance(table.key.type, sa.Boolean):
+        return text_array([str(table.key_value(k)) for k in texts])
     if isinstance(table.key.type, sa.String) and _python_type(table.key) is str:
         return text_array(texts)
     return None
