@@ -202,16 +202,13 @@ def write_failure(result: OperationResult) -> str:
     return message
 
 
-def chunks(items: Iterable[T], size: int = CHUNK, *, first: int | None = None
-           ) -> Iterator[list[T]]:
-    """``items`` in lists of ``size``; the first of ``first`` items when given."""
+def chunks(items: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
     batch: list[T] = []
-    limit = first or size
     for item in items:
         batch.append(item)
-        if len(batch) >= limit:
+        if len(batch) >= size:
             yield batch
-            batch, limit = [], size
+            batch = []
     if batch:
         yield batch
 

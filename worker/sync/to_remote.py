@@ -43,7 +43,6 @@ from worker.sync.values import ValueRefused, to_remote_converter, value_failure
 from worker.sync.values import to_remote as to_remote_value
 
 TO = Direction.TO_INTEGRATION
-FIRST_CHUNK = 100
 
 
 def run(px: PassContext, *, full: bool, max_lengths: dict[str, int]) -> None:
@@ -65,11 +64,8 @@ def _run_once(px: PassContext, first: list[str], *, full: bool,
         changes = capture.collect(conn, px.mapping, px.marks, px.local, px.where, full=full)
     done = set(first) | px.failed_keys
     px.expect(None if changes.size is None else len(first) + changes.size)
-    # The first chunk is small: the CRM has nothing to do until it is read, decided and
-    # its intents committed, which for 500 records is a tenth of a second.
-    work = chain(((chunk, None) for chunk in chunks(first, first=FIRST_CHUNK)), (
-        (chunk, chunk[-1]) for chunk in chunks((k for k in changes.keys if k not in done),
-                                               first=FIRST_CHUNK)))
+    work = chain(((chunk, None) for chunk in chunks(first)), (
+        (chunk, chunk[-1]) for chunk in chunks(k for k in changes.keys if k not in done)))
     with ChunkPipeline(px.engine, changes.commit_progress) as pipeline:
         for keys, progress in work:
             px.check_cancelled()
