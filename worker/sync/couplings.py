@@ -225,6 +225,10 @@ def add_coupled(conn: Connection, mapping: str, local_id: str, remote_id: str) -
     return add_intent(conn, mapping, local_id, remote_id, CouplingState.COUPLED)
 
 
+# The column of a coupling that holds the snapshot a write's intent committed.
+Kept = Literal["synced_values", "pending_values"]
+
+
 @dataclass(frozen=True)
 class Success:
     """A record written or found in sync: its coupling becomes coupled, with this snapshot
@@ -236,7 +240,7 @@ class Success:
     remote_version: str | None
     remote_modified_on: datetime | None
     snapshot: dict[str, Any] | None
-    kept: Literal["synced_values", "pending_values"] | None = None
+    kept: Kept | None = None
 
 
 def record_successes(conn: Connection, direction: Direction, job_id: int,

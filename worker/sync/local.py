@@ -325,7 +325,7 @@ def _key_literal(table: LocalTable, texts: list[str]) -> str | None:
         if not _UUID_ARRAY.fullmatch(literal):
             literal = text_array([str(table.key_value(k)) for k in texts])
         return literal
-    if isinstance(table.key.type, sa.Integer) and not isinstance(table.key.type, sa.Boolean):
+    if isinstance(table.key.type, sa.Integer):
         return text_array([str(table.key_value(k)) for k in texts])
     if isinstance(table.key.type, sa.String) and _python_type(table.key) is str:
         return text_array(texts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -54,7 +54,7 @@ class _Write:
     sent: dict[str, Any] | None = None
     # The coupling's column the intent committed ``sent`` in (None: not committed), which
     # a success keeps rather than sending the snapshot again.
-    stored: Literal["synced_values", "pending_values"] | None = None
+    stored: coupling_store.Kept | None = None
 
 
 @dataclass(frozen=True)
