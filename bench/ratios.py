@@ -581,9 +581,11 @@ def initial_rounds(table: Table, customers: int, rounds: int, how: str, *, bulk:
               f"{synthetic[0]:,.0f} records/s, CPU {synthetic[1] * 1e6:.0f} µs/record", "-",
               None, None)
     of = f", the median of {rounds} rounds" if rounds > 1 else ""
+    # The issue's target is on $batch; the bulk messages' row has none (a ratio only).
     table.add(f"1. initial sync to the CRM ({how}), {median.done:,} customers + contacts{of}",
               f"{median.rate:,.0f} records/s, CPU {median.cpu * 1e6:.0f} µs/record",
-              "≥ 0.7× raw (replayed)", median.ratio, median.ratio >= 0.7)
+              "-" if bulk else "≥ 0.7× raw (replayed)", median.ratio,
+              None if bulk else median.ratio >= 0.7)
     table.add("   CPU µs/record by process: engine / raw",
               f"{median.engine_cpus.per_record(median.done)} / "
               f"{median.raw_cpus.per_record(median.done)}", "-", None, None)
