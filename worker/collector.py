@@ -33,7 +33,6 @@ customers, 114 MB at 50,000, 121 MB at 200,000); with the threshold fixed, 97 MB
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import os
 
@@ -56,9 +55,8 @@ def fix_mmap_threshold() -> bool:
     it was set. Not on another C library, nor when the environment sets it already."""
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)  # the process's own symbols: its C library's among them
         mallopt = libc.mallopt
         libc.gnu_get_libc_version  # noqa: B018 - glibc's own: present only there
     except (OSError, AttributeError, TypeError):
